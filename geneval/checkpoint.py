@@ -1,0 +1,68 @@
+"""Model checkpoints: one safetensors file whose metadata holds the model name and its config.
+
+safetensors stores tensors only, so loading a checkpoint can never run code. The JSON
+config (architecture, schedule, training seed and command ...) lives in the file's
+metadata under ``config``; ``geneval_model`` names the model family that wrote it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from geneval import __version__
+from geneval.errors import InputError
+from geneval.io import atomic_path
+
+
+def save_checkpoint(
+    path: str | Path,
+    tensors: Mapping[str, torch.Tensor],
+    config: Mapping[str, Any],
+    *,
+    model: str,
+    force: bool,
+) -> Path:
+    """Write ``tensors`` and ``config`` to ``path`` atomically (refused if it exists, unless ``force``)."""
+    metadata = {
+        "geneval_model": model,
+        "geneval_version": __version__,
+        "config": json.dumps(dict(config), sort_keys=True),
+    }
+    plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path, force=force, what="checkpoint") as tmp:
+        save_file(plain, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, *, model: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a checkpoint written by :func:`save_checkpoint` for ``model``.
+
+    Returns ``(tensors, config)``. A missing file, a file that is not safetensors, or a
+    checkpoint of another model family is an :class:`InputError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"checkpoint {path} does not exist")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(f"checkpoint {path} is not a readable safetensors file ({exc})") from None
+    found = metadata.get("geneval_model")
+    if found != model:
+        raise InputError(f"checkpoint {path} is for model {found!r}, not {model!r}")
+    try:
+        config = json.loads(metadata.get("config", "{}"))
+    except json.JSONDecodeError:
+        raise InputError(f"checkpoint {path} has an unreadable config") from None
+    return tensors, config

@@ -1,0 +1,48 @@
+"""Progress bars for long loops: shown on a terminal, silent under ``--quiet`` or without a TTY."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence (``True``) or allow (``False``) every progress bar of this process."""
+    global _quiet
+    _quiet = quiet
+
+
+def progress_enabled() -> bool:
+    """Whether a progress bar should be drawn: not quiet and stderr is a terminal."""
+    return not _quiet and sys.stderr.isatty()
+
+
+def progress_bar(total: int | None = None, desc: str | None = None, unit: str = "it") -> tqdm:
+    """A tqdm bar on stderr that is disabled under ``--quiet`` or when stderr is not a TTY.
+
+    Use as a context manager and call ``update(k)``.
+    """
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=not progress_enabled(),
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+    )
+
+
+def track(iterable: Iterable[T], total: int | None = None, desc: str | None = None) -> Iterator[T]:
+    """Iterate over ``iterable`` with a progress bar (see :func:`progress_bar`)."""
+    with progress_bar(total=total, desc=desc) as bar:
+        for item in iterable:
+            yield item
+            bar.update(1)
