@@ -1,8 +1,8 @@
 """Model checkpoints: one safetensors file whose metadata holds the model name and its config.
 
-safetensors stores tensors only, so loading a checkpoint can never run code. The JSON
-config (architecture, schedule, training seed and command ...) lives in the file's
-metadata under ``config``; ``geneval_model`` names the model family that wrote it.
+safetensors stores tensors only, so loading a checkpoint can never run code. The file's
+metadata holds one JSON entry, ``geneval``: ``model`` (the family that wrote it),
+``geneval_version`` and ``config`` (architecture, schedule, training seed and command ...).
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ def save_checkpoint(
     force: bool,
 ) -> Path:
     """Write ``tensors`` and ``config`` to ``path`` atomically (refused if it exists, unless ``force``)."""
+    # One metadata entry: safetensors does not keep the order of several, and a fixed byte
+    # layout lets a retrained checkpoint be compared by its sha256.
     metadata = {
-        "geneval_model": model,
-        "geneval_version": __version__,
-        "config": json.dumps(dict(config), sort_keys=True),
+        "geneval": json.dumps(
+            {"model": model, "geneval_version": __version__, "config": dict(config)},
+            sort_keys=True,
+        )
     }
     plain = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path, force=force, what="checkpoint") as tmp:
@@ -58,11 +61,11 @@ def load_checkpoint(path: str | Path, *, model: str) -> tuple[dict[str, torch.Te
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise InputError(f"checkpoint {path} is not a readable safetensors file ({exc})") from None
-    found = metadata.get("geneval_model")
+    try:
+        header = json.loads(metadata.get("geneval", "{}"))
+    except json.JSONDecodeError:
+        raise InputError(f"checkpoint {path} has an unreadable geneval header") from None
+    found = header.get("model")
     if found != model:
         raise InputError(f"checkpoint {path} is for model {found!r}, not {model!r}")
-    try:
-        config = json.loads(metadata.get("config", "{}"))
-    except json.JSONDecodeError:
-        raise InputError(f"checkpoint {path} has an unreadable config") from None
-    return tensors, config
+    return tensors, dict(header.get("config", {}))

@@ -13,3 +13,10 @@ class InputError(Exception):
 
 class PluginError(Exception):
     """A plugin raised while computing; wraps the original exception (exit code 3)."""
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning on stderr (``geneval: warning: ...``)."""
+    import sys
+
+    print(f"geneval: warning: {message}".splitlines()[0], file=sys.stderr)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,7 +20,7 @@ from typing import Any
 import pluggy
 
 from geneval import hookspecs
-from geneval.errors import InputError
+from geneval.errors import InputError, warn
 
 GROUP = "geneval"
 BUNDLED_DISTRIBUTION = "geneval"
@@ -54,10 +53,6 @@ class Registered:
     name: str
     obj: Any
     provider: Provider
-
-
-def _warn(message: str) -> None:
-    print(f"geneval: warning: {message}", file=sys.stderr)
 
 
 def _allowed(ep: EntryPoint, dist_name: str) -> bool:
@@ -130,7 +125,7 @@ class Registry:
     def _report_failure(self, provider: Provider, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}".splitlines()[0]
         self.failed.append((provider, message))
-        _warn(
+        warn(
             f"plugin {provider.entry_point!r} from distribution {provider.distribution} "
             f"{provider.version} failed to load and was skipped ({message})"
         )

@@ -13,7 +13,6 @@ convention, geneval version) and optionally ``features`` (n, d) float32.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 
 from geneval import __version__
-from geneval.errors import InputError
+from geneval.errors import InputError, warn
 from geneval.io import atomic_path
 
 
@@ -170,10 +169,9 @@ def load_stats(path: str | Path) -> StatsFile:
             f"statistics file {path}: mu {mu.shape} and sigma {sigma.shape} do not match"
         )
     if meta is None:
-        warnings.warn(
-            f"statistics file {path} has no provenance (plain pytorch-fid/TTUR file); "
-            "make sure it was computed with the same extractor and resize convention",
-            stacklevel=2,
+        warn(
+            f"statistics file {path} has no provenance (plain pytorch-fid/TTUR file): "
+            "make sure it was computed with the same extractor and resize convention"
         )
     return StatsFile(mu=mu, sigma=sigma, n=n, meta=meta, features=features, path=path)
 

@@ -1,0 +1,207 @@
+"""Extractor ``digits-cnn``: a small CNN classifier of the 8×8 ``digits``, shipped with weights.
+
+The network is trained on ``digits:train`` by ``scripts/train_digits_cnn.py`` (fixed seed) and
+its weights ship beside this module as ``digits_cnn.safetensors``. It plays the role Inception
+plays for natural images (and LeNet for MNIST in the generative-model literature): its
+penultimate activations are the ``features`` for FID/KID, its ten class scores the ``logits``
+for the Inception Score. Inception features of 8×8 digits would be meaningless.
+
+Input convention (``grey-luma601-area-8x8``): float images in ``[0, 1]``, NCHW, any size,
+1 or 3 channels. RGB is turned grey with the ITU-R BT.601 luma weights
+``Y = 0.299 R + 0.587 G + 0.114 B`` (which sum to one, so a grey image replicated to three
+channels stays the same grey image); any other size is resized to 8×8 by area averaging
+(:func:`torch.nn.functional.adaptive_avg_pool2d`), which is exact for integer downscales, so
+a digit upsampled ×k by pixel replication maps back onto itself. The digits themselves are
+8×8 in ``[0, 1]`` (sklearn's 0–16 grey levels divided by 16) and pass through unchanged.
+
+References
+----------
+.. [1] Y. LeCun, L. Bottou, Y. Bengio and P. Haffner, "Gradient-based learning applied to
+   document recognition", Proc. IEEE 86(11), 1998 (LeNet: conv/pool layers + fully connected
+   head).
+.. [2] M. Heusel et al., "GANs trained by a two time-scale update rule converge to a local
+   Nash equilibrium", NeurIPS 2017 (FID on the penultimate layer of a pretrained classifier).
+.. [3] ITU-R Recommendation BT.601, luma coefficients 0.299, 0.587, 0.114.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib.resources import files
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from geneval.errors import InputError
+from geneval.hookspecs import hookimpl
+
+#: Name under which the extractor registers.
+NAME = "digits-cnn"
+#: The preprocessing applied to every input, recorded in reports and statistics files.
+CONVENTION = "grey-luma601-area-8x8"
+#: File name of the shipped weights (package data beside this module).
+WEIGHTS_FILE = "digits_cnn.safetensors"
+#: Input side length the network was trained on.
+IMAGE_SIZE = 8
+#: Dimension of the penultimate ``features`` output.
+FEATURE_DIM = 128
+#: Number of classes (``logits`` dimension).
+NUM_CLASSES = 10
+#: ITU-R BT.601 luma weights for R, G, B.
+LUMA_601 = (0.299, 0.587, 0.114)
+
+
+class DigitsCNN(nn.Module):
+    """A LeNet-style classifier for 1×8×8 digits [1]_.
+
+    ``conv(1→16) → ReLU → conv(16→32) → ReLU → maxpool 2 → conv(32→64) → ReLU → maxpool 2 →
+    flatten (256) → linear(256→128) → ReLU`` gives the ``features``; dropout (training only)
+    and ``linear(128→10)`` give the ``logits``. All convolutions are 3×3 with padding 1.
+
+    References
+    ----------
+    .. [1] LeCun et al., "Gradient-based learning applied to document recognition", 1998.
+    """
+
+    def __init__(self, dropout: float = 0.3) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2d(32, 64, kernel_size=3, padding=1)
+        self.fc = nn.Linear(64 * 2 * 2, FEATURE_DIM)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(FEATURE_DIM, NUM_CLASSES)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations (N, 128), after the ReLU, of 1×8×8 inputs."""
+        x = F.relu(self.conv1(x))
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+        x = F.max_pool2d(F.relu(self.conv3(x)), 2)
+        return F.relu(self.fc(x.flatten(1)))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features, logits)`` of 1×8×8 inputs in ``[0, 1]``."""
+        feats = self.features(x)
+        return feats, self.head(self.dropout(feats))
+
+
+def to_network_input(images: torch.Tensor) -> torch.Tensor:
+    """Bring float ``[0, 1]`` NCHW images of any size to the network's 1×8×8 grey input.
+
+    Three channels are combined with the BT.601 luma weights, ``Y = 0.299 R + 0.587 G +
+    0.114 B``; a spatial size other than 8×8 is reduced by area averaging
+    (``adaptive_avg_pool2d``), exact for integer downscale factors.
+
+    Parameters
+    ----------
+    images
+        Float tensor (N, C, H, W) with C in {1, 3}.
+
+    Returns
+    -------
+    torch.Tensor
+        Float32 tensor (N, 1, 8, 8) on the images' device.
+    """
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise InputError(
+            f"{NAME}: expected images of shape (N, 1 or 3, H, W), got {tuple(images.shape)}"
+        )
+    if not images.is_floating_point():
+        raise InputError(f"{NAME}: expected float images in [0, 1], got dtype {images.dtype}")
+    x = images.to(torch.float32)
+    if x.shape[1] == 3:
+        weights = torch.tensor(LUMA_601, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        x = (x * weights).sum(dim=1, keepdim=True)
+    if x.shape[-2:] != (IMAGE_SIZE, IMAGE_SIZE):
+        x = F.adaptive_avg_pool2d(x, IMAGE_SIZE)
+    return x
+
+
+def shipped_weights_path() -> Path:
+    """Path of the weights shipped as package data beside this module."""
+    return Path(str(files(__package__ or "geneval_plugins.extractors") / WEIGHTS_FILE))
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_network(path: Path, device: torch.device) -> DigitsCNN:
+    """Build :class:`DigitsCNN` on ``device`` from a safetensors file (never pickle)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{NAME}: weights file {path} does not exist")
+    try:
+        state = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise InputError(
+            f"{NAME}: weights {path} are not a readable safetensors file ({exc})"
+        ) from None
+    net = DigitsCNN()
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "key or shape mismatch"
+        raise InputError(f"{NAME}: weights {path} do not fit the network ({first})") from None
+    return net.to(device).eval()
+
+
+class LoadedDigitsCNN:
+    """The ``digits-cnn`` network on its device; calling it returns ``features`` and ``logits``."""
+
+    name = NAME
+    outputs = {"features": FEATURE_DIM, "logits": NUM_CLASSES}
+    convention = CONVENTION
+
+    def __init__(self, network: DigitsCNN, weights_sha256: str, device: torch.device) -> None:
+        self.network = network
+        self.weights_sha256 = weights_sha256
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``{"features": (N, 128), "logits": (N, 10)}`` float32 on the extractor's device."""
+        x = to_network_input(images.to(self.device))
+        features, logits = self.network(x)
+        return {"features": features, "logits": logits}
+
+
+class DigitsCNNExtractor:
+    """The ``digits-cnn`` extractor plugin (default extractor of the ``digits`` dataset)."""
+
+    name = NAME
+    outputs = {"features": FEATURE_DIM, "logits": NUM_CLASSES}
+    feature_output = "features"
+    logits_output = "logits"
+    resize_options: tuple[str, ...] = ()
+
+    def load(
+        self, *, device: torch.device, weights: Path | None = None, resize: str | None = None
+    ) -> LoadedDigitsCNN:
+        """Load the shipped weights (or the safetensors file ``weights``) onto ``device``.
+
+        The resize is fixed (grey, area average to 8×8); any ``resize`` other than ``None``
+        is refused rather than silently ignored.
+        """
+        if resize is not None:
+            raise InputError(
+                f"--resize {resize}: extractor {NAME} has a fixed input convention ({CONVENTION})"
+            )
+        path = Path(weights) if weights is not None else shipped_weights_path()
+        device = torch.device(device)
+        network = load_network(path, device)
+        return LoadedDigitsCNN(network, file_sha256(path), device)
+
+
+@hookimpl
+def geneval_register_extractors(register) -> None:
+    register(DigitsCNNExtractor())

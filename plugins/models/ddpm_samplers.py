@@ -1,0 +1,238 @@
+"""Samplers of the reverse diffusion, separate from the network (as diffusers separates schedulers).
+
+A sampler is a small configuration object bound to a :class:`GaussianDiffusion`. It lists the
+timesteps it visits (``set_timesteps``) and maps (x_t, ε_θ(x_t, t)) to the next, less noisy state
+(``step``). :func:`run_sampler` drives any sampler with any ε-predictor callable, so the same code
+samples a trained network or an analytic ε (as the closed-form tests do). Allowed option values
+live in :data:`VARIANCES`, :data:`SKIPS` and :data:`SAMPLERS` and nowhere else.
+
+References
+----------
+.. [1] J. Ho, A. Jain, P. Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020.
+.. [2] J. Song, C. Meng, S. Ermon, "Denoising Diffusion Implicit Models", ICLR 2021.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from geneval.progress import progress_bar
+from geneval_plugins.models.diffusion import EpsPredictor, GaussianDiffusion, _at
+
+#: Reverse-process variances of the ancestral sampler: σ_t² = β_t or β̃_t (Ho et al. 2020, §3.2).
+VARIANCES = ("fixedlarge", "fixedsmall")
+#: DDIM timestep sub-sequences (Song et al. 2021, App. D.2).
+SKIPS = ("uniform", "quadratic")
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r} (choose from {', '.join(allowed)})")
+    return value
+
+
+def _full(t: int, x: torch.Tensor) -> torch.Tensor:
+    return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+
+
+@dataclass
+class AncestralSampler:
+    """Ancestral sampling of p_θ(x_{t−1}|x_t) = N(μ_θ(x_t, t), σ_t² I) for t = T..1 (Algorithm 2).
+
+    Parameters
+    ----------
+    diffusion
+        The forward process.
+    variance
+        ``fixedlarge`` (σ_t² = β_t) or ``fixedsmall`` (σ_t² = β̃_t), Ho et al. (2020), §3.2.
+    clip_denoised
+        Clip x̂_0 to [−1, 1] and take the posterior mean μ̃_t(x̂_0, x_t) (eq. 7), as the
+        authors' code does; without clipping this equals μ_θ of eq. 11.
+
+    References
+    ----------
+    Ho et al. (2020), Algorithm 2, eqs. 7 and 11.
+    """
+
+    diffusion: GaussianDiffusion
+    variance: str = "fixedlarge"
+    clip_denoised: bool = True
+    timesteps: list[int] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        _check(self.variance, VARIANCES, "variance")
+        self._sigma2 = self.diffusion.reverse_variance(self.variance)
+        self.set_timesteps(None)
+
+    def set_timesteps(self, steps: int | None) -> list[int]:
+        """Visit every t = T..1; ``steps`` must be ``None`` or T (ancestral sampling skips nothing)."""
+        big_t = self.diffusion.num_timesteps
+        if steps is not None and steps != big_t:
+            raise ValueError(
+                f"the ancestral sampler takes all T = {big_t} steps (got steps={steps}); "
+                "use the ddim sampler for fewer steps"
+            )
+        self.timesteps = list(range(big_t, 0, -1))
+        return self.timesteps
+
+    def step(
+        self, x: torch.Tensor, t: int, eps: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """x_{t−1} = μ + σ_t·z with z ~ N(0, I) drawn from ``generator`` (no noise at t = 1)."""
+        tt = _full(t, x)
+        x0 = self.diffusion.predict_x0(x, tt, eps)
+        if self.clip_denoised:
+            x0 = x0.clamp(-1.0, 1.0)
+        mean, _ = self.diffusion.posterior_mean_variance(x0, x, tt)
+        if t == 1:
+            return mean
+        noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x)
+        return mean + _at(self._sigma2, tt, x).sqrt() * noise
+
+
+@dataclass
+class DDIMSampler:
+    """The generalised (DDIM) reverse process on a sub-sequence τ of 1..T (Song et al. 2021, eq. 12).
+
+    x_{τ_{i−1}} = √ᾱ_{τ_{i−1}}·x̂_0 + √(1 − ᾱ_{τ_{i−1}} − σ²)·ε_θ + σ·z, with
+    σ = η·√((1 − ᾱ_{τ_{i−1}})/(1 − ᾱ_{τ_i}))·√(1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}) (eq. 16) and ᾱ_0 = 1.
+    η = 0 is the deterministic DDIM; η = 1 with every step is DDPM with σ_t² = β̃_t.
+
+    Parameters
+    ----------
+    diffusion
+        The forward process.
+    steps
+        Length S of the sub-sequence τ.
+    eta
+        η ≥ 0, the stochasticity.
+    skip
+        ``uniform``: τ_i = ⌊i·T/S⌋ + 1; ``quadratic``: τ_i = ⌊(i·√(0.8·T)/(S−1))²⌋ + 1, i = 0..S−1
+        (Song et al. 2021, App. D.2), each raised to at least τ_{i−1} + 1 so that the S steps
+        are distinct (the authors' sequence repeats small t, which are no-op steps).
+    clip_denoised
+        Clip x̂_0 to [−1, 1] before the update.
+
+    References
+    ----------
+    Song, Meng & Ermon (2021), eqs. 12 and 16, App. D.2.
+    """
+
+    diffusion: GaussianDiffusion
+    steps: int = 50
+    eta: float = 0.0
+    skip: str = "uniform"
+    clip_denoised: bool = True
+    timesteps: list[int] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        _check(self.skip, SKIPS, "skip")
+        if self.eta < 0:
+            raise ValueError(f"eta must be non-negative, got {self.eta}")
+        self.set_timesteps(self.steps)
+
+    def set_timesteps(self, steps: int | None) -> list[int]:
+        """Choose τ (descending) of length ``steps`` (``None``: keep the configured number)."""
+        big_t = self.diffusion.num_timesteps
+        steps = self.steps if steps is None else steps
+        if not 1 <= steps <= big_t:
+            raise ValueError(f"DDIM steps must be in 1..{big_t}, got {steps}")
+        if self.skip == "uniform":
+            tau = [i * big_t // steps + 1 for i in range(steps)]
+        else:
+            top = (0.8 * big_t) ** 0.5
+            scale = top / (steps - 1) if steps > 1 else 0.0
+            tau = []
+            for i in range(steps):
+                # Song et al.'s sequence repeats small t (no-op steps); keep them distinct instead.
+                tau.append(max(int((i * scale) ** 2) + 1, tau[-1] + 1 if tau else 1))
+            if tau[-1] > big_t:
+                raise ValueError(f"quadratic skipping cannot fit {steps} steps in T={big_t}")
+        self.steps = steps
+        self.timesteps = sorted(tau, reverse=True)
+        return self.timesteps
+
+    def previous(self, t: int) -> int:
+        """The timestep after ``t`` in the sequence (0 after the last one, where ᾱ_0 = 1)."""
+        i = self.timesteps.index(t)
+        return self.timesteps[i + 1] if i + 1 < len(self.timesteps) else 0
+
+    def step(
+        self, x: torch.Tensor, t: int, eps: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """One update of eq. 12 from τ_i = ``t`` to τ_{i−1}; z drawn from ``generator`` when σ > 0."""
+        abar_all = self.diffusion.alphas_cumprod
+        t_prev = self.previous(t)
+        abar = abar_all[t - 1].item()
+        abar_prev = abar_all[t_prev - 1].item() if t_prev > 0 else 1.0
+        x0 = self.diffusion.predict_x0(x, _full(t, x), eps)
+        if self.clip_denoised:
+            x0 = x0.clamp(-1.0, 1.0)
+            # Re-derive ε from the clipped x̂_0 so the update stays on the DDIM path.
+            eps = (x - abar**0.5 * x0) / (1 - abar) ** 0.5
+        sigma = (
+            self.eta * ((1 - abar_prev) / (1 - abar)) ** 0.5 * (1 - abar / abar_prev) ** 0.5
+        )
+        direction = max(1 - abar_prev - sigma**2, 0.0) ** 0.5
+        out = abar_prev**0.5 * x0 + direction * eps
+        if sigma > 0 and t_prev > 0:
+            noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x)
+            out = out + sigma * noise
+        return out
+
+
+Sampler = AncestralSampler | DDIMSampler
+
+#: Sampler names a DDPM accepts (``sample(sampler=...)``, ``geneval sample --sampler``):
+#: ``ddim`` (Song et al. 2021), ``ancestral`` (σ_t² = β_t) and ``ancestral-fixedsmall`` (β̃_t).
+SAMPLERS = ("ddim", "ancestral", "ancestral-fixedsmall")
+
+
+def make_sampler(
+    name: str,
+    diffusion: GaussianDiffusion,
+    *,
+    steps: int | None = None,
+    eta: float = 0.0,
+    skip: str = "uniform",
+    clip_denoised: bool = True,
+) -> Sampler:
+    """The sampler called ``name`` (one of :data:`SAMPLERS`) for ``diffusion``.
+
+    ``steps``, ``eta`` and ``skip`` configure DDIM (``steps=None``: 50); the ancestral samplers
+    accept only ``steps`` of ``None`` or T.
+    """
+    _check(name, SAMPLERS, "sampler")
+    if name == "ddim":
+        return DDIMSampler(
+            diffusion, steps=50 if steps is None else steps, eta=eta, skip=skip,
+            clip_denoised=clip_denoised,
+        )
+    variance = "fixedsmall" if name == "ancestral-fixedsmall" else "fixedlarge"
+    sampler = AncestralSampler(diffusion, variance=variance, clip_denoised=clip_denoised)
+    sampler.set_timesteps(steps)
+    return sampler
+
+
+@torch.no_grad()
+def run_sampler(
+    sampler: Sampler,
+    eps_model: EpsPredictor,
+    shape: tuple[int, ...],
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Start from x_T ~ N(0, I) (drawn from ``generator``) and apply ``sampler.step`` along its
+    timesteps, calling ``eps_model(x_t, t)``; returns x_0 in the data space [−1, 1] (unclipped)."""
+    x = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
+    with progress_bar(total=len(sampler.timesteps) if progress else 0, desc="denoising") as bar:
+        for t in sampler.timesteps:
+            eps = eps_model(x, _full(t, x))
+            x = sampler.step(x, t, eps, generator)
+            bar.update(1)
+    return x
