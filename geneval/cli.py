@@ -94,7 +94,8 @@ _force_option = click.option("--force", is_flag=True, help="Overwrite existing o
 @click.option("--resize", help="Resize convention of the extractor: tf1, pytorch-fid or clean.")
 @click.option("--opt", "opts", multiple=True, metavar="METRIC.KEY=VALUE", help="Metric option.")
 @_device_option
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", type=int,
+              help="Images per extractor call (default 64) and per model call (default 500).")
 @click.option("--workers", default=0, show_default=True, help="DataLoader workers for folders.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report.")
@@ -119,7 +120,7 @@ def run(
     resize: str | None,
     opts: Sequence[str],
     device: str,
-    batch_size: int,
+    batch_size: int | None,
     workers: int,
     seed: int,
     json_path: Path | None,
@@ -384,7 +385,7 @@ def _write_image_folder(folder: Path, images: np.ndarray, *, force: bool) -> Non
 @click.option("--sampler", help="Sampler (default: the checkpoint's).")
 @click.option("--steps", type=int, help="Sampler steps (default: the checkpoint's).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--batch-size", default=64, show_default=True)
+@click.option("--batch-size", type=int, help="Samples per model call (default 500).")
 @_device_option
 @_force_option
 @_quiet_option
@@ -397,7 +398,7 @@ def sample(
     sampler: str | None,
     steps: int | None,
     seed: int,
-    batch_size: int,
+    batch_size: int | None,
     device: str,
     force: bool,
     quiet: bool,
@@ -407,7 +408,7 @@ def sample(
     set_quiet(quiet)
     if num_samples < 1:
         raise InputError(f"-n must be positive, got {num_samples}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     to_npz = output.suffix == ".npz"
     if to_npz:
@@ -420,8 +421,8 @@ def sample(
     dev = resolve_device(device)
     loaded = family.load(checkpoint, device=dev)
     source = ModelSource(f"model:{model}", loaded, num_samples, seed=seed, sampler=sampler,
-                         steps=steps)
-    batches = [b.cpu() for b in source.batches(batch_size, dev, 0)]
+                         steps=steps, batch_size=batch_size)
+    batches = [b.cpu() for b in source.batches(0, dev, 0)]
     images = torch.cat(batches)
     array = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if to_npz:

@@ -32,6 +32,7 @@ from geneval.sources import ModelSource, SampleSource, TensorSource, source_from
 from geneval.stats import FeatureStatistics, StatsFile, check_provenance, load_stats
 
 DEFAULT_EXTRACTOR = "inception-v3-fid"
+DEFAULT_BATCH_SIZE = 64  # images per extractor call
 SOURCES = ("samples", "reference")
 
 
@@ -50,7 +51,7 @@ class RunConfig:
     resize: str | None = None
     options: Sequence[str] = ()
     device: str = "auto"
-    batch_size: int = 64
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE to extract, DEFAULT_SAMPLE_BATCH to sample
     workers: int = 0
     seed: int = 0
     sampler: str | None = None
@@ -171,7 +172,7 @@ def validate_config(config: RunConfig) -> None:
         raise InputError("give exactly one of --model NAME or --samples PATH")
     if config.checkpoint is not None and config.model is None:
         raise InputError("--checkpoint needs --model")
-    if config.batch_size < 1:
+    if config.batch_size is not None and config.batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {config.batch_size}")
     if config.workers < 0:
         raise InputError(f"--workers must be >= 0, got {config.workers}")
@@ -271,6 +272,7 @@ class Evaluation:
                 seed=config.seed,
                 sampler=config.sampler,
                 steps=config.steps,
+                batch_size=config.batch_size,
             )
         else:
             samples = source_from_path(config.samples)
@@ -442,7 +444,7 @@ class Evaluation:
                 run.extractor,
                 wanted,
                 keep_images=keep_images,
-                batch_size=self.config.batch_size,
+                batch_size=self.config.batch_size or DEFAULT_BATCH_SIZE,
                 device=run.device,
                 workers=self.config.workers,
                 desc=which,
@@ -460,7 +462,7 @@ class Evaluation:
             "resize": run.used.get("resize"),
             "seed": config.seed,
             "device": str(run.device),
-            "batch_size": config.batch_size,
+            "batch_size": config.batch_size or DEFAULT_BATCH_SIZE,
         }
         if config.model is not None:
             report_config.update(

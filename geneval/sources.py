@@ -20,6 +20,7 @@ from geneval.api import GenerativeModel, ImageSet
 from geneval.errors import InputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+DEFAULT_SAMPLE_BATCH = 500  # samples per model call unless --batch-size says otherwise
 
 Batch = torch.Tensor | list[torch.Tensor]
 
@@ -251,6 +252,7 @@ class ModelSource(SampleSource):
         seed: int,
         sampler: str | None = None,
         steps: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         if count < 1:
             raise InputError(f"--num-samples must be positive, got {count}")
@@ -259,8 +261,12 @@ class ModelSource(SampleSource):
         self.seed = seed
         self.sampler = sampler
         self.steps = steps
+        self.sample_batch = batch_size or DEFAULT_SAMPLE_BATCH
 
     def batches(self, batch_size: int, device: torch.device, workers: int) -> Iterator[Batch]:
+        """Sample in model calls of ``sample_batch`` images (the seed fixes the samples for a
+        given ``sample_batch``); the runner's extraction ``batch_size`` does not matter here."""
+        batch_size = self.sample_batch
         generator = torch.Generator(device=self.model.device).manual_seed(self.seed)
         done = 0
         while done < self.count:

@@ -154,3 +154,25 @@ def torch_home(inception_weights: Path, monkeypatch: pytest.MonkeyPatch) -> Iter
     monkeypatch.delenv("GENEVAL_INCEPTION_WEIGHTS", raising=False)
     yield home
 
+
+
+@pytest.fixture(scope="session")
+def png_folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two PNG folders of skimage photo crops (24 images each, 80×80 and 120×96)."""
+    root = tmp_path_factory.mktemp("folders")
+    first = write_png_folder(root / "samples", photo_crops(24, seed=1, sizes=((80, 80),)))
+    second = write_png_folder(root / "reference", photo_crops(24, seed=2, sizes=((120, 96),)))
+    return first, second
+
+
+def folder_outputs(folder: Path, convention: str, *, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """geneval's own pipeline on a PNG folder: PIL → uint8 → float / 255 → extractor, once.
+
+    This is what ``geneval run --samples FOLDER`` does; the core engineer can swap the
+    end-to-end tests over to the CLI once it exists.
+    """
+    from geneval_plugins.extractors.inception import InceptionV3FID, extract_in_batches
+
+    loaded = InceptionV3FID().load(device=torch.device(device), resize=convention)
+    images = torch.cat(read_png_folder(folder))
+    return extract_in_batches(loaded, images, batch_size=8)
