@@ -221,4 +221,3 @@ class Dataset(Protocol):
     default_extractor: str
 
     def load(self, split: str) -> ImageSet: ...
-

@@ -29,7 +29,10 @@ def save_checkpoint(
     model: str,
     force: bool,
 ) -> Path:
-    """Write ``tensors`` and ``config`` to ``path`` atomically (refused if it exists, unless ``force``)."""
+    """Write ``tensors`` and ``config`` to ``path`` atomically.
+
+    An existing ``path`` is refused unless ``force``.
+    """
     # One metadata entry: safetensors does not keep the order of several, and a fixed byte
     # layout lets a retrained checkpoint be compared by its sha256.
     metadata = {
@@ -44,7 +47,9 @@ def save_checkpoint(
     return Path(path)
 
 
-def load_checkpoint(path: str | Path, *, model: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_checkpoint(
+    path: str | Path, *, model: str
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a checkpoint written by :func:`save_checkpoint` for ``model``.
 
     Returns ``(tensors, config)``. A missing file, a file that is not safetensors, or a

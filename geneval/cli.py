@@ -32,8 +32,8 @@ from geneval.options import parse_options
 from geneval.plugins import get_registry
 from geneval.progress import set_quiet
 from geneval.report import to_json, to_junit, to_markdown, to_table
-from geneval.runner import DEFAULT_EXTRACTOR, Evaluation, RunConfig, extract
-from geneval.sources import ModelSource, TensorSource, source_from_path
+from geneval.runner import DEFAULT_EXTRACTOR, Evaluation, RunConfig, extract, resolve_source
+from geneval.sources import ModelSource
 from geneval.stats import FeatureStatistics, make_meta, save_stats
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_PLUGIN = 0, 1, 2, 3
@@ -83,24 +83,33 @@ _force_option = click.option("--force", is_flag=True, help="Overwrite existing o
 @cli.command()
 @click.option("--model", help="Model plugin to sample from (its bundled checkpoint by default).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint for --model.")
-@click.option("--num-samples", default=1000, show_default=True, help="Samples to draw from --model.")
+@click.option(
+    "--num-samples", default=1000, show_default=True, help="Samples to draw from --model."
+)
 @click.option("--sampler", help="Sampler of --model (default: the checkpoint's).")
 @click.option("--steps", type=int, help="Sampler steps of --model (default: the checkpoint's).")
 @click.option("--samples", help="Folder of images or .npy/.npz array to evaluate.")
 @click.option("--reference", help="DATASET[:SPLIT], folder, array or statistics .npz.")
 @click.option("--metrics", default="fid", show_default=True, help="Comma-separated metric names.")
 @click.option("--extractor", help="Feature extractor (default: the reference dataset's).")
-@click.option("--inception-weights", type=click.Path(path_type=Path), help="Inception weights file.")
+@click.option(
+    "--inception-weights", type=click.Path(path_type=Path), help="Inception weights file."
+)
 @click.option("--resize", help="Resize convention of the extractor: tf1, pytorch-fid or clean.")
 @click.option("--opt", "opts", multiple=True, metavar="METRIC.KEY=VALUE", help="Metric option.")
 @_device_option
-@click.option("--batch-size", type=int,
-              help="Images per extractor call (default 64) and per model call (default 500).")
+@click.option(
+    "--batch-size",
+    type=int,
+    help="Images per extractor call (default 64) and per model call (default 500).",
+)
 @click.option("--workers", default=0, show_default=True, help="DataLoader workers for folders.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report.")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
-@click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML (one case per gate).")
+@click.option(
+    "--junit", type=click.Path(path_type=Path), help="Write JUnit XML (one case per gate)."
+)
 @_force_option
 @click.option("--fail-if", "fail_if", multiple=True, metavar="EXPR", help="Gate, e.g. 'fid>30'.")
 @click.option("--gates", "gates_file", type=click.Path(path_type=Path), help="TOML file of gates.")
@@ -194,25 +203,13 @@ def run(
 # -- stats -------------------------------------------------------------------------------------
 
 
-def _resolve_source(spec: str):
-    """A folder, an array file, or DATASET[:SPLIT]."""
-    path = Path(spec)
-    if path.exists():
-        return source_from_path(path), None
-    registry = get_registry()
-    name, _, split = spec.partition(":")
-    if name in registry.items("dataset"):
-        dataset = registry.dataset(name)
-        split = split or dataset.default_split
-        return TensorSource(f"{name}:{split}", dataset.load(split)), dataset
-    raise InputError(f"{spec}: no such path or dataset")
-
-
 @cli.command()
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="OUT.npz")
 @click.option("--extractor", help="Feature extractor (default: the dataset's, else Inception).")
-@click.option("--inception-weights", type=click.Path(path_type=Path), help="Inception weights file.")
+@click.option(
+    "--inception-weights", type=click.Path(path_type=Path), help="Inception weights file."
+)
 @click.option("--resize", help="Resize convention of the extractor: tf1, pytorch-fid or clean.")
 @click.option(
     "--features/--no-features",
@@ -245,8 +242,8 @@ def stats(
     if output.suffix != ".npz":
         raise InputError(f"-o {output}: statistics files end in .npz")
     check_writable(output, force=force, what="statistics file")
-    src, dataset = _resolve_source(source)
     registry = get_registry()
+    src, dataset = resolve_source(source, registry)
     name = extractor or (dataset.default_extractor if dataset is not None else DEFAULT_EXTRACTOR)
     family = registry.extractor(name)
     if resize is not None and resize not in family.resize_options:
@@ -281,8 +278,12 @@ def plugins(as_json: bool) -> int:
     registry = get_registry()
     rows = registry.listing()
     failed = [
-        {"entry_point": p.entry_point, "distribution": p.distribution, "version": p.version,
-         "error": message}
+        {
+            "entry_point": p.entry_point,
+            "distribution": p.distribution,
+            "version": p.version,
+            "error": message,
+        }
         for p, message in registry.failed
     ]
     if as_json:
@@ -293,9 +294,7 @@ def plugins(as_json: bool) -> int:
     click.echo("  ".join(f"{h:<{w}}" for h, w in zip(header, widths + [0], strict=True)).rstrip())
     for r in rows:
         click.echo(
-            "  ".join(
-                f"{r[h]:<{w}}" for h, w in zip(header, widths + [0], strict=True)
-            ).rstrip()
+            "  ".join(f"{r[h]:<{w}}" for h, w in zip(header, widths + [0], strict=True)).rstrip()
         )
     for f in failed:
         click.echo(f"(failed to load: {f['entry_point']} from {f['distribution']}: {f['error']})")
@@ -378,10 +377,17 @@ def _write_image_folder(folder: Path, images: np.ndarray, *, force: bool) -> Non
 
 @cli.command()
 @click.option("--model", required=True, help="Model plugin to sample from.")
-@click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint (default: bundled).")
+@click.option(
+    "--checkpoint", type=click.Path(path_type=Path), help="Checkpoint (default: bundled)."
+)
 @click.option("-n", "--num-samples", required=True, type=int, help="Number of samples.")
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="OUT.npz or a folder for PNG files.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="OUT.npz or a folder for PNG files.",
+)
 @click.option("--sampler", help="Sampler (default: the checkpoint's).")
 @click.option("--steps", type=int, help="Sampler steps (default: the checkpoint's).")
 @click.option("--seed", default=0, show_default=True)
@@ -420,12 +426,20 @@ def sample(
         raise InputError(f"--sampler {sampler}: model {model} offers {', '.join(family.samplers)}")
     dev = resolve_device(device)
     loaded = family.load(checkpoint, device=dev)
-    source = ModelSource(f"model:{model}", loaded, num_samples, seed=seed, sampler=sampler,
-                         steps=steps, batch_size=batch_size)
+    source = ModelSource(
+        f"model:{model}",
+        loaded,
+        num_samples,
+        seed=seed,
+        sampler=sampler,
+        steps=steps,
+        batch_size=batch_size,
+    )
     batches = [b.cpu() for b in source.batches(0, dev, 0)]
     images = torch.cat(batches)
     array = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     if to_npz:
+
         def _save(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
                 np.savez(handle, images=array)
@@ -468,7 +482,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if debug:
             traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        click.echo(f"geneval: error: a plugin raised {message} (use --debug for details)",
-                   err=True)
+        click.echo(f"geneval: error: a plugin raised {message} (use --debug for details)", err=True)
         code = EXIT_PLUGIN
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -19,7 +19,9 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except (RuntimeError, ValueError):
-        raise InputError(f"--device: unknown device {spec!r} (use auto, cpu, cuda or cuda:N)") from None
+        raise InputError(
+            f"--device: unknown device {spec!r} (use auto, cpu, cuda or cuda:N)"
+        ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise InputError(f"--device {spec}: CUDA is not available on this machine")

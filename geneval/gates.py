@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 import operator
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from geneval.errors import InputError
 
@@ -74,7 +75,9 @@ def _gate_list(table: Any, origin: str) -> list[Gate]:
         raise InputError(f"{origin}: gates must be a table with a 'fail-if' list")
     unknown = set(table) - {"fail-if"}
     if unknown:
-        raise InputError(f"{origin}: unknown gate key(s) {', '.join(sorted(unknown))} (use fail-if)")
+        raise InputError(
+            f"{origin}: unknown gate key(s) {', '.join(sorted(unknown))} (use fail-if)"
+        )
     exprs = table.get("fail-if", [])
     if not isinstance(exprs, list) or not all(isinstance(e, str) for e in exprs):
         raise InputError(f"{origin}: 'fail-if' must be a list of strings")

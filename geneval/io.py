@@ -25,13 +25,17 @@ def check_writable(path: str | os.PathLike[str], *, force: bool, what: str = "ou
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str], *, force: bool, what: str = "output") -> Iterator[Path]:
+def atomic_path(
+    path: str | os.PathLike[str], *, force: bool, what: str = "output"
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path`` atomically.
 
     On failure the temporary file is removed and ``path`` is left as it was.
     """
     path = check_writable(path, force=force, what=what)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
+    )
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -1,4 +1,6 @@
-"""Typed ``KEY=VALUE`` options (``--opt METRIC.KEY=VALUE`` for metrics, ``--opt KEY=VALUE`` for training).
+"""Typed ``KEY=VALUE`` options.
+
+``--opt METRIC.KEY=VALUE`` sets a metric option, ``--opt KEY=VALUE`` a training option.
 
 A value is typed from the declared default: bool, int, float or str. The declared defaults are
 the single source of truth for both the Python API and the CLI.
@@ -16,7 +18,10 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def parse_value(raw: str, default: Any, *, where: str) -> Any:
-    """Convert ``raw`` to the type of ``default``; an :class:`InputError` naming ``where`` if it can't."""
+    """Convert ``raw`` to the type of ``default``.
+
+    An :class:`InputError` naming ``where`` when it cannot be converted.
+    """
     if isinstance(default, bool):
         low = raw.strip().lower()
         if low in _TRUE:
@@ -91,7 +96,9 @@ def parse_metric_options(
             raise InputError(f"--opt {text!r}: expected METRIC.KEY=VALUE")
         if metric not in metrics:
             requested = ", ".join(metrics) or "none"
-            raise InputError(f"--opt {key}: metric {metric!r} is not requested (--metrics {requested})")
+            raise InputError(
+                f"--opt {key}: metric {metric!r} is not requested (--metrics {requested})"
+            )
         chosen[metric].append(f"{option}={raw}")
     result = {}
     for name, metric in metrics.items():

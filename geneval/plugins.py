@@ -67,7 +67,9 @@ def _allowed(ep: EntryPoint, dist_name: str) -> bool:
 
 def _entry_points() -> Iterator[tuple[EntryPoint, Provider]]:
     seen: set[tuple[str, str]] = set()
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)):
+    for ep in sorted(
+        entry_points(group=GROUP), key=lambda e: (e.dist.name if e.dist else "", e.name)
+    ):
         dist = ep.dist
         dist_name = dist.name if dist is not None else "unknown"
         key = (dist_name, ep.name)
@@ -134,9 +136,7 @@ class Registry:
         def register(obj: Any) -> None:
             name = getattr(obj, "name", None)
             if not isinstance(name, str) or not NAME_PATTERN.match(name):
-                raise ValueError(
-                    f"{kind} name {name!r} is not lower-case [a-z0-9_-]+"
-                )
+                raise ValueError(f"{kind} name {name!r} is not lower-case [a-z0-9_-]+")
             existing = self._items[kind].get(name)
             if existing is not None and existing.obj is not obj:
                 raise InputError(

@@ -26,9 +26,7 @@ def _fmt(value: Any) -> str:
 def _rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     for name, result in report["metrics"].items():
-        details = ", ".join(
-            f"{k}={_fmt(v)}" for k, v in result.items() if k not in _DETAIL_SKIP
-        )
+        details = ", ".join(f"{k}={_fmt(v)}" for k, v in result.items() if k not in _DETAIL_SKIP)
         rows.append((name, _fmt(result["value"]), details))
     for name, message in report.get("errors", {}).items():
         rows.append((name, "ERROR", message))
@@ -52,7 +50,10 @@ def to_json(report: Mapping[str, Any]) -> str:
 
 def _header(report: Mapping[str, Any]) -> list[str]:
     cfg = report["config"]
-    lines = [f"samples: {cfg['samples']} ({report['inputs'].get('samples', {}).get('count', '?')} images)"]
+    lines = [
+        f"samples: {cfg['samples']} "
+        f"({report['inputs'].get('samples', {}).get('count', '?')} images)"
+    ]
     if cfg.get("model"):
         sampler = cfg.get("sampler")
         steps = cfg.get("steps")
@@ -80,7 +81,10 @@ def to_table(report: Mapping[str, Any]) -> str:
             lines.append(f"{'-' * w0}  {'-' * w1}  {'-' * 7}")
     for gate in report.get("gates", []):
         verdict = "FAILED" if gate["failed"] else "passed"
-        lines.append(f"gate {gate['expr']}: {verdict}" + (f" ({gate['reason']})" if gate.get("reason") else ""))
+        lines.append(
+            f"gate {gate['expr']}: {verdict}"
+            + (f" ({gate['reason']})" if gate.get("reason") else "")
+        )
     return "\n".join(lines) + "\n"
 
 

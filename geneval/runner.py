@@ -51,7 +51,9 @@ class RunConfig:
     resize: str | None = None
     options: Sequence[str] = ()
     device: str = "auto"
-    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE to extract, DEFAULT_SAMPLE_BATCH to sample
+    batch_size: int | None = (
+        None  # None: DEFAULT_BATCH_SIZE to extract, DEFAULT_SAMPLE_BATCH to sample
+    )
     workers: int = 0
     seed: int = 0
     sampler: str | None = None
@@ -164,6 +166,20 @@ def _is_stats_file(path: Path) -> bool:
         return False
 
 
+def resolve_source(spec: str, registry: Registry) -> tuple[SampleSource, Any]:
+    """A folder, an array file, or ``DATASET[:SPLIT]``; returns the source and the dataset
+    plugin (``None`` for paths)."""
+    path = Path(spec)
+    if path.exists():
+        return source_from_path(path), None
+    name, split = _parse_reference(spec)
+    if name in registry.items("dataset"):
+        dataset = registry.dataset(name)
+        split = split or dataset.default_split
+        return TensorSource(f"{name}:{split}", dataset.load(split)), dataset
+    raise InputError(f"path {spec} does not exist (nor is it a dataset name)")
+
+
 def validate_config(config: RunConfig) -> None:
     """Cheap checks on the combination of options, before anything heavy runs."""
     if not config.metrics:
@@ -222,7 +238,9 @@ class Evaluation:
                     f"{family.name} does not have ({', '.join(sorted(model.capabilities))})"
                 )
         run.used["model"] = family.name
-        run.used["checkpoint"] = str(self.config.checkpoint) if self.config.checkpoint else "bundled"
+        run.used["checkpoint"] = (
+            str(self.config.checkpoint) if self.config.checkpoint else "bundled"
+        )
         return model
 
     def _reference_spec(self) -> str | None:
@@ -238,20 +256,16 @@ class Evaluation:
             return self.config.extractor
         if stats_file is not None and stats_file.meta and stats_file.meta.get("extractor"):
             return str(stats_file.meta["extractor"])
-        for spec in (reference, self.registry.model(self.config.model).dataset
-                     if self.config.model else None):
+        for spec in (
+            reference,
+            self.registry.model(self.config.model).dataset if self.config.model else None,
+        ):
             if spec is None:
                 continue
             name, _ = _parse_reference(spec)
             if name in self.registry.items("dataset"):
                 return self.registry.dataset(name).default_extractor
         return DEFAULT_EXTRACTOR
-
-    def _dataset_source(self, spec: str) -> TensorSource:
-        name, split = _parse_reference(spec)
-        dataset = self.registry.dataset(name)
-        split = split or dataset.default_split
-        return TensorSource(f"{name}:{split}", dataset.load(split))
 
     # -- execution ---------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -275,7 +289,7 @@ class Evaluation:
                 batch_size=config.batch_size,
             )
         else:
-            samples = source_from_path(config.samples)
+            samples, _ = resolve_source(config.samples, self.registry)
 
         # Reference.
         reference_spec = self._reference_spec() if needs_reference else None
@@ -335,7 +349,7 @@ class Evaluation:
                     f"--reference {reference_spec} is a statistics file, but the requested "
                     f"metrics need the reference's {', '.join(sorted(from_images))}"
                 )
-            reference = self._dataset_source(f"{ref_dataset[0]}:{ref_dataset[1]}")
+            reference, _ = resolve_source(f"{ref_dataset[0]}:{ref_dataset[1]}", self.registry)
         run.used["reference"] = (
             f"{ref_dataset[0]}:{ref_dataset[1]}" if ref_dataset is not None else reference_spec
         )
@@ -408,8 +422,7 @@ class Evaluation:
         if any(meta.get(k) != v for k, v in provenance.items()):
             return None  # stale or for another convention: recompute from the images
         needs_features = any(
-            n.kind == "features" and n.source == "reference" and not n.stats_ok
-            for n in self.needs
+            n.kind == "features" and n.source == "reference" and not n.stats_ok for n in self.needs
         )
         if needs_features and stats_file.features is None:
             return None
@@ -469,7 +482,8 @@ class Evaluation:
                 model=config.model,
                 checkpoint=run.used.get("checkpoint"),
                 num_samples=config.num_samples,
-                sampler=config.sampler or (run.model.config.get("default_sampler") if run.model else None),
+                sampler=config.sampler
+                or (run.model.config.get("default_sampler") if run.model else None),
                 steps=config.steps,
             )
         inputs = {

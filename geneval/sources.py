@@ -105,9 +105,7 @@ class FolderSource(SampleSource):
             raise InputError(f"{folder} is not a folder")
         self.paths = list_images(folder)
         if not self.paths:
-            raise InputError(
-                f"folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})"
-            )
+            raise InputError(f"folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
         super().__init__(description=str(folder), count=len(self.paths))
 
     def batches(self, batch_size: int, device: torch.device, workers: int) -> Iterator[Batch]:
@@ -183,9 +181,7 @@ def load_image_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         pass
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
-            raise InputError(
-                f"float array {path} must lie in [0, 1], found {_describe(array)}"
-            )
+            raise InputError(f"float array {path} must lie in [0, 1], found {_describe(array)}")
     else:
         raise InputError(
             f"array {path} must be uint8 in [0, 255] or float in [0, 1], found {_describe(array)}"
@@ -272,7 +268,11 @@ class ModelSource(SampleSource):
         while done < self.count:
             k = min(batch_size, self.count - done)
             images = self.model.sample(
-                k, batch_size=batch_size, generator=generator, sampler=self.sampler, steps=self.steps
+                k,
+                batch_size=batch_size,
+                generator=generator,
+                sampler=self.sampler,
+                steps=self.steps,
             )
             yield quantize_to_uint8_levels(images.to(device).float())
             done += k
@@ -288,4 +288,3 @@ def source_from_path(path: str | os.PathLike[str]) -> SampleSource:
     if p.suffix in (".npy", ".npz"):
         return ArraySource(p)
     raise InputError(f"{p} is neither a folder of images nor an .npy/.npz array")
-

@@ -37,7 +37,9 @@ class FeatureStatistics:
     def update(self, features: torch.Tensor) -> FeatureStatistics:
         """Add a batch of features (n, dim); the sums are taken in float64 on their device."""
         if features.ndim != 2 or features.shape[1] != self.dim:
-            raise ValueError(f"expected features of shape (n, {self.dim}), got {tuple(features.shape)}")
+            raise ValueError(
+                f"expected features of shape (n, {self.dim}), got {tuple(features.shape)}"
+            )
         x = features.to(device=self.sum.device, dtype=torch.float64)
         self.n += x.shape[0]
         self.sum += x.sum(dim=0)
@@ -110,7 +112,9 @@ class StatsFile:
         return FeatureStatistics.from_moments(self.mu, self.sigma, self.n or 2)
 
 
-def make_meta(*, extractor: str, output: str, weights_sha256: str, convention: str) -> dict[str, Any]:
+def make_meta(
+    *, extractor: str, output: str, weights_sha256: str, convention: str
+) -> dict[str, Any]:
     """The provenance recorded in a statistics file."""
     return {
         "extractor": extractor,
@@ -161,7 +165,9 @@ def load_stats(path: str | Path) -> StatsFile:
             sigma = np.asarray(data["sigma"], dtype=np.float64)
             n = int(data["n"]) if "n" in keys else None
             meta = json.loads(str(data["meta"])) if "meta" in keys else None
-            features = np.asarray(data["features"], dtype=np.float32) if "features" in keys else None
+            features = (
+                np.asarray(data["features"], dtype=np.float32) if "features" in keys else None
+            )
     except (OSError, ValueError) as exc:
         raise InputError(f"statistics file {path} is not a readable .npz ({exc})") from None
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):

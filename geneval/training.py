@@ -42,7 +42,8 @@ class ExponentialMovingAverage:
 def minibatches(
     data: torch.Tensor, batch_size: int, generator: torch.Generator
 ) -> Iterator[torch.Tensor]:
-    """Endless shuffled minibatches of ``data`` (epochs without replacement), drawn with ``generator``."""
+    """Endless shuffled minibatches of ``data``: epochs without replacement, drawn with
+    ``generator``."""
     n = data.shape[0]
     if n == 0:
         raise ValueError("no training data")
@@ -60,7 +61,7 @@ def sample_in_batches(
     *,
     desc: str = "sampling",
 ) -> torch.Tensor:
-    """Call ``draw(k)`` for batches of at most ``batch_size`` until ``n`` samples exist; concatenate.
+    """Call ``draw(k)`` for batches of at most ``batch_size`` until ``n`` samples exist.
 
     Shows a progress bar counted in samples.
     """

@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from geneval.device import resolve_device
 from geneval_plugins.datasets.digits import DigitsDataset
 from geneval_plugins.models.ddpm import TRAIN_DEFAULTS, DDPMFamily
+
+from geneval.device import resolve_device
 
 
 def _typed(key: str, text: str) -> object:

@@ -25,7 +25,9 @@ def add_plugin() -> Callable[[object], None]:
     """Register a plugin module/object into the process-wide registry, as a fake distribution."""
 
     def add(plugin: object, distribution: str = "geneval-tests") -> None:
-        get_registry().add_plugin(plugin, Provider(distribution, "0.0.0", getattr(plugin, "__name__", "p")))
+        get_registry().add_plugin(
+            plugin, Provider(distribution, "0.0.0", getattr(plugin, "__name__", "p"))
+        )
 
     return add
 

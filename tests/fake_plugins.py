@@ -59,7 +59,10 @@ class FeatureMeanDistance:
 
     name = "feat-dist"
     higher_is_better = False
-    needs = (Need("features", "samples", stats_ok=True), Need("features", "reference", stats_ok=True))
+    needs = (
+        Need("features", "samples", stats_ok=True),
+        Need("features", "reference", stats_ok=True),
+    )
     defaults: dict = {}
     options_help: dict = {}
 
@@ -121,8 +124,9 @@ class ToySet:
 
     def load(self, split):
         g = torch.Generator().manual_seed(1 if split == "train" else 2)
-        return ImageSet(images=torch.rand((40, 1, 6, 6), generator=g) * 0.5,
-                        labels=torch.arange(40) % 4)
+        return ImageSet(
+            images=torch.rand((40, 1, 6, 6), generator=g) * 0.5, labels=torch.arange(40) % 4
+        )
 
 
 class FakePlugins:

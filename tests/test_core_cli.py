@@ -52,8 +52,12 @@ def test_third_party_plugin_listed_and_computed(geneval_exe, tmp_path):
     rows = json.loads(listed.stdout)["plugins"]
     demo = [r for r in rows if r["name"] == "mean-intensity"]
     assert demo == [
-        {"kind": "metric", "name": "mean-intensity", "distribution": "geneval-demo-metric",
-         "version": "1.2.3"}
+        {
+            "kind": "metric",
+            "name": "mean-intensity",
+            "distribution": "geneval-demo-metric",
+            "version": "1.2.3",
+        }
     ]
     broken_lines = [line for line in listed.stderr.splitlines() if "geneval-broken-plugin" in line]
     assert len(broken_lines) == 1 and "broken on purpose" in broken_lines[0]
@@ -62,9 +66,23 @@ def test_third_party_plugin_listed_and_computed(geneval_exe, tmp_path):
     np.save(tmp_path / "x.npy", images)
     out = tmp_path / "r.json"
     ran = subprocess.run(
-        [*geneval_exe, "run", "--samples", tmp_path / "x.npy", "--metrics", "mean-intensity",
-         "--opt", "mean-intensity.scale=2", "--json", out, "--quiet"],
-        capture_output=True, text=True, env=env, check=False,
+        [
+            *geneval_exe,
+            "run",
+            "--samples",
+            tmp_path / "x.npy",
+            "--metrics",
+            "mean-intensity",
+            "--opt",
+            "mean-intensity.scale=2",
+            "--json",
+            out,
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     assert ran.returncode == 0, ran.stderr
     value = json.loads(out.read_text())["metrics"]["mean-intensity"]["value"]
@@ -76,6 +94,7 @@ def _materialise_distribution(package_dir: Path, target: Path) -> None:
     its entry points, without installing it into the environment: a ``.dist-info`` folder is
     all ``importlib.metadata`` needs."""
     import shutil
+
     import tomllib
 
     project = tomllib.loads((package_dir / "pyproject.toml").read_text())["project"]
@@ -96,10 +115,12 @@ def test_duplicate_metric_names_both_distributions(geneval_exe, tmp_path):
     does not break the test environment's own geneval.)"""
     here = Path(__file__).parent / "plugin_packages" / "geneval-duplicate-fid"
     _materialise_distribution(here, tmp_path)
-    env = _sub_env(GENEVAL_LOAD_PLUGINS="geneval-demo-metric,geneval-duplicate-fid",
-                   PYTHONPATH=str(tmp_path))
-    res = subprocess.run([*geneval_exe, "plugins"], capture_output=True, text=True, env=env,
-                         check=False)
+    env = _sub_env(
+        GENEVAL_LOAD_PLUGINS="geneval-demo-metric,geneval-duplicate-fid", PYTHONPATH=str(tmp_path)
+    )
+    res = subprocess.run(
+        [*geneval_exe, "plugins"], capture_output=True, text=True, env=env, check=False
+    )
     assert res.returncode == 2
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1
@@ -140,10 +161,15 @@ def test_extractor_runs_once_per_input(fake, arrays):
     reference (one batch each, since both fit in one batch)."""
     from geneval.runner import RunConfig, evaluate
 
-    report = evaluate(RunConfig(
-        metrics=["feat-mean", "feat-dist", "ref-count"], samples=str(arrays["samples"]),
-        reference=str(arrays["reference"]), extractor="counting", batch_size=64,
-    ))
+    report = evaluate(
+        RunConfig(
+            metrics=["feat-mean", "feat-dist", "ref-count"],
+            samples=str(arrays["samples"]),
+            reference=str(arrays["reference"]),
+            extractor="counting",
+            batch_size=64,
+        )
+    )
     assert fake.extractor.calls == [30, 25]
     assert report["metrics"]["ref-count"]["value"] == 25.0
     samples = np.load(arrays["samples"]).astype(np.float64) / 255
@@ -154,17 +180,32 @@ def test_extractor_runs_once_per_input(fake, arrays):
 def test_extractor_batches(fake, arrays):
     from geneval.runner import RunConfig, evaluate
 
-    evaluate(RunConfig(
-        metrics=["feat-mean", "feat-dist"], samples=str(arrays["samples"]),
-        reference=str(arrays["reference"]), extractor="counting", batch_size=8,
-    ))
+    evaluate(
+        RunConfig(
+            metrics=["feat-mean", "feat-dist"],
+            samples=str(arrays["samples"]),
+            reference=str(arrays["reference"]),
+            extractor="counting",
+            batch_size=8,
+        )
+    )
     assert fake.extractor.calls == [8, 8, 8, 6, 8, 8, 8, 1]
 
 
 def test_model_run_uses_dataset_defaults_and_is_reproducible(fake, run_cli, tmp_path):
     out1, out2 = tmp_path / "a.json", tmp_path / "b.json"
-    args = ["run", "--model", "toy-noise", "--num-samples", "50", "--metrics",
-            "feat-mean,feat-dist", "--seed", "7", "--quiet"]
+    args = [
+        "run",
+        "--model",
+        "toy-noise",
+        "--num-samples",
+        "50",
+        "--metrics",
+        "feat-mean,feat-dist",
+        "--seed",
+        "7",
+        "--quiet",
+    ]
     r1 = run_cli(*args, "--json", out1)
     r2 = run_cli(*args, "--json", out2)
     assert r1.code == 0 and r2.code == 0, r1.err
@@ -174,31 +215,53 @@ def test_model_run_uses_dataset_defaults_and_is_reproducible(fake, run_cli, tmp_
     assert a["config"]["extractor"] == "counting"
     assert a["config"]["checkpoint"] == "bundled"
     assert a["inputs"]["reference"]["count"] == 40
-    r3 = run_cli(*args[:-3], "--seed", "8", "--quiet", "--json", tmp_path / "c.json")
+    run_cli(*args[:-3], "--seed", "8", "--quiet", "--json", tmp_path / "c.json")
     assert json.loads((tmp_path / "c.json").read_text())["metrics"] != a["metrics"]
 
 
 def test_sample_then_run_matches_model_run(fake, run_cli, tmp_path):
     """Model samples are quantised to 8 bits, so a saved-and-reloaded sample set scores the same."""
-    assert run_cli("sample", "--model", "toy-noise", "-n", "20", "-o", tmp_path / "s.npz",
-                   "--seed", "3").code == 0
+    assert (
+        run_cli(
+            "sample", "--model", "toy-noise", "-n", "20", "-o", tmp_path / "s.npz", "--seed", "3"
+        ).code
+        == 0
+    )
     saved = np.load(tmp_path / "s.npz")["images"]
     assert saved.dtype == np.uint8 and saved.shape == (20, 6, 6, 1)
-    assert run_cli("sample", "--model", "toy-noise", "-n", "20", "-o", tmp_path / "pngs",
-                   "--seed", "3").code == 0
+    assert (
+        run_cli(
+            "sample", "--model", "toy-noise", "-n", "20", "-o", tmp_path / "pngs", "--seed", "3"
+        ).code
+        == 0
+    )
     pngs = sorted((tmp_path / "pngs").glob("*.png"))
     assert len(pngs) == 20
     assert np.array_equal(np.asarray(Image.open(pngs[4])), saved[4, :, :, 0])
     common = ["--metrics", "feat-mean", "--extractor", "counting", "--quiet"]
-    direct = run_cli("run", "--model", "toy-noise", "--num-samples", "20", "--seed", "3",
-                     "--json", tmp_path / "d.json", *common)
-    viafile = run_cli("run", "--samples", tmp_path / "s.npz", "--json", tmp_path / "f.json",
-                      *common)
-    viafolder = run_cli("run", "--samples", tmp_path / "pngs", "--json", tmp_path / "g.json",
-                        *common)
+    direct = run_cli(
+        "run",
+        "--model",
+        "toy-noise",
+        "--num-samples",
+        "20",
+        "--seed",
+        "3",
+        "--json",
+        tmp_path / "d.json",
+        *common,
+    )
+    viafile = run_cli(
+        "run", "--samples", tmp_path / "s.npz", "--json", tmp_path / "f.json", *common
+    )
+    viafolder = run_cli(
+        "run", "--samples", tmp_path / "pngs", "--json", tmp_path / "g.json", *common
+    )
     assert direct.code == viafile.code == viafolder.code == 0
-    values = [json.loads((tmp_path / n).read_text())["metrics"]["feat-mean"]["value"]
-              for n in ("d.json", "f.json", "g.json")]
+    values = [
+        json.loads((tmp_path / n).read_text())["metrics"]["feat-mean"]["value"]
+        for n in ("d.json", "f.json", "g.json")
+    ]
     assert values[0] == pytest.approx(values[1], abs=1e-7)
     assert values[0] == pytest.approx(values[2], abs=1e-7)
     again = run_cli("sample", "--model", "toy-noise", "-n", "20", "-o", tmp_path / "s.npz")
@@ -211,13 +274,25 @@ def test_folder_source_converts_modes_and_mixed_sizes(fake, run_cli, tmp_path):
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (6, 6), dtype=np.uint8), mode="L").save(folder / "a.png")
     Image.fromarray(rng.integers(0, 256, (6, 6, 4), dtype=np.uint8), mode="RGBA").save(
-        folder / "b.png")
+        folder / "b.png"
+    )
     Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).convert("P").save(
-        folder / "sub" / "c.bmp")
+        folder / "sub" / "c.bmp"
+    )
     Image.fromarray(rng.integers(0, 256, (10, 4, 3), dtype=np.uint8)).save(folder / "d.JPG")
     (folder / "notes.txt").write_text("not an image")
-    res = run_cli("run", "--samples", folder, "--metrics", "feat-mean", "--extractor", "counting",
-                  "--json", tmp_path / "r.json", "--quiet")
+    res = run_cli(
+        "run",
+        "--samples",
+        folder,
+        "--metrics",
+        "feat-mean",
+        "--extractor",
+        "counting",
+        "--json",
+        tmp_path / "r.json",
+        "--quiet",
+    )
     assert res.code == 0, res.err
     assert json.loads((tmp_path / "r.json").read_text())["inputs"]["samples"]["count"] == 4
     assert sum(fake.extractor.calls) == 4  # one call per same-size group
@@ -225,14 +300,36 @@ def test_folder_source_converts_modes_and_mixed_sizes(fake, run_cli, tmp_path):
 
 def test_reference_statistics_file(fake, run_cli, arrays, tmp_path):
     stats = tmp_path / "ref.npz"
-    made = run_cli("stats", arrays["reference"], "-o", stats, "--extractor", "counting",
-                   "--features", "--quiet")
+    made = run_cli(
+        "stats",
+        arrays["reference"],
+        "-o",
+        stats,
+        "--extractor",
+        "counting",
+        "--features",
+        "--quiet",
+    )
     assert made.code == 0, made.err
     base = ["run", "--samples", arrays["samples"], "--extractor", "counting", "--quiet"]
-    direct = run_cli(*base, "--metrics", "feat-dist,ref-count", "--reference", arrays["reference"],
-                     "--json", tmp_path / "a.json")
-    cached = run_cli(*base, "--metrics", "feat-dist,ref-count", "--reference", stats,
-                     "--json", tmp_path / "b.json")
+    direct = run_cli(
+        *base,
+        "--metrics",
+        "feat-dist,ref-count",
+        "--reference",
+        arrays["reference"],
+        "--json",
+        tmp_path / "a.json",
+    )
+    cached = run_cli(
+        *base,
+        "--metrics",
+        "feat-dist,ref-count",
+        "--reference",
+        stats,
+        "--json",
+        tmp_path / "b.json",
+    )
     assert direct.code == cached.code == 0, cached.err
     a = json.loads((tmp_path / "a.json").read_text())["metrics"]
     b = json.loads((tmp_path / "b.json").read_text())["metrics"]
@@ -248,11 +345,25 @@ def test_stats_provenance_mismatch(fake, run_cli, arrays, tmp_path):
     from geneval.stats import FeatureStatistics, make_meta, save_stats
 
     path = tmp_path / "other.npz"
-    save_stats(path, FeatureStatistics.from_features(np.random.rand(10, 12)),
-               make_meta(extractor="counting", output="feat", weights_sha256="f" * 64,
-                         convention="pool-2x2"), force=False)
-    res = run_cli("run", "--samples", arrays["samples"], "--reference", path, "--metrics",
-                  "feat-dist", "--extractor", "counting")
+    save_stats(
+        path,
+        FeatureStatistics.from_features(np.random.rand(10, 12)),
+        make_meta(
+            extractor="counting", output="feat", weights_sha256="f" * 64, convention="pool-2x2"
+        ),
+        force=False,
+    )
+    res = run_cli(
+        "run",
+        "--samples",
+        arrays["samples"],
+        "--reference",
+        path,
+        "--metrics",
+        "feat-dist",
+        "--extractor",
+        "counting",
+    )
     assert res.code == 2
     assert res.err_lines[-1].count("weights_sha256") == 2 and "f" * 64 in res.err_lines[-1]
 
@@ -261,23 +372,46 @@ def test_stats_provenance_mismatch(fake, run_cli, arrays, tmp_path):
 
 
 def test_gate_exit_codes_and_reports(fake, run_cli, arrays, tmp_path):
-    base = ["run", "--samples", arrays["samples"], "--reference", arrays["reference"],
-            "--extractor", "counting", "--metrics", "feat-mean,ref-count", "--quiet"]
+    base = [
+        "run",
+        "--samples",
+        arrays["samples"],
+        "--reference",
+        arrays["reference"],
+        "--extractor",
+        "counting",
+        "--metrics",
+        "feat-mean,ref-count",
+        "--quiet",
+    ]
     ok = run_cli(*base, "--fail-if", "ref-count<10", "--json", tmp_path / "ok.json")
     assert ok.code == 0
     report = json.loads((tmp_path / "ok.json").read_text())
-    assert {"geneval_version", "config", "inputs", "metrics", "timings", "gates",
-            "passed"} <= set(report)
+    assert {"geneval_version", "config", "inputs", "metrics", "timings", "gates", "passed"} <= set(
+        report
+    )
     assert {"samples", "reference", "extractor", "resize", "seed", "device"} <= set(
-        report["config"])
+        report["config"]
+    )
     assert report["passed"] is True and report["gates"] == [
-        {"expr": "ref-count<10", "failed": False, "value": 25.0}]
+        {"expr": "ref-count<10", "failed": False, "value": 25.0}
+    ]
 
     gates_file = tmp_path / "gates.toml"
     gates_file.write_text('fail-if = ["feat-mean>=0", "ref-count<=10"]\n')
-    bad = run_cli(*base, "--fail-if", "ref-count>20", "--gates", gates_file,
-                  "--junit", tmp_path / "g.xml", "--markdown", tmp_path / "g.md",
-                  "--json", tmp_path / "g.json")
+    bad = run_cli(
+        *base,
+        "--fail-if",
+        "ref-count>20",
+        "--gates",
+        gates_file,
+        "--junit",
+        tmp_path / "g.xml",
+        "--markdown",
+        tmp_path / "g.md",
+        "--json",
+        tmp_path / "g.json",
+    )
     assert bad.code == 1
     suite = ET.parse(tmp_path / "g.xml").getroot()
     cases = suite.findall("testcase")
@@ -295,17 +429,38 @@ def test_gate_exit_codes_and_reports(fake, run_cli, arrays, tmp_path):
 
 def test_pyproject_gates(fake, run_cli, arrays, tmp_path, monkeypatch):
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.geneval.gates]\nfail-if = ["ref-count>20", "fid>30"]\n')
+        '[tool.geneval.gates]\nfail-if = ["ref-count>20", "fid>30"]\n'
+    )
     monkeypatch.chdir(tmp_path)
-    res = run_cli("run", "--samples", arrays["samples"], "--reference", arrays["reference"],
-                  "--extractor", "counting", "--metrics", "ref-count", "--quiet")
+    res = run_cli(
+        "run",
+        "--samples",
+        arrays["samples"],
+        "--reference",
+        arrays["reference"],
+        "--extractor",
+        "counting",
+        "--metrics",
+        "ref-count",
+        "--quiet",
+    )
     assert res.code == 1  # the fid gate does not apply: fid is not computed by this run
     assert "gate ref-count>20: FAILED" in res.out
 
 
 def test_plugin_raising_is_exit_3_and_others_report(fake, run_cli, arrays, tmp_path):
-    res = run_cli("run", "--samples", arrays["samples"], "--metrics", "boom,feat-mean",
-                  "--extractor", "counting", "--json", tmp_path / "r.json", "--quiet")
+    res = run_cli(
+        "run",
+        "--samples",
+        arrays["samples"],
+        "--metrics",
+        "boom,feat-mean",
+        "--extractor",
+        "counting",
+        "--json",
+        tmp_path / "r.json",
+        "--quiet",
+    )
     assert res.code == 3
     report = json.loads((tmp_path / "r.json").read_text())
     assert "feat-mean" in report["metrics"] and "boom" in report["errors"]
@@ -323,8 +478,22 @@ def _corrupt_folder(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "empty", "corrupt", "shape", "dtype", "range", "metric", "optkey", "optvalue",
-     "gate", "gatemetric", "resize", "device", "reference"],
+    [
+        "missing",
+        "empty",
+        "corrupt",
+        "shape",
+        "dtype",
+        "range",
+        "metric",
+        "optkey",
+        "optvalue",
+        "gate",
+        "gatemetric",
+        "resize",
+        "device",
+        "reference",
+    ],
 )
 def test_usage_errors_are_one_line_exit_2(case, fake, run_cli, arrays, tmp_path):
     samples = arrays["samples"]
@@ -364,17 +533,28 @@ def test_usage_errors_are_one_line_exit_2(case, fake, run_cli, arrays, tmp_path)
     elif case == "reference":
         metrics = "feat-dist"
         extra = ["--reference", "no-such-dataset:train"]
-    res = run_cli("run", "--samples", samples, "--metrics", metrics, "--extractor", "counting",
-                  *extra)
+    res = run_cli(
+        "run", "--samples", samples, "--metrics", metrics, "--extractor", "counting", *extra
+    )
     assert res.code == 2, (res.out, res.err)
     assert len(res.err_lines) == 1, res.err
     assert res.err_lines[0].startswith("geneval: error: ")
     assert "Traceback" not in res.err
     culprit = {
-        "missing": "nowhere", "empty": "empty", "corrupt": "broken.png", "shape": "(4, 5, 6, 7)",
-        "dtype": "int32", "range": "1.5", "metric": "no-such-metric", "optkey": "nope",
-        "optvalue": "1.5", "gate": "feat-mean=>3", "gatemetric": "fid", "resize": "--resize",
-        "device": "tpu", "reference": "no-such-dataset",
+        "missing": "nowhere",
+        "empty": "empty",
+        "corrupt": "broken.png",
+        "shape": "(4, 5, 6, 7)",
+        "dtype": "int32",
+        "range": "1.5",
+        "metric": "no-such-metric",
+        "optkey": "nope",
+        "optvalue": "1.5",
+        "gate": "feat-mean=>3",
+        "gatemetric": "fid",
+        "resize": "--resize",
+        "device": "tpu",
+        "reference": "no-such-dataset",
     }[case]
     assert culprit in res.err_lines[0]
 

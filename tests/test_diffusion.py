@@ -12,7 +12,6 @@ import math
 
 import pytest
 import torch
-
 from geneval_plugins.models.ddpm_samplers import (
     AncestralSampler,
     DDIMSampler,
@@ -49,14 +48,16 @@ def test_linear_schedule_matches_ho_et_al():
     betas = make_betas("linear", 1000)
     assert betas.dtype == torch.float64
     assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
-    assert torch.allclose(betas.diff(), torch.full((999,), (0.02 - 1e-4) / 999, dtype=torch.float64))
+    step = torch.full((999,), (0.02 - 1e-4) / 999, dtype=torch.float64)
+    assert torch.allclose(betas.diff(), step)
 
 
 def test_cosine_schedule_alpha_bar_follows_squared_cosine():
     big_t, s = 1000, 0.008
     diffusion = GaussianDiffusion(make_betas("cosine", big_t))
     t = torch.arange(1, big_t + 1, dtype=torch.float64)
-    f = torch.cos((t / big_t + s) / (1 + s) * math.pi / 2) ** 2 / math.cos(s / (1 + s) * math.pi / 2) ** 2
+    f = torch.cos((t / big_t + s) / (1 + s) * math.pi / 2) ** 2
+    f = f / math.cos(s / (1 + s) * math.pi / 2) ** 2
     # β is clipped at 0.999 only at the very end, where ᾱ_t is already ~0.
     assert torch.allclose(diffusion.alphas_cumprod[:-1], f[:-1], rtol=1e-10, atol=1e-12)
     assert diffusion.betas.max().item() <= 0.999
@@ -187,7 +188,7 @@ def test_ddim_timesteps():
     quad = DDIMSampler(diffusion, steps=20, skip="quadratic").timesteps
     assert len(quad) == 20 and quad[-1] == 1 and quad == sorted(quad, reverse=True)
     assert all(1 <= t <= 1000 for t in quad)
-    gaps = [a - b for a, b in zip(quad, quad[1:])]
+    gaps = [a - b for a, b in zip(quad, quad[1:], strict=False)]
     assert gaps == sorted(gaps, reverse=True)  # denser near t = 0
     with pytest.raises(ValueError, match="skip"):
         DDIMSampler(diffusion, steps=10, skip="cubic")
@@ -198,7 +199,7 @@ def test_ddim_timesteps():
 
 
 def test_ddim_eta_one_on_every_step_is_ancestral_fixedsmall():
-    """Song et al. (2021), eq. 16: η = 1 over all T steps gives σ_t² = β̃_t, i.e. DDPM (fixedsmall)."""
+    """Song et al. (2021), eq. 16: η = 1 on all T steps gives σ_t² = β̃_t, i.e. DDPM (fixedsmall)."""
     diffusion = GaussianDiffusion.from_schedule("linear", 100)
     eps = GaussianOptimalEps(diffusion, MEAN, STD)
     shape = (64, 1, 2, 2)

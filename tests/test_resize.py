@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 from cleanfid.resize import make_resizer
-from inception_fixtures import photo_crops, to_float_batch
-from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.interpolate_compat_tensorflow import (
+    interpolate_bilinear_2d_like_tensorflow1x as tf1_reference,
+)
 
 from geneval.errors import InputError
 from geneval.resize import (
@@ -21,6 +22,7 @@ from geneval.resize import (
     resize_bilinear_torch,
     resize_for_inception,
 )
+from tests.inception_fixtures import photo_crops, to_float_batch
 
 # Input sizes: CIFAR-like upsampling, odd non-square, identity, downsampling.
 SIZES = ((32, 32), (57, 83), (299, 299), (480, 360))
@@ -47,7 +49,7 @@ def test_conventions_live_in_one_tuple() -> None:
 def test_tf1_matches_torch_fidelity(size: tuple[int, int]) -> None:
     x = torch.from_numpy(_uint8_images(size)).permute(0, 3, 1, 2).float()
     ours = resize_bilinear_tf1(x, (299, 299))
-    ref = interpolate_bilinear_2d_like_tensorflow1x(x, size=(299, 299), align_corners=False)
+    ref = tf1_reference(x, size=(299, 299), align_corners=False)
     assert ours.shape == (2, 3, 299, 299)
     assert (ours - ref).abs().max().item() <= PIXEL_TOL
 
@@ -105,7 +107,7 @@ def test_tf1_quantises_floats_to_8bit_levels() -> None:
     assert quantize_to_uint8_levels(off_grid).flatten().tolist() == [0.0, 0.0, 1.0, 255.0, 0.0]
     # tf1 on the full pipeline equals torch-fidelity's uint8 input path: (resize(u8) - 128) / 128.
     u8 = torch.from_numpy(_uint8_images((57, 83))).permute(0, 3, 1, 2)
-    ref = interpolate_bilinear_2d_like_tensorflow1x(u8.float(), size=(299, 299), align_corners=False)
+    ref = tf1_reference(u8.float(), size=(299, 299), align_corners=False)
     ours = resize_for_inception(u8.float() / 255.0, "tf1")
     assert (ours - (ref - 128) / 128).abs().max().item() <= 1e-6
 

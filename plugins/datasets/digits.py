@@ -14,8 +14,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from geneval.api import ImageSet
 from geneval.errors import InputError
@@ -26,11 +24,12 @@ SPLIT_SEED = 0
 
 @lru_cache(maxsize=1)
 def _split_indices() -> dict[str, np.ndarray]:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     labels = load_digits().target
     index = np.arange(len(labels))
-    train, rest = train_test_split(
-        index, test_size=0.3, stratify=labels, random_state=SPLIT_SEED
-    )
+    train, rest = train_test_split(index, test_size=0.3, stratify=labels, random_state=SPLIT_SEED)
     val, test = train_test_split(
         rest, test_size=0.5, stratify=labels[rest], random_state=SPLIT_SEED
     )
@@ -52,6 +51,8 @@ class DigitsDataset:
             raise InputError(
                 f"dataset digits has no split {split!r} (choose from {', '.join(self.splits)})"
             )
+        from sklearn.datasets import load_digits  # imported on use: keeps the CLI start fast
+
         bunch = load_digits()
         idx = _split_indices()[split]
         images = torch.from_numpy(bunch.images[idx].astype(np.float32) / 16.0).unsqueeze(1)

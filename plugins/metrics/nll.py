@@ -47,7 +47,7 @@ class NegativeLogLikelihood:
     }
     options_help: Mapping[str, str] = {
         "timesteps": "KL terms per image: strata of an unbiased Monte-Carlo estimate; 0 = all T−1",
-        "variance": "reverse-process variance σ_t² of the bound: fixedsmall (β̃_t) or fixedlarge (β_t)",
+        "variance": "σ_t² of p_θ in the bound: fixedsmall (β̃_t) or fixedlarge (β_t)",
         "bins": "levels of the discretised decoder (256 for 8-bit images)",
         "batch_size": "images per batch",
         "max_images": "use only the first N reference images (0 = all)",

@@ -26,6 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from geneval_plugins.models.ddpm_samplers import (
+    SAMPLERS,
+    SKIPS,
+    VARIANCES,
+    make_sampler,
+    run_sampler,
+)
+from geneval_plugins.models.diffusion import (
+    SCHEDULES,
+    EpsPredictor,
+    GaussianDiffusion,
+    negative_elbo,
+)
+from geneval_plugins.models.unet import ConditionalUNet
 from torch import nn
 
 from geneval.api import ImageSet
@@ -35,9 +49,6 @@ from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
 from geneval.progress import progress_bar
 from geneval.training import ExponentialMovingAverage, minibatches, sample_in_batches
-from geneval_plugins.models.ddpm_samplers import SAMPLERS, SKIPS, VARIANCES, make_sampler, run_sampler
-from geneval_plugins.models.diffusion import SCHEDULES, EpsPredictor, GaussianDiffusion, negative_elbo
-from geneval_plugins.models.unet import ConditionalUNet
 
 NAME = "ddpm"
 BUNDLED_CHECKPOINT = "ddpm-digits.safetensors"
@@ -51,9 +62,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "warmup": 500,
     "grad_clip": 1.0,
     "ema_decay": 0.999,
-    "base_channels": 32,
+    "base_channels": 16,
     "channel_mults": "1,2,2",
-    "embedding_dim": 64,
+    "embedding_dim": 32,
     "dropout": 0.0,
     "schedule": "linear",
     "timesteps": 1000,
@@ -74,7 +85,9 @@ def _parse_mults(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
         try:
             mults = tuple(int(v) for v in value.split(",") if v.strip())
         except ValueError:
-            raise InputError(f"ddpm option channel_mults={value!r} is not a comma list of ints") from None
+            raise InputError(
+                f"ddpm option channel_mults={value!r} is not a comma list of ints"
+            ) from None
     else:
         mults = tuple(int(v) for v in value)
     if not mults or min(mults) < 1:
@@ -100,7 +113,7 @@ def _validate(config: Mapping[str, Any]) -> None:
 
 
 def build_network(config: Mapping[str, Any]) -> ConditionalUNet:
-    """The ε-predictor UNet described by a config (sinusoidal timestep embedding, Ho et al. App. B)."""
+    """The ε-predictor UNet of a config (sinusoidal timestep embedding, Ho et al. App. B)."""
     return ConditionalUNet(
         in_channels=int(config.get("channels", 1)),
         base_channels=int(config["base_channels"]),
@@ -169,7 +182,7 @@ class DDPMModel:
         return self.eps_model(x, t.to(x.dtype) if isinstance(self.eps_model, nn.Module) else t)
 
     def make_sampler(self, sampler: str | None = None, steps: int | None = None):
-        """The sampler object named ``sampler`` (default: the config's), configured from the config."""
+        """The sampler named ``sampler`` (default: the config's), configured from the config."""
         name = sampler or self.config.get("sampler", "ddim")
         if name not in SAMPLERS:
             raise InputError(f"unknown ddpm sampler {name!r} (choose from {', '.join(SAMPLERS)})")
@@ -257,7 +270,7 @@ class DDPMFamily:
         return Path(str(files("geneval_plugins.models").joinpath(BUNDLED_CHECKPOINT)))
 
     def load(self, checkpoint: Path | None, *, device: torch.device) -> DDPMModel:
-        """Load ``checkpoint`` (``None``: the bundled digits DDPM) with its EMA weights on ``device``."""
+        """Load ``checkpoint`` (``None``: the bundled digits DDPM), EMA weights, onto ``device``."""
         path = Path(checkpoint) if checkpoint is not None else self.bundled_checkpoint()
         tensors, config = load_checkpoint(path, model=NAME)
         ema = _unprefixed("ema", tensors)
@@ -272,6 +285,8 @@ class DDPMFamily:
         net.to(device).eval()
         diffusion = GaussianDiffusion.from_schedule(config["schedule"], int(config["timesteps"]))
         shape = tuple(int(v) for v in config.get("image_shape", (1, 8, 8)))
+        # the name the runner reports as the sampler used when --sampler is not given
+        config.setdefault("default_sampler", config.get("sampler", SAMPLERS[0]))
         return DDPMModel(net, diffusion, config, image_shape=shape, device=device)
 
     def train(
@@ -307,7 +322,9 @@ class DDPMFamily:
         output = Path(output)
         images = data.images
         if images.ndim != 4:
-            raise InputError(f"ddpm training data must be NCHW images, got shape {tuple(images.shape)}")
+            raise InputError(
+                f"ddpm training data must be NCHW images, got shape {tuple(images.shape)}"
+            )
 
         state: dict[str, torch.Tensor] = {}
         if resume:
@@ -316,7 +333,8 @@ class DDPMFamily:
             state, config = load_checkpoint(output, model=NAME)
             config.update({k: v for k, v in options.items()})
             done = int(config.get("trained_steps", 0))
-            seed = int(config.get("seed", seed))  # the data order and noise continue the original run
+            # the data order and the noise continue the original run
+            seed = int(config.get("seed", seed))
         else:
             check_writable(output, force=force, what="checkpoint")
             config = {**TRAIN_DEFAULTS, **options}
@@ -382,8 +400,10 @@ def _training_state(
     names = dict(enumerate(n for n, _ in net.named_parameters()))
     for index, slot in opt.state_dict()["state"].items():
         for key, value in slot.items():
-            tensors[f"opt.{names[index]}.{key}"] = torch.as_tensor(value).reshape(-1) if key == "step" else value
+            value = torch.as_tensor(value).reshape(-1) if key == "step" else value
+            tensors[f"opt.{names[index]}.{key}"] = value
     tensors["rng.noise"] = noise_gen.get_state()
+    tensors["rng.global"] = torch.get_rng_state()  # dropout draws from the global generator
     return tensors
 
 
@@ -405,11 +425,14 @@ def _restore(
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in opt_state.items():
             pname, field = key.rsplit(".", 1)
-            slots.setdefault(index[pname], {})[field] = value.reshape(()) if field == "step" else value
+            value = value.reshape(()) if field == "step" else value
+            slots.setdefault(index[pname], {})[field] = value
         full["state"] = slots
         opt.load_state_dict(full)
     if "rng.noise" in state:
         noise_gen.set_state(state["rng.noise"])
+    if "rng.global" in state:
+        torch.set_rng_state(state["rng.global"])
 
 
 @hookimpl

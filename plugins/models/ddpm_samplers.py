@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from geneval_plugins.models.diffusion import EpsPredictor, GaussianDiffusion, _at
 
 from geneval.progress import progress_bar
-from geneval_plugins.models.diffusion import EpsPredictor, GaussianDiffusion, _at
 
 #: Reverse-process variances of the ancestral sampler: σ_t² = β_t or β̃_t (Ho et al. 2020, §3.2).
 VARIANCES = ("fixedlarge", "fixedsmall")
@@ -67,7 +67,7 @@ class AncestralSampler:
         self.set_timesteps(None)
 
     def set_timesteps(self, steps: int | None) -> list[int]:
-        """Visit every t = T..1; ``steps`` must be ``None`` or T (ancestral sampling skips nothing)."""
+        """Visit every t = T..1; ``steps`` must be ``None`` or T (nothing is skipped)."""
         big_t = self.diffusion.num_timesteps
         if steps is not None and steps != big_t:
             raise ValueError(
@@ -94,7 +94,7 @@ class AncestralSampler:
 
 @dataclass
 class DDIMSampler:
-    """The generalised (DDIM) reverse process on a sub-sequence τ of 1..T (Song et al. 2021, eq. 12).
+    """The generalised (DDIM) reverse process on a sub-sequence τ of 1..T (Song et al., eq. 12).
 
     x_{τ_{i−1}} = √ᾱ_{τ_{i−1}}·x̂_0 + √(1 − ᾱ_{τ_{i−1}} − σ²)·ε_θ + σ·z, with
     σ = η·√((1 − ᾱ_{τ_{i−1}})/(1 − ᾱ_{τ_i}))·√(1 − ᾱ_{τ_i}/ᾱ_{τ_{i−1}}) (eq. 16) and ᾱ_0 = 1.
@@ -162,7 +162,7 @@ class DDIMSampler:
     def step(
         self, x: torch.Tensor, t: int, eps: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        """One update of eq. 12 from τ_i = ``t`` to τ_{i−1}; z drawn from ``generator`` when σ > 0."""
+        """One update of eq. 12 from τ_i = ``t`` to τ_{i−1}; z from ``generator`` when σ > 0."""
         abar_all = self.diffusion.alphas_cumprod
         t_prev = self.previous(t)
         abar = abar_all[t - 1].item()

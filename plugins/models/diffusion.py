@@ -239,7 +239,7 @@ def discretized_gaussian_log_likelihood(
 
 
 def prior_kl(diffusion: GaussianDiffusion, x0: torch.Tensor) -> torch.Tensor:
-    """L_T = KL(q(x_T|x_0) ‖ N(0, I)) per image in nats, summed over dimensions (Ho et al. eq. 5)."""
+    """L_T = KL(q(x_T|x_0) ‖ N(0, I)) per image in nats, summed over dimensions (eq. 5)."""
     t = torch.full((x0.shape[0],), diffusion.num_timesteps, device=x0.device, dtype=torch.long)
     mean, var = diffusion.q_mean_variance(x0.to(torch.float64), t)
     zero = torch.zeros_like(mean)

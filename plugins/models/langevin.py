@@ -20,7 +20,7 @@ def langevin_step(
     generator: torch.Generator,
     noise_scale: float = 1.0,
 ) -> torch.Tensor:
-    """One Langevin update ``x + α·score + noise_scale·√(2α)·z`` with ``z`` drawn from ``generator``.
+    """One Langevin update ``x + α·score + noise_scale·√(2α)·z``, ``z`` from ``generator``.
 
     ``step_size`` may be a scalar or a tensor broadcastable to ``x`` (one α per sample).
     """

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def sinusoidal_embedding(values: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+def sinusoidal_embedding(
+    values: torch.Tensor, dim: int, max_period: float = 10000.0
+) -> torch.Tensor:
     """Embed scalars as [sin(v·ω_k), cos(v·ω_k)] with ω_k = max_period^(−k/(dim/2)), k < dim/2.
 
     Vaswani et al. (2017), §3.5; Ho et al. (2020), App. B.

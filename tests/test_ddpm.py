@@ -1,0 +1,230 @@
+"""The ``ddpm`` family: training, checkpoints, resume, samplers, determinism, bundled quality.
+
+Fast tests train a tiny network for a few steps. The quality tests (``slow``) sample the bundled
+checkpoint and compare it with ``digits:train`` through ``digits-cnn`` with an independent
+float64 FID (eigenvalues of Σ₁^½ Σ₂ Σ₁^½ from numpy).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from geneval_plugins.datasets.digits import DigitsDataset
+from geneval_plugins.models.ddpm import TRAIN_DEFAULTS, DDPMFamily, DDPMModel
+from geneval_plugins.models.ddpm_samplers import SAMPLERS
+from geneval_plugins.models.diffusion import GaussianDiffusion
+from safetensors import safe_open
+
+from geneval.api import ImageSet
+from geneval.checkpoint import load_checkpoint
+from geneval.errors import InputError
+from geneval.plugins import get_registry
+
+CPU = torch.device("cpu")
+TINY = {
+    "base_channels": 8,
+    "channel_mults": "1,2",
+    "embedding_dim": 16,
+    "timesteps": 40,
+    "sampler_steps": 8,
+    "batch_size": 32,
+    "warmup": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageSet:
+    data = DigitsDataset().load("train")
+    return ImageSet(images=data.images[:256], labels=data.labels[:256])
+
+
+def _train(data: ImageSet, out: Path, steps: int, **options) -> Path:
+    return DDPMFamily().train(
+        data, output=out, steps=steps, device=CPU, seed=3, resume=False, force=False,
+        options={**TINY, **options},
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(digits: ImageSet, tmp_path_factory) -> Path:
+    return _train(digits, tmp_path_factory.mktemp("ddpm") / "tiny.safetensors", steps=6)
+
+
+def _keys(path: Path) -> set[str]:
+    with safe_open(str(path), framework="pt") as handle:
+        return set(handle.keys())
+
+
+def test_family_is_registered_with_its_samplers():
+    family = get_registry().model("ddpm")
+    assert isinstance(family, DDPMFamily)
+    assert family.samplers == SAMPLERS and family.samplers[0] == "ddim"
+    assert family.dataset == "digits"
+    assert set(family.train_defaults) == set(TRAIN_DEFAULTS)
+
+
+def test_checkpoint_round_trip(tiny_checkpoint: Path):
+    tensors, config = load_checkpoint(tiny_checkpoint, model="ddpm")
+    assert config["trained_steps"] == 6 and config["seed"] == 3
+    assert config["schedule"] == "linear" and config["timesteps"] == 40
+    assert {k.split(".")[0] for k in tensors} == {"ema", "net", "opt", "rng"}
+    model = DDPMFamily().load(tiny_checkpoint, device=CPU)
+    assert isinstance(model, DDPMModel)
+    assert model.capabilities >= {"sample", "elbo"}
+    assert model.image_shape == (1, 8, 8) and model.diffusion.num_timesteps == 40
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    for name, value in model.eps_model.state_dict().items():
+        assert torch.equal(value, ema[name])
+    # EMA and raw weights differ after training (the EMA is really kept separately)
+    assert any(
+        not torch.equal(tensors[f"net.{k}"], v) for k, v in ema.items() if k.endswith("weight")
+    )
+
+
+@pytest.mark.parametrize("sampler,steps", [(None, None), ("ddim", 5), ("ancestral", None),
+                                           ("ancestral-fixedsmall", 40)])
+def test_sample_shape_range_and_seed_determinism(tiny_checkpoint: Path, sampler, steps):
+    model = DDPMFamily().load(tiny_checkpoint, device=CPU)
+
+    def draw(seed: int) -> torch.Tensor:
+        return model.sample(
+            7, batch_size=4, generator=torch.Generator().manual_seed(seed),
+            sampler=sampler, steps=steps,
+        )
+
+    a, b, c = draw(0), draw(0), draw(1)
+    assert a.shape == (7, 1, 8, 8) and a.dtype == torch.float32
+    assert a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_bad_sampler_options_are_input_errors(tiny_checkpoint: Path):
+    model = DDPMFamily().load(tiny_checkpoint, device=CPU)
+    gen = torch.Generator().manual_seed(0)
+    with pytest.raises(InputError, match="ddim"):
+        model.sample(2, batch_size=2, generator=gen, sampler="ancestral", steps=10)
+    with pytest.raises(InputError, match="euler"):
+        model.sample(2, batch_size=2, generator=gen, sampler="euler")
+    with pytest.raises(InputError, match="steps"):
+        model.sample(2, batch_size=2, generator=gen, sampler="ddim", steps=0)
+
+
+def test_resume_continues_exactly(digits: ImageSet, tmp_path: Path):
+    straight = _train(digits, tmp_path / "straight.safetensors", steps=8, checkpoint_every=4)
+    broken = _train(digits, tmp_path / "broken.safetensors", steps=4)
+    DDPMFamily().train(
+        digits, output=broken, steps=8, device=CPU, seed=99, resume=True, force=False, options={}
+    )
+    a, config_a = load_checkpoint(straight, model="ddpm")
+    b, config_b = load_checkpoint(broken, model="ddpm")
+    assert config_b["trained_steps"] == 8 and config_b["seed"] == 3  # the original seed is kept
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_final_checkpoint_without_training_state_resumes_from_ema(digits, tmp_path: Path):
+    out = _train(digits, tmp_path / "ema_only.safetensors", steps=3, save_training_state=False)
+    assert {k.split(".")[0] for k in _keys(out)} == {"ema"}
+    DDPMFamily().train(
+        digits, output=out, steps=5, device=CPU, seed=3, resume=True, force=False,
+        options={"save_training_state": True},
+    )
+    _, config = load_checkpoint(out, model="ddpm")
+    assert config["trained_steps"] == 5
+    assert {k.split(".")[0] for k in _keys(out)} == {"ema", "net", "opt", "rng"}
+
+
+def test_training_refuses_bad_input(digits: ImageSet, tiny_checkpoint: Path, tmp_path: Path):
+    with pytest.raises(InputError, match="exists"):
+        _train(digits, tiny_checkpoint, steps=2)
+    with pytest.raises(InputError, match="does not exist"):
+        DDPMFamily().train(
+            digits, output=tmp_path / "none.safetensors", steps=2, device=CPU, seed=0,
+            resume=True, force=False, options={},
+        )
+    with pytest.raises(InputError, match="unknown ddpm training option"):
+        _train(digits, tmp_path / "x.safetensors", steps=2, learning_rate=1.0)
+    with pytest.raises(InputError, match="schedule"):
+        _train(digits, tmp_path / "y.safetensors", steps=2, schedule="sigmoid")
+    with pytest.raises(InputError, match="ddpm"):
+        DDPMFamily().load(Path(__file__), device=CPU)
+
+
+def test_cosine_schedule_checkpoint(digits: ImageSet, tmp_path: Path):
+    out = _train(digits, tmp_path / "cos.safetensors", steps=2, schedule="cosine")
+    model = DDPMFamily().load(out, device=CPU)
+    assert model.config["schedule"] == "cosine"
+    want = GaussianDiffusion.from_schedule("cosine", 40).alphas_cumprod
+    assert torch.equal(model.diffusion.alphas_cumprod, want)
+
+
+def test_bundled_checkpoint_is_small_and_samples():
+    family = DDPMFamily()
+    path = family.bundled_checkpoint()
+    assert path.is_file() and path.stat().st_size <= 3_100_000
+    assert {k.split(".")[0] for k in _keys(path)} == {"ema"}
+    model = family.load(None, device=CPU)
+    assert model.config["sampler"] == "ddim" and model.config["dataset"] == "digits"
+    assert model.config["trained_steps"] >= 1000
+    x = model.sample(4, batch_size=4, generator=torch.Generator().manual_seed(0), steps=10)
+    assert x.shape == (4, 1, 8, 8)
+
+
+# -- quality of the bundled checkpoint (slow) --------------------------------------------------
+
+def _fid(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance of two feature sets in float64 (eigenvalues of Σ_a^½ Σ_b Σ_a^½)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    w, v = np.linalg.eigh(sa)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    eig = np.clip(np.linalg.eigvalsh(root @ sb @ root), 0, None)
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(sa) + np.trace(sb) - 2 * np.sqrt(eig).sum())
+
+
+def _features(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    extractor = get_registry().extractor("digits-cnn").load(device=CPU)
+    quantised = torch.round(images * 255) / 255  # as the runner does with model samples
+    out = extractor(quantised)
+    return out["features"].numpy(), out["logits"].numpy()
+
+
+@pytest.fixture(scope="module")
+def bundled_quality():
+    model = DDPMFamily().load(None, device=CPU)
+    train = _features(DigitsDataset().load("train").images)[0]
+    test = _features(DigitsDataset().load("test").images)[0]
+    gen = torch.Generator().manual_seed(0)
+    ddim = model.sample(1000, batch_size=500, generator=gen)
+    noise = torch.rand(1000, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    return model, train, test, ddim, noise
+
+
+@pytest.mark.slow
+def test_bundled_fid_is_near_the_held_out_floor_and_covers_all_classes(bundled_quality):
+    model, train, test, ddim, noise = bundled_quality
+    features, logits = _features(ddim)
+    fid_model = _fid(features, train)
+    floor = _fid(test, train)
+    fid_noise = _fid(_features(noise)[0], train)
+    assert fid_model <= 3 * floor, (fid_model, floor)
+    assert fid_model <= fid_noise / 5, (fid_model, fid_noise)
+    shares = np.bincount(logits.argmax(1), minlength=10) / len(logits)
+    assert shares.min() >= 0.04, shares
+
+
+@pytest.mark.slow
+def test_ddim50_fid_is_within_25_percent_of_ancestral(bundled_quality):
+    model, train, _, _, _ = bundled_quality
+    gen = torch.Generator().manual_seed(2)
+    ddim50 = model.sample(1000, batch_size=500, generator=gen, sampler="ddim", steps=50)
+    ancestral = model.sample(1000, batch_size=500, generator=gen, sampler="ancestral")
+    fid_ddim = _fid(_features(ddim50)[0], train)
+    fid_ancestral = _fid(_features(ancestral)[0], train)
+    assert abs(fid_ddim - fid_ancestral) <= 0.25 * fid_ancestral, (fid_ddim, fid_ancestral)

@@ -1,0 +1,89 @@
+"""The embedded default: digits + digits-cnn + shipped statistics, through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from geneval_reference_stats import shipped_stats_path
+
+
+def _fid_reference(a: np.ndarray, b: np.ndarray) -> float:
+    """pytorch-fid's own FID on the same features (an independent reference)."""
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    return float(
+        calculate_frechet_distance(
+            a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
+        )
+    )
+
+
+def test_shipped_stats_and_recomputed_reference_agree(run_cli, tmp_path):
+    from geneval.plugins import get_registry
+
+    registry = get_registry()
+    train = registry.dataset("digits").load("train").images.numpy()
+    test = registry.dataset("digits").load("test").images.numpy()
+    np.save(tmp_path / "train.npy", train)
+    np.save(tmp_path / "test.npy", test)
+    shipped = run_cli(
+        "run",
+        "--samples",
+        "digits:test",
+        "--reference",
+        "digits:train",
+        "--metrics",
+        "fid",
+        "--json",
+        tmp_path / "a.json",
+        "--quiet",
+    )
+    recomputed = run_cli(
+        "run",
+        "--samples",
+        tmp_path / "test.npy",
+        "--reference",
+        tmp_path / "train.npy",
+        "--extractor",
+        "digits-cnn",
+        "--metrics",
+        "fid",
+        "--json",
+        tmp_path / "b.json",
+        "--quiet",
+    )
+    assert shipped.code == recomputed.code == 0, shipped.err + recomputed.err
+    a = json.loads((tmp_path / "a.json").read_text())
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert a["config"]["extractor"] == "digits-cnn"
+    assert a["config"]["reference"] == "digits:train"
+    assert a["metrics"]["fid"]["value"] == pytest.approx(b["metrics"]["fid"]["value"], rel=1e-6)
+
+    ref = np.load(shipped_stats_path("digits", "train", "digits-cnn"))["features"]
+    extractor = registry.extractor("digits-cnn").load(device="cpu")
+    import torch
+
+    feats = extractor(torch.from_numpy(test))["features"].double().numpy()
+    assert a["metrics"]["fid"]["value"] == pytest.approx(
+        _fid_reference(feats, ref.astype(np.float64)), rel=1e-4
+    )
+
+
+def test_stats_command_reproduces_shipped_stats(run_cli, tmp_path):
+    out = tmp_path / "train.npz"
+    res = run_cli("stats", "digits:train", "-o", out, "--features", "--quiet")
+    assert res.code == 0, res.err
+    mine, shipped = np.load(out), np.load(shipped_stats_path("digits", "train", "digits-cnn"))
+    np.testing.assert_allclose(mine["mu"], shipped["mu"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mine["sigma"], shipped["sigma"], rtol=1e-6, atol=1e-9)
+    assert int(mine["n"]) == 1257
+    meta = json.loads(str(mine["meta"]))
+    assert (
+        meta["extractor"] == "digits-cnn"
+        and meta["resize"] == json.loads(str(shipped["meta"]))["resize"]
+    )
+    again = run_cli("stats", "digits:train", "-o", out)
+    assert again.code == 2 and "--force" in again.err
