@@ -103,7 +103,9 @@ _force_option = click.option("--force", is_flag=True, help="Overwrite existing o
     type=int,
     help="Images per extractor call (default 64) and per model call (default 500).",
 )
-@click.option("--workers", default=0, show_default=True, help="DataLoader workers for folders.")
+@click.option(
+    "--workers", type=int, help="Image-decoding workers for folders (default: by folder size)."
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report.")
 @click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
@@ -130,7 +132,7 @@ def run(
     opts: Sequence[str],
     device: str,
     batch_size: int | None,
-    workers: int,
+    workers: int | None,
     seed: int,
     json_path: Path | None,
     markdown: Path | None,
@@ -219,7 +221,9 @@ def run(
 )
 @_device_option
 @click.option("--batch-size", default=64, show_default=True)
-@click.option("--workers", default=0, show_default=True)
+@click.option(
+    "--workers", type=int, help="Image-decoding workers for folders (default: by folder size)."
+)
 @_force_option
 @_quiet_option
 @_debug_option
@@ -232,7 +236,7 @@ def stats(
     features: bool,
     device: str,
     batch_size: int,
-    workers: int,
+    workers: int | None,
     force: bool,
     quiet: bool,
     debug: bool,

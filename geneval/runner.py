@@ -54,7 +54,7 @@ class RunConfig:
     batch_size: int | None = (
         None  # None: DEFAULT_BATCH_SIZE to extract, DEFAULT_SAMPLE_BATCH to sample
     )
-    workers: int = 0
+    workers: int | None = None  # None: chosen by the folder's size
     seed: int = 0
     sampler: str | None = None
     steps: int | None = None
@@ -190,7 +190,7 @@ def validate_config(config: RunConfig) -> None:
         raise InputError("--checkpoint needs --model")
     if config.batch_size is not None and config.batch_size < 1:
         raise InputError(f"--batch-size must be positive, got {config.batch_size}")
-    if config.workers < 0:
+    if config.workers is not None and config.workers < 0:
         raise InputError(f"--workers must be >= 0, got {config.workers}")
     if config.num_samples < 1:
         raise InputError(f"--num-samples must be positive, got {config.num_samples}")
@@ -512,7 +512,7 @@ def extract(
     keep_images: bool = False,
     batch_size: int,
     device: torch.device,
-    workers: int = 0,
+    workers: int | None = None,
     desc: str = "features",
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """One pass over ``source``: the ``wanted`` extractor outputs (float32, CPU) and, optionally,

@@ -42,7 +42,9 @@ class SampleSource:
     count: int
     labels: torch.Tensor | None = field(default=None, repr=False)
 
-    def batches(self, batch_size: int, device: torch.device, workers: int) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, device: torch.device, workers: int | None
+    ) -> Iterator[Batch]:
         raise NotImplementedError
 
 
@@ -96,7 +98,11 @@ def _collate(items: list[torch.Tensor | str]) -> list[torch.Tensor] | torch.Tens
 
 
 class FolderSource(SampleSource):
-    """Images from a folder tree, decoded with PIL in DataLoader workers."""
+    """Images from a folder tree, decoded with PIL in DataLoader workers.
+
+    With ``workers=None`` small folders are decoded in the main process (starting workers
+    costs more than it saves) and larger ones by up to 8 workers, one per core.
+    """
 
     def __init__(self, folder: Path) -> None:
         if not folder.exists():
@@ -108,12 +114,19 @@ class FolderSource(SampleSource):
             raise InputError(f"folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
         super().__init__(description=str(folder), count=len(self.paths))
 
-    def batches(self, batch_size: int, device: torch.device, workers: int) -> Iterator[Batch]:
+    def default_workers(self) -> int:
+        if self.count < 512:
+            return 0
+        return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+    def batches(
+        self, batch_size: int, device: torch.device, workers: int | None
+    ) -> Iterator[Batch]:
         loader = torch.utils.data.DataLoader(
             _FolderDataset(self.paths),
             batch_size=batch_size,
             shuffle=False,
-            num_workers=workers,
+            num_workers=self.default_workers() if workers is None else workers,
             collate_fn=_collate,
             pin_memory=device.type == "cuda",
         )
@@ -204,7 +217,9 @@ class ArraySource(SampleSource):
             labels=torch.from_numpy(labels) if labels is not None else None,
         )
 
-    def batches(self, batch_size: int, device: torch.device, workers: int) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, device: torch.device, workers: int | None
+    ) -> Iterator[Batch]:
         scale = 255.0 if self.array.dtype == np.uint8 else 1.0
         for start in range(0, self.count, batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(self.array[start : start + batch_size]))
@@ -224,7 +239,9 @@ class TensorSource(SampleSource):
         self.images = images
         super().__init__(description=description, count=int(images.shape[0]), labels=data.labels)
 
-    def batches(self, batch_size: int, device: torch.device, workers: int) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, device: torch.device, workers: int | None
+    ) -> Iterator[Batch]:
         for start in range(0, self.count, batch_size):
             yield self.images[start : start + batch_size].to(device, non_blocking=True).float()
 
@@ -259,7 +276,9 @@ class ModelSource(SampleSource):
         self.steps = steps
         self.sample_batch = batch_size or DEFAULT_SAMPLE_BATCH
 
-    def batches(self, batch_size: int, device: torch.device, workers: int) -> Iterator[Batch]:
+    def batches(
+        self, batch_size: int, device: torch.device, workers: int | None
+    ) -> Iterator[Batch]:
         """Sample in model calls of ``sample_batch`` images (the seed fixes the samples for a
         given ``sample_batch``); the runner's extraction ``batch_size`` does not matter here."""
         batch_size = self.sample_batch
