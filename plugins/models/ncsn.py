@@ -35,15 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from geneval_plugins.models.ncsn_samplers import (
-    SAMPLERS,
-    STEPS_OPTION,
-    build_sampler,
-    geometric_sigmas,
-    ncsnv2_step_size,
-)
-from geneval_plugins.models.score_matching import denoising_score_matching_loss
-from geneval_plugins.models.unet import ConditionalUNet
 from scipy.optimize import brentq
 from scipy.special import ndtr
 from torch import nn
@@ -55,11 +46,20 @@ from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
 from geneval.progress import progress_bar
 from geneval.training import ExponentialMovingAverage, minibatches, sample_in_batches
+from geneval_plugins.models.ncsn_samplers import (
+    SAMPLERS,
+    STEPS_OPTION,
+    build_sampler,
+    geometric_sigmas,
+    ncsnv2_step_size,
+)
+from geneval_plugins.models.score_matching import denoising_score_matching_loss
+from geneval_plugins.models.unet import ConditionalUNet
 
 NAME = "ncsn"
 BUNDLED_CHECKPOINT = "ncsn-digits.safetensors"
 #: Training steps when ``train(steps=None)``.
-DEFAULT_STEPS = 12000
+DEFAULT_STEPS = 10000
 #: Largest value of the network's conditioning input c(σ) (reached at σ_1).
 CONDITION_RANGE = 999.0
 
@@ -70,9 +70,9 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "warmup": 200,
     "grad_clip": 1.0,
     "ema_decay": 0.999,
-    "base_channels": 32,
+    "base_channels": 16,
     "channel_mults": "1,2,2",
-    "embedding_dim": 64,
+    "embedding_dim": 32,
     "sigma_max": 0.0,  # 0: the largest pairwise distance of the training data (technique 1)
     "sigma_min": 0.01,
     "num_levels": 0,  # 0: from technique 2 for the data dimension
@@ -80,12 +80,15 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "langevin_steps": 5,  # T, steps per level of annealed Langevin
     "langevin_eps": 0.0,  # 0: ε from technique 4 for T and the level ratio
     "pc_snr": 0.16,
-    "pc_corrector_steps": 1,
+    "pc_corrector_steps": 2,
     "checkpoint_every": 1000,
     "save_training_state": True,
 }
 
-_ARCH_KEYS = ("base_channels", "channel_mults", "embedding_dim")
+#: Options fixed at the start of a run: a resumed run may not change them.
+_FIXED_KEYS = (
+    "base_channels", "channel_mults", "embedding_dim", "sigma_max", "sigma_min", "num_levels",
+)
 
 
 def max_pairwise_distance(x: torch.Tensor, chunk: int = 2048) -> float:
@@ -183,7 +186,7 @@ class ScoreMatchingTrainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.ema.update(self.model)
-        return float(loss)
+        return float(loss.detach())
 
     def run(
         self,
@@ -211,7 +214,8 @@ class ScoreMatchingTrainer:
         names = dict(enumerate(n for n, _ in self.model.named_parameters()))
         for index, slot in self.optimizer.state_dict()["state"].items():
             for key, value in slot.items():
-                tensors[f"opt.{names[index]}.{key}"] = torch.as_tensor(value).reshape(-1)
+                value = torch.as_tensor(value)
+                tensors[f"opt.{names[index]}.{key}"] = value.reshape(-1) if key == "step" else value
         tensors["rng.noise"] = noise_generator.get_state()
         return tensors
 
@@ -342,8 +346,10 @@ class NCSNModel:
         """Draw ``n`` images in ``[0, 1]`` (N, C, H, W) on ``device``.
 
         Each chain starts from the prior N(0, σ_1² I) of the VE SDE and is run through every
-        level by the named sampler (``None``: the checkpoint's default); the result is clipped
-        to ``[0, 1]``.
+        level by the named sampler (``None``: the checkpoint's default, ``config["sampler"]``)
+        with the checkpoint's settings; ``steps`` overrides the Langevin steps per level (T of
+        annealed Langevin, the corrector steps M of predictor–corrector). The result is
+        clipped to ``[0, 1]``. Every random draw comes from ``generator``.
         """
         chosen = self.make_sampler(sampler, steps)
         sigma_max = float(self.sigmas[0])
@@ -465,6 +471,9 @@ class NCSNFamily:
             state, config = load_checkpoint(output, model=NAME)
             if not _unprefixed("net", state):
                 raise InputError(f"--resume: checkpoint {output} holds no training state")
+            changed = [k for k in _FIXED_KEYS if k in options and options[k] != config.get(k)]
+            if changed:
+                raise InputError(f"--resume: option(s) {', '.join(changed)} cannot change")
             config.update(options)
             done = int(config.get("trained_steps", 0))
             seed = int(config.get("seed", seed))  # data order and noise continue the original run

@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from geneval_plugins.models.langevin import langevin_step
 
 from geneval.errors import InputError
+from geneval_plugins.models.langevin import langevin_step
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
