@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.metrics.fid import frechet_distance
 
 from geneval.plugins import get_registry
+from geneval_plugins.datasets.digits import DigitsDataset
+from geneval_plugins.metrics.fid import frechet_distance
 
 
 def _features(images: torch.Tensor) -> np.ndarray:

@@ -1,14 +1,15 @@
 """Train the bundled digits DDPM exactly as ``geneval train --model ddpm --dataset digits`` does.
 
 Calls :meth:`DDPMFamily.train` with the ``digits:train`` images, the seed, the number of steps
-and ``--opt`` options, the same call the CLI makes. The bundled checkpoint was written by::
+and the ``--opt`` options typed from ``train_defaults`` (the same call the CLI makes). The
+bundled checkpoint was written by::
 
-    OMP_NUM_THREADS=2 nice -n 5 python scripts/train_ddpm.py \\
+    OMP_NUM_THREADS=1 nice -n 5 python scripts/train_ddpm.py \\
         -o plugins/models/ddpm-digits.safetensors --seed 0 --steps 12000 \\
-        --opt save_training_state=false --force
+        --opt save_training_state=false
 
 which is ``geneval train --model ddpm --dataset digits -o plugins/models/ddpm-digits.safetensors
---seed 0 --steps 12000 --opt save_training_state=false --force`` (see scripts/README.md).
+--seed 0 --steps 12000 --opt save_training_state=false`` (see scripts/README.md).
 """
 
 from __future__ import annotations
@@ -16,18 +17,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from geneval.device import resolve_device
+from geneval.options import parse_options
 from geneval_plugins.datasets.digits import DigitsDataset
 from geneval_plugins.models.ddpm import TRAIN_DEFAULTS, DDPMFamily
-
-from geneval.device import resolve_device
-
-
-def _typed(key: str, text: str) -> object:
-    """Type an ``--opt key=value`` string like its default in ``TRAIN_DEFAULTS``."""
-    default = TRAIN_DEFAULTS[key]
-    if isinstance(default, bool):
-        return text.lower() in ("1", "true", "yes", "on")
-    return type(default)(text)
 
 
 def main() -> None:
@@ -40,12 +33,7 @@ def main() -> None:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    options = {}
-    for item in args.opt:
-        key, _, value = item.partition("=")
-        if key not in TRAIN_DEFAULTS:
-            parser.error(f"unknown option {key!r}")
-        options[key] = _typed(key, value)
+    options = parse_options(args.opt, TRAIN_DEFAULTS, owner="model ddpm")
     data = DigitsDataset().load("train")
     out = DDPMFamily().train(
         data,

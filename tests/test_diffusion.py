@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+
 from geneval_plugins.models.ddpm_samplers import (
     AncestralSampler,
     DDIMSampler,

@@ -20,13 +20,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from geneval_plugins.metrics.nll import NegativeLogLikelihood
-from geneval_plugins.models.ddpm import DDPMModel
-from geneval_plugins.models.diffusion import GaussianDiffusion, make_betas
 from scipy.special import ndtr
 
 from geneval.api import Need
 from geneval.plugins import get_registry
+from geneval_plugins.metrics.nll import NegativeLogLikelihood
+from geneval_plugins.models.ddpm import DDPMModel
+from geneval_plugins.models.diffusion import GaussianDiffusion, make_betas
 
 MEAN, STD = 0.0, 0.2  # in the model's data space [−1, 1]; P(|x_0| > 0.99) ≈ 1e-6
 

@@ -26,6 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from geneval.api import ImageSet
+from geneval.checkpoint import load_checkpoint, save_checkpoint
+from geneval.errors import InputError
+from geneval.hookspecs import hookimpl
+from geneval.io import check_writable
+from geneval.progress import progress_bar
+from geneval.training import ExponentialMovingAverage, minibatches, sample_in_batches
 from geneval_plugins.models.ddpm_samplers import (
     SAMPLERS,
     SKIPS,
@@ -40,15 +49,6 @@ from geneval_plugins.models.diffusion import (
     negative_elbo,
 )
 from geneval_plugins.models.unet import ConditionalUNet
-from torch import nn
-
-from geneval.api import ImageSet
-from geneval.checkpoint import load_checkpoint, save_checkpoint
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.io import check_writable
-from geneval.progress import progress_bar
-from geneval.training import ExponentialMovingAverage, minibatches, sample_in_batches
 
 NAME = "ddpm"
 BUNDLED_CHECKPOINT = "ddpm-digits.safetensors"
@@ -331,7 +331,13 @@ class DDPMFamily:
             if not output.is_file():
                 raise InputError(f"--resume: checkpoint {output} does not exist")
             state, config = load_checkpoint(output, model=NAME)
-            config.update({k: v for k, v in options.items()})
+            fixed = [k for k in (*_ARCH_KEYS, "schedule", "timesteps")
+                     if k in options and options[k] != config.get(k)]
+            if fixed:
+                raise InputError(
+                    f"--resume: option(s) {', '.join(fixed)} differ from checkpoint {output}"
+                )
+            config.update(options)
             done = int(config.get("trained_steps", 0))
             # the data order and the noise continue the original run
             seed = int(config.get("seed", seed))

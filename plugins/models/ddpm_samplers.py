@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-from geneval_plugins.models.diffusion import EpsPredictor, GaussianDiffusion, _at
 
 from geneval.progress import progress_bar
+from geneval_plugins.models.diffusion import EpsPredictor, GaussianDiffusion, at_timesteps
 
 #: Reverse-process variances of the ancestral sampler: σ_t² = β_t or β̃_t (Ho et al. 2020, §3.2).
 VARIANCES = ("fixedlarge", "fixedsmall")
@@ -89,7 +89,7 @@ class AncestralSampler:
         if t == 1:
             return mean
         noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x)
-        return mean + _at(self._sigma2, tt, x).sqrt() * noise
+        return mean + at_timesteps(self._sigma2, tt, x).sqrt() * noise
 
 
 @dataclass
@@ -113,7 +113,9 @@ class DDIMSampler:
         (Song et al. 2021, App. D.2), each raised to at least τ_{i−1} + 1 so that the S steps
         are distinct (the authors' sequence repeats small t, which are no-op steps).
     clip_denoised
-        Clip x̂_0 to [−1, 1] before the update.
+        Clip x̂_0 to [−1, 1] (and re-derive ε from it) before the update. Off by default, as in
+        the authors' code: with few steps the clipped update leaves the DDIM path and gave a
+        markedly worse FID on digits (about 4.0 vs 2.7 for 50 steps).
 
     References
     ----------
@@ -124,7 +126,7 @@ class DDIMSampler:
     steps: int = 50
     eta: float = 0.0
     skip: str = "uniform"
-    clip_denoised: bool = True
+    clip_denoised: bool = False
     timesteps: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
@@ -197,21 +199,22 @@ def make_sampler(
     steps: int | None = None,
     eta: float = 0.0,
     skip: str = "uniform",
-    clip_denoised: bool = True,
+    clip_denoised: bool | None = None,
 ) -> Sampler:
     """The sampler called ``name`` (one of :data:`SAMPLERS`) for ``diffusion``.
 
     ``steps``, ``eta`` and ``skip`` configure DDIM (``steps=None``: 50); the ancestral samplers
-    accept only ``steps`` of ``None`` or T.
+    accept only ``steps`` of ``None`` or T. ``clip_denoised=None`` keeps each sampler's default
+    (ancestral: clip, as Ho et al.'s code; DDIM: no clip, as Song et al.'s code).
     """
+    clip = {} if clip_denoised is None else {"clip_denoised": clip_denoised}
     _check(name, SAMPLERS, "sampler")
     if name == "ddim":
         return DDIMSampler(
-            diffusion, steps=50 if steps is None else steps, eta=eta, skip=skip,
-            clip_denoised=clip_denoised,
+            diffusion, steps=50 if steps is None else steps, eta=eta, skip=skip, **clip
         )
     variance = "fixedsmall" if name == "ancestral-fixedsmall" else "fixedlarge"
-    sampler = AncestralSampler(diffusion, variance=variance, clip_denoised=clip_denoised)
+    sampler = AncestralSampler(diffusion, variance=variance, **clip)
     sampler.set_timesteps(steps)
     return sampler
 

@@ -58,7 +58,7 @@ def make_betas(
     raise ValueError(f"unknown noise schedule {schedule!r} (choose from {', '.join(SCHEDULES)})")
 
 
-def _at(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def at_timesteps(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """``values[t − 1]`` for integer timesteps ``t`` (N,), shaped to broadcast over ``like``."""
     out = values.to(like.device)[t.long() - 1].to(like.dtype)
     return out.reshape(-1, *([1] * (like.ndim - 1)))
@@ -136,17 +136,17 @@ class GaussianDiffusion:
         self, x0: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean √ᾱ_t·x_0 and variance (1 − ᾱ_t) of q(x_t|x_0) (Ho et al. 2020, eq. 4)."""
-        abar = _at(self.alphas_cumprod, t, x0)
+        abar = at_timesteps(self.alphas_cumprod, t, x0)
         return abar.sqrt() * x0, (1 - abar).expand_as(x0)
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε, a draw from q(x_t|x_0) (Ho et al. 2020, eq. 4)."""
-        abar = _at(self.alphas_cumprod, t, x0)
+        abar = at_timesteps(self.alphas_cumprod, t, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x̂_0 = (x_t − √(1 − ᾱ_t)·ε)/√ᾱ_t, eq. 4 solved for x_0 (Ho et al. 2020, §3.2)."""
-        abar = _at(self.alphas_cumprod, t, xt)
+        abar = at_timesteps(self.alphas_cumprod, t, xt)
         return (xt - (1 - abar).sqrt() * eps) / abar.sqrt()
 
     # -- q(x_{t-1} | x_t, x_0) ----------------------------------------------------------------
@@ -158,12 +158,12 @@ class GaussianDiffusion:
         μ̃_t = √ᾱ_{t−1}·β_t/(1 − ᾱ_t)·x_0 + √α_t·(1 − ᾱ_{t−1})/(1 − ᾱ_t)·x_t and
         β̃_t = (1 − ᾱ_{t−1})/(1 − ᾱ_t)·β_t.
         """
-        abar = _at(self.alphas_cumprod, t, xt)
-        abar_prev = _at(self.alphas_cumprod_prev, t, xt)
-        beta = _at(self.betas, t, xt)
+        abar = at_timesteps(self.alphas_cumprod, t, xt)
+        abar_prev = at_timesteps(self.alphas_cumprod_prev, t, xt)
+        beta = at_timesteps(self.betas, t, xt)
         coef_x0 = abar_prev.sqrt() * beta / (1 - abar)
         coef_xt = (1 - beta).sqrt() * (1 - abar_prev) / (1 - abar)
-        var = _at(self.posterior_variance, t, xt)
+        var = at_timesteps(self.posterior_variance, t, xt)
         return coef_x0 * x0 + coef_xt * xt, var.expand_as(xt)
 
     def model_mean(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -171,8 +171,8 @@ class GaussianDiffusion:
 
         Equal to the posterior mean μ̃_t evaluated at x̂_0 of :meth:`predict_x0`.
         """
-        abar = _at(self.alphas_cumprod, t, xt)
-        beta = _at(self.betas, t, xt)
+        abar = at_timesteps(self.alphas_cumprod, t, xt)
+        beta = at_timesteps(self.betas, t, xt)
         return (xt - beta / (1 - abar).sqrt() * eps) / (1 - beta).sqrt()
 
     # -- training -----------------------------------------------------------------------------
@@ -272,7 +272,7 @@ def bound_term(
     eps = eps_model(xt, t)
     x0_64, xt_64 = x0.to(torch.float64), xt.to(torch.float64)
     mean_model = diffusion.model_mean(xt_64, t, eps.to(torch.float64))
-    var_model = _at(diffusion.reverse_variance(variance), t, xt_64).expand_as(xt_64)
+    var_model = at_timesteps(diffusion.reverse_variance(variance), t, xt_64).expand_as(xt_64)
     mean_q, var_q = diffusion.posterior_mean_variance(x0_64, xt_64, t)
     first = t == 1
     # For t = 1 the posterior variance is 0; use 1 there so the (discarded) KL stays finite.
