@@ -11,6 +11,12 @@ from pathlib import Path
 from geneval.errors import InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_writable(path: str | os.PathLike[str], *, force: bool, what: str = "output") -> Path:
     """Refuse to overwrite an existing file unless ``force``; check the parent folder exists."""
     path = Path(path)
@@ -42,6 +48,7 @@ def atomic_path(
         yield tmp_path
         if not force and path.exists():
             raise InputError(f"{what} {path} appeared while writing (use --force to overwrite)")
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

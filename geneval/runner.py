@@ -451,6 +451,8 @@ class Evaluation:
         if "logits" in kinds and run.logits_output not in wanted:
             wanted.append(run.logits_output)
         keep_images = "images" in kinds
+        if not wanted and not keep_images and isinstance(source, ModelSource):
+            data.count = 0  # no metric looks at samples: none are drawn
         if wanted or keep_images:
             data.outputs, data.images = extract(
                 source,
@@ -520,13 +522,16 @@ def extract(
     for folders of mixed sizes)."""
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in wanted}
     images: list[torch.Tensor] = []
-    with progress_bar(total=source.count, desc=desc, unit="img") as bar, torch.inference_mode():
+    # Only the extractor runs under inference mode: model sources may need gradients to
+    # sample (Langevin dynamics on an energy).
+    with progress_bar(total=source.count, desc=desc, unit="img") as bar:
         for batch in source.batches(batch_size, device, workers):
             groups = _same_size_groups(batch)
             for group in groups:
                 if wanted:
                     assert extractor is not None
-                    out = extractor(group)
+                    with torch.inference_mode():
+                        out = extractor(group)
                     for name in wanted:
                         chunks[name].append(out[name].detach().float().cpu())
                 if keep_images:

@@ -14,6 +14,12 @@ import numpy as np
 import pytest
 import torch
 from cleanfid.resize import make_resizer
+from pytorch_fid.inception import InceptionV3 as PytorchFidInception
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+from geneval.errors import InputError
+from geneval.plugins import get_registry
+from geneval.resize import RESIZE_CONVENTIONS
 from geneval_plugins.extractors import inception as inception_plugin
 from geneval_plugins.extractors.inception import (
     WEIGHTS_FILENAME,
@@ -23,17 +29,13 @@ from geneval_plugins.extractors.inception import (
     find_inception_weights,
     load_inception_network,
 )
-from pytorch_fid.inception import InceptionV3 as PytorchFidInception
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-from geneval.errors import InputError
-from geneval.plugins import get_registry
-from geneval.resize import RESIZE_CONVENTIONS
-from tests.inception_fixtures import (  # noqa: F401 - fixtures
-    inception_weights,
+from tests.inception_fixtures import (  # noqa: F401 - the *_fixture names register fixtures
+    folder_outputs,
+    inception_weights_fixture,
     photo_crops,
+    png_folders_fixture,
     to_float_batch,
-    torch_home,
+    torch_home_fixture,
 )
 
 FEATURE_TOL = 1e-4  # of the features' scale (max |feature|)
@@ -117,7 +119,7 @@ def test_batchnorm_folding_and_channels_last_keep_the_features(
     a = LoadedInception(plain, **kw)(images[:1])
     b = LoadedInception(folded, **kw)(images[:1])
     for key in a:
-        assert _close(b[key], a[key]) <= 1e-5
+        assert _close(b[key], a[key]) <= FEATURE_TOL
     assert torch.allclose(b["logits"], b["logits_unbiased"] + folded.fc.bias, atol=1e-5)
 
 
@@ -239,3 +241,69 @@ def test_cuda_features_match_cpu(torch_home: Path, images: torch.Tensor, convent
     assert gpu["pool"].device.type == "cuda"
     for key in cpu:
         assert _close(gpu[key].cpu(), cpu[key]) <= FEATURE_TOL
+
+
+# -- End to end on PNG folders (slow) ---------------------------------------------------------
+# geneval's side runs its own Python pipeline (tests.inception_fixtures.folder_outputs: PIL →
+# uint8 → float / 255 → extractor once → metric functions), which is what `geneval run
+# --samples A --reference B` does; the reference tools read the same folders themselves.
+
+
+def _geneval_metrics(folders: tuple[Path, Path], convention: str) -> dict[str, float]:
+    from geneval.stats import FeatureStatistics
+    from geneval_plugins.metrics.fid import frechet_distance
+    from geneval_plugins.metrics.inception_score import inception_score
+    from geneval_plugins.metrics.kid import kernel_inception_distance
+
+    samples, reference = (folder_outputs(f, convention) for f in folders)
+    s = FeatureStatistics.from_features(samples["pool"])
+    r = FeatureStatistics.from_features(reference["pool"])
+    n = samples["pool"].shape[0]
+    kid = kernel_inception_distance(samples["pool"], reference["pool"], subsets=1, subset_size=n)
+    return {
+        "fid": frechet_distance(s.mean, s.cov, r.mean, r.cov),
+        "kid": kid.value,
+        "is": inception_score(samples["logits_unbiased"], splits=1).value,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_end_to_end_matches_torch_fidelity_tf1(
+    torch_home: Path, png_folders: tuple[Path, Path]
+) -> None:
+    from torch_fidelity import calculate_metrics
+
+    ours = _geneval_metrics(png_folders, "tf1")
+    ref = calculate_metrics(
+        input1=str(png_folders[0]),
+        input2=str(png_folders[1]),
+        cuda=False,
+        fid=True,
+        kid=True,
+        isc=True,
+        kid_subsets=1,
+        kid_subset_size=24,
+        isc_splits=1,
+        cache=False,
+        verbose=False,
+    )
+    print("geneval", ours, "torch-fidelity", ref)
+    assert ours["fid"] == pytest.approx(ref["frechet_inception_distance"], rel=1e-3)
+    assert ours["kid"] == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-4)
+    assert ours["is"] == pytest.approx(ref["inception_score_mean"], rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_end_to_end_fid_matches_pytorch_fid(
+    torch_home: Path, png_folders: tuple[Path, Path]
+) -> None:
+    from pytorch_fid.fid_score import calculate_fid_given_paths
+
+    ours = _geneval_metrics(png_folders, "pytorch-fid")
+    ref = calculate_fid_given_paths(
+        [str(p) for p in png_folders], batch_size=8, device="cpu", dims=2048, num_workers=0
+    )
+    print("geneval", ours["fid"], "pytorch-fid", ref)
+    assert ours["fid"] == pytest.approx(ref, rel=1e-3)

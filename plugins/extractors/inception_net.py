@@ -42,7 +42,7 @@ class ConvBN(nn.Module):
         self.bn: nn.Module = nn.BatchNorm2d(cout, eps=BN_EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.bn(self.conv(x)))
+        return F.relu(self.bn(self.conv(x)), inplace=True)
 
     @torch.no_grad()
     def fold(self) -> None:
@@ -51,19 +51,11 @@ class ConvBN(nn.Module):
         if not isinstance(bn, nn.BatchNorm2d):
             return
         scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-        weight = self.conv.weight.double() * scale.view(-1, 1, 1, 1)
+        conv = self.conv
+        weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
         bias = bn.bias.double() - bn.running_mean.double() * scale
-        conv = nn.Conv2d(
-            self.conv.in_channels,
-            self.conv.out_channels,
-            self.conv.kernel_size,
-            stride=self.conv.stride,
-            padding=self.conv.padding,
-            bias=True,
-        ).to(self.conv.weight.device)
         conv.weight.copy_(weight.to(conv.weight.dtype))
-        conv.bias.copy_(bias.to(conv.bias.dtype))
-        self.conv = conv
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
         self.bn = nn.Identity()
 
 
@@ -240,6 +232,17 @@ class FIDInceptionV3(nn.Module):
             if isinstance(module, ConvBN):
                 module.fold()
         return self
+
+
+def empty_network() -> FIDInceptionV3:
+    """An uninitialised :class:`FIDInceptionV3` on the CPU (no random init; load weights next)."""
+    with torch.device("meta"):
+        model = FIDInceptionV3()
+    model = model.to_empty(device="cpu")
+    for name, buffer in model.named_buffers():
+        if name.endswith("num_batches_tracked"):
+            buffer.zero_()
+    return model
 
 
 def load_published_state_dict(

@@ -47,7 +47,7 @@ def polynomial_mmd2(
     m = x.shape[1]
 
     def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return (torch.bmm(a, b.transpose(1, 2)) * gamma + coef0) ** degree
+        return torch.bmm(a, b.transpose(1, 2)).mul_(gamma).add_(coef0).pow_(degree)
 
     k_xx, k_yy, k_xy = kernel(x, x), kernel(y, y), kernel(x, y)
     off_xx = k_xx.sum(dim=(1, 2)) - k_xx.diagonal(dim1=1, dim2=2).sum(dim=1)

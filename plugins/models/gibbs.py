@@ -177,6 +177,19 @@ def float64_copy(module: BipartiteRBM) -> BipartiteRBM:
     return copy.deepcopy(module).to(torch.float64)
 
 
+def merge_train_options(
+    family: str, defaults: Mapping[str, Any], options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``defaults`` updated by ``options``; an unknown option is an :class:`InputError`."""
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise InputError(
+            f"--opt {sorted(unknown)[0]}: unknown option of model {family} "
+            f"(known: {', '.join(sorted(defaults))})"
+        )
+    return {**defaults, **options}
+
+
 def contrastive_divergence_loss(
     rbm: BipartiteRBM, v_data: torch.Tensor, v_model: torch.Tensor
 ) -> torch.Tensor:
@@ -331,7 +344,10 @@ class GibbsFamily:
     default_steps = 1000
 
     def build(
-        self, config: Mapping[str, Any], data: torch.Tensor | None, generator: torch.Generator | None
+        self,
+        config: Mapping[str, Any],
+        data: torch.Tensor | None,
+        generator: torch.Generator | None,
     ) -> BipartiteRBM:
         """The network described by ``config``; initialised from ``data`` when given."""
         raise NotImplementedError
@@ -369,13 +385,7 @@ class GibbsFamily:
         ``resume`` restores the weights and step count from ``output`` and runs the remaining
         steps up to ``steps`` (optimiser moments and persistent chains restart).
         """
-        unknown = set(options) - set(self.train_defaults)
-        if unknown:
-            raise InputError(
-                f"--opt {sorted(unknown)[0]}: unknown option of model {self.name} "
-                f"(known: {', '.join(sorted(self.train_defaults))})"
-            )
-        opts = {**self.train_defaults, **options}
+        opts = merge_train_options(self.name, self.train_defaults, options)
         steps = self.default_steps if steps is None else int(steps)
         if steps < 1:
             raise InputError(f"--steps {steps}: must be at least 1")
@@ -385,7 +395,9 @@ class GibbsFamily:
             net = self.build(config, None, None)
             net.load_state_dict(tensors)
             start = int(config["train"]["steps_done"])
-            opts = {**config["train"]["options"], **options}
+            opts = merge_train_options(
+                self.name, self.train_defaults, {**config["train"]["options"], **options}
+            )
         else:
             check_writable(output, force=force, what="checkpoint")
             start = 0

@@ -96,7 +96,9 @@ class GaussianRBM(BipartiteRBM):
         return self.chain_mean + self.chain_std * noise
 
     @torch.no_grad()
-    def init_from_data(self, data: torch.Tensor, init_std: float, generator: torch.Generator) -> None:
+    def init_from_data(
+        self, data: torch.Tensor, init_std: float, generator: torch.Generator
+    ) -> None:
         """W ~ N(0, init_std²), b = 0, μ = data mean; chains start from the data moments."""
         self.weight.copy_(
             init_std * torch.randn(self.weight.shape, generator=generator, device=data.device)
@@ -115,18 +117,20 @@ class GRBMFamily(GibbsFamily):
     #: Training options (``--opt key=value``): as for ``rbm`` plus the fixed visible σ.
     train_defaults: Mapping[str, Any] = {
         "hidden": 24,
-        "sigma": 0.2,
+        "sigma": 0.3,
         "method": "pcd",
-        "k": 1,
+        "k": 5,
         "lr": 1e-3,
         "batch_size": 100,
         "weight_decay": 1e-4,
         "init_std": 0.01,
         "sample_steps": 1000,
     }
-    default_steps = 6000
+    default_steps = 10000
 
-    def initial_config(self, opts: Mapping[str, Any], image_shape: tuple[int, ...]) -> dict[str, Any]:
+    def initial_config(
+        self, opts: Mapping[str, Any], image_shape: tuple[int, ...]
+    ) -> dict[str, Any]:
         """Architecture and sampling config, plus σ and the initial weight scale."""
         return {
             **super().initial_config(opts, image_shape),
@@ -135,7 +139,10 @@ class GRBMFamily(GibbsFamily):
         }
 
     def build(
-        self, config: Mapping[str, Any], data: torch.Tensor | None, generator: torch.Generator | None
+        self,
+        config: Mapping[str, Any],
+        data: torch.Tensor | None,
+        generator: torch.Generator | None,
     ) -> GaussianRBM:
         """A :class:`GaussianRBM` of the configured size and σ, initialised from ``data``."""
         net = GaussianRBM(int(config["n_visible"]), int(config["n_hidden"]), float(config["sigma"]))

@@ -145,9 +145,13 @@ class LangevinSampler:
             raise ValueError(f"clamp range must be (low, high) with low < high, got {self.clamp}")
 
     def energy_grad(self, energy: EnergyFn, x: torch.Tensor) -> torch.Tensor:
-        """∇ₓE(x) for each sample (gradient of the batch sum), clipped when ``grad_clip`` is set."""
-        with torch.enable_grad():
-            x = x.detach().requires_grad_(True)
+        """∇ₓE(x) for each sample (gradient of the batch sum), clipped when ``grad_clip`` is set.
+
+        Works inside ``torch.no_grad()`` and ``torch.inference_mode()`` (as callers that only
+        sample use): autograd is re-enabled locally and ``x`` is cloned into a normal tensor.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            x = x.detach().clone().requires_grad_(True)
             (grad,) = torch.autograd.grad(energy(x).sum(), x)
         if self.grad_clip is not None:
             grad = grad.clamp(-self.grad_clip, self.grad_clip)

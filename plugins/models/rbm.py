@@ -111,7 +111,9 @@ class BernoulliRBM(BipartiteRBM):
         return torch.bernoulli(self.chain_mean.expand(n, -1), generator=generator)
 
     @torch.no_grad()
-    def init_from_data(self, data: torch.Tensor, init_std: float, generator: torch.Generator) -> None:
+    def init_from_data(
+        self, data: torch.Tensor, init_std: float, generator: torch.Generator
+    ) -> None:
         """W ~ N(0, init_std²), b = 0, a_i = logit of the base rate p_i (Hinton 2010, §8)."""
         rate = data.mean(0).clamp(1e-3, 1 - 1e-3)
         self.weight.copy_(
@@ -133,21 +135,26 @@ class RBMFamily(GibbsFamily):
     train_defaults: Mapping[str, Any] = {
         "hidden": 24,
         "method": "pcd",
-        "k": 1,
-        "lr": 3e-3,
+        "k": 5,
+        "lr": 1e-3,
         "batch_size": 100,
         "weight_decay": 1e-4,
         "init_std": 0.01,
         "sample_steps": 1000,
     }
-    default_steps = 6000
+    default_steps = 10000
 
-    def initial_config(self, opts: Mapping[str, Any], image_shape: tuple[int, ...]) -> dict[str, Any]:
+    def initial_config(
+        self, opts: Mapping[str, Any], image_shape: tuple[int, ...]
+    ) -> dict[str, Any]:
         """Architecture and sampling config, plus the initial weight scale."""
         return {**super().initial_config(opts, image_shape), "init_std": float(opts["init_std"])}
 
     def build(
-        self, config: Mapping[str, Any], data: torch.Tensor | None, generator: torch.Generator | None
+        self,
+        config: Mapping[str, Any],
+        data: torch.Tensor | None,
+        generator: torch.Generator | None,
     ) -> BernoulliRBM:
         """A :class:`BernoulliRBM` of the configured size, initialised from ``data`` when given."""
         net = BernoulliRBM(int(config["n_visible"]), int(config["n_hidden"]))

@@ -1,0 +1,117 @@
+"""Benchmark the MCMC samplers of the energy-based families: steps per second at batch 1000.
+
+1. Block Gibbs steps/s of the bundled ``rbm`` and ``grbm`` (1000 parallel chains), with the
+   ratio against scikit-learn's ``BernoulliRBM.gibbs`` (the reference implementation of one
+   Bernoulli–Bernoulli Gibbs step) loaded with the same weights.
+2. Langevin steps/s of the bundled ``ebm`` (1000 parallel chains; one step is a forward and a
+   backward pass of the energy network).
+3. Optionally (``--cli``) the wall time of ``geneval run --model X --metrics fid,kid`` for each.
+
+Usage::
+
+    OMP_NUM_THREADS=2 python bench/bench_mcmc.py [--batch 1000] [--cli]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from sklearn.neural_network import BernoulliRBM as SklearnRBM
+
+from geneval_plugins.models.ebm import EBMFamily, langevin_from_options, uniform_noise
+from geneval_plugins.models.grbm import GRBMFamily
+from geneval_plugins.models.mcmc import GibbsSampler, LangevinSampler
+from geneval_plugins.models.rbm import RBMFamily
+
+CPU = torch.device("cpu")
+
+
+def steps_per_second(run: Callable[[int], object], steps: int, repeats: int = 3) -> float:
+    """Best of ``repeats`` timings of ``run(steps)``, as steps per second."""
+    run(2)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(steps)
+        best = min(best, time.perf_counter() - start)
+    return steps / best
+
+
+def bench_gibbs(batch: int, steps: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for family in (RBMFamily(), GRBMFamily()):
+        model = family.load(None, device=CPU)
+        start = model.net.initial_visible(batch, generator)
+        rate = steps_per_second(
+            lambda k, m=model, s=start: GibbsSampler(steps=k).run(m.net, s, generator), steps
+        )
+        print(f"{family.name:5s} Gibbs     {rate:9.1f} steps/s  (batch {batch}, "
+              f"{model.net.n_visible}×{model.net.n_hidden})")
+        if family.name == "rbm":
+            reference = SklearnRBM(n_components=model.net.n_hidden, random_state=0)
+            reference.components_ = model.net.weight.detach().double().T.numpy().copy()
+            reference.intercept_hidden_ = model.net.hidden_bias.detach().double().numpy()
+            reference.intercept_visible_ = model.net.visible_bias.detach().double().numpy()
+            reference.random_state_ = np.random.RandomState(0)
+            v0 = start.double().numpy()
+
+            def sklearn_run(k: int, v: np.ndarray = v0, rbm: SklearnRBM = reference) -> None:
+                for _ in range(k):
+                    v = rbm.gibbs(v)
+
+            ref_rate = steps_per_second(sklearn_run, steps)
+            print(f"rbm   sklearn   {ref_rate:9.1f} steps/s  (BernoulliRBM.gibbs, float64)"
+                  f"  ratio ours/sklearn {rate / ref_rate:.2f}")
+
+
+def bench_langevin(batch: int, steps: int) -> None:
+    generator = torch.Generator().manual_seed(0)
+    model = EBMFamily().load(None, device=CPU)
+    base = langevin_from_options(model.config, sampling=True)
+    start = uniform_noise((batch, *model.image_shape), generator, CPU)
+
+    def run(k: int) -> None:
+        sampler = LangevinSampler(
+            steps=k, step_size=base.step_size, noise_scale=base.noise_scale,
+            grad_clip=base.grad_clip, clamp=base.clamp,
+        )
+        sampler.run(model.net, start, generator)
+
+    rate = steps_per_second(run, steps, repeats=2)
+    print(f"ebm   Langevin  {rate:9.1f} steps/s  (batch {batch}; bundled default "
+          f"{base.steps} steps → {base.steps / rate:.1f} s per {batch} samples)")
+
+
+def bench_cli() -> None:
+    for name in ("rbm", "grbm", "ebm"):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "geneval", "run", "--model", name, "--metrics", "fid,kid",
+             "--quiet"],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+        print(f"geneval run --model {name} --metrics fid,kid: {time.perf_counter() - start:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--gibbs-steps", type=int, default=200)
+    parser.add_argument("--langevin-steps", type=int, default=20)
+    parser.add_argument("--cli", action="store_true", help="also time geneval run for each model")
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench_gibbs(args.batch, args.gibbs_steps)
+    bench_langevin(args.batch, args.langevin_steps)
+    if args.cli:
+        bench_cli()
+
+
+if __name__ == "__main__":
+    main()
