@@ -6,8 +6,10 @@ hub cache (or given with ``--weights``), otherwise deterministic random weights 
 key layout (the network's cost does not depend on the weights' values). Each tool is timed
 from loading its network to the final numbers, ``--repeat`` times, best time kept:
 
-1. geneval (tf1 resize): one extraction of ``pool`` + ``logits_unbiased`` per folder, then
-   FID, KID (100 subsets, subset size capped at the folder size) and IS (10 splits), vs
+1. geneval (tf1 resize) through its runner, as ``geneval run --samples A --reference B
+   --metrics fid,kid,is`` (folder decoding included): one extraction of ``pool`` +
+   ``logits_unbiased`` per folder, then FID, KID (100 subsets, subset size capped at the
+   folder size) and IS (10 splits), vs
    ``torch_fidelity.calculate_metrics(fid=True, kid=True, isc=True)`` with the same options;
 2. geneval (pytorch-fid resize) FID vs ``pytorch_fid.fid_score.calculate_fid_given_paths``.
 
@@ -34,21 +36,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geneval.device import resolve_device  # noqa: E402
-from geneval.stats import FeatureStatistics  # noqa: E402
+from geneval.runner import RunConfig, evaluate  # noqa: E402
 from geneval_plugins.extractors.inception import (  # noqa: E402
     WEIGHTS_FILENAME,
-    InceptionV3FID,
-    extract_in_batches,
     hub_checkpoint_dir,
 )
-from geneval_plugins.metrics.fid import frechet_distance  # noqa: E402
-from geneval_plugins.metrics.inception_score import inception_score  # noqa: E402
-from geneval_plugins.metrics.kid import kernel_inception_distance  # noqa: E402
 from tests.inception_fixtures import (  # noqa: E402
     TORCH_FIDELITY_FILE,
     photo_crops,
     random_inception_state_dict,
-    read_png_folder,
     write_png_folder,
 )
 
@@ -73,40 +69,34 @@ def prepare_weights(weights: Path | None, workdir: Path) -> str:
 
 
 def geneval_all(folders: list[Path], device: torch.device, batch_size: int) -> dict[str, float]:
-    """geneval: load, one extraction per folder, then FID, KID and IS (defaults, seed 0)."""
-    loaded = InceptionV3FID().load(device=device, resize="tf1")
-    samples, reference = (
-        extract_in_batches(loaded, torch.cat(read_png_folder(f)), batch_size=batch_size)
-        for f in folders
+    """geneval as ``geneval run --samples A --reference B --metrics fid,kid,is`` runs it: one
+    Inception pass per folder, then FID, KID and IS with their defaults (seed 0)."""
+    report = evaluate(
+        RunConfig(
+            metrics=["fid", "kid", "is"],
+            samples=str(folders[0]),
+            reference=str(folders[1]),
+            resize="tf1",
+            device=str(device),
+            batch_size=batch_size,
+        )
     )
-    s = FeatureStatistics(2048, device).update(samples["pool"])
-    r = FeatureStatistics(2048, device).update(reference["pool"])
-    kid = kernel_inception_distance(
-        samples["pool"],
-        reference["pool"],
-        generator=torch.Generator().manual_seed(0),
-        device=device,
-    )
-    isc = inception_score(
-        samples["logits_unbiased"].to(device), splits=10, generator=torch.Generator().manual_seed(0)
-    )
-    return {
-        "fid": frechet_distance(s.mean, s.cov, r.mean, r.cov),
-        "kid": kid.value,
-        "is": isc.value,
-    }
+    return {name: m["value"] for name, m in report["metrics"].items()}
 
 
 def geneval_fid(folders: list[Path], device: torch.device, batch_size: int) -> float:
-    """geneval FID with the pytorch-fid resize convention."""
-    loaded = InceptionV3FID().load(device=device, resize="pytorch-fid")
-    stats = [
-        FeatureStatistics(2048, device).update(
-            extract_in_batches(loaded, torch.cat(read_png_folder(f)), batch_size=batch_size)["pool"]
+    """geneval FID with the pytorch-fid resize convention, through the runner."""
+    report = evaluate(
+        RunConfig(
+            metrics=["fid"],
+            samples=str(folders[0]),
+            reference=str(folders[1]),
+            resize="pytorch-fid",
+            device=str(device),
+            batch_size=batch_size,
         )
-        for f in folders
-    ]
-    return frechet_distance(stats[0].mean, stats[0].cov, stats[1].mean, stats[1].cov)
+    )
+    return report["metrics"]["fid"]["value"]
 
 
 def torch_fidelity_all(folders: list[Path], device: torch.device, batch_size: int, n: int) -> dict:

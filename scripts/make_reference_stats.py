@@ -16,11 +16,11 @@ import argparse
 from pathlib import Path
 
 import torch
-from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.extractors.digits_cnn import DigitsCNNExtractor
 
 from geneval.progress import track
 from geneval.stats import FeatureStatistics, make_meta, save_stats
+from geneval_plugins.datasets.digits import DigitsDataset
+from geneval_plugins.extractors.digits_cnn import DigitsCNNExtractor
 
 REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference_stats"
 SPLITS = ("train", "val", "test")

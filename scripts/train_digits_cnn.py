@@ -22,14 +22,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.extractors.digits_cnn import NAME, DigitsCNN, shipped_weights_path
 from safetensors.torch import save_file
 
 from geneval import __version__
 from geneval.io import atomic_path
 from geneval.progress import progress_bar
 from geneval.training import minibatches
+from geneval_plugins.datasets.digits import DigitsDataset
+from geneval_plugins.extractors.digits_cnn import NAME, DigitsCNN, shipped_weights_path
 
 
 def random_shift(

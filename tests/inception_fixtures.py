@@ -82,15 +82,6 @@ def write_png_folder(folder: Path, images: list[np.ndarray]) -> Path:
     return folder
 
 
-def read_png_folder(folder: Path) -> list[torch.Tensor]:
-    """The PNGs of ``folder`` in name order as float [0, 1] (1, 3, H, W) tensors (uint8 / 255)."""
-    return [
-        torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)[None].float()
-        / 255.0
-        for p in sorted(folder.glob("*.png"))
-    ]
-
-
 def random_inception_state_dict(seed: int = WEIGHTS_SEED) -> dict[str, torch.Tensor]:
     """A deterministic random state dict in the published FID Inception key layout."""
     from geneval_plugins.extractors.inception_net import ConvBN, empty_network
@@ -164,18 +155,3 @@ def png_folders_fixture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     first = write_png_folder(root / "samples", photo_crops(24, seed=1, sizes=((80, 80),)))
     second = write_png_folder(root / "reference", photo_crops(24, seed=2, sizes=((120, 96),)))
     return first, second
-
-
-def folder_outputs(
-    folder: Path, convention: str, *, device: str = "cpu"
-) -> dict[str, torch.Tensor]:
-    """geneval's own pipeline on a PNG folder: PIL → uint8 → float / 255 → extractor, once.
-
-    This is what ``geneval run --samples FOLDER`` does; the core engineer can swap the
-    end-to-end tests over to the CLI once it exists.
-    """
-    from geneval_plugins.extractors.inception import InceptionV3FID, extract_in_batches
-
-    loaded = InceptionV3FID().load(device=torch.device(device), resize=convention)
-    images = torch.cat(read_png_folder(folder))
-    return extract_in_batches(loaded, images, batch_size=8)

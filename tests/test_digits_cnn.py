@@ -10,14 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.extractors.digits_cnn import (
-    DigitsCNN,
-    DigitsCNNExtractor,
-    shipped_weights_path,
-    to_network_input,
-)
-from geneval_reference_stats import shipped_stats_path
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -26,6 +18,14 @@ from geneval.api import FeatureExtractor, LoadedExtractor
 from geneval.errors import InputError
 from geneval.plugins import Registry
 from geneval.stats import load_stats
+from geneval_plugins.datasets.digits import DigitsDataset
+from geneval_plugins.extractors.digits_cnn import (
+    DigitsCNN,
+    DigitsCNNExtractor,
+    shipped_weights_path,
+    to_network_input,
+)
+from geneval_reference_stats import shipped_stats_path
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parent.parent

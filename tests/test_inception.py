@@ -7,6 +7,7 @@ All three run the same deterministic random weights in the published key layout 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -30,7 +31,6 @@ from geneval_plugins.extractors.inception import (
     load_inception_network,
 )
 from tests.inception_fixtures import (  # noqa: F401 - the *_fixture names register fixtures
-    folder_outputs,
     inception_weights_fixture,
     photo_crops,
     png_folders_fixture,
@@ -244,37 +244,51 @@ def test_cuda_features_match_cpu(torch_home: Path, images: torch.Tensor, convent
 
 
 # -- End to end on PNG folders (slow) ---------------------------------------------------------
-# geneval's side runs its own Python pipeline (tests.inception_fixtures.folder_outputs: PIL →
-# uint8 → float / 255 → extractor once → metric functions), which is what `geneval run
-# --samples A --reference B` does; the reference tools read the same folders themselves.
+# geneval's side is the real command line, `geneval run --samples A --reference B`, in-process;
+# the reference tools read the same folders themselves.
 
 
-def _geneval_metrics(folders: tuple[Path, Path], convention: str) -> dict[str, float]:
-    from geneval.stats import FeatureStatistics
-    from geneval_plugins.metrics.fid import frechet_distance
-    from geneval_plugins.metrics.inception_score import inception_score
-    from geneval_plugins.metrics.kid import kernel_inception_distance
-
-    samples, reference = (folder_outputs(f, convention) for f in folders)
-    s = FeatureStatistics.from_features(samples["pool"])
-    r = FeatureStatistics.from_features(reference["pool"])
-    n = samples["pool"].shape[0]
-    kid = kernel_inception_distance(samples["pool"], reference["pool"], subsets=1, subset_size=n)
-    return {
-        "fid": frechet_distance(s.mean, s.cov, r.mean, r.cov),
-        "kid": kid.value,
-        "is": inception_score(samples["logits_unbiased"], splits=1).value,
-    }
+def _geneval_metrics(
+    run_cli, weights: Path, folders: tuple[Path, Path], convention: str, out: Path
+) -> dict[str, float]:
+    n = len(list(folders[0].glob("*.png")))
+    res = run_cli(
+        "run",
+        "--samples",
+        folders[0],
+        "--reference",
+        folders[1],
+        "--metrics",
+        "fid,kid,is",
+        "--resize",
+        convention,
+        "--inception-weights",
+        weights,
+        "--opt",
+        "kid.subsets=1",
+        "--opt",
+        f"kid.subset_size={n}",
+        "--opt",
+        "is.splits=1",
+        "--json",
+        out,
+        "--quiet",
+    )
+    assert res.code == 0, res.err
+    report = json.loads(out.read_text())
+    assert report["config"]["extractor"] == "inception-v3-fid"
+    assert report["config"]["resize"] == convention
+    return {name: m["value"] for name, m in report["metrics"].items()}
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_end_to_end_matches_torch_fidelity_tf1(
-    torch_home: Path, png_folders: tuple[Path, Path]
+    torch_home: Path, png_folders: tuple[Path, Path], inception_weights: Path, run_cli, tmp_path
 ) -> None:
     from torch_fidelity import calculate_metrics
 
-    ours = _geneval_metrics(png_folders, "tf1")
+    ours = _geneval_metrics(run_cli, inception_weights, png_folders, "tf1", tmp_path / "r.json")
     ref = calculate_metrics(
         input1=str(png_folders[0]),
         input2=str(png_folders[1]),
@@ -297,11 +311,13 @@ def test_end_to_end_matches_torch_fidelity_tf1(
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_end_to_end_fid_matches_pytorch_fid(
-    torch_home: Path, png_folders: tuple[Path, Path]
+    torch_home: Path, png_folders: tuple[Path, Path], inception_weights: Path, run_cli, tmp_path
 ) -> None:
     from pytorch_fid.fid_score import calculate_fid_given_paths
 
-    ours = _geneval_metrics(png_folders, "pytorch-fid")
+    ours = _geneval_metrics(
+        run_cli, inception_weights, png_folders, "pytorch-fid", tmp_path / "r.json"
+    )
     ref = calculate_fid_given_paths(
         [str(p) for p in png_folders], batch_size=8, device="cpu", dims=2048, num_workers=0
     )

@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -42,7 +41,7 @@ import torch
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.io import write_atomic
-from geneval.progress import progress_bar, progress_enabled
+from geneval.progress import progress_enabled
 from geneval.remote_stats import geneval_cache_dir
 from geneval.resize import RESIZE_CONVENTIONS, check_convention, resize_for_inception
 from geneval_plugins.extractors.inception_net import (
@@ -236,33 +235,6 @@ class InceptionV3FID:
             weights_sha256=file_sha256(path),
             weights_path=path,
         )
-
-
-def extract_in_batches(
-    extractor: LoadedInception,
-    images: Iterable[torch.Tensor] | torch.Tensor,
-    *,
-    batch_size: int = 50,
-    total: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Run ``extractor`` over a tensor (split into batches) or an iterable of batches.
-
-    Returns every output concatenated, float32 on the CPU. Images of different sizes may be
-    passed as separate batches.
-    """
-    if isinstance(images, torch.Tensor):
-        total = images.shape[0]
-        batches: Iterable[torch.Tensor] = images.split(batch_size)
-    else:
-        batches = images
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in extractor.outputs}
-    with progress_bar(total=total, desc="Inception features", unit="img") as bar:
-        for batch in batches:
-            out = extractor(batch)
-            for key, value in out.items():
-                parts[key].append(value.cpu())
-            bar.update(batch.shape[0])
-    return {k: torch.cat(v) for k, v in parts.items()}
 
 
 @hookimpl
