@@ -3,12 +3,35 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from geneval.errors import InputError
 from geneval.progress import progress_bar
+
+
+def merge_train_options(
+    family: str, defaults: Mapping[str, Any], options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``defaults`` updated by ``options``; an unknown option is an :class:`InputError`."""
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise InputError(
+            f"--opt {sorted(unknown)[0]}: unknown training option of model {family} "
+            f"(known: {', '.join(sorted(defaults))})"
+        )
+    return {**defaults, **options}
+
+
+def total_training_steps(steps: int | None, default: int) -> int:
+    """``steps`` (``--steps``), or the family's ``default`` when it is ``None``; must be ≥ 1."""
+    total = default if steps is None else int(steps)
+    if total < 1:
+        raise InputError(f"--steps must be positive, got {total}")
+    return total
 
 
 class ExponentialMovingAverage:

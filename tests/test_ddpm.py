@@ -147,7 +147,7 @@ def test_training_refuses_bad_input(digits: ImageSet, tiny_checkpoint: Path, tmp
             digits, output=tmp_path / "none.safetensors", steps=2, device=CPU, seed=0,
             resume=True, force=False, options={},
         )
-    with pytest.raises(InputError, match="unknown ddpm training option"):
+    with pytest.raises(InputError, match="unknown training option of model ddpm"):
         _train(digits, tmp_path / "x.safetensors", steps=2, learning_rate=1.0)
     with pytest.raises(InputError, match="schedule"):
         _train(digits, tmp_path / "y.safetensors", steps=2, schedule="sigmoid")

@@ -143,7 +143,7 @@ def test_checkpoint_config_resume_and_guards(tmp_path: Path) -> None:
         train(ema_only, 4, resume=True)
     with pytest.raises(InputError, match="already exists"):
         train(whole, 2)
-    with pytest.raises(InputError, match="unknown ncsn training option"):
+    with pytest.raises(InputError, match="unknown training option of model ncsn"):
         train(tmp_path / "x.safetensors", 2, temperature=1.0)
     with pytest.raises(InputError, match="sampler"):
         model.sample(2, batch_size=2, generator=torch.Generator(), sampler="ddim")

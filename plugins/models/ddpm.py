@@ -34,7 +34,13 @@ from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
 from geneval.progress import progress_bar
-from geneval.training import ExponentialMovingAverage, minibatches, sample_in_batches
+from geneval.training import (
+    ExponentialMovingAverage,
+    merge_train_options,
+    minibatches,
+    sample_in_batches,
+    total_training_steps,
+)
 from geneval_plugins.models.ddpm_samplers import (
     SAMPLERS,
     SKIPS,
@@ -310,15 +316,8 @@ class DDPMFamily:
         ``output`` up to ``steps`` in total. ``save_training_state=false`` keeps only the EMA
         weights in the final file (what sampling needs).
         """
-        unknown = sorted(set(options) - set(TRAIN_DEFAULTS))
-        if unknown:
-            raise InputError(
-                f"unknown ddpm training option(s) {', '.join(unknown)} "
-                f"(known: {', '.join(TRAIN_DEFAULTS)})"
-            )
-        total = DEFAULT_STEPS if steps is None else int(steps)
-        if total < 1:
-            raise InputError(f"--steps must be positive, got {total}")
+        merge_train_options(NAME, TRAIN_DEFAULTS, options)  # refuses unknown options
+        total = total_training_steps(steps, DEFAULT_STEPS)
         output = Path(output)
         images = data.images
         if images.ndim != 4:

@@ -37,8 +37,12 @@ from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
 from geneval.progress import progress_bar
-from geneval.training import minibatches, sample_in_batches
-from geneval_plugins.models.gibbs import merge_train_options
+from geneval.training import (
+    merge_train_options,
+    minibatches,
+    sample_in_batches,
+    total_training_steps,
+)
 from geneval_plugins.models.mcmc import LangevinSampler
 from geneval_plugins.models.score_matching import denoising_score_matching_loss
 
@@ -279,9 +283,7 @@ class EBMFamily:
             raise InputError(
                 f"--opt objective={opts['objective']!r}: choose from {', '.join(OBJECTIVES)}"
             )
-        steps = self.default_steps if steps is None else int(steps)
-        if steps < 1:
-            raise InputError(f"--steps {steps}: must be at least 1")
+        steps = total_training_steps(steps, self.default_steps)
         generator = torch.Generator(device=device).manual_seed(seed)
         if resume:
             tensors, config = load_checkpoint(output, model=self.name)

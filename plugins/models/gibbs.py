@@ -27,7 +27,12 @@ from geneval.checkpoint import load_checkpoint, save_checkpoint
 from geneval.errors import InputError
 from geneval.io import check_writable
 from geneval.progress import progress_bar
-from geneval.training import minibatches, sample_in_batches
+from geneval.training import (
+    merge_train_options,
+    minibatches,
+    sample_in_batches,
+    total_training_steps,
+)
 from geneval_plugins.models.mcmc import GibbsSampler
 
 #: Largest layer enumerated for an exact log Z (2^24 ≈ 1.7e7 configurations).
@@ -175,19 +180,6 @@ class BipartiteRBM(nn.Module):
 def float64_copy(module: BipartiteRBM) -> BipartiteRBM:
     """A float64 copy of ``module`` for exact computations (the original is left as it is)."""
     return copy.deepcopy(module).to(torch.float64)
-
-
-def merge_train_options(
-    family: str, defaults: Mapping[str, Any], options: Mapping[str, Any]
-) -> dict[str, Any]:
-    """``defaults`` updated by ``options``; an unknown option is an :class:`InputError`."""
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise InputError(
-            f"--opt {sorted(unknown)[0]}: unknown option of model {family} "
-            f"(known: {', '.join(sorted(defaults))})"
-        )
-    return {**defaults, **options}
 
 
 def contrastive_divergence_loss(
@@ -386,9 +378,7 @@ class GibbsFamily:
         steps up to ``steps`` (optimiser moments and persistent chains restart).
         """
         opts = merge_train_options(self.name, self.train_defaults, options)
-        steps = self.default_steps if steps is None else int(steps)
-        if steps < 1:
-            raise InputError(f"--steps {steps}: must be at least 1")
+        steps = total_training_steps(steps, self.default_steps)
         generator = torch.Generator(device=device).manual_seed(seed)
         if resume:
             tensors, config = load_checkpoint(output, model=self.name)
