@@ -256,10 +256,9 @@ class Evaluation:
             return self.config.extractor
         if stats_file is not None and stats_file.meta and stats_file.meta.get("extractor"):
             return str(stats_file.meta["extractor"])
-        for spec in (
-            reference,
-            self.registry.model(self.config.model).dataset if self.config.model else None,
-        ):
+        model = self.registry.model(self.config.model) if self.config.model else None
+        model_dataset = model.dataset if model is not None else None
+        for spec in (reference, model_dataset, self.config.samples):
             if spec is None:
                 continue
             name, _ = _parse_reference(spec)

@@ -21,6 +21,9 @@ def _fid_reference(a: np.ndarray, b: np.ndarray) -> float:
     )
 
 
+# pytorch-fid's sqrtm warns on the singular digits covariance and on scipy's deprecated `disp`.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")
 def test_shipped_stats_and_recomputed_reference_agree(run_cli, tmp_path):
     from geneval.plugins import get_registry
 
@@ -87,3 +90,35 @@ def test_stats_command_reproduces_shipped_stats(run_cli, tmp_path):
     )
     again = run_cli("stats", "digits:train", "-o", out)
     assert again.code == 2 and "--force" in again.err
+
+
+def test_dataset_samples_choose_the_dataset_extractor(run_cli, tmp_path):
+    """With no reference, a dataset given as samples still picks its own default extractor."""
+    import torch
+
+    from geneval.plugins import get_registry
+
+    res = run_cli(
+        "run",
+        "--samples",
+        "digits:test",
+        "--metrics",
+        "is",
+        "--opt",
+        "is.splits=1",
+        "--json",
+        tmp_path / "r.json",
+        "--quiet",
+    )
+    assert res.code == 0, res.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["config"]["extractor"] == "digits-cnn"
+    registry = get_registry()
+    logits = (
+        registry.extractor("digits-cnn")
+        .load(device="cpu")(registry.dataset("digits").load("test").images)["logits"]
+        .double()
+    )
+    p = torch.softmax(logits, dim=1)
+    expected = torch.exp((p * (p.log() - p.mean(0, keepdim=True).log())).sum(1).mean())
+    assert report["metrics"]["is"]["value"] == pytest.approx(float(expected), rel=1e-6)
