@@ -74,3 +74,23 @@ def load_checkpoint(
     if found != model:
         raise InputError(f"checkpoint {path} is for model {found!r}, not {model!r}")
     return tensors, dict(header.get("config", {}))
+
+
+def prefixed(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``{"prefix.key": tensor}``: several state dicts (``ema``, ``net``, ``opt``) in one file."""
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
+
+
+def unprefixed(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors stored under ``prefix.``, prefix removed (inverse of :func:`prefixed`)."""
+    start = len(prefix) + 1
+    return {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def load_weights(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """``module.load_state_dict(state)``; a mismatch is an :class:`InputError` naming ``path``."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise InputError(f"checkpoint {path} does not match its config ({first})") from None

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from geneval.api import ImageSet
-from geneval.checkpoint import load_checkpoint, save_checkpoint
+from geneval.checkpoint import load_checkpoint, load_weights, prefixed, save_checkpoint, unprefixed
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
@@ -127,15 +127,6 @@ def build_network(config: Mapping[str, Any]) -> ConditionalUNet:
         embedding_dim=int(config["embedding_dim"]),
         dropout=float(config["dropout"]),
     )
-
-
-def _prefixed(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in tensors.items()}
-
-
-def _unprefixed(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    start = len(prefix) + 1
-    return {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
 class DDPMModel:
@@ -279,15 +270,11 @@ class DDPMFamily:
         """Load ``checkpoint`` (``None``: the bundled digits DDPM), EMA weights, onto ``device``."""
         path = Path(checkpoint) if checkpoint is not None else self.bundled_checkpoint()
         tensors, config = load_checkpoint(path, model=NAME)
-        ema = _unprefixed("ema", tensors)
+        ema = unprefixed("ema", tensors)
         if not ema:
             raise InputError(f"checkpoint {path} has no ema.* weights")
         net = build_network(config)
-        try:
-            net.load_state_dict(ema)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise InputError(f"checkpoint {path} does not match its config ({first})") from None
+        load_weights(net, ema, path)
         net.to(device).eval()
         diffusion = GaussianDiffusion.from_schedule(config["schedule"], int(config["timesteps"]))
         shape = tuple(int(v) for v in config.get("image_shape", (1, 8, 8)))
@@ -391,7 +378,7 @@ class DDPMFamily:
                 if step % every == 0 or final:
                     config["trained_steps"] = step
                     keep_state = not final or bool(config["save_training_state"])
-                    tensors = _prefixed("ema", ema.state_dict())
+                    tensors = prefixed("ema", ema.state_dict())
                     if keep_state:
                         tensors.update(_training_state(net, opt, noise_gen))
                     save_checkpoint(output, tensors, config, model=NAME, force=True)
@@ -401,7 +388,7 @@ class DDPMFamily:
 def _training_state(
     net: nn.Module, opt: torch.optim.Optimizer, noise_gen: torch.Generator
 ) -> dict[str, torch.Tensor]:
-    tensors = _prefixed("net", net.state_dict())
+    tensors = prefixed("net", net.state_dict())
     names = dict(enumerate(n for n, _ in net.named_parameters()))
     for index, slot in opt.state_dict()["state"].items():
         for key, value in slot.items():
@@ -419,11 +406,11 @@ def _restore(
     opt: torch.optim.Optimizer,
     noise_gen: torch.Generator,
 ) -> None:
-    ema.load_state_dict(_unprefixed("ema", state))
-    raw = _unprefixed("net", state)
+    ema.load_state_dict(unprefixed("ema", state))
+    raw = unprefixed("net", state)
     # A file with EMA weights only (the bundled one) restarts the optimiser from those weights.
     net.load_state_dict(raw if raw else ema.state_dict())
-    opt_state = _unprefixed("opt", state)
+    opt_state = unprefixed("opt", state)
     if raw and opt_state:
         index = {n: i for i, (n, _) in enumerate(net.named_parameters())}
         full = opt.state_dict()

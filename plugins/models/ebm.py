@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from geneval.api import ImageSet
-from geneval.checkpoint import load_checkpoint, save_checkpoint
+from geneval.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
@@ -249,10 +249,7 @@ class EBMFamily:
         path = self.bundled_checkpoint if checkpoint is None else Path(checkpoint)
         tensors, config = load_checkpoint(path, model=self.name)
         net = self.build(config)
-        try:
-            net.load_state_dict(tensors)
-        except RuntimeError as exc:
-            raise InputError(f"checkpoint {path} does not match its config ({exc})") from None
+        load_weights(net, tensors, path)
         return EBMModel(net, config, device)
 
     @staticmethod

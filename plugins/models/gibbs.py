@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from geneval.api import ImageSet
-from geneval.checkpoint import load_checkpoint, save_checkpoint
+from geneval.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from geneval.errors import InputError
 from geneval.io import check_writable
 from geneval.progress import progress_bar
@@ -354,10 +354,7 @@ class GibbsFamily:
         path = self.bundled_checkpoint if checkpoint is None else Path(checkpoint)
         tensors, config = load_checkpoint(path, model=self.name)
         net = self.build(config, None, None)
-        try:
-            net.load_state_dict(tensors)
-        except RuntimeError as exc:
-            raise InputError(f"checkpoint {path} does not match its config ({exc})") from None
+        load_weights(net, tensors, path)
         return GibbsModel(net, config, device)
 
     def train(

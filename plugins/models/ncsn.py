@@ -40,7 +40,7 @@ from scipy.special import ndtr
 from torch import nn
 
 from geneval.api import ImageSet
-from geneval.checkpoint import load_checkpoint, save_checkpoint
+from geneval.checkpoint import load_checkpoint, load_weights, prefixed, save_checkpoint, unprefixed
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
@@ -216,7 +216,7 @@ class ScoreMatchingTrainer:
 
     def training_state(self, noise_generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Raw weights, Adam moments and the noise generator's state, as flat tensors."""
-        tensors = _prefixed("net", self.model.state_dict())
+        tensors = prefixed("net", self.model.state_dict())
         names = dict(enumerate(n for n, _ in self.model.named_parameters()))
         for index, slot in self.optimizer.state_dict()["state"].items():
             for key, value in slot.items():
@@ -227,10 +227,10 @@ class ScoreMatchingTrainer:
 
     def restore(self, state: Mapping[str, torch.Tensor], noise_generator: torch.Generator) -> None:
         """Load what :meth:`training_state` and ``ema.*`` saved (EMA only: restart Adam from it)."""
-        self.ema.load_state_dict(_unprefixed("ema", state))
-        raw = _unprefixed("net", state)
+        self.ema.load_state_dict(unprefixed("ema", state))
+        raw = unprefixed("net", state)
         self.model.load_state_dict(raw if raw else self.ema.state_dict())
-        moments = _unprefixed("opt", state)
+        moments = unprefixed("opt", state)
         if raw and moments:
             index = {n: i for i, (n, _) in enumerate(self.model.named_parameters())}
             full = self.optimizer.state_dict()
@@ -244,15 +244,6 @@ class ScoreMatchingTrainer:
             self.optimizer.load_state_dict(full)
         if "rng.noise" in state:
             noise_generator.set_state(state["rng.noise"])
-
-
-def _prefixed(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in tensors.items()}
-
-
-def _unprefixed(prefix: str, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    start = len(prefix) + 1
-    return {k[start:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
 
 
 def _parse_mults(value: str | list[int] | tuple[int, ...]) -> tuple[int, ...]:
@@ -421,15 +412,11 @@ class NCSNFamily:
         """Load ``checkpoint`` (``None``: the bundled digits NCSN), EMA weights, on ``device``."""
         path = Path(checkpoint) if checkpoint is not None else self.bundled_checkpoint()
         tensors, config = load_checkpoint(path, model=NAME)
-        ema = _unprefixed("ema", tensors)
+        ema = unprefixed("ema", tensors)
         if not ema or "sigmas" not in config:
             raise InputError(f"checkpoint {path} has no ema.* weights or no noise levels")
         model = build_score_model(config)
-        try:
-            model.load_state_dict(ema)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise InputError(f"checkpoint {path} does not match its config ({first})") from None
+        load_weights(model, ema, path)
         model.to(device).eval()
         shape = tuple(int(v) for v in config.get("image_shape", (1, 8, 8)))
         return NCSNModel(model, config, image_shape=shape, device=device)
@@ -468,7 +455,7 @@ class NCSNFamily:
             if not output.is_file():
                 raise InputError(f"--resume: checkpoint {output} does not exist")
             state, config = load_checkpoint(output, model=NAME)
-            if not _unprefixed("net", state):
+            if not unprefixed("net", state):
                 raise InputError(f"--resume: checkpoint {output} holds no training state")
             changed = [k for k in _FIXED_KEYS if k in options and options[k] != config.get(k)]
             if changed:
@@ -519,7 +506,7 @@ class NCSNFamily:
             if step % every and not final:
                 return
             config["trained_steps"] = step
-            tensors = _prefixed("ema", trainer.ema.state_dict())
+            tensors = prefixed("ema", trainer.ema.state_dict())
             if not final or bool(config["save_training_state"]):
                 tensors.update(trainer.training_state(noise_gen))
             save_checkpoint(output, tensors, config, model=NAME, force=True)
