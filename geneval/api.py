@@ -117,8 +117,14 @@ class Metric(Protocol):
 class GenerativeModel(Protocol):
     """A loaded model, ready to sample on its device.
 
-    ``capabilities`` lists what it offers beyond sampling (``elbo``, ``log_z``, ``energy``,
-    ``score`` ...); a metric that needs one calls the method of the same name.
+    ``capabilities`` lists what it offers beyond sampling; a metric that needs one calls the
+    method of the same name:
+
+    * ``elbo(x, *, generator) -> Tensor (N,)`` — negative ELBO of images ``x`` in bits/dim;
+    * ``log_prob(x) -> Tensor (N,)`` — exact log-likelihood (nats) where it is tractable;
+    * ``energy(x) -> Tensor (N,)`` — energy (free energy for latent-variable models);
+    * ``log_z() -> float`` — exact log partition function, float64;
+    * ``score(x, sigma) -> Tensor`` — ∇ₓ log p_σ(x), shaped like ``x``.
     """
 
     image_shape: tuple[int, int, int]  # (C, H, W)
