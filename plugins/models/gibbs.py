@@ -321,19 +321,39 @@ class GibbsModel:
         return -self.energy(images) - self.log_z()
 
 
+#: Training options shared by ``rbm`` and ``grbm`` (``--opt key=value``): hidden units,
+#: ``pcd``|``cd``, Gibbs steps per update, Adam learning rate, minibatch (= persistent chains),
+#: L2 on W, initial weight scale, and the Gibbs steps ``sample`` runs by default (stored in the
+#: checkpoint).
+GIBBS_TRAIN_DEFAULTS: Mapping[str, Any] = {
+    "hidden": 24,
+    "method": "pcd",
+    "k": 5,
+    "lr": 1e-3,
+    "batch_size": 100,
+    "weight_decay": 1e-4,
+    "init_std": 0.01,
+    "sample_steps": 1000,
+}
+
+
 class GibbsFamily:
     """:class:`geneval.api.ModelFamily` plumbing shared by ``rbm`` and ``grbm``.
 
-    Subclasses set ``name``, ``network``, ``train_defaults``, ``default_steps`` and implement
-    :meth:`build` (a fresh, data-initialised network from the config).
+    Subclasses set ``name`` and ``network`` and implement :meth:`make_network`; they may extend
+    ``train_defaults`` and :meth:`initial_config`.
     """
 
     name = ""
     dataset = "digits"
     samplers = GIBBS_SAMPLERS
     network: type[BipartiteRBM] = BipartiteRBM
-    train_defaults: Mapping[str, Any] = {}
-    default_steps = 1000
+    train_defaults: Mapping[str, Any] = GIBBS_TRAIN_DEFAULTS
+    default_steps = 10000
+
+    def make_network(self, config: Mapping[str, Any]) -> BipartiteRBM:
+        """An uninitialised network of the size (and σ) ``config`` describes."""
+        raise NotImplementedError
 
     def build(
         self,
@@ -341,8 +361,13 @@ class GibbsFamily:
         data: torch.Tensor | None,
         generator: torch.Generator | None,
     ) -> BipartiteRBM:
-        """The network described by ``config``; initialised from ``data`` when given."""
-        raise NotImplementedError
+        """The network described by ``config``; initialised from ``data`` when given
+        (W ~ N(0, init_std²), visible biases from the data's base rates)."""
+        net = self.make_network(config)
+        if data is not None and generator is not None:
+            net = net.to(data.device)
+            net.init_from_data(data, float(config.get("init_std", 0.01)), generator)
+        return net
 
     @property
     def bundled_checkpoint(self) -> Path:
@@ -429,4 +454,5 @@ class GibbsFamily:
             "n_hidden": int(opts["hidden"]),
             "image_shape": list(image_shape),
             "sample_steps": int(opts["sample_steps"]),
+            "init_std": float(opts["init_std"]),
         }

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geneval.hookspecs import hookimpl
-from geneval_plugins.models.gibbs import BipartiteRBM, GibbsFamily
+from geneval_plugins.models.gibbs import GIBBS_TRAIN_DEFAULTS, BipartiteRBM, GibbsFamily
 
 
 class GaussianRBM(BipartiteRBM):
@@ -115,41 +115,18 @@ class GRBMFamily(GibbsFamily):
     name = "grbm"
     network = GaussianRBM
     #: Training options (``--opt key=value``): as for ``rbm`` plus the fixed visible σ.
-    train_defaults: Mapping[str, Any] = {
-        "hidden": 24,
-        "sigma": 0.3,
-        "method": "pcd",
-        "k": 5,
-        "lr": 1e-3,
-        "batch_size": 100,
-        "weight_decay": 1e-4,
-        "init_std": 0.01,
-        "sample_steps": 1000,
-    }
-    default_steps = 10000
+    train_defaults: Mapping[str, Any] = {**GIBBS_TRAIN_DEFAULTS, "sigma": 0.3}
 
     def initial_config(
         self, opts: Mapping[str, Any], image_shape: tuple[int, ...]
     ) -> dict[str, Any]:
-        """Architecture and sampling config, plus σ and the initial weight scale."""
-        return {
-            **super().initial_config(opts, image_shape),
-            "sigma": float(opts["sigma"]),
-            "init_std": float(opts["init_std"]),
-        }
+        """Architecture and sampling config, plus the fixed visible σ."""
+        return {**super().initial_config(opts, image_shape), "sigma": float(opts["sigma"])}
 
-    def build(
-        self,
-        config: Mapping[str, Any],
-        data: torch.Tensor | None,
-        generator: torch.Generator | None,
-    ) -> GaussianRBM:
-        """A :class:`GaussianRBM` of the configured size and σ, initialised from ``data``."""
-        net = GaussianRBM(int(config["n_visible"]), int(config["n_hidden"]), float(config["sigma"]))
-        if data is not None and generator is not None:
-            net = net.to(data.device)
-            net.init_from_data(data, float(config.get("init_std", 0.01)), generator)
-        return net
+    def make_network(self, config: Mapping[str, Any]) -> GaussianRBM:
+        """A :class:`GaussianRBM` of the configured size and σ."""
+        sizes = int(config["n_visible"]), int(config["n_hidden"])
+        return GaussianRBM(*sizes, float(config["sigma"]))
 
 
 @hookimpl

@@ -129,39 +129,9 @@ class RBMFamily(GibbsFamily):
 
     name = "rbm"
     network = BernoulliRBM
-    #: Training options (``--opt key=value``): hidden units, ``pcd``|``cd``, Gibbs steps per
-    #: update, Adam learning rate, minibatch (= persistent chains), L2 on W, initial weight
-    #: scale, and the Gibbs steps ``sample`` runs by default (stored in the checkpoint).
-    train_defaults: Mapping[str, Any] = {
-        "hidden": 24,
-        "method": "pcd",
-        "k": 5,
-        "lr": 1e-3,
-        "batch_size": 100,
-        "weight_decay": 1e-4,
-        "init_std": 0.01,
-        "sample_steps": 1000,
-    }
-    default_steps = 10000
-
-    def initial_config(
-        self, opts: Mapping[str, Any], image_shape: tuple[int, ...]
-    ) -> dict[str, Any]:
-        """Architecture and sampling config, plus the initial weight scale."""
-        return {**super().initial_config(opts, image_shape), "init_std": float(opts["init_std"])}
-
-    def build(
-        self,
-        config: Mapping[str, Any],
-        data: torch.Tensor | None,
-        generator: torch.Generator | None,
-    ) -> BernoulliRBM:
-        """A :class:`BernoulliRBM` of the configured size, initialised from ``data`` when given."""
-        net = BernoulliRBM(int(config["n_visible"]), int(config["n_hidden"]))
-        if data is not None and generator is not None:
-            net = net.to(data.device)
-            net.init_from_data(data, float(config.get("init_std", 0.01)), generator)
-        return net
+    def make_network(self, config: Mapping[str, Any]) -> BernoulliRBM:
+        """A :class:`BernoulliRBM` of the configured size."""
+        return BernoulliRBM(int(config["n_visible"]), int(config["n_hidden"]))
 
 
 @hookimpl
