@@ -28,7 +28,7 @@ import torch
 
 from geneval.plugins import get_registry
 from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.metrics.fid import frechet_distance
+from geneval_plugins.metrics.sample_quality.fid import frechet_distance
 
 
 def _features(images: torch.Tensor) -> np.ndarray:

@@ -37,10 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geneval.device import resolve_device  # noqa: E402
 from geneval.runner import RunConfig, evaluate  # noqa: E402
-from geneval_plugins.extractors.inception import (  # noqa: E402
-    WEIGHTS_FILENAME,
-    hub_checkpoint_dir,
-)
+from geneval_plugins.extractors.inception import WEIGHTS_FILENAME  # noqa: E402
+from geneval_plugins.extractors.weights import hub_checkpoint_dir  # noqa: E402
 from tests.inception_fixtures import (  # noqa: E402
     TORCH_FIDELITY_FILE,
     photo_crops,

@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geneval.device import resolve_device  # noqa: E402
-from geneval_plugins.metrics.fid import frechet_distance  # noqa: E402
+from geneval_plugins.metrics.sample_quality.fid import frechet_distance  # noqa: E402
 
 
 def sqrtm_fid(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:

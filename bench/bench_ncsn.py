@@ -31,7 +31,7 @@ import torch
 
 from geneval.plugins import get_registry
 from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.metrics.fid import frechet_distance
+from geneval_plugins.metrics.sample_quality.fid import frechet_distance
 from geneval_plugins.models.ncsn import NCSNFamily
 
 

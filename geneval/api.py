@@ -7,8 +7,9 @@ protocols below. The core never names a concrete plugin.
 Conventions shared by every plugin:
 
 * Images are float tensors in ``[0, 1]``, layout NCHW (1 or 3 channels).
-* Option defaults are declared once (``Metric.defaults``); the CLI's ``--opt`` values are
-  typed from them, and the Python API uses the same mapping.
+* Options are declared once (``Metric.options``, ``ModelFamily.train_options``) as
+  :class:`geneval.options.Option` with defaults and bounds; the CLI's ``--opt`` values and the
+  Python API's keyword values are typed and checked against them before any work starts.
 * Bad input raises :class:`geneval.errors.InputError` with one line naming the culprit.
 """
 
@@ -21,15 +22,24 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import torch
 
+from geneval.options import Option
+
 if TYPE_CHECKING:
     from geneval.stats import FeatureStatistics
 
 Source = Literal["samples", "reference"]
-NeedKind = Literal["features", "logits", "images", "labels", "model"]
 
-#: Model capabilities a metric may ask for (DESIGN §2).
-CAPABILITIES = frozenset(
-    {"sample", "log_prob", "energy", "log_z", "encode", "decode", "elbo", "score"}
+#: Every input kind a metric may declare (each has one producer in the runner).
+INPUT_KINDS = (
+    "images",
+    "features",
+    "logits",
+    "stats",
+    "labels",
+    "factors",
+    "latents",
+    "reconstructions",
+    "model",
 )
 
 
@@ -40,32 +50,61 @@ class Need:
     Parameters
     ----------
     kind
-        ``features`` — the run extractor's feature output (e.g. Inception ``pool``);
-        ``logits`` — the run extractor's classifier logits (e.g. ``logits_unbiased``);
-        ``images`` — the raw images in ``[0, 1]``; ``labels`` — ground-truth labels;
-        ``model`` — the loaded model itself, which must offer ``capability``.
+        One of :data:`INPUT_KINDS`:
+
+        * ``images`` — the images in ``[0, 1]``, NCHW;
+        * ``features`` / ``logits`` — the extractor's feature / classifier output (n, d);
+        * ``stats`` — float64 running moments of the features (a statistics file serves);
+        * ``labels`` (n,) int64, ``factors`` (n, K) int64 ground-truth factors,
+          ``latents`` (n, D) float: from an ``.npz``, a dataset, or a model's ``encode``
+          of the reference images;
+        * ``reconstructions`` — images paired one to one with the reference images (by
+          index for arrays, by sorted relative path for folders, or a model's
+          ``decode(encode(reference))``);
+        * ``model`` — the loaded model itself, which must satisfy ``capabilities``.
     source
         ``samples`` or ``reference``.
     stats_ok
-        With ``kind="features"``: mean and covariance suffice (FID), so a reference
-        statistics file without per-sample features can serve.
-    capability
-        With ``kind="model"``: the capability the model must have (``elbo``, ``log_z`` ...).
+        With ``kind="features"``: mean and covariance suffice (same as ``kind="stats"``).
+    capabilities
+        With ``kind="model"``: protocols of :mod:`geneval.capabilities` the model must
+        satisfy (``SupportsELBO`` ...).
+    extractor
+        With ``features``/``logits``/``stats``: the extractor this metric uses when neither
+        the run (``--extractor``) nor the reference dataset names one (e.g. ``vgg16`` for
+        precision/recall).
     """
 
-    kind: NeedKind
+    kind: str
     source: Source = "samples"
     stats_ok: bool = False
-    capability: str | None = None
+    capabilities: tuple[type, ...] = ()
+    extractor: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in INPUT_KINDS:
+            raise ValueError(f"unknown input kind {self.kind!r} (one of {', '.join(INPUT_KINDS)})")
+        if self.source not in ("samples", "reference"):
+            raise ValueError(f"unknown source {self.source!r} (samples or reference)")
 
 
 @dataclass
 class ImageSet:
-    """A set of images with optional labels, as datasets return them."""
+    """A set of images with what a dataset or an array file may carry beside them."""
 
     images: torch.Tensor  # float32 [0, 1], NCHW
     labels: torch.Tensor | None = None  # int64 (N,)
-    factors: torch.Tensor | None = None  # ground-truth generative factors (N, K)
+    factors: torch.Tensor | None = None  # int64 ground-truth generative factors (N, K)
+    latents: torch.Tensor | None = None  # float (N, D)
+
+
+@dataclass
+class PairedImages:
+    """Reconstructions paired one to one with the originals they reconstruct."""
+
+    reconstructions: torch.Tensor  # float [0, 1], NCHW
+    originals: torch.Tensor  # float [0, 1], NCHW, same shape
+    names: list[str] | None = None  # relative paths when paired by name
 
 
 @runtime_checkable
@@ -90,6 +129,12 @@ class MetricInputs(Protocol):
 
     def labels(self, source: Source) -> torch.Tensor: ...
 
+    def factors(self, source: Source) -> torch.Tensor: ...
+
+    def latents(self, source: Source) -> torch.Tensor: ...
+
+    def reconstructions(self) -> PairedImages: ...
+
     @property
     def model(self) -> GenerativeModel: ...
 
@@ -98,17 +143,26 @@ class MetricInputs(Protocol):
 class Metric(Protocol):
     """A metric plugin.
 
-    ``compute`` returns a mapping with at least ``value`` (float); extra fields such as
-    ``std``, ``ci_low``, ``ci_high``, ``n`` and the options used are welcome.
-    ``defaults`` maps each option name to its default; its type types the CLI's
-    ``--opt name.key=value``. ``options_help`` documents each option in one line.
+    ``compute`` receives the validated options as keyword arguments and returns a mapping
+    with at least ``value`` (float, finite) and the declared ``fields``.
+
+    * ``options`` maps each option name to its :class:`geneval.options.Option` (default,
+      help, bounds): the single declaration the CLI, the API and the listing use.
+    * ``fields`` maps every output field besides ``value`` to a one-line meaning; gates and
+      comparisons on ``metric.field`` are checked against it before a run.
+    * ``uncertainty`` names the field holding the standard deviation or standard error of
+      ``value`` (``None`` when there is none).
+    * ``higher_is_better`` is the direction; ``interpretation`` one line on what the number
+      means.
     """
 
     name: str
     higher_is_better: bool
+    interpretation: str
     needs: tuple[Need, ...]
-    defaults: Mapping[str, Any]
-    options_help: Mapping[str, str]
+    options: Mapping[str, Option]
+    fields: Mapping[str, str]
+    uncertainty: str | None
 
     def compute(self, inputs: MetricInputs, **options: Any) -> Mapping[str, Any]: ...
 
@@ -117,18 +171,12 @@ class Metric(Protocol):
 class GenerativeModel(Protocol):
     """A loaded model, ready to sample on its device.
 
-    ``capabilities`` lists what it offers beyond sampling; a metric that needs one calls the
-    method of the same name:
-
-    * ``elbo(x, *, generator) -> Tensor (N,)`` — negative ELBO of images ``x`` in bits/dim;
-    * ``log_prob(x) -> Tensor (N,)`` — exact log-likelihood (nats) where it is tractable;
-    * ``energy(x) -> Tensor (N,)`` — energy (free energy for latent-variable models);
-    * ``log_z() -> float`` — exact log partition function, float64;
-    * ``score(x, sigma) -> Tensor`` — ∇ₓ log p_σ(x), shaped like ``x``.
+    What it offers beyond sampling are the capability protocols of
+    :mod:`geneval.capabilities` it satisfies (``SupportsELBO``, ``SupportsEnergy`` ...):
+    a metric declares the protocols it needs and calls their methods.
     """
 
     image_shape: tuple[int, int, int]  # (C, H, W)
-    capabilities: frozenset[str]
     device: torch.device
     config: Mapping[str, Any]  # what the checkpoint says (architecture, schedule, seed ...)
 
@@ -150,13 +198,16 @@ class ModelFamily(Protocol):
     """A model plugin: loads checkpoints (or its bundled default) and trains new ones.
 
     ``samplers`` names the samplers ``sample(sampler=...)`` accepts, the first being the
-    default. ``train_defaults`` maps each training option to its default (typed ``--opt``).
+    default. ``train_options`` declares each training option (:class:`Option`, typed
+    ``--opt KEY=VALUE``). ``capabilities`` lists the capability protocols its models satisfy;
+    the runner checks a loaded model against them.
     """
 
     name: str
     dataset: str  # the dataset its bundled checkpoint was trained on, e.g. "digits"
     samplers: tuple[str, ...]
-    train_defaults: Mapping[str, Any]
+    train_options: Mapping[str, Option]
+    capabilities: tuple[type, ...]
 
     def load(self, checkpoint: Path | None, *, device: torch.device) -> GenerativeModel:
         """Load ``checkpoint`` (``None``: the bundled one) onto ``device``."""

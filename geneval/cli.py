@@ -28,7 +28,7 @@ from geneval.gates import (
     parse_gate,
 )
 from geneval.io import atomic_path, check_writable, write_atomic
-from geneval.options import parse_options
+from geneval.options import declared_options, parse_options
 from geneval.plugins import get_registry
 from geneval.progress import set_quiet
 from geneval.report import to_json, to_junit, to_markdown, to_table
@@ -337,7 +337,9 @@ def train(
     set_quiet(quiet)
     registry = get_registry()
     family = registry.model(model)
-    options = parse_options(opts, family.train_defaults, owner=f"model {model}")
+    options = parse_options(
+        opts, declared_options(family, "train_options"), owner=f"model {model}"
+    )
     name, _, split = dataset.partition(":")
     data = registry.dataset(name).load(split or "train")
     if steps is not None and steps < 1:

@@ -29,20 +29,18 @@ References
 
 from __future__ import annotations
 
-import hashlib
-import os
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from geneval.cache import geneval_cache_dir, sha256_of
 from geneval.errors import InputError
 from geneval.io import atomic_path
 from geneval.progress import progress_bar
 
 INCEPTION = "inception-v3-fid"
-CACHE_ENV = "GENEVAL_CACHE"
 TTUR_BASE = "http://bioinf.jku.at/research/ttur/ttur_stats/"
 CLEANFID_BASE = "https://www.cs.cmu.edu/~clean-fid/stats/"
 
@@ -79,20 +77,6 @@ PUBLISHED_STATS: dict[tuple[str, str, str, str], PublishedStats] = {
 }
 
 
-def geneval_cache_dir() -> Path:
-    """geneval's cache folder: ``$GENEVAL_CACHE``, else ``~/.cache/geneval``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "geneval"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _check_stats_file(path: Path, dim: int) -> None:
     """Raise :class:`InputError` unless ``path`` has finite ``mu`` (dim,), ``sigma`` (dim, dim)."""
     try:
@@ -113,7 +97,7 @@ def _check_stats_file(path: Path, dim: int) -> None:
 
 def _verify(path: Path, entry: PublishedStats, *, first_download: bool) -> None:
     """Check a cached file against the pinned sha256, or the one recorded at first download."""
-    sha = _sha256(path)
+    sha = sha256_of(path)
     recorded = path.with_name(path.name + ".sha256")
     if entry.sha256 is not None:
         expected, origin = entry.sha256, "the published checksum"

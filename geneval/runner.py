@@ -23,6 +23,7 @@ import torch
 
 from geneval import __version__
 from geneval.api import GenerativeModel, LoadedExtractor, Need
+from geneval.capabilities import capabilities_of, capability_name
 from geneval.device import resolve_device
 from geneval.errors import InputError
 from geneval.options import parse_metric_options
@@ -232,11 +233,13 @@ class Evaluation:
             )
         model = family.load(self.config.checkpoint, device=run.device)
         for need in self.needs:
-            if need.kind == "model" and need.capability not in model.capabilities:
-                raise InputError(
-                    f"a requested metric needs capability {need.capability!r}, which model "
-                    f"{family.name} does not have ({', '.join(sorted(model.capabilities))})"
-                )
+            for protocol in need.capabilities:
+                if not isinstance(model, protocol):
+                    offered = ", ".join(capabilities_of(model)) or "none"
+                    raise InputError(
+                        f"a requested metric needs capability {capability_name(protocol)!r}, "
+                        f"which model {family.name} does not have (it offers: {offered})"
+                    )
         run.used["model"] = family.name
         run.used["checkpoint"] = (
             str(self.config.checkpoint) if self.config.checkpoint else "bundled"

@@ -28,7 +28,7 @@ import pytest
 import torch
 from PIL import Image
 
-from geneval.resize import resize_for_inception
+from geneval_plugins.extractors.resize import resize_for_inception
 
 PYTORCH_FID_FILE = "pt_inception-2015-12-05-6726825d.pth"
 TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -84,7 +84,7 @@ def write_png_folder(folder: Path, images: list[np.ndarray]) -> Path:
 
 def random_inception_state_dict(seed: int = WEIGHTS_SEED) -> dict[str, torch.Tensor]:
     """A deterministic random state dict in the published FID Inception key layout."""
-    from geneval_plugins.extractors.inception_net import ConvBN, empty_network
+    from geneval_plugins.extractors.inception.network import ConvBN, empty_network
 
     gen = torch.Generator().manual_seed(seed)
     model = empty_network().eval()

@@ -15,6 +15,7 @@ import torch
 from safetensors import safe_open
 
 from geneval.api import ImageSet
+from geneval.capabilities import SupportsELBO
 from geneval.checkpoint import load_checkpoint
 from geneval.errors import InputError
 from geneval.plugins import get_registry
@@ -73,7 +74,7 @@ def test_checkpoint_round_trip(tiny_checkpoint: Path):
     assert {k.split(".")[0] for k in tensors} == {"ema", "net", "opt", "rng"}
     model = DDPMFamily().load(tiny_checkpoint, device=CPU)
     assert isinstance(model, DDPMModel)
-    assert model.capabilities >= {"sample", "elbo"}
+    assert isinstance(model, SupportsELBO) and model.likelihood_space == "discrete-8bit"
     assert model.image_shape == (1, 8, 8) and model.diffusion.num_timesteps == 40
     ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
     for name, value in model.eps_model.state_dict().items():

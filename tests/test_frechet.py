@@ -11,9 +11,10 @@ import scipy.linalg
 import torch
 
 from geneval.errors import InputError
+from geneval.options import parse_metric_options
 from geneval.plugins import get_registry
 from geneval.stats import FeatureStatistics
-from geneval_plugins.metrics.fid import FrechetInceptionDistance, frechet_distance
+from geneval_plugins.metrics.sample_quality.fid import FrechetInceptionDistance, frechet_distance
 
 
 def _sqrtm_fid(mu1, sigma1, mu2, sigma2) -> float:
@@ -139,8 +140,9 @@ def test_fid_metric_from_running_sums() -> None:
     ref = _sqrtm_fid(*_moments(a.astype(np.float64)), *_moments(b.astype(np.float64)))
     assert out["value"] == pytest.approx(ref, rel=1e-9)
     assert out["n_samples"] == 500 and out["n_reference"] == 400
-    with pytest.raises(InputError, match="no options"):
-        metric.compute(_Inputs(sa, sb), splits=3)
+    # Options are validated once, by the core, from the metric's declaration.
+    with pytest.raises(InputError, match="no option 'splits'"):
+        parse_metric_options(["fid.splits=3"], {"fid": metric})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -18,18 +18,19 @@ from cleanfid.resize import make_resizer
 from pytorch_fid.inception import InceptionV3 as PytorchFidInception
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
+import geneval.cache
+from geneval.cache import file_sha256
 from geneval.errors import InputError
 from geneval.plugins import get_registry
-from geneval.resize import RESIZE_CONVENTIONS
 from geneval_plugins.extractors import inception as inception_plugin
 from geneval_plugins.extractors.inception import (
     WEIGHTS_FILENAME,
     InceptionV3FID,
     LoadedInception,
-    file_sha256,
     find_inception_weights,
     load_inception_network,
 )
+from geneval_plugins.extractors.resize import RESIZE_CONVENTIONS
 from tests.inception_fixtures import (  # noqa: F401 - the *_fixture names register fixtures
     inception_weights_fixture,
     photo_crops,
@@ -145,8 +146,8 @@ def test_weights_lookup_order(
     assert find_inception_weights() == env_copy  # the variable beats the cache
     explicit = tmp_path / "explicit.pth"
     explicit.write_bytes(inception_weights.read_bytes())
-    assert find_inception_weights(explicit) == explicit  # --inception-weights beats both
-    with pytest.raises(InputError, match="--inception-weights.*does not exist"):
+    assert find_inception_weights(explicit) == explicit  # --extractor-weights beats both
+    with pytest.raises(InputError, match="--extractor-weights.*does not exist"):
         find_inception_weights(tmp_path / "missing.pth")
     monkeypatch.setenv("GENEVAL_INCEPTION_WEIGHTS", str(tmp_path / "nope.pth"))
     with pytest.raises(InputError, match="GENEVAL_INCEPTION_WEIGHTS"):
@@ -167,7 +168,7 @@ def test_download_into_hub_cache_then_clear_error_when_impossible(
     monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
     path = find_inception_weights()
     assert path == tmp_path / "empty_home" / "hub" / "checkpoints" / WEIGHTS_FILENAME
-    assert calls == [(inception_plugin.WEIGHTS_URL, "6726825d")]
+    assert calls == [(inception_plugin.WEIGHTS.url, "6726825d")]
     assert find_inception_weights() == path and len(calls) == 1  # cached now
 
     def offline(*args, **kwargs):
@@ -180,7 +181,7 @@ def test_download_into_hub_cache_then_clear_error_when_impossible(
     message = str(err.value)
     assert "\n" not in message and "network unreachable" in message
     assert str(tmp_path / "other_home" / "hub" / "checkpoints") in message
-    assert inception_plugin.WEIGHTS_URL in message and "--inception-weights" in message
+    assert inception_plugin.WEIGHTS.url in message and "--extractor-weights" in message
 
 
 def test_wrong_layout_is_an_input_error(tmp_path: Path) -> None:
@@ -215,7 +216,7 @@ def test_weights_sha256_is_the_files_and_is_cached(
     cache = Path(os.environ["GENEVAL_CACHE"]) / "sha256.json"
     assert expected in cache.read_text()
     # A cached hash is not recomputed while size and mtime are unchanged ...
-    monkeypatch.setattr(inception_plugin.hashlib, "sha256", None)
+    monkeypatch.setattr(geneval.cache.hashlib, "sha256", None)
     assert file_sha256(copy) == expected
     monkeypatch.undo()
     monkeypatch.setenv("GENEVAL_CACHE", str(cache.parent))

@@ -12,8 +12,9 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 
 from geneval.errors import InputError
 from geneval.plugins import get_registry
-from geneval_plugins.metrics.inception_score import inception_score
-from geneval_plugins.metrics.kid import kernel_inception_distance
+from geneval_plugins.metrics.sample_quality.inception_score import inception_score
+from geneval_plugins.metrics.sample_quality.kid import kernel_inception_distance
+from tests.stub_inputs import compute
 
 
 def _features(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
@@ -133,28 +134,37 @@ def test_metrics_use_defaults_and_are_reproducible_under_a_seed() -> None:
     logits = torch.from_numpy(np.random.default_rng(8).standard_normal((1200, 12))).float()
     registry = get_registry()
     kid, score = registry.metric("kid"), registry.metric("is")
-    assert dict(kid.defaults) == {"subsets": 100, "subset_size": 1000, "degree": 3, "coef0": 1.0}
-    assert dict(score.defaults) == {"splits": 10}
-    assert set(kid.options_help) == set(kid.defaults) and set(score.options_help) == {"splits"}
+    assert {k: o.default for k, o in kid.options.items()} == {
+        "subsets": 100,
+        "subset_size": 1000,
+        "degree": 3,
+        "coef0": 1.0,
+    }
+    assert {k: o.default for k, o in score.options.items()} == {"splits": 10}
+    assert all(o.help for o in (*kid.options.values(), *score.options.values()))
     assert not kid.higher_is_better and score.higher_is_better
-    first = kid.compute(_Inputs(feats, logits, seed=11))
+    first = compute(kid, _Inputs(feats, logits, seed=11))
     assert first["subset_size"] == 1000 and first["subsets"] == 100 and first["std"] > 0
     small = {"subsets": 10, "subset_size": 200}
-    again = kid.compute(_Inputs(feats, logits, seed=11), **small)
-    assert again == kid.compute(_Inputs(feats, logits, seed=11), **small)
-    assert again["value"] != kid.compute(_Inputs(feats, logits, seed=12), **small)["value"]
+    again = compute(kid, _Inputs(feats, logits, seed=11), **small)
+    assert again == compute(kid, _Inputs(feats, logits, seed=11), **small)
+    assert again["value"] != compute(kid, _Inputs(feats, logits, seed=12), **small)["value"]
     direct = kernel_inception_distance(
         feats["samples"], feats["reference"], **small, generator=torch.Generator().manual_seed(11)
     )
     assert again["value"] == direct.value and again["subset_size"] == 200
-    is_first = score.compute(_Inputs(feats, logits, seed=11))
-    assert is_first == score.compute(_Inputs(feats, logits, seed=11))
+    is_first = compute(score, _Inputs(feats, logits, seed=11))
+    assert is_first == compute(score, _Inputs(feats, logits, seed=11))
     assert is_first["splits"] == 10 and is_first["std"] > 0
-    assert is_first["value"] != score.compute(_Inputs(feats, logits, seed=12))["value"]
-    with pytest.raises(InputError, match="unknown option 'split'"):
-        score.compute(_Inputs(feats, logits), split=3)
-    with pytest.raises(InputError, match="unknown option 'gamma'"):
-        kid.compute(_Inputs(feats, logits), gamma=0.1)
+    assert is_first["value"] != compute(score, _Inputs(feats, logits, seed=12))["value"]
+    with pytest.raises(InputError, match="no option 'split'"):
+        compute(score, _Inputs(feats, logits), split=3)
+    with pytest.raises(InputError, match="no option 'gamma'"):
+        compute(kid, _Inputs(feats, logits), gamma=0.1)
+    with pytest.raises(InputError, match="kid.degree=0: expected >= 1"):
+        compute(kid, _Inputs(feats, logits), degree=0)
+    with pytest.raises(InputError, match="kid.coef0=nan: expected a finite number"):
+        compute(kid, _Inputs(feats, logits), coef0=float("nan"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

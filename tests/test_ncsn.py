@@ -189,7 +189,7 @@ def test_bundled_score_matches_the_training_set_score_at_large_noise() -> None:
 )
 def test_bundled_checkpoint_sample_quality(sampler: str) -> None:
     """1000 samples: FID(digits-cnn) vs digits:train ≤ 5× the test-vs-train floor; classes ≥ 4 %."""
-    from geneval_plugins.metrics.fid import frechet_distance
+    from geneval_plugins.metrics.sample_quality.fid import frechet_distance
 
     model = NCSNFamily().load(None, device=CPU)
     g = torch.Generator().manual_seed(0)

@@ -23,10 +23,12 @@ import torch
 from scipy.special import ndtr
 
 from geneval.api import Need
+from geneval.capabilities import SupportsELBO
 from geneval.plugins import get_registry
-from geneval_plugins.metrics.nll import NegativeLogLikelihood
+from geneval_plugins.metrics.likelihood.nll import NegativeLogLikelihood
 from geneval_plugins.models.ddpm import DDPMModel
 from geneval_plugins.models.diffusion import GaussianDiffusion, make_betas
+from tests.stub_inputs import compute
 
 MEAN, STD = 0.0, 0.2  # in the model's data space [−1, 1]; P(|x_0| > 0.99) ≈ 1e-6
 
@@ -87,9 +89,13 @@ def test_gaussian_elbo_matches_closed_form(variance: str, timesteps: int | None)
     model = _gaussian_model()
     images = _gaussian_images(1000, seed=1)
     # the images pass through float32; the float64 closed form uses the same draws' law
-    bpd = model.elbo(
-        images, generator=torch.Generator().manual_seed(2), timesteps=timesteps, variance=variance
+    elbo = model.elbo(
+        images,
+        generator=torch.Generator().manual_seed(2),
+        timesteps=timesteps or 0,
+        variance=variance,
     )
+    bpd = -elbo / (16 * math.log(2))  # D = 1·4·4
     want = closed_form_bits_per_dim(model.diffusion.betas.numpy(), variance, MEAN, STD)
     se = bpd.std().item() / math.sqrt(bpd.numel())
     assert bpd.dtype == torch.float64 and bpd.shape == (1000,)
@@ -106,7 +112,7 @@ def test_stratified_estimate_has_small_error_and_full_sum_is_deterministic_given
     a = model.elbo(images, generator=torch.Generator().manual_seed(4), timesteps=10)
     b = model.elbo(images, generator=torch.Generator().manual_seed(4), timesteps=10)
     assert torch.equal(a, b)
-    full = model.elbo(images, generator=torch.Generator().manual_seed(5))
+    full = model.elbo(images, generator=torch.Generator().manual_seed(5), timesteps=0)
     # each estimate is unbiased for the same quantity; they differ only by Monte-Carlo noise
     diff = a - full
     assert abs(diff.mean().item()) < 4.5 * diff.std().item() / math.sqrt(64) + 1e-9
@@ -116,27 +122,32 @@ def test_nll_metric_is_registered_and_averages_model_elbo():
     metric = get_registry().metric("nll")
     assert isinstance(metric, NegativeLogLikelihood)
     assert metric.higher_is_better is False
-    assert Need(kind="model", capability="elbo") in metric.needs
+    assert Need(kind="model", capabilities=(SupportsELBO,)) in metric.needs
     assert Need(kind="images", source="reference") in metric.needs
     model = _gaussian_model(big_t=100)
     images = _gaussian_images(300, seed=6)
     inputs = SimpleNamespace(
         model=model, images=lambda source: images, seed=7, device=torch.device("cpu")
     )
-    out = metric.compute(inputs, timesteps=0, batch_size=128)
+    out = compute(metric, inputs, timesteps=0, batch_size=128)
     gen = torch.Generator().manual_seed(7)
-    direct = torch.cat([model.elbo(images[i : i + 128], generator=gen) for i in (0, 128, 256)])
-    assert out["value"] == pytest.approx(direct.mean().item(), rel=1e-12)
-    assert out["std"] == pytest.approx(direct.std().item() / math.sqrt(300), rel=1e-9)
+    direct = torch.cat(
+        [model.elbo(images[i : i + 128], generator=gen, timesteps=0) for i in (0, 128, 256)]
+    )
+    bpd = -direct / (16 * math.log(2))
+    assert out["value"] == pytest.approx(bpd.mean().item(), rel=1e-12)
+    assert out["std"] == pytest.approx(bpd.std().item() / math.sqrt(300), rel=1e-9)
+    assert out["log_likelihood"] == pytest.approx(direct.mean().item(), rel=1e-12)
+    assert out["space"] == "discrete-8bit"
     assert out["n"] == 300 and out["unit"] == "bits/dim"
     want = closed_form_bits_per_dim(model.diffusion.betas.numpy(), "fixedsmall", MEAN, STD)
     assert abs(out["value"] - want) < 4.5 * out["std"]
     from geneval.errors import InputError
 
     with pytest.raises(InputError, match="variance"):
-        metric.compute(inputs, variance="wide")
-    with pytest.raises(InputError, match="unknown"):
-        metric.compute(inputs, subsets=3)
+        compute(metric, inputs, variance="wide")
+    with pytest.raises(InputError, match="no option 'subsets'"):
+        compute(metric, inputs, subsets=3)
 
 
 @pytest.mark.slow
@@ -147,9 +158,10 @@ def test_nll_of_bundled_ddpm_on_digits_is_finite_and_plausible():
     model = DDPMFamily().load(None, device=torch.device("cpu"))
     test = DigitsDataset().load("test").images
     inputs = SimpleNamespace(model=model, images=lambda source: test, seed=0, device=model.device)
-    out = NegativeLogLikelihood().compute(inputs, timesteps=50)
+    out = compute(NegativeLogLikelihood(), inputs, timesteps=50)
     noise = torch.rand(test.shape, generator=torch.Generator().manual_seed(0))
-    noise_out = NegativeLogLikelihood().compute(
+    noise_out = compute(
+        NegativeLogLikelihood(),
         SimpleNamespace(model=model, images=lambda source: noise, seed=0, device=model.device),
         timesteps=50,
     )

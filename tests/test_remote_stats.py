@@ -12,7 +12,7 @@ import pytest
 from geneval import remote_stats
 from geneval.errors import InputError
 from geneval.remote_stats import PUBLISHED_STATS, PublishedStats, fetch_reference_stats
-from geneval.resize import RESIZE_CONVENTIONS
+from geneval_plugins.extractors.resize import RESIZE_CONVENTIONS
 
 KEY = ("cifar10", "train", "inception-v3-fid", "tf1")
 

@@ -11,7 +11,7 @@ from torch_fidelity.interpolate_compat_tensorflow import (
 )
 
 from geneval.errors import InputError
-from geneval.resize import (
+from geneval_plugins.extractors.resize import (
     DEFAULT_RESIZE,
     RESIZE_CONVENTIONS,
     check_convention,

@@ -19,7 +19,7 @@ from geneval.stats import (
     make_meta,
     save_stats,
 )
-from geneval_plugins.metrics.fid import frechet_distance
+from geneval_plugins.metrics.sample_quality.fid import frechet_distance
 
 
 def _features(n: int, d: int, seed: int, scale: float = 1.0) -> np.ndarray:

@@ -26,7 +26,6 @@ References
 
 from __future__ import annotations
 
-import hashlib
 from importlib.resources import files
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from geneval.cache import sha256_of
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 
@@ -126,15 +126,6 @@ def shipped_weights_path() -> Path:
     return Path(str(files(__package__ or "geneval_plugins.extractors") / WEIGHTS_FILE))
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_network(path: Path, device: torch.device) -> DigitsCNN:
     """Build :class:`DigitsCNN` on ``device`` from a safetensors file (never pickle)."""
     path = Path(path)
@@ -199,7 +190,7 @@ class DigitsCNNExtractor:
         path = Path(weights) if weights is not None else shipped_weights_path()
         device = torch.device(device)
         network = load_network(path, device)
-        return LoadedDigitsCNN(network, file_sha256(path), device)
+        return LoadedDigitsCNN(network, sha256_of(path), device)
 
 
 @hookimpl

@@ -19,7 +19,6 @@ References
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from importlib.resources import files
 from pathlib import Path
@@ -29,10 +28,12 @@ import torch
 from torch import nn
 
 from geneval.api import ImageSet
+from geneval.capabilities import SupportsELBO
 from geneval.checkpoint import load_checkpoint, load_weights, prefixed, save_checkpoint, unprefixed
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
+from geneval.options import Option
 from geneval.progress import progress_bar
 from geneval.training import (
     ExponentialMovingAverage,
@@ -148,17 +149,31 @@ class DDPMModel:
 
     Notes
     -----
-    ``elbo(x, *, generator, timesteps=None, variance=None, bins=256)`` is the capability used by
-    the ``nll`` metric: for images ``x`` in ``[0, 1]`` (N, C, H, W) it returns a float64 tensor
-    (N,) of the **negative** ELBO of each image in **bits per dimension**,
-    (L_T + Σ_{t≥2} L_{t−1} + L_0)/(D·ln 2) with D = C·H·W (Ho et al. 2020, eq. 5), the decoder
-    L_0 being the discretised Gaussian of eq. 13 with ``bins`` levels. ``timesteps=None`` sums the
-    T − 1 KL terms exactly; an integer K < T − 1 uses an unbiased stratified Monte-Carlo estimate
-    with K network passes per image (see :func:`~geneval_plugins.models.diffusion.negative_elbo`).
-    Every random draw comes from ``generator``.
+    ``elbo(x, *, generator, timesteps=100, variance="fixedsmall", bins=256)`` is the
+    :class:`~geneval.capabilities.SupportsELBO` capability used by the ``nll`` metric: for
+    images ``x`` in ``[0, 1]`` (N, C, H, W) it returns a float64 tensor (N,) of the ELBO of each
+    image in **nats**, −(L_T + Σ_{t≥2} L_{t−1} + L_0) (Ho et al. 2020, eq. 5), a lower bound on
+    the log-probability of the 8-bit image (``likelihood_space = "discrete-8bit"``): the
+    decoder L_0 is the discretised Gaussian of eq. 13 with ``bins`` levels. ``timesteps=0``
+    sums the T − 1 KL terms exactly; K > 0 uses an unbiased stratified Monte-Carlo estimate
+    with K network passes per image (see
+    :func:`~geneval_plugins.models.diffusion.negative_elbo`). Every random draw comes from
+    ``generator``.
     """
 
-    capabilities = frozenset({"sample", "elbo"})
+    likelihood_space = "discrete-8bit"
+    #: The options ``elbo`` accepts (declared, so that metrics pass them without inspection).
+    elbo_options = {
+        "timesteps": Option(
+            100, "KL terms per image: strata of an unbiased Monte-Carlo estimate; 0 = all T−1",
+            low=0,
+        ),
+        "variance": Option(
+            "fixedsmall", "σ_t² of p_θ in the bound: fixedsmall (β̃_t) or fixedlarge (β_t)",
+            choices=VARIANCES,
+        ),
+        "bins": Option(256, "levels of the discretised decoder (256 for 8-bit images)", low=2),
+    }
 
     def __init__(
         self,
@@ -227,30 +242,28 @@ class DDPMModel:
         x: torch.Tensor,
         *,
         generator: torch.Generator,
-        timesteps: int | None = None,
-        variance: str | None = None,
+        timesteps: int = 100,
+        variance: str = "fixedsmall",
         bins: int = 256,
     ) -> torch.Tensor:
-        """Negative ELBO in bits/dim of each image ``x`` in ``[0, 1]`` (see the class Notes).
+        """ELBO in nats of each image ``x`` in ``[0, 1]`` (see the class Notes).
 
-        ``variance``: σ_t² of p_θ, ``fixedlarge`` or ``fixedsmall`` (default: fixedsmall, the
-        tighter bound for an ε-predictor of the true posterior mean at small t).
+        ``variance``: σ_t² of p_θ, ``fixedlarge`` or ``fixedsmall`` (the tighter bound for an
+        ε-predictor of the true posterior mean at small t).
         """
         if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
             raise InputError(
                 f"ddpm elbo: images of shape {tuple(x.shape)} do not match the model's "
                 f"{self.image_shape}"
             )
-        variance = variance or "fixedsmall"
         if variance not in VARIANCES:
             raise InputError(f"ddpm elbo: variance must be one of {', '.join(VARIANCES)}")
         x0 = x.to(self.device, torch.float32) * 2 - 1
         bound = negative_elbo(
             self.diffusion, self._eps, x0, generator,
-            variance=variance, timesteps=timesteps, bins=bins,
+            variance=variance, timesteps=timesteps or None, bins=bins,
         )
-        dims = math.prod(self.image_shape)
-        return bound.total / (dims * math.log(2.0))
+        return -bound.total
 
 
 class DDPMFamily:
@@ -260,6 +273,8 @@ class DDPMFamily:
     dataset = "digits"
     samplers = tuple(SAMPLERS)
     train_defaults = TRAIN_DEFAULTS
+    train_options = {k: Option(v) for k, v in TRAIN_DEFAULTS.items()}
+    capabilities = (SupportsELBO,)
     default_steps = DEFAULT_STEPS
 
     def bundled_checkpoint(self) -> Path:

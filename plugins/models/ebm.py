@@ -36,6 +36,7 @@ from geneval.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
+from geneval.options import Option
 from geneval.progress import progress_bar
 from geneval.training import (
     merge_train_options,
@@ -219,6 +220,12 @@ class EBMFamily:
     #: Training options (``--opt key=value``). Langevin during training: ``langevin_steps``
     #: steps of size ``step_size`` with noise std ``noise_scale·√(2·step_size)``, ∇E clipped
     #: elementwise to ``grad_clip`` (0 disables). ``sample_*``: the defaults ``sample`` uses.
+    capabilities: tuple[type, ...] = ()
+
+    @property
+    def train_options(self) -> dict[str, Option]:
+        return {k: Option(v) for k, v in self.train_defaults.items()}
+
     train_defaults: Mapping[str, Any] = {
         "objective": "cd",
         "channels": 32,

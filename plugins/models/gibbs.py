@@ -26,6 +26,7 @@ from geneval.api import ImageSet
 from geneval.checkpoint import load_checkpoint, load_weights, save_checkpoint
 from geneval.errors import InputError
 from geneval.io import check_writable
+from geneval.options import Option
 from geneval.progress import progress_bar
 from geneval.training import (
     merge_train_options,
@@ -349,6 +350,11 @@ class GibbsFamily:
     samplers = GIBBS_SAMPLERS
     network: type[BipartiteRBM] = BipartiteRBM
     train_defaults: Mapping[str, Any] = GIBBS_TRAIN_DEFAULTS
+    capabilities: tuple[type, ...] = ()
+
+    @property
+    def train_options(self) -> dict[str, Option]:
+        return {k: Option(v) for k, v in self.train_defaults.items()}
     default_steps = 10000
 
     def make_network(self, config: Mapping[str, Any]) -> BipartiteRBM:

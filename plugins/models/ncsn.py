@@ -40,10 +40,12 @@ from scipy.special import ndtr
 from torch import nn
 
 from geneval.api import ImageSet
+from geneval.capabilities import SupportsScore
 from geneval.checkpoint import load_checkpoint, load_weights, prefixed, save_checkpoint, unprefixed
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.io import check_writable
+from geneval.options import Option
 from geneval.progress import progress_bar
 from geneval.training import (
     ExponentialMovingAverage,
@@ -402,6 +404,8 @@ class NCSNFamily:
     dataset = "digits"
     samplers = tuple(SAMPLERS)
     train_defaults = TRAIN_DEFAULTS
+    train_options = {k: Option(v) for k, v in TRAIN_DEFAULTS.items()}
+    capabilities = (SupportsScore,)
     default_steps = DEFAULT_STEPS
 
     def bundled_checkpoint(self) -> Path:

@@ -19,7 +19,6 @@ References
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -27,9 +26,14 @@ from typing import Any
 import torch
 
 from geneval.api import MetricInputs, Need
+from geneval.capabilities import SupportsELBO
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
+from geneval.options import Option
 from geneval.progress import progress_bar
+
+#: Options of this metric that are passed on to the model's ``elbo`` when it declares them.
+_ELBO_OPTIONS = ("timesteps", "variance", "bins")
 
 
 class NegativeLogLikelihood:
@@ -37,21 +41,35 @@ class NegativeLogLikelihood:
 
     name = "nll"
     higher_is_better = False
-    needs = (Need(kind="model", capability="elbo"), Need(kind="images", source="reference"))
-    defaults: Mapping[str, Any] = {
-        "timesteps": 100,
-        "variance": "fixedsmall",
-        "bins": 256,
-        "batch_size": 256,
-        "max_images": 0,
+    interpretation = "upper bound on the negative log-likelihood of the reference images"
+    needs = (
+        Need(kind="model", capabilities=(SupportsELBO,)),
+        Need(kind="images", source="reference"),
+    )
+    options: Mapping[str, Option] = {
+        "timesteps": Option(
+            100, "KL terms per image: strata of an unbiased Monte-Carlo estimate; 0 = all T−1",
+            low=0,
+        ),
+        "variance": Option(
+            "fixedsmall", "σ_t² of p_θ in the bound: fixedsmall (β̃_t) or fixedlarge (β_t)",
+            choices=("fixedsmall", "fixedlarge"),
+        ),
+        "bins": Option(256, "levels of the discretised decoder (256 for 8-bit images)", low=2),
+        "batch_size": Option(256, "images per batch", low=1),
+        "max_images": Option(0, "use only the first N reference images (0 = all)", low=0),
     }
-    options_help: Mapping[str, str] = {
-        "timesteps": "KL terms per image: strata of an unbiased Monte-Carlo estimate; 0 = all T−1",
-        "variance": "σ_t² of p_θ in the bound: fixedsmall (β̃_t) or fixedlarge (β_t)",
-        "bins": "levels of the discretised decoder (256 for 8-bit images)",
-        "batch_size": "images per batch",
-        "max_images": "use only the first N reference images (0 = all)",
+    fields: Mapping[str, str] = {
+        "std": "standard error of the mean over images (includes Monte-Carlo noise)",
+        "n": "number of reference images",
+        "log_likelihood": "mean ELBO in nats per image",
+        "space": "the likelihood space of the bound",
+        "unit": "bits/dim",
+        "timesteps": "option used",
+        "variance": "option used",
+        "bins": "option used",
     }
+    uncertainty = "std"
 
     def compute(self, inputs: MetricInputs, **options: Any) -> Mapping[str, Any]:
         """Mean, standard error and count of the per-image negative ELBO in bits/dim.
@@ -59,48 +77,40 @@ class NegativeLogLikelihood:
         ``std`` is the standard error of the mean: the standard deviation of the per-image
         estimates over √n (it includes the Monte-Carlo noise when ``timesteps`` > 0).
         """
-        opts = {**self.defaults, **options}
-        unknown = sorted(set(opts) - set(self.defaults))
-        if unknown:
-            raise InputError(f"nll: unknown option(s) {', '.join(unknown)}")
-        timesteps, batch_size = int(opts["timesteps"]), int(opts["batch_size"])
-        max_images, bins = int(opts["max_images"]), int(opts["bins"])
-        if timesteps < 0 or batch_size < 1 or max_images < 0 or bins < 2:
-            raise InputError(
-                "nll: timesteps and max_images must be ≥ 0, batch_size ≥ 1 and bins ≥ 2"
-            )
         model = inputs.model
         images = inputs.images("reference")
-        if max_images:
-            images = images[:max_images]
+        if options["max_images"]:
+            images = images[: options["max_images"]]
         if images.shape[0] == 0:
             raise InputError("nll: no reference images")
-        accepted = inspect.signature(model.elbo).parameters
+        declared = getattr(model, "elbo_options", {})
         kwargs: dict[str, Any] = {}
-        wanted = {"timesteps": timesteps or None, "variance": opts["variance"], "bins": bins}
-        for key, value in wanted.items():
-            if key in accepted:
-                kwargs[key] = value
-            elif value != self.defaults[key] and not (key == "timesteps" and timesteps == 0):
-                raise InputError(f"nll: this model's elbo has no option {key!r}")
+        for key in _ELBO_OPTIONS:
+            if key in declared:
+                kwargs[key] = declared[key].convert(options[key], where=f"nll.{key}")
+            elif options[key] != self.options[key].default:
+                raise InputError(f"--opt nll.{key}: this model's elbo has no option {key!r}")
         generator = torch.Generator(device=model.device).manual_seed(int(inputs.seed))
+        batch_size = options["batch_size"]
         values = []
         with progress_bar(total=images.shape[0], desc="nll", unit="img") as bar:
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start : start + batch_size].to(model.device)
                 values.append(model.elbo(batch, generator=generator, **kwargs).double().cpu())
                 bar.update(batch.shape[0])
-        bpd = torch.cat(values)
+        elbo = torch.cat(values)
+        dims = math.prod(images.shape[1:])
+        bpd = -elbo / (dims * math.log(2.0))
         n = bpd.numel()
         sem = bpd.std().item() / math.sqrt(n) if n > 1 else float("nan")
         return {
             "value": bpd.mean().item(),
             "std": sem,
             "n": n,
-            "timesteps": timesteps,
-            "variance": opts["variance"],
-            "bins": bins,
+            "log_likelihood": elbo.mean().item(),
+            "space": model.likelihood_space,
             "unit": "bits/dim",
+            **{key: options[key] for key in _ELBO_OPTIONS},
         }
 
 

@@ -12,6 +12,7 @@ import torch
 from geneval.api import MetricInputs, Need
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
+from geneval.options import Option
 
 
 @dataclass(frozen=True)
@@ -91,17 +92,21 @@ class InceptionScore:
     name = "is"
     higher_is_better = True
     needs = (Need("logits", "samples"),)
-    defaults: Mapping[str, Any] = {"splits": 10}
-    options_help: Mapping[str, str] = {
-        "splits": "number of parts the shuffled samples are cut into"
+    interpretation = (
+        "exp of the mean KL between per-sample and marginal class predictions; "
+        "1 to the number of classes, higher means confident and diverse"
+    )
+    options: Mapping[str, Option] = {
+        "splits": Option(10, "number of parts the shuffled samples are cut into", low=1),
     }
+    fields: Mapping[str, str] = {
+        "std": "standard deviation of the score over splits",
+        "splits": "number of splits",
+    }
+    uncertainty = "std"
 
-    def compute(self, inputs: MetricInputs, **options: Any) -> Mapping[str, Any]:
+    def compute(self, inputs: MetricInputs, *, splits: int) -> Mapping[str, Any]:
         """``{"value", "std", "splits"}``; the shuffle uses ``inputs.seed``."""
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise InputError(f"is: unknown option {sorted(unknown)[0]!r}")
-        splits = int(options.get("splits", self.defaults["splits"]))
         result = inception_score(
             inputs.logits("samples").to(inputs.device),
             splits=splits,

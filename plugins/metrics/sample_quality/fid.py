@@ -11,6 +11,7 @@ import torch
 from geneval.api import MetricInputs, Need
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
+from geneval.options import Option
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -115,17 +116,23 @@ class FrechetInceptionDistance:
 
     name = "fid"
     higher_is_better = False
+    interpretation = (
+        "Fréchet distance between Gaussian fits of sample and reference features; "
+        "0 for identical statistics, biased upwards at small n"
+    )
     needs = (
         Need("features", "samples", stats_ok=True),
         Need("features", "reference", stats_ok=True),
     )
-    defaults: Mapping[str, Any] = {}
-    options_help: Mapping[str, str] = {}
+    options: Mapping[str, Option] = {}
+    fields: Mapping[str, str] = {
+        "n_samples": "number of sample feature vectors",
+        "n_reference": "number of reference feature vectors",
+    }
+    uncertainty = None
 
-    def compute(self, inputs: MetricInputs, **options: Any) -> Mapping[str, Any]:
+    def compute(self, inputs: MetricInputs) -> Mapping[str, Any]:
         """``{"value": FID, "n_samples", "n_reference"}`` from the runner's running sums."""
-        if options:
-            raise InputError(f"fid takes no options (got {', '.join(sorted(options))})")
         samples = inputs.stats("samples").to(inputs.device)
         reference = inputs.stats("reference").to(inputs.device)
         value = frechet_distance(samples.mean, samples.cov, reference.mean, reference.cov)

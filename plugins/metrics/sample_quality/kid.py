@@ -12,6 +12,7 @@ import torch
 from geneval.api import MetricInputs, Need
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
+from geneval.options import Option
 
 #: Upper bound on float64 elements of one chunk of kernel matrices (≈ 256 MiB).
 _CHUNK_ELEMENTS = 32 * 1024 * 1024
@@ -153,27 +154,36 @@ class KernelInceptionDistance:
     name = "kid"
     higher_is_better = False
     needs = (Need("features", "samples"), Need("features", "reference"))
-    defaults: Mapping[str, Any] = {"subsets": 100, "subset_size": 1000, "degree": 3, "coef0": 1.0}
-    options_help: Mapping[str, str] = {
-        "subsets": "number of random subset pairs averaged",
-        "subset_size": "features per subset (lowered to the smaller set's size)",
-        "degree": "degree of the polynomial kernel (xᵀy/d + coef0)^degree",
-        "coef0": "constant of the polynomial kernel",
+    interpretation = (
+        "unbiased squared MMD between sample and reference features (polynomial kernel); "
+        "0 when the distributions match, may be slightly negative by chance"
+    )
+    options: Mapping[str, Option] = {
+        "subsets": Option(100, "number of random subset pairs averaged", low=1),
+        "subset_size": Option(
+            1000, "features per subset (lowered to the smaller set's size)", low=2
+        ),
+        "degree": Option(3, "degree of the polynomial kernel (xᵀy/d + coef0)^degree", low=1),
+        "coef0": Option(1.0, "constant of the polynomial kernel"),
     }
+    fields: Mapping[str, str] = {
+        "std": "standard deviation of the MMD² over subsets",
+        "subset_size": "features per subset actually used",
+        "subsets": "number of subsets",
+    }
+    uncertainty = "std"
 
-    def compute(self, inputs: MetricInputs, **options: Any) -> Mapping[str, Any]:
+    def compute(
+        self, inputs: MetricInputs, *, subsets: int, subset_size: int, degree: int, coef0: float
+    ) -> Mapping[str, Any]:
         """``{"value", "std", "subset_size", "subsets"}``; subsets drawn with ``inputs.seed``."""
-        unknown = set(options) - set(self.defaults)
-        if unknown:
-            raise InputError(f"kid: unknown option {sorted(unknown)[0]!r}")
-        opts = {**self.defaults, **options}
         result = kernel_inception_distance(
             inputs.features("samples"),
             inputs.features("reference"),
-            subsets=int(opts["subsets"]),
-            subset_size=int(opts["subset_size"]),
-            degree=int(opts["degree"]),
-            coef0=float(opts["coef0"]),
+            subsets=subsets,
+            subset_size=subset_size,
+            degree=degree,
+            coef0=coef0,
             generator=torch.Generator().manual_seed(int(inputs.seed)),
             device=inputs.device,
         )

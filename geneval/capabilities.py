@@ -1,0 +1,124 @@
+"""Model capabilities as typed protocols.
+
+A metric that needs the model itself asks for it with
+``Need("model", capabilities=(SupportsELBO,))``; the runner checks ``isinstance(model, P)``
+for each protocol when the model loads, and an unmet need is exit 2 naming the model and the
+missing capability. A model family may also declare ``capabilities`` (a tuple of these
+protocols); the registry checks that what it loads really offers them.
+
+Conventions shared by every capability:
+
+* images are float tensors in ``[0, 1]``, NCHW, in the model's ``image_shape``, on any device
+  (the model moves them to its own);
+* per-image results are float tensors of shape (N,), on the model's device;
+* log-likelihoods are in nats in the model's ``likelihood_space``: ``density`` (a density on
+  ``[0, 1]^D``), ``discrete-8bit`` (a probability of 8-bit images) or ``binary`` (a
+  probability of binarised images; the model states its binarisation rule in
+  ``binarization``).
+
+Options a capability method accepts beyond its arguments are declared in an attribute named
+after the method (``elbo_options``: name → :class:`geneval.options.Option`), so that a metric
+passes them on without inspecting signatures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from geneval.options import Option
+
+#: Names of the likelihood spaces (see the module docstring).
+LIKELIHOOD_SPACES = ("density", "discrete-8bit", "binary")
+
+
+@runtime_checkable
+class SupportsELBO(Protocol):
+    """``elbo(x, *, generator, **options)``: a lower bound on log p(x) per image, in nats.
+
+    ``elbo_options`` declares the options it accepts (e.g. a diffusion model's number of
+    Monte-Carlo timesteps); ``likelihood_space`` names the space of p.
+    """
+
+    likelihood_space: str
+    elbo_options: Mapping[str, Option]
+
+    def elbo(
+        self, images: torch.Tensor, *, generator: torch.Generator, **options: Any
+    ) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SupportsLogZ(Protocol):
+    """``log_z()``: the exact log partition function (float64), where it is tractable."""
+
+    def log_z(self) -> float: ...
+
+
+@runtime_checkable
+class SupportsEnergy(Protocol):
+    """``energy(x)``: the energy E(x) per image, p(x) = exp(−E(x)) / Z on the model's space.
+
+    For latent-variable models this is the free energy, −log Σ_h exp(−E(x, h)).
+    """
+
+    likelihood_space: str
+
+    def energy(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SupportsLogProb(Protocol):
+    """``log_prob(x)``: the exact log-likelihood per image in nats (normalised)."""
+
+    likelihood_space: str
+
+    def log_prob(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SupportsEncode(Protocol):
+    """``encode(x)``: the latent representation (N, D) of images, e.g. a posterior mean."""
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SupportsDecode(Protocol):
+    """``decode(z)``: images (N, C, H, W) in ``[0, 1]`` from latents (N, D)."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SupportsScore(Protocol):
+    """``score(x, sigma)``: ∇ₓ log p_σ(x) of the noise-perturbed data, shaped like ``x``."""
+
+    def score(self, images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor: ...
+
+
+#: Every capability protocol, by the short name used in listings and messages.
+CAPABILITIES: dict[str, type] = {
+    "elbo": SupportsELBO,
+    "log_z": SupportsLogZ,
+    "energy": SupportsEnergy,
+    "log_prob": SupportsLogProb,
+    "encode": SupportsEncode,
+    "decode": SupportsDecode,
+    "score": SupportsScore,
+}
+
+
+def capability_name(protocol: type) -> str:
+    """The short name of a capability protocol (``SupportsELBO`` → ``elbo``)."""
+    for name, proto in CAPABILITIES.items():
+        if proto is protocol:
+            return name
+    return protocol.__name__
+
+
+def capabilities_of(model: Any) -> tuple[str, ...]:
+    """The short names of the capability protocols ``model`` satisfies, sorted."""
+    return tuple(sorted(name for name, proto in CAPABILITIES.items() if isinstance(model, proto)))

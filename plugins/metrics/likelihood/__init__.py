@@ -1,0 +1,1 @@
+"""Likelihood metrics: exact, bounded and estimated log-likelihoods of held-out images."""

@@ -1,0 +1,1 @@
+"""Representation metrics: clustering, reconstruction quality and disentanglement of latents."""

@@ -1,0 +1,86 @@
+"""Calling a metric plugin directly, as the runner does: validated options and stub inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from geneval.api import PairedImages
+from geneval.options import declared_options, resolve_options
+
+
+def metric_options(metric: Any, **given: Any) -> dict[str, Any]:
+    """The full option set the runner would pass: declared defaults updated by ``given``,
+    validated exactly as ``--opt`` values are (an unknown or out-of-bounds value raises
+    :class:`geneval.errors.InputError`)."""
+    return resolve_options(
+        given, declared_options(metric), owner=f"metric {metric.name}", prefix=f"{metric.name}."
+    )
+
+
+def compute(metric: Any, inputs: Any, **given: Any) -> Mapping[str, Any]:
+    """``metric.compute(inputs, **validated options)``."""
+    return metric.compute(inputs, **metric_options(metric, **given))
+
+
+class StubInputs:
+    """:class:`geneval.api.MetricInputs` backed by plain tensors, for unit tests of metrics.
+
+    ``data`` maps ``(kind, source)`` to a tensor (or, for ``stats``, a ``FeatureStatistics``);
+    ``reconstructions`` is a :class:`PairedImages`; ``model`` the model object.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[tuple[str, str], Any] | None = None,
+        *,
+        model: Any = None,
+        reconstructions: PairedImages | None = None,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self._data = dict(data or {})
+        self._model = model
+        self._pairs = reconstructions
+        self.seed = seed
+        self.device = torch.device(device)
+
+    def _get(self, kind: str, source: str) -> Any:
+        try:
+            return self._data[(kind, source)]
+        except KeyError:
+            raise KeyError(f"{kind} of {source} were not given to the stub") from None
+
+    def features(self, source: str) -> torch.Tensor:
+        return self._get("features", source)
+
+    def stats(self, source: str) -> Any:
+        return self._get("stats", source)
+
+    def logits(self, source: str) -> torch.Tensor:
+        return self._get("logits", source)
+
+    def images(self, source: str) -> torch.Tensor:
+        return self._get("images", source)
+
+    def labels(self, source: str) -> torch.Tensor:
+        return self._get("labels", source)
+
+    def factors(self, source: str) -> torch.Tensor:
+        return self._get("factors", source)
+
+    def latents(self, source: str) -> torch.Tensor:
+        return self._get("latents", source)
+
+    def reconstructions(self) -> PairedImages:
+        if self._pairs is None:
+            raise KeyError("no reconstructions were given to the stub")
+        return self._pairs
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            raise KeyError("no model was given to the stub")
+        return self._model
