@@ -15,7 +15,7 @@ Conventions shared by every plugin:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
@@ -138,6 +138,27 @@ class MetricInputs(Protocol):
     @property
     def model(self) -> GenerativeModel: ...
 
+    def dataset(self, source: Source) -> Dataset:
+        """The dataset plugin a source was drawn from (an :class:`InputError` when the source
+        is not a dataset), e.g. to draw fresh images with chosen factors."""
+        ...
+
+    def other_images(self, spec: str, *, default_split: str) -> ImageSet:
+        """Images of a further source named by a metric option (a folder, an array or
+        ``DATASET[:SPLIT]``); an empty ``spec`` means the ``default_split`` of the reference
+        dataset. An :class:`InputError` when neither is available."""
+        ...
+
+    #: The validated options of every metric of this run, by metric name (metrics that share
+    #: one computation, such as the k-nearest-neighbour radii of precision and recall, read
+    #: each other's options to size it once).
+    run_options: Mapping[str, Mapping[str, Any]]
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per run for ``key``; later calls with the same key, from any
+        metric, return the stored result."""
+        ...
+
 
 @runtime_checkable
 class Metric(Protocol):
@@ -154,6 +175,9 @@ class Metric(Protocol):
       ``value`` (``None`` when there is none).
     * ``higher_is_better`` is the direction; ``interpretation`` one line on what the number
       means.
+    * A result may carry ``warnings``: a list of one-line strings on how far to trust the
+      number (e.g. that Parzen estimates are unreliable in high dimensions); the report shows
+      them beside the metric.
     """
 
     name: str
@@ -278,3 +302,24 @@ class Dataset(Protocol):
     default_extractor: str
 
     def load(self, split: str) -> ImageSet: ...
+
+
+@runtime_checkable
+class FactorDataset(Protocol):
+    """A dataset generated from discrete ground-truth factors (e.g. ``dsprites``).
+
+    ``factor_names`` and ``factor_sizes`` describe the K factors; factor ``k`` takes the values
+    ``0 .. factor_sizes[k] − 1``. Disentanglement metrics that need fresh images with chosen
+    factors (``beta_vae``, ``factor_vae``) draw them through these two methods.
+    """
+
+    factor_names: tuple[str, ...]
+    factor_sizes: tuple[int, ...]
+
+    def sample_factors(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` factor vectors (n, K) int64, each factor uniform over its values."""
+        ...
+
+    def images_for_factors(self, factors: torch.Tensor) -> torch.Tensor:
+        """The images (n, C, H, W) float in ``[0, 1]`` of factor vectors (n, K) int64."""
+        ...

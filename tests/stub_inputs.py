@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 import torch
 
-from geneval.api import PairedImages
+from geneval.api import ImageSet, PairedImages
+from geneval.errors import InputError
 from geneval.options import declared_options, resolve_options
 
 
@@ -40,8 +41,15 @@ class StubInputs:
         reconstructions: PairedImages | None = None,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        datasets: Mapping[str, Any] | None = None,
+        other: Mapping[str, ImageSet] | None = None,
+        run_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self._data = dict(data or {})
+        self._datasets = dict(datasets or {})
+        self._other = dict(other or {})
+        self.run_options = dict(run_options or {})
+        self._memo: dict[Hashable, Any] = {}
         self._model = model
         self._pairs = reconstructions
         self.seed = seed
@@ -84,3 +92,19 @@ class StubInputs:
         if self._model is None:
             raise KeyError("no model was given to the stub")
         return self._model
+
+    def dataset(self, source: str) -> Any:
+        if source not in self._datasets:
+            raise InputError(f"the {source} are not a dataset")
+        return self._datasets[source]
+
+    def other_images(self, spec: str, *, default_split: str) -> ImageSet:
+        key = spec or default_split
+        if key not in self._other:
+            raise InputError(f"no images for {key!r} were given to the stub")
+        return self._other[key]
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
