@@ -12,6 +12,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -19,19 +20,28 @@ import torch
 
 from geneval import __version__
 from geneval.device import resolve_device
-from geneval.errors import InputError
+from geneval.errors import InputError, WarningLog, captured_warnings
 from geneval.gates import (
+    check_gate_fields,
     check_gate_metrics,
     evaluate_gates,
     gates_from_file,
     gates_from_pyproject,
     parse_gate,
 )
-from geneval.io import atomic_path, check_writable, write_atomic
+from geneval.io import (
+    Output,
+    check_image_folder,
+    check_outputs,
+    check_writable,
+    write_atomic,
+    write_image_folder,
+    write_outputs,
+)
 from geneval.options import declared_options, parse_options
 from geneval.plugins import get_registry
 from geneval.progress import set_quiet
-from geneval.report import to_json, to_junit, to_markdown, to_table
+from geneval.report import printable, to_json, to_junit, to_markdown, to_table
 from geneval.runner import DEFAULT_EXTRACTOR, Evaluation, RunConfig, extract, resolve_source
 from geneval.sources import ModelSource
 from geneval.stats import FeatureStatistics, make_meta, save_stats
@@ -76,6 +86,19 @@ _quiet_option = click.option("--quiet", is_flag=True, help="No progress bars or 
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
 _force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
 
+#: Seeds are 63-bit: torch generators take any value in [0, 2^63).
+SEED_RANGE = click.IntRange(0, 2**63 - 1)
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+_seed_option = click.option(
+    "--seed", default=0, show_default=True, type=SEED_RANGE, help="Random seed, in [0, 2^63)."
+)
+_workers_option = click.option(
+    "--workers",
+    type=NON_NEGATIVE,
+    help="Image-decoding workers for folders (default: by folder size).",
+)
+
 
 # -- run ---------------------------------------------------------------------------------------
 
@@ -84,10 +107,16 @@ _force_option = click.option("--force", is_flag=True, help="Overwrite existing o
 @click.option("--model", help="Model plugin to sample from (its bundled checkpoint by default).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint for --model.")
 @click.option(
-    "--num-samples", default=1000, show_default=True, help="Samples to draw from --model."
+    "--num-samples",
+    default=1000,
+    show_default=True,
+    type=POSITIVE,
+    help="Samples to draw from --model.",
 )
 @click.option("--sampler", help="Sampler of --model (default: the checkpoint's).")
-@click.option("--steps", type=int, help="Sampler steps of --model (default: the checkpoint's).")
+@click.option(
+    "--steps", type=POSITIVE, help="Sampler steps of --model (default: the checkpoint's)."
+)
 @click.option("--samples", help="Folder of images or .npy/.npz array to evaluate.")
 @click.option("--reference", help="DATASET[:SPLIT], folder, array or statistics .npz.")
 @click.option("--metrics", default="fid", show_default=True, help="Comma-separated metric names.")
@@ -100,15 +129,13 @@ _force_option = click.option("--force", is_flag=True, help="Overwrite existing o
 @_device_option
 @click.option(
     "--batch-size",
-    type=int,
+    type=POSITIVE,
     help="Images per extractor call (default 64) and per model call (default 500).",
 )
-@click.option(
-    "--workers", type=int, help="Image-decoding workers for folders (default: by folder size)."
-)
-@click.option("--seed", default=0, show_default=True)
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report.")
-@click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
+@_workers_option
+@_seed_option
+@click.option("--json", "json_path", help="Write the JSON report to PATH (- for stdout).")
+@click.option("--markdown", help="Write a Markdown report to PATH (- for stdout).")
 @click.option(
     "--junit", type=click.Path(path_type=Path), help="Write JUnit XML (one case per gate)."
 )
@@ -134,8 +161,8 @@ def run(
     batch_size: int | None,
     workers: int | None,
     seed: int,
-    json_path: Path | None,
-    markdown: Path | None,
+    json_path: str | None,
+    markdown: str | None,
     junit: Path | None,
     force: bool,
     fail_if: Sequence[str],
@@ -163,38 +190,54 @@ def run(
         sampler=sampler,
         steps=steps,
     )
-    evaluation = Evaluation(config, debug=debug)
-    requested = list(evaluation.metrics)
+    with captured_warnings() as caught:
+        return _run(config, fail_if, gates_file, json_path, markdown, junit, force, debug, caught)
 
+
+def _run(
+    config: RunConfig,
+    fail_if: Sequence[str],
+    gates_file: Path | None,
+    json_path: str | None,
+    markdown: str | None,
+    junit: Path | None,
+    force: bool,
+    debug: bool,
+    caught: WarningLog,
+) -> int:
+    # Everything that can be checked before the work is: metrics, options, gates, outputs.
+    evaluation = Evaluation(config, debug=debug)
     gates = [parse_gate(expr) for expr in fail_if]
     if gates_file is not None:
         gates += gates_from_file(gates_file)
-    check_gate_metrics(gates, requested)
+    check_gate_metrics(gates, evaluation.metrics)
     ambient = gates_from_pyproject(".")
-    gates += [g for g in ambient if g.metric in requested]
-
-    outputs = {
-        "--json": json_path,
-        "--markdown": markdown,
-        "--junit": junit,
-    }
-    for flag, path in outputs.items():
-        if path is not None:
-            check_writable(path, force=force, what=f"{flag} file")
+    gates += [g for g in ambient if g.metric in evaluation.metrics]
+    check_gate_metrics(gates, evaluation.metrics)
+    outputs = [
+        (Output(path, f"{flag} file"), render)
+        for flag, path, render in (
+            ("--json", json_path, to_json),
+            ("--markdown", markdown, to_markdown),
+            ("--junit", junit, to_junit),
+        )
+        if path is not None
+    ]
+    check_outputs([out for out, _ in outputs], force=force)
 
     report = evaluation.execute()
+    check_gate_fields(gates, report["metrics"])
     verdicts = evaluate_gates(gates, report["metrics"])
     report["gates"] = verdicts
     gate_failed = any(v["failed"] for v in verdicts)
     report["passed"] = not gate_failed and not report["errors"]
+    report["warnings"] = [*report.get("warnings", []), *caught.drain()]
 
-    if json_path is not None:
-        write_atomic(json_path, to_json(report), force=force, what="--json file")
-    if markdown is not None:
-        write_atomic(markdown, to_markdown(report), force=force, what="--markdown file")
-    if junit is not None:
-        write_atomic(junit, to_junit(report), force=force, what="--junit file")
-    click.echo(to_table(report), nl=False)
+    # Render every output before writing any, then write them all or none.
+    rendered = [(out, render(report)) for out, render in outputs]
+    write_outputs(rendered, force=force, stdout=lambda text: click.echo(text, nl=False))
+    if not any(out.to_stdout for out, _ in outputs):
+        click.echo(to_table(report), nl=False)
     for name, message in report["errors"].items():
         click.echo(f"geneval: error: metric {name} raised {message}", err=True)
     if report["errors"]:
@@ -220,10 +263,8 @@ def run(
     help="Also store per-sample features (needed by KID).",
 )
 @_device_option
-@click.option("--batch-size", default=64, show_default=True)
-@click.option(
-    "--workers", type=int, help="Image-decoding workers for folders (default: by folder size)."
-)
+@click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
+@_workers_option
 @_force_option
 @_quiet_option
 @_debug_option
@@ -312,9 +353,9 @@ def plugins(as_json: bool) -> int:
 @click.option("--model", required=True, help="Model plugin to train.")
 @click.option("--dataset", required=True, help="DATASET[:SPLIT] to train on (split: train).")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Checkpoint.")
-@click.option("--steps", type=int, help="Training steps (default: the model's).")
+@click.option("--steps", type=POSITIVE, help="Training steps (default: the model's).")
 @_device_option
-@click.option("--seed", default=0, show_default=True)
+@_seed_option
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint at -o.")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Training option.")
 @_force_option
@@ -365,20 +406,14 @@ def train(
 # -- sample ------------------------------------------------------------------------------------
 
 
-def _write_image_folder(folder: Path, images: np.ndarray, *, force: bool) -> None:
-    """Write uint8 NHWC images as numbered PNG files into ``folder`` (atomically per file)."""
+def _png_writer(image: np.ndarray):
+    """A writer of one uint8 HWC image as PNG (grey when it has one channel)."""
     from PIL import Image
 
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"-o {folder} exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise InputError(f"-o {folder} is a non-empty folder (use --force to write into it)")
-    folder.mkdir(parents=True, exist_ok=True)
-    width = max(6, len(str(len(images) - 1)))
-    for i, image in enumerate(images):
-        pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
-        with atomic_path(folder / f"{i:0{width}d}.png", force=True, what="image") as tmp:
-            pil.save(tmp, format="PNG")
+    def write(path: Path) -> None:
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(path, format="PNG")
+
+    return write
 
 
 @cli.command()
@@ -386,7 +421,7 @@ def _write_image_folder(folder: Path, images: np.ndarray, *, force: bool) -> Non
 @click.option(
     "--checkpoint", type=click.Path(path_type=Path), help="Checkpoint (default: bundled)."
 )
-@click.option("-n", "--num-samples", required=True, type=int, help="Number of samples.")
+@click.option("-n", "--num-samples", required=True, type=POSITIVE, help="Number of samples.")
 @click.option(
     "-o",
     "--output",
@@ -395,9 +430,9 @@ def _write_image_folder(folder: Path, images: np.ndarray, *, force: bool) -> Non
     help="OUT.npz or a folder for PNG files.",
 )
 @click.option("--sampler", help="Sampler (default: the checkpoint's).")
-@click.option("--steps", type=int, help="Sampler steps (default: the checkpoint's).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--batch-size", type=int, help="Samples per model call (default 500).")
+@click.option("--steps", type=POSITIVE, help="Sampler steps (default: the checkpoint's).")
+@_seed_option
+@click.option("--batch-size", type=POSITIVE, help="Samples per model call (default 500).")
 @_device_option
 @_force_option
 @_quiet_option
@@ -416,17 +451,19 @@ def sample(
     quiet: bool,
     debug: bool,
 ) -> int:
-    """Draw samples from a model into an .npz (images uint8 NHWC) or a folder of PNGs."""
+    """Draw samples from a model into an .npz (images uint8 NHWC) or a folder of PNGs.
+
+    With ``--force`` a folder is refilled only when it holds nothing but an earlier
+    ``geneval sample`` output (which is removed first); an .npz file is replaced.
+    """
     set_quiet(quiet)
-    if num_samples < 1:
-        raise InputError(f"-n must be positive, got {num_samples}")
-    if batch_size is not None and batch_size < 1:
-        raise InputError(f"--batch-size must be positive, got {batch_size}")
     to_npz = output.suffix == ".npz"
     if to_npz:
         check_writable(output, force=force, what="samples file")
     elif output.suffix:
         raise InputError(f"-o {output}: give an .npz file or a folder name without a suffix")
+    else:
+        check_image_folder(output, force=force, what="-o folder")
     family = get_registry().model(model)
     if sampler is not None and sampler not in family.samplers:
         raise InputError(f"--sampler {sampler}: model {model} offers {', '.join(family.samplers)}")
@@ -452,7 +489,9 @@ def sample(
 
         write_atomic(output, _save, force=force, what="samples file")
     else:
-        _write_image_folder(output, array, force=force)
+        width = max(6, len(str(len(array) - 1)))
+        files = [(f"{i:0{width}d}.png", _png_writer(image)) for i, image in enumerate(array)]
+        write_image_folder(output, files, force=force, what="-o folder")
     _info(f"wrote {len(array)} samples to {output}", quiet)
     return EXIT_OK
 
@@ -460,34 +499,50 @@ def sample(
 # -- entry point -------------------------------------------------------------------------------
 
 
+def _echo_line(message: str) -> None:
+    """One line on stderr, printable whatever bytes a path held."""
+    click.echo(printable(message.splitlines()[0] if message else message), err=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: map errors onto exit codes with one-line messages."""
+    """Console entry point: map errors onto exit codes with one-line messages.
+
+    Warnings raised while a command runs (geneval's own, and those of torch, PIL and the
+    plugins) are caught: ``run`` puts them in its report; other commands print them as
+    ``geneval: warning:`` lines after their output. After an error only the error line is
+    printed (``--debug`` adds the traceback).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    try:
-        code = cli.main(args=args, prog_name="geneval", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("geneval: aborted", err=True)
-        code = 130
-    except click.ClickException as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"geneval: error: {exc.format_message()}".splitlines()[0], err=True)
-        code = EXIT_USAGE
-    except InputError as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"geneval: error: {exc}".splitlines()[0], err=True)
-        code = EXIT_USAGE
-    except KeyboardInterrupt:
-        click.echo("geneval: interrupted", err=True)
-        code = 130
-    except Exception as exc:  # noqa: BLE001 - a plugin raised: one line, traceback with --debug
-        if debug:
-            traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        click.echo(f"geneval: error: a plugin raised {message} (use --debug for details)", err=True)
-        code = EXIT_PLUGIN
+    code: Any = EXIT_OK
+    with captured_warnings() as caught:
+        try:
+            code = cli.main(args=args, prog_name="geneval", standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            _echo_line("geneval: aborted")
+            code = 130
+        except click.ClickException as exc:
+            if debug:
+                traceback.print_exc()
+            _echo_line(f"geneval: error: {exc.format_message()}")
+            code = EXIT_USAGE
+        except InputError as exc:
+            if debug:
+                traceback.print_exc()
+            _echo_line(f"geneval: error: {exc}")
+            code = EXIT_USAGE
+        except KeyboardInterrupt:
+            _echo_line("geneval: interrupted")
+            code = 130
+        except Exception as exc:  # noqa: BLE001 - a plugin raised: one line, traceback with --debug
+            if debug:
+                traceback.print_exc()
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            _echo_line(f"geneval: error: a plugin raised {message} (use --debug for details)")
+            code = EXIT_PLUGIN
+        if code in (EXIT_OK, EXIT_GATE, None) or debug:
+            for note in caught.drain():
+                _echo_line(f"geneval: warning: {note}")
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -8,7 +8,13 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-_DETAIL_SKIP = {"value"}
+_DETAIL_SKIP = {"value", "warnings", "per_image"}
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes of file names (lone surrogates) shown as escapes, so
+    that it can be written as UTF-8 and printed on any terminal."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _fmt(value: Any) -> str:
@@ -48,11 +54,15 @@ def to_json(report: Mapping[str, Any]) -> str:
     return json.dumps(clean(report), indent=2) + "\n"
 
 
+def _count(count: Any) -> str:
+    return "count unknown" if count is None else f"{count} images"
+
+
 def _header(report: Mapping[str, Any]) -> list[str]:
     cfg = report["config"]
     lines = [
         f"samples: {cfg['samples']} "
-        f"({report['inputs'].get('samples', {}).get('count', '?')} images)"
+        f"({_count(report['inputs'].get('samples', {}).get('count'))})"
     ]
     if cfg.get("model"):
         sampler = cfg.get("sampler")
@@ -61,8 +71,8 @@ def _header(report: Mapping[str, Any]) -> list[str]:
         extra += f", {steps} steps" if steps else ""
         lines.append(f"model: {cfg['model']} (checkpoint: {cfg.get('checkpoint')}{extra})")
     if cfg.get("reference"):
-        count = report["inputs"].get("reference", {}).get("count", "?")
-        lines.append(f"reference: {cfg['reference']} ({count} images)")
+        count = _count(report["inputs"].get("reference", {}).get("count"))
+        lines.append(f"reference: {cfg['reference']} ({count})")
     if cfg.get("extractor"):
         lines.append(f"extractor: {cfg['extractor']} (resize: {cfg.get('resize')})")
     lines.append(f"device: {cfg['device']}, seed: {cfg['seed']}")
@@ -79,13 +89,23 @@ def to_table(report: Mapping[str, Any]) -> str:
         lines.append(f"{a:<{w0}}  {b:>{w1}}  {c}".rstrip())
         if i == 0:
             lines.append(f"{'-' * w0}  {'-' * w1}  {'-' * 7}")
+    for note in _notes(report):
+        lines.append(f"note: {note}")
     for gate in report.get("gates", []):
         verdict = "FAILED" if gate["failed"] else "passed"
         lines.append(
             f"gate {gate['expr']}: {verdict}"
             + (f" ({gate['reason']})" if gate.get("reason") else "")
         )
-    return "\n".join(lines) + "\n"
+    return printable("\n".join(lines) + "\n")
+
+
+def _notes(report: Mapping[str, Any]) -> list[str]:
+    """The run's warnings, then each metric's own, prefixed with its name."""
+    notes = list(report.get("warnings", []))
+    for name, result in report["metrics"].items():
+        notes += [f"{name}: {w}" for w in result.get("warnings", [])]
+    return notes
 
 
 def to_markdown(report: Mapping[str, Any]) -> str:
@@ -98,8 +118,11 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         lines += ["", "| gate | verdict |", "|---|---|"]
         for gate in report["gates"]:
             lines.append(f"| `{gate['expr']}` | {'FAILED' if gate['failed'] else 'passed'} |")
+    notes = _notes(report)
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     lines += ["", f"**{'passed' if report.get('passed') else 'FAILED'}**", ""]
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def to_junit(report: Mapping[str, Any]) -> str:
@@ -130,4 +153,4 @@ def to_junit(report: Mapping[str, Any]) -> str:
         case = ET.SubElement(suite, "testcase", classname="geneval.metrics", name=name)
         ET.SubElement(case, "error", message=message)
     ET.indent(suite)
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+    return printable(ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n")

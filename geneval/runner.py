@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -25,7 +26,7 @@ from geneval import __version__
 from geneval.api import GenerativeModel, LoadedExtractor, Need
 from geneval.capabilities import capabilities_of, capability_name
 from geneval.device import resolve_device
-from geneval.errors import InputError
+from geneval.errors import InputError, warn
 from geneval.options import parse_metric_options
 from geneval.plugins import Registry, get_registry
 from geneval.progress import progress_bar
@@ -66,11 +67,12 @@ class InputData:
     """The shared inputs computed for one source (samples or reference)."""
 
     description: str
-    count: int
+    count: int | None  # None: a statistics file that records no count
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)  # extractor output → (n, d)
     stats: FeatureStatistics | None = None
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+    sizes: set[tuple[int, int]] = field(default_factory=set)  # (H, W) of the images seen
 
 
 class RunInputs:
@@ -338,7 +340,7 @@ class Evaluation:
                 "resize": run.extractor.convention,
             }
             if stats_file is not None:
-                check_provenance(stats_file, provenance)
+                check_provenance(stats_file, provenance, dim=family.outputs[family.feature_output])
             if ref_dataset is not None:
                 stats_file = self._shipped_stats(ref_dataset, extractor_name, provenance)
 
@@ -372,6 +374,7 @@ class Evaluation:
                 data = self._collect(run, reference, ref_kinds, "reference")
             run.data["reference"] = data
         run.timings["features"] = time.perf_counter() - t0
+        self._note_resized_inputs(run)
 
         # Metrics.
         t0 = time.perf_counter()
@@ -380,17 +383,35 @@ class Evaluation:
         for name, metric in self.metrics.items():
             inputs = RunInputs(run, metric.needs)
             try:
-                value = dict(metric.compute(inputs, **self.options[name]))
-                value["value"] = float(value["value"])
-                results[name] = value
+                results[name] = checked_result(
+                    name, metric, metric.compute(inputs, **self.options[name])
+                )
             except InputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one metric's failure must not hide the rest
-                errors[name] = f"{type(exc).__name__}: {exc}"
+                errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 if self.debug:
                     traceback.print_exc()
         run.timings["metrics"] = time.perf_counter() - t0
         return self._report(run, results, errors)
+
+    @staticmethod
+    def _note_resized_inputs(run: _Run) -> None:
+        """Say so when samples and reference images differ in size: the extractor resized at
+        least one of them, and the comparison depends on that."""
+        if run.extractor is None or len(run.data) < 2:
+            return
+        a, b = run.data["samples"].sizes, run.data["reference"].sizes
+        if a and b and a != b:
+
+            def sizes(found: set[tuple[int, int]]) -> str:
+                return ", ".join(f"{h}×{w}" for h, w in sorted(found))
+
+            warn(
+                f"samples are {sizes(a)} and reference images {sizes(b)} pixels: extractor "
+                f"{run.extractor.name} brought both to its input size "
+                f"({run.extractor.convention})"
+            )
 
     def _remote_stats(self, name: str, split: str | None) -> StatsFile:
         try:
@@ -431,7 +452,7 @@ class Evaluation:
         return stats_file
 
     def _from_stats_file(self, run: _Run, stats_file: StatsFile) -> InputData:
-        data = InputData(description=str(stats_file.path), count=int(stats_file.n or 0))
+        data = InputData(description=str(stats_file.path), count=stats_file.n)
         data.stats = stats_file.statistics().to(run.device)
         if stats_file.features is not None:
             data.outputs[run.feature_output] = torch.from_numpy(stats_file.features)
@@ -465,7 +486,10 @@ class Evaluation:
                 device=run.device,
                 workers=self.config.workers,
                 desc=which,
+                sizes=data.sizes,
             )
+            for note in source.notes():
+                warn(note)
         return data
 
     def _report(
@@ -508,6 +532,29 @@ class Evaluation:
         }
 
 
+class MetricValueError(Exception):
+    """A metric returned a result that is not a number (reported as that metric's error)."""
+
+
+def checked_result(name: str, metric: Any, result: Any) -> dict[str, Any]:
+    """A metric's result as a dict with a float ``value``; a missing or non-finite value is a
+    :class:`MetricValueError` (a NaN is never a pass). A metric that declares
+    ``allows_infinite_value = True`` (e.g. PSNR of identical images) may return ±inf."""
+    out = dict(result)
+    if "value" not in out:
+        raise MetricValueError(f"metric {name} returned no 'value'")
+    try:
+        value = float(out["value"])
+    except (TypeError, ValueError):
+        raise MetricValueError(f"metric {name} returned a value that is not a number") from None
+    if math.isnan(value) or (
+        math.isinf(value) and not getattr(metric, "allows_infinite_value", False)
+    ):
+        raise MetricValueError(f"metric {name} returned a non-finite value ({value})")
+    out["value"] = value
+    return out
+
+
 def extract(
     source: SampleSource,
     extractor: LoadedExtractor | None,
@@ -518,6 +565,7 @@ def extract(
     device: torch.device,
     workers: int | None = None,
     desc: str = "features",
+    sizes: set[tuple[int, int]] | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """One pass over ``source``: the ``wanted`` extractor outputs (float32, CPU) and, optionally,
     the images themselves. The extractor is called once per batch (once per same-size group
@@ -530,6 +578,8 @@ def extract(
         for batch in source.batches(batch_size, device, workers):
             groups = _same_size_groups(batch)
             for group in groups:
+                if sizes is not None:
+                    sizes.add((int(group.shape[-2]), int(group.shape[-1])))
                 if wanted:
                     assert extractor is not None
                     with torch.inference_mode():

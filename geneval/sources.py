@@ -8,6 +8,7 @@ image. Sources know how many images they hold (``count``) so progress bars have 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from geneval.api import GenerativeModel, ImageSet
 from geneval.errors import InputError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 DEFAULT_SAMPLE_BATCH = 500  # samples per model call unless --batch-size says otherwise
 
 Batch = torch.Tensor | list[torch.Tensor]
@@ -47,31 +48,132 @@ class SampleSource:
     ) -> Iterator[Batch]:
         raise NotImplementedError
 
+    def notes(self) -> list[str]:
+        """One-line notes on what a pass over the source noticed (shown in the report)."""
+        return []
+
 
 # -- image folders -----------------------------------------------------------------------------
 
 
 def list_images(folder: Path) -> list[Path]:
-    """All image files below ``folder`` (recursive), sorted for a stable order."""
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    """All image files below ``folder``, recursively, sorted for a stable order.
 
-
-def decode_image(path: Path) -> torch.Tensor:
-    """Decode one image file with PIL to a uint8 RGB tensor (3, H, W).
-
-    Grey, palette, CMYK and RGBA images are converted to RGB (alpha is dropped).
-    A file PIL cannot read is an :class:`InputError` naming it.
+    Symbolic links to folders are followed (each real folder is visited once, so a link
+    cycle cannot loop); hidden files and folders (names starting with ``.``) are skipped.
     """
+    found: list[Path] = []
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            path = Path(root) / name
+            if (
+                not name.startswith(".")
+                and path.suffix.lower() in IMAGE_EXTENSIONS
+                and path.is_file()
+            ):
+                found.append(path)
+    return sorted(found)
+
+
+#: 16-bit integer modes PIL opens 16-bit greyscale PNG/TIFF files as.
+_SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+
+
+@dataclass
+class DecodedImage:
+    """One decoded image: ``pixels`` (3, H, W), uint8 for 8-bit files or float32 in ``[0, 1]``
+    for deeper ones, and whether the file held several frames (only the first is used)."""
+
+    pixels: torch.Tensor
+    multi_frame: bool = False
+
+
+def _high_depth_to_unit(img: Image.Image, path: Path) -> np.ndarray:
+    """A 16-bit or 32-bit integer, or float, single-channel image as float32 in ``[0, 1]``."""
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return np.asarray(img, dtype=np.float32) / 65535.0
+    array = np.asarray(img)
+    if img.mode == "I":  # 16-bit PNGs open as "I" in some Pillow versions
+        low, high = int(array.min()), int(array.max())
+        if low < 0 or high > 65535:
+            raise InputError(
+                f"image {path}: 32-bit integer pixels in [{low}, {high}] cannot be mapped to "
+                "[0, 1] (expected 16-bit values in [0, 65535])"
+            )
+        return array.astype(np.float32) / 65535.0
+    array = array.astype(np.float32)  # mode "F"
+    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+        raise InputError(
+            f"image {path}: float pixels must lie in [0, 1], found "
+            f"[{np.nanmin(array)}, {np.nanmax(array)}]"
+        )
+    return array
+
+
+def decode_image(path: Path) -> DecodedImage:
+    """Decode one image file with PIL to RGB pixels (3, H, W).
+
+    * 8-bit modes (grey ``L``, ``1``, palette ``P``, ``LA``, ``RGBA``, ``CMYK``, ``YCbCr`` ...)
+      become uint8 RGB; alpha and palette transparency are dropped, CMYK is converted.
+    * 16-bit greyscale (``I;16``, ``I;16B``, and 16-bit files that open as ``I``) is divided
+      by 65535; ``F`` images are taken as they are and must lie in ``[0, 1]``; both come back
+      as float32 in ``[0, 1]``, repeated to three channels.
+    * Images larger than PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) are
+      refused before decoding.
+
+    A file PIL cannot read, or whose pixels cannot be mapped to ``[0, 1]``, is an
+    :class:`InputError` naming it.
+    """
+    with warnings.catch_warnings():
+        # PIL's warnings (palette transparency, EXIF quirks) concern cases handled below; in a
+        # decoding worker they would print between other output.
+        warnings.simplefilter("ignore")
+        return _decode(path)
+
+
+def _decode(path: Path) -> DecodedImage:
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            limit = Image.MAX_IMAGE_PIXELS
+            if limit is not None and width * height > limit:
+                raise InputError(
+                    f"image {path} has {width}×{height} = {width * height} pixels, over the "
+                    f"decompression-bomb limit of {limit} pixels"
+                )
+            multi_frame = getattr(img, "n_frames", 1) > 1
             img.load()
+            if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+                grey = _high_depth_to_unit(img, path)
+                pixels = torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
+                return DecodedImage(pixels, multi_frame)
             rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}") from None
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"image {path} is over the decompression-bomb limit of "
+            f"{Image.MAX_IMAGE_PIXELS} pixels"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError(f"cannot read image {path}: {exc}".splitlines()[0]) from None
     array = np.asarray(rgb, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
+    return DecodedImage(torch.from_numpy(array.copy()).permute(2, 0, 1), multi_frame)
+
+
+@dataclass
+class _FolderBatch:
+    """What a decoding worker hands back: the images, or the first error met (a message,
+    because exceptions lose their text crossing the worker boundary)."""
+
+    images: list[torch.Tensor]
+    multi_frame: int = 0
+    error: str | None = None
 
 
 class _FolderDataset(torch.utils.data.Dataset):
@@ -81,27 +183,35 @@ class _FolderDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> torch.Tensor | str:
+    def __getitem__(self, index: int) -> DecodedImage | str:
         try:
             return decode_image(self.paths[index])
-        except InputError as exc:  # exceptions cross the worker boundary badly: pass a message
+        except InputError as exc:
             return str(exc)
 
 
-def _collate(items: list[torch.Tensor | str]) -> list[torch.Tensor] | torch.Tensor:
-    for item in items:
-        if isinstance(item, str):
-            raise InputError(item)
-    if all(item.shape == items[0].shape for item in items):
-        return torch.stack(items)
-    return list(items)
+def _collate(items: list[DecodedImage | str]) -> _FolderBatch:
+    errors = [item for item in items if isinstance(item, str)]
+    if errors:
+        return _FolderBatch([], error=errors[0])
+    decoded = [item for item in items if isinstance(item, DecodedImage)]
+    return _FolderBatch(
+        [item.pixels for item in decoded], multi_frame=sum(item.multi_frame for item in decoded)
+    )
+
+
+def _to_unit_float(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (sent as such, 4× less to copy) or float pixels → float32 in ``[0, 1]`` on device."""
+    moved = pixels.to(device, non_blocking=True)
+    return moved.float().div_(255.0) if pixels.dtype == torch.uint8 else moved.float()
 
 
 class FolderSource(SampleSource):
     """Images from a folder tree, decoded with PIL in DataLoader workers.
 
     With ``workers=None`` small folders are decoded in the main process (starting workers
-    costs more than it saves) and larger ones by up to 8 workers, one per core.
+    costs more than it saves) and larger ones by up to 8 workers, one per core. After a full
+    pass, ``multi_frame`` counts the files of which only the first frame was used.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -112,12 +222,21 @@ class FolderSource(SampleSource):
         self.paths = list_images(folder)
         if not self.paths:
             raise InputError(f"folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+        self.multi_frame = 0
         super().__init__(description=str(folder), count=len(self.paths))
 
     def default_workers(self) -> int:
         if self.count < 512:
             return 0
         return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+    def notes(self) -> list[str]:
+        if not self.multi_frame:
+            return []
+        return [
+            f"{self.multi_frame} image file(s) in {self.description} hold several frames "
+            "(animations or multi-page files): only the first frame of each was used"
+        ]
 
     def batches(
         self, batch_size: int, device: torch.device, workers: int | None
@@ -128,13 +247,20 @@ class FolderSource(SampleSource):
             shuffle=False,
             num_workers=self.default_workers() if workers is None else workers,
             collate_fn=_collate,
-            pin_memory=device.type == "cuda",
         )
+        self.multi_frame = 0
         for batch in loader:
-            if isinstance(batch, list):
-                yield [b.to(device, non_blocking=True).float().div_(255.0) for b in batch]
+            if batch.error is not None:
+                raise InputError(batch.error)
+            self.multi_frame += batch.multi_frame
+            images = batch.images
+            if all(im.shape == images[0].shape and im.dtype == images[0].dtype for im in images):
+                stacked = torch.stack(images)
+                if device.type == "cuda":
+                    stacked = stacked.pin_memory()
+                yield _to_unit_float(stacked, device)
             else:
-                yield batch.to(device, non_blocking=True).float().div_(255.0)
+                yield [_to_unit_float(im, device) for im in images]
 
 
 # -- arrays ------------------------------------------------------------------------------------
@@ -188,8 +314,8 @@ def load_image_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise InputError(
             f"array {path} must have 1 or 3 channels (NHWC or NCHW), found {_describe(array)}"
         )
-    if array.shape[0] == 0:
-        raise InputError(f"array {path} holds no images ({_describe(array)})")
+    if 0 in array.shape:
+        raise InputError(f"array {path} holds no images or no pixels ({_describe(array)})")
     if array.dtype == np.uint8:
         pass
     elif np.issubdtype(array.dtype, np.floating):
