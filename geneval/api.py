@@ -1,4 +1,4 @@
-"""The plugin contracts: what metrics, models, extractors and datasets provide (DESIGN §2).
+"""The plugin contracts: what metrics, models, extractors and datasets provide (docs/contracts.md §2).
 
 A plugin module implements one or more ``geneval_register_*`` hooks (see
 :mod:`geneval.hookspecs`) and calls ``register(obj)`` with objects that follow the
@@ -279,6 +279,10 @@ class FeatureExtractor(Protocol):
     ``logits_output`` the one they get as ``logits`` (e.g. ``logits_unbiased``), or
     ``None`` when it has no classifier head. ``resize_options`` lists the accepted
     ``--resize`` values, the first being the default; empty when resizing is fixed.
+
+    Optional: ``default = True`` makes it the extractor of runs whose reference names none
+    (one installed extractor may claim this); ``published_stats(dataset, split, convention)
+    -> Path | None`` finds published statistics of a benchmark for ``--reference NAME``.
     """
 
     name: str
@@ -294,7 +298,13 @@ class FeatureExtractor(Protocol):
 
 @runtime_checkable
 class Dataset(Protocol):
-    """A dataset plugin: named splits of images (and labels/factors where it has them)."""
+    """A dataset plugin: named splits of images (and labels/factors where it has them).
+
+    ``default_extractor`` names the extractor whose features suit its images. A dataset may
+    also offer ``reference_stats(split, extractor) -> Path | None``: statistics files it ships
+    (see ``geneval stats``), which the runner uses instead of extracting when their provenance
+    matches the run.
+    """
 
     name: str
     splits: tuple[str, ...]
@@ -323,3 +333,23 @@ class FactorDataset(Protocol):
     def images_for_factors(self, factors: torch.Tensor) -> torch.Tensor:
         """The images (n, C, H, W) float in ``[0, 1]`` of factor vectors (n, K) int64."""
         ...
+
+
+@dataclass(frozen=True)
+class CommandOption:
+    """An option a plugin adds to built-in commands through ``geneval_register_commands``.
+
+    ``option`` is a :class:`click.Option`; its value is handed to the command's parameter
+    ``forward_to`` (e.g. a deprecated ``--inception-weights`` forwarding to
+    ``extractor_weights``), with ``note`` emitted as a warning when it is used.
+    """
+
+    commands: tuple[str, ...]
+    option: Any  # click.Option
+    forward_to: str
+    note: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The option's long name without dashes, under which it is registered."""
+        return str(self.option.name).replace("_", "-")

@@ -1,4 +1,4 @@
-"""The ``geneval`` command line (DESIGN §3).
+"""The ``geneval`` command line (docs/contracts.md §3).
 
 Exit codes: 0 all metrics computed and all gates passed; 1 a gate failed; 2 bad usage or bad
 input (one line naming the culprit, a traceback only with ``--debug``); 3 a metric or model
@@ -7,6 +7,7 @@ plugin raised (the other metrics are still reported).
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import traceback
@@ -19,12 +20,12 @@ import numpy as np
 import torch
 
 from geneval import __version__
+from geneval.api import CommandOption
 from geneval.device import resolve_device
-from geneval.errors import InputError, WarningLog, captured_warnings
+from geneval.errors import InputError, WarningLog, captured_warnings, warn
 from geneval.gates import (
-    check_gate_fields,
+    apply_gates,
     check_gate_metrics,
-    evaluate_gates,
     gates_from_file,
     gates_from_pyproject,
     parse_gate,
@@ -39,12 +40,14 @@ from geneval.io import (
     write_outputs,
 )
 from geneval.options import declared_options, parse_options
+from geneval.passes import PassPlan, run_pass
 from geneval.plugins import get_registry
 from geneval.progress import set_quiet
 from geneval.report import printable, to_json, to_junit, to_markdown, to_table
-from geneval.runner import DEFAULT_EXTRACTOR, Evaluation, RunConfig, extract, resolve_source
+from geneval.resolve import extractor_for, resolve_spec
+from geneval.runner import Evaluation, RunConfig
 from geneval.sources import ModelSource
-from geneval.stats import FeatureStatistics, make_meta, save_stats
+from geneval.stats import make_meta, save_stats
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_PLUGIN = 0, 1, 2, 3
 
@@ -69,8 +72,51 @@ class _PluginCommands(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
         if command is None:
-            command = self._plugin_commands().get(name)
-        return command
+            return self._plugin_commands().get(name)
+        extra = [
+            item.obj
+            for item in get_registry().items("command_option").values()
+            if name in item.obj.commands
+        ]
+        return _with_plugin_options(command, extra) if extra else command
+
+
+def _with_plugin_options(command: click.Command, extra: list[CommandOption]) -> click.Command:
+    """``command`` with options that plugins add to it (e.g. a deprecated spelling), each
+    forwarding its value to one of the command's own parameters."""
+    extended = copy.copy(command)
+    extended.params = [*command.params, *(o.option for o in extra)]
+    callback = command.callback
+
+    def forwarding(**kwargs: Any) -> Any:
+        for o in extra:
+            value = kwargs.pop(o.option.name)
+            if value is None or value == ():
+                continue
+            if kwargs.get(o.forward_to) not in (None, ()):
+                raise InputError(f"{o.option.opts[0]} and the option it stands for are both given")
+            if o.note:
+                warn(o.note)
+            kwargs[o.forward_to] = value
+        return callback(**kwargs)
+
+    extended.callback = forwarding
+    return extended
+
+
+class _ExtractorChoices(click.Option):
+    """``--resize``: the help lists each installed extractor's conventions."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        choices = [
+            f"{name}: {', '.join(item.obj.resize_options)}"
+            for name, item in sorted(get_registry().items("extractor").items())
+            if item.obj.resize_options
+        ]
+        return record[0], record[1] + (f" ({'; '.join(choices)})" if choices else "")
 
 
 @click.group(cls=_PluginCommands)
@@ -85,6 +131,19 @@ _device_option = click.option(
 _quiet_option = click.option("--quiet", is_flag=True, help="No progress bars or notes.")
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
 _force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
+
+_extractor_option = click.option(
+    "--extractor",
+    help="Feature extractor (default: the reference dataset's, else the installed default).",
+)
+_extractor_weights_option = click.option(
+    "--extractor-weights",
+    type=click.Path(path_type=Path),
+    help="Weights file of the extractor (default: its published weights).",
+)
+_resize_option = click.option(
+    "--resize", cls=_ExtractorChoices, help="Resize convention of the extractor."
+)
 
 #: Seeds are 63-bit: torch generators take any value in [0, 2^63).
 SEED_RANGE = click.IntRange(0, 2**63 - 1)
@@ -120,11 +179,9 @@ _workers_option = click.option(
 @click.option("--samples", help="Folder of images or .npy/.npz array to evaluate.")
 @click.option("--reference", help="DATASET[:SPLIT], folder, array or statistics .npz.")
 @click.option("--metrics", default="fid", show_default=True, help="Comma-separated metric names.")
-@click.option("--extractor", help="Feature extractor (default: the reference dataset's).")
-@click.option(
-    "--inception-weights", type=click.Path(path_type=Path), help="Inception weights file."
-)
-@click.option("--resize", help="Resize convention of the extractor: tf1, pytorch-fid or clean.")
+@_extractor_option
+@_extractor_weights_option
+@_resize_option
 @click.option("--opt", "opts", multiple=True, metavar="METRIC.KEY=VALUE", help="Metric option.")
 @_device_option
 @click.option(
@@ -154,7 +211,7 @@ def run(
     reference: str | None,
     metrics: str,
     extractor: str | None,
-    inception_weights: Path | None,
+    extractor_weights: Path | None,
     resize: str | None,
     opts: Sequence[str],
     device: str,
@@ -180,7 +237,7 @@ def run(
         samples=samples,
         reference=reference,
         extractor=extractor,
-        inception_weights=inception_weights,
+        extractor_weights=extractor_weights,
         resize=resize,
         options=list(opts),
         device=device,
@@ -226,12 +283,8 @@ def _run(
     check_outputs([out for out, _ in outputs], force=force)
 
     report = evaluation.execute()
-    check_gate_fields(gates, report["metrics"])
-    verdicts = evaluate_gates(gates, report["metrics"])
-    report["gates"] = verdicts
-    gate_failed = any(v["failed"] for v in verdicts)
-    report["passed"] = not gate_failed and not report["errors"]
-    report["warnings"] = [*report.get("warnings", []), *caught.drain()]
+    gate_failed = apply_gates(report, gates)
+    report["warnings"] = caught.drain()
 
     # Render every output before writing any, then write them all or none.
     rendered = [(out, render(report)) for out, render in outputs]
@@ -251,16 +304,14 @@ def _run(
 @cli.command()
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="OUT.npz")
-@click.option("--extractor", help="Feature extractor (default: the dataset's, else Inception).")
-@click.option(
-    "--inception-weights", type=click.Path(path_type=Path), help="Inception weights file."
-)
-@click.option("--resize", help="Resize convention of the extractor: tf1, pytorch-fid or clean.")
+@_extractor_option
+@_extractor_weights_option
+@_resize_option
 @click.option(
     "--features/--no-features",
     default=False,
     show_default=True,
-    help="Also store per-sample features (needed by KID).",
+    help="Also store per-sample features (needed by KID, precision/recall ...).",
 )
 @_device_option
 @click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
@@ -272,7 +323,7 @@ def stats(
     source: str,
     output: Path,
     extractor: str | None,
-    inception_weights: Path | None,
+    extractor_weights: Path | None,
     resize: str | None,
     features: bool,
     device: str,
@@ -288,27 +339,41 @@ def stats(
         raise InputError(f"-o {output}: statistics files end in .npz")
     check_writable(output, force=force, what="statistics file")
     registry = get_registry()
-    src, dataset = resolve_source(source, registry)
-    name = extractor or (dataset.default_extractor if dataset is not None else DEFAULT_EXTRACTOR)
-    family = registry.extractor(name)
-    if resize is not None and resize not in family.resize_options:
-        allowed = ", ".join(family.resize_options) or "none (fixed preprocessing)"
+    resolved = resolve_spec(source, "samples", registry)
+    if not resolved.has_images:
+        raise InputError(f"{source} holds no images to extract features from")
+    name = extractor_for(
+        None, explicit=extractor, samples=resolved, reference=None, registry=registry
+    )
+    plugin = registry.extractor(name)
+    if resize is not None and resize not in plugin.resize_options:
+        allowed = ", ".join(plugin.resize_options) or "none (fixed preprocessing)"
         raise InputError(f"--resize {resize}: extractor {name} accepts {allowed}")
     dev = resolve_device(device)
-    loaded = family.load(device=dev, weights=inception_weights, resize=resize)
-    outputs, _ = extract(
-        src, loaded, [family.feature_output], batch_size=batch_size, device=dev, workers=workers
+    loaded = plugin.load(device=dev, weights=extractor_weights, resize=resize)
+    output_name = plugin.feature_output
+    plan = PassPlan(outputs={name: {output_name}} if features else {}, moments={name: output_name})
+    result = run_pass(
+        resolved.source,
+        plan,
+        {name: loaded},
+        dev,
+        batch_size=batch_size,
+        workers=workers,
+        desc="features",
     )
-    feats = outputs[family.feature_output]
-    moments = FeatureStatistics(feats.shape[1], device=dev).update(feats.to(dev))
+    moments = result.moments[name]
+    if moments.n < 2:
+        raise InputError(f"{source}: statistics need at least 2 images, found {moments.n}")
     meta = make_meta(
         extractor=name,
-        output=family.feature_output,
+        output=output_name,
         weights_sha256=loaded.weights_sha256,
         convention=loaded.convention,
     )
-    meta["source"] = src.description
-    save_stats(output, moments, meta, features=feats if features else None, force=force)
+    meta["source"] = resolved.description
+    kept = result.outputs.get((name, output_name))
+    save_stats(output, moments, meta, features=kept, force=force)
     _info(f"wrote {output}: {moments.n} images, {moments.dim}-d {name} features", quiet)
     return EXIT_OK
 
@@ -378,9 +443,7 @@ def train(
     set_quiet(quiet)
     registry = get_registry()
     family = registry.model(model)
-    options = parse_options(
-        opts, declared_options(family, "train_options"), owner=f"model {model}"
-    )
+    options = parse_options(opts, declared_options(family, "train_options"), owner=f"model {model}")
     name, _, split = dataset.partition(":")
     data = registry.dataset(name).load(split or "train")
     if steps is not None and steps < 1:

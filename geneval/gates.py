@@ -158,7 +158,7 @@ def evaluate_gates(
     """
     verdicts = []
     for gate in gates:
-        entry: dict[str, Any] = {"expr": gate.expr}
+        entry: dict[str, Any] = {"expr": gate.expr, "source": gate.origin}
         result = results.get(gate.metric)
         value = None if result is None else result.get(gate.field)
         if not isinstance(value, int | float):
@@ -167,3 +167,19 @@ def evaluate_gates(
             entry.update(failed=gate.holds(float(value)), value=float(value))
         verdicts.append(entry)
     return verdicts
+
+
+def apply_gates(report: dict[str, Any], gates: Iterable[Gate]) -> bool:
+    """Judge ``report`` by ``gates``: sets ``report["gates"]`` (the verdicts) and
+    ``report["passed"]`` (no gate failed and no metric raised); returns whether a gate failed.
+
+    A gate on a field that a metric without declared fields did not report is an
+    :class:`InputError` (checked before anything is written).
+    """
+    gates = list(gates)
+    check_gate_fields(gates, report["metrics"])
+    verdicts = evaluate_gates(gates, report["metrics"])
+    failed = any(v["failed"] for v in verdicts)
+    report["gates"] = verdicts
+    report["passed"] = not failed and not report["errors"]
+    return failed

@@ -1,4 +1,4 @@
-"""Reports: JSON (DESIGN §5), a terminal table, Markdown and JUnit XML."""
+"""Reports: JSON (docs/contracts.md §5), a terminal table, Markdown and JUnit XML."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sample sources: image folders, sample arrays, model plugins and datasets (DESIGN §3–4).
+"""Sample sources: image folders, sample arrays, model plugins and datasets (docs/contracts.md §4).
 
 Every source yields batches of images for the runner. A batch is either a float tensor in
 ``[0, 1]`` (N, C, H, W) or — for image folders of mixed sizes — a list of such tensors, one per
@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,11 +38,21 @@ def quantize_to_uint8_levels(images: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SampleSource:
-    """Base class: a description for reports, an image count, and batched iteration."""
+    """Base class: a description for reports, an image count, and batched iteration.
+
+    ``carried`` holds the arrays that come with the images (``labels``, ``factors``,
+    ``latents``, ``features``), row i describing image i; ``names`` the images' relative paths
+    when they come from a folder (used to pair reconstructions with originals).
+    """
 
     description: str
     count: int
-    labels: torch.Tensor | None = field(default=None, repr=False)
+    carried: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    names: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def has_images(self) -> bool:
+        return True
 
     def batches(
         self, batch_size: int, device: torch.device, workers: int | None
@@ -157,8 +168,7 @@ def _decode(path: Path) -> DecodedImage:
             rgb = img.convert("RGB")
     except Image.DecompressionBombError:
         raise InputError(
-            f"image {path} is over the decompression-bomb limit of "
-            f"{Image.MAX_IMAGE_PIXELS} pixels"
+            f"image {path} is over the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise InputError(f"cannot read image {path}: {exc}".splitlines()[0]) from None
@@ -223,7 +233,11 @@ class FolderSource(SampleSource):
         if not self.paths:
             raise InputError(f"folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
         self.multi_frame = 0
-        super().__init__(description=str(folder), count=len(self.paths))
+        super().__init__(
+            description=str(folder),
+            count=len(self.paths),
+            names=[path.relative_to(folder).as_posix() for path in self.paths],
+        )
 
     def default_workers(self) -> int:
         if self.count < 512:
@@ -265,6 +279,9 @@ class FolderSource(SampleSource):
 
 # -- arrays ------------------------------------------------------------------------------------
 
+#: Arrays an ``.npz`` may carry beside (or instead of) ``images``, with their required form.
+CARRIED_KEYS = ("labels", "factors", "latents", "features")
+
 
 def _describe(array: np.ndarray) -> str:
     if array.size and np.issubdtype(array.dtype, np.number):
@@ -272,98 +289,193 @@ def _describe(array: np.ndarray) -> str:
     return f"shape {array.shape}, dtype {array.dtype}"
 
 
-def load_image_array(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a sample array (DESIGN §4) and return it as NCHW plus labels if present.
+def check_image_array(array: np.ndarray, what: str) -> np.ndarray:
+    """Validate images (``docs/contracts.md`` §4) and return them as NCHW.
 
-    ``.npy``, or ``.npz`` with the key ``images`` (or its only array); uint8 in [0, 255] or
-    float in [0, 1]; NHWC or NCHW with 1 or 3 channels. Anything else is an
-    :class:`InputError` stating the shape, dtype and range found.
+    uint8 in [0, 255] or float in [0, 1]; NHWC or NCHW with 1 or 3 channels; at least one
+    image and one pixel. Anything else is an :class:`InputError` naming ``what`` and stating the
+    shape, dtype and range found.
     """
-    if not path.exists():
-        raise InputError(f"path {path} does not exist")
-    labels = None
-    try:
-        if path.suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-        elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                if "images" in data.files:
-                    array = data["images"]
-                elif len(data.files) == 1:
-                    array = data[data.files[0]]
-                else:
-                    raise InputError(
-                        f"array file {path} has no 'images' key and several arrays "
-                        f"({', '.join(data.files)})"
-                    )
-                if "labels" in data.files:
-                    labels = np.asarray(data["labels"])
-        else:
-            raise InputError(f"{path}: sample arrays must be .npy or .npz")
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read array file {path}: {exc}") from None
     if array.ndim != 4:
-        raise InputError(
-            f"array {path} must be 4-D images (NHWC or NCHW), found {_describe(array)}"
-        )
+        raise InputError(f"{what} must be 4-D images (NHWC or NCHW), found {_describe(array)}")
     if array.shape[1] in (1, 3) and array.shape[3] not in (1, 3):
         layout = "NCHW"
     elif array.shape[3] in (1, 3):
         layout = "NHWC"
     else:
         raise InputError(
-            f"array {path} must have 1 or 3 channels (NHWC or NCHW), found {_describe(array)}"
+            f"{what} must have 1 or 3 channels (NHWC or NCHW), found {_describe(array)}"
         )
     if 0 in array.shape:
-        raise InputError(f"array {path} holds no images or no pixels ({_describe(array)})")
+        raise InputError(f"{what} holds no images or no pixels ({_describe(array)})")
     if array.dtype == np.uint8:
         pass
     elif np.issubdtype(array.dtype, np.floating):
         if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
-            raise InputError(f"float array {path} must lie in [0, 1], found {_describe(array)}")
+            raise InputError(f"{what}: float images must lie in [0, 1], found {_describe(array)}")
     else:
         raise InputError(
-            f"array {path} must be uint8 in [0, 255] or float in [0, 1], found {_describe(array)}"
+            f"{what} must be uint8 in [0, 255] or float in [0, 1], found {_describe(array)}"
         )
-    if layout == "NHWC":
-        array = array.transpose(0, 3, 1, 2)
-    if labels is not None and labels.shape[:1] != array.shape[:1]:
-        raise InputError(f"array file {path}: {len(labels)} labels for {len(array)} images")
-    return array, labels
+    return array.transpose(0, 3, 1, 2) if layout == "NHWC" else array
+
+
+def check_carried(
+    arrays: dict[str, np.ndarray], count: int | None, what: str
+) -> dict[str, torch.Tensor]:
+    """Validate the arrays carried beside images and return them as tensors.
+
+    ``labels`` (N,) and ``factors`` (N, K) must be integers (int64 on return); ``latents``
+    (N, D) and ``features`` (N, D) finite floats (float32 on return). Every array must have the
+    same N, and ``count`` images when given.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, array in arrays.items():
+        integer = key in ("labels", "factors")
+        ndim = 1 if key == "labels" else 2
+        if array.ndim != ndim or 0 in array.shape:
+            shape = "(N,)" if ndim == 1 else "(N, D)" if not integer else "(N, K)"
+            raise InputError(
+                f"{what}: {key} must be a non-empty {shape} array, found {_describe(array)}"
+            )
+        if integer:
+            if np.issubdtype(array.dtype, np.integer):
+                pass
+            elif (
+                np.issubdtype(array.dtype, np.floating)
+                and np.isfinite(array).all()
+                and (array == np.round(array)).all()
+            ):
+                pass
+            else:
+                raise InputError(f"{what}: {key} must be integers, found {_describe(array)}")
+            out[key] = torch.from_numpy(np.ascontiguousarray(array).astype(np.int64))
+        else:
+            if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_):
+                raise InputError(f"{what}: {key} must be numbers, found {_describe(array)}")
+            if not np.isfinite(array).all():
+                raise InputError(f"{what}: {key} contain non-finite values ({_describe(array)})")
+            out[key] = torch.from_numpy(np.ascontiguousarray(array).astype(np.float32))
+    counts = {key: int(t.shape[0]) for key, t in out.items()}
+    if count is not None:
+        counts = {"images": count, **counts}
+    if len(set(counts.values())) > 1:
+        found = ", ".join(f"{n} {key}" for key, n in counts.items())
+        raise InputError(f"{what}: the arrays disagree on the number of rows ({found})")
+    return out
+
+
+def load_array_file(path: Path) -> tuple[np.ndarray | None, dict[str, torch.Tensor]]:
+    """Read a sample array file: images (NCHW, or ``None``) and the arrays carried with them.
+
+    ``.npy`` holds images. ``.npz`` holds ``images`` (or a single array of any other name) and
+    optionally ``labels``, ``factors``, ``latents`` and ``features`` (see
+    :func:`check_carried`); a file with no images must carry at least one of those. Any other
+    key is an :class:`InputError`.
+    """
+    if not path.exists():
+        raise InputError(f"path {path} does not exist")
+    carried: dict[str, np.ndarray] = {}
+    try:
+        if path.suffix == ".npy":
+            images = np.load(path, allow_pickle=False)
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                keys = list(data.files)
+                carried = {k: np.asarray(data[k]) for k in keys if k in CARRIED_KEYS}
+                rest = [k for k in keys if k not in CARRIED_KEYS]
+                if "images" in rest:
+                    images = np.asarray(data["images"])
+                    rest.remove("images")
+                elif len(rest) == 1 and not carried:
+                    images = np.asarray(data[rest.pop()])
+                else:
+                    images = None
+                if rest:
+                    raise InputError(
+                        f"array file {path} has unknown key(s) {', '.join(rest)} (known: "
+                        f"images, {', '.join(CARRIED_KEYS)})"
+                    )
+                if images is None and not carried:
+                    raise InputError(f"array file {path} holds no arrays")
+        else:
+            raise InputError(f"{path}: sample arrays must be .npy or .npz")
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read array file {path}: {exc}".splitlines()[0]) from None
+    if images is not None:
+        images = check_image_array(images, f"array {path}")
+    count = int(images.shape[0]) if images is not None else None
+    return images, check_carried(carried, count, f"array file {path}")
 
 
 class ArraySource(SampleSource):
-    """Images from an ``.npy``/``.npz`` array file."""
+    """Images (and carried arrays) from an ``.npy``/``.npz`` file, or from an in-memory array.
 
-    def __init__(self, path: Path) -> None:
-        self.array, labels = load_image_array(path)
-        super().__init__(
-            description=str(path),
-            count=int(self.array.shape[0]),
-            labels=torch.from_numpy(labels) if labels is not None else None,
+    A file may hold no images, only carried arrays (``features``, ``latents`` ...): it then
+    serves the metrics that need those and nothing else.
+    """
+
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        array: np.ndarray | None = None,
+        carried: dict[str, torch.Tensor] | None = None,
+        description: str | None = None,
+    ) -> None:
+        if path is not None:
+            self.array, carried = load_array_file(path)
+            description = str(path)
+        else:
+            self.array = array
+        carried = dict(carried or {})
+        count = (
+            int(self.array.shape[0])
+            if self.array is not None
+            else next(int(t.shape[0]) for t in carried.values())
         )
+        super().__init__(description=description or "array", count=count, carried=carried)
+
+    @property
+    def has_images(self) -> bool:
+        return self.array is not None
 
     def batches(
         self, batch_size: int, device: torch.device, workers: int | None
     ) -> Iterator[Batch]:
+        if self.array is None:
+            raise InputError(f"{self.description} holds no images")
         scale = 255.0 if self.array.dtype == np.uint8 else 1.0
         for start in range(0, self.count, batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(self.array[start : start + batch_size]))
             yield chunk.to(device, non_blocking=True).float().div_(scale)
 
 
+def array_source(images: Any, what: str) -> ArraySource:
+    """An in-memory image tensor or array (uint8 or float in [0, 1], NCHW or NHWC) as a source."""
+    if isinstance(images, torch.Tensor):
+        images = images.detach().cpu().numpy()
+    array = check_image_array(np.asarray(images), what)
+    return ArraySource(array=array, description=what)
+
+
 # -- in-memory images (datasets) ---------------------------------------------------------------
 
 
 class TensorSource(SampleSource):
-    """Images already in memory, e.g. a dataset split."""
+    """Images already in memory, with what they carry, e.g. a dataset split."""
 
     def __init__(self, description: str, data: ImageSet) -> None:
         images = data.images
         if images.ndim != 4 or images.shape[0] == 0:
             raise InputError(f"{description}: expected a non-empty (N, C, H, W) image tensor")
         self.images = images
-        super().__init__(description=description, count=int(images.shape[0]), labels=data.labels)
+        carried = {
+            key: value
+            for key in ("labels", "factors", "latents")
+            if (value := getattr(data, key)) is not None
+        }
+        super().__init__(description=description, count=int(images.shape[0]), carried=carried)
 
     def batches(
         self, batch_size: int, device: torch.device, workers: int | None
@@ -412,13 +524,16 @@ class ModelSource(SampleSource):
         done = 0
         while done < self.count:
             k = min(batch_size, self.count - done)
-            images = self.model.sample(
-                k,
-                batch_size=batch_size,
-                generator=generator,
-                sampler=self.sampler,
-                steps=self.steps,
-            )
+            try:
+                images = self.model.sample(
+                    k,
+                    batch_size=batch_size,
+                    generator=generator,
+                    sampler=self.sampler,
+                    steps=self.steps,
+                )
+            except ValueError as exc:  # samplers refuse bad settings with ValueError
+                raise InputError(f"{self.description}: {exc}".splitlines()[0]) from None
             yield quantize_to_uint8_levels(images.to(device).float())
             done += k
 

@@ -142,7 +142,7 @@ def test_array_loader_accepts_right_values_or_refuses(array, as_npz):
         except InputError as exc:
             assert "\n" not in str(exc) and str(path) in str(exc)
             return
-    # accepted: uint8 or float in [0, 1], 4-D with 1 or 3 channels, as DESIGN §4 says
+    # accepted: uint8 or float in [0, 1], 4-D with 1 or 3 channels, as docs/contracts.md §4 says
     assert array.ndim == 4 and array.shape[0] > 0
     assert array.dtype == np.uint8 or (
         np.issubdtype(array.dtype, np.floating)

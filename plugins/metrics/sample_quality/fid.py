@@ -121,8 +121,8 @@ class FrechetInceptionDistance:
         "0 for identical statistics, biased upwards at small n"
     )
     needs = (
-        Need("features", "samples", stats_ok=True),
-        Need("features", "reference", stats_ok=True),
+        Need("stats", "samples"),
+        Need("stats", "reference"),
     )
     options: Mapping[str, Option] = {}
     fields: Mapping[str, str] = {
