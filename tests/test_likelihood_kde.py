@@ -85,9 +85,10 @@ def test_every_bandwidth_in_one_pass_and_blocks_merge_exactly(digits, monkeypatc
     together = parzen_log_likelihoods(s, t, GRID)
     for j, sigma in enumerate(GRID):
         np.testing.assert_allclose(together[j].numpy(), brute_force(s, t, sigma), atol=1e-9)
-    # tiny blocks: 7 samples × 3 test images per block, merged by running log-sum-exps
-    monkeypatch.setattr(kde_module, "_SAMPLES_PER_BLOCK", 7)
-    monkeypatch.setattr(kde_module, "_BLOCK_ELEMENTS", 21)
+    # small blocks, uneven at the ends: 70 samples × 41 test images, merged by running
+    # log-sum-exps
+    monkeypatch.setattr(kde_module, "_SAMPLES_PER_BLOCK", 70)
+    monkeypatch.setattr(kde_module, "_BLOCK_ELEMENTS", 70 * 41)
     blocked = parzen_log_likelihoods(s, t, GRID)
     np.testing.assert_allclose(blocked.numpy(), together.numpy(), rtol=0, atol=1e-10)
 
