@@ -471,8 +471,8 @@ class EnergyPath:
         )
         proposal = states + eps * c2 * drift + math.sqrt(2 * eps) * self.base.scale * noise
         inside = self.base.contains(proposal)
-        # Outside the support f_β = 0: evaluate the energy at the clamped point only to keep
-        # the arithmetic finite; those proposals are rejected below.
+        # Outside the support f_β = 0: such proposals are rejected below, and the energy is
+        # evaluated at the current state in their place, so the network never sees them.
         safe = torch.where(inside.view(-1, *[1] * (states.ndim - 1)), proposal, states)
         new_energy, new_grad_e, new_base, new_grad_b = self._energy_and_grads(safe)
         new_log_f = (1.0 - beta) * new_base - beta * new_energy

@@ -67,7 +67,8 @@ def parzen_log_likelihoods(
 
     The squared distances ‖x‖² + ‖s‖² − 2xᵀs are computed once per block in float64 and shared
     by every σ; each block's log-sum-exp is merged into a running one, so memory stays bounded
-    (about 64 MiB of distances plus one block of each set in float64) for any n and size.
+    for any n and image size: a block of at most 4096 samples × 2048 test images (64 MiB of
+    float64 distances, and as much again for the kernel exponents) plus those images in float64.
 
     Parameters
     ----------
