@@ -190,6 +190,10 @@ def test_bad_input_is_one_line(digits):
         compute(metric, small, bandwidth=0.2)
     with pytest.raises(InputError, match="validation images"):
         compute(metric, _inputs(digits, val=ImageSet(digits["val"][:, :, :4, :4])))
+    with pytest.raises(InputError, match="16 values, samples 64"):
+        parzen_log_likelihoods(digits["samples"], digits["reference"][:, :, :4, :4], [0.2])
+    with pytest.raises(InputError, match="positive"):
+        parzen_log_likelihoods(digits["samples"], digits["reference"], [0.2, 0.0])
     with pytest.raises(InputError) as info:
         compute(metric, _inputs(digits), bandwidth=-1.0)
     assert "\n" not in str(info.value)

@@ -85,7 +85,9 @@ def parzen_log_likelihoods(
     -------
     torch.Tensor
         (len(bandwidths), m) float64 on ``device``: equal to scikit-learn's
-        ``KernelDensity(kernel="gaussian", bandwidth=σ).fit(S).score_samples(T)``.
+        ``KernelDensity(kernel="gaussian", bandwidth=σ).fit(S).score_samples(T)`` when that
+        sums every kernel (``leaf_size`` ≥ n; its default tree pruning can be off by many nats
+        at small σ in high dimensions, scikit-learn issues #7492 and #25799).
 
     Notes
     -----
@@ -100,6 +102,8 @@ def parzen_log_likelihoods(
     if n == 0:
         raise InputError("kde: no samples")
     samples, test = samples.reshape(n, -1), test.reshape(test.shape[0], -1)
+    if test.shape[1] != dims:
+        raise InputError(f"kde: test images have {test.shape[1]} values, samples {dims}")
     per_block = min(n, _SAMPLES_PER_BLOCK)
     test_block = max(1, _BLOCK_ELEMENTS // per_block)
     scale = -0.5 / sigmas.pow(2)
