@@ -3,14 +3,14 @@
 Every image is a white sprite on black, rendered deterministically from five discrete
 ground-truth factors with the sizes of dSprites (Matthey et al. 2017):
 
-=============  ======  =====================================================================
-factor         values  meaning
-=============  ======  =====================================================================
-``shape``      3       square, ellipse, heart
-``scale``      6       linearly spaced in [0.5, 1] (half-size 10·scale px)
-``orientation`` 40     linearly spaced in [0, 2π], both ends included as in dSprites
-``x``, ``y``   32      sprite centre linearly spaced over [14, 50] px
-=============  ======  =====================================================================
+===============  ======  ==================================================================
+factor           values  meaning
+===============  ======  ==================================================================
+``shape``        3       square, ellipse, heart
+``scale``        6       linearly spaced in [0.5, 1] (half-size 10·scale px)
+``orientation``  40      linearly spaced in [0, 2π], both ends included as in dSprites
+``x``, ``y``     32      sprite centre linearly spaced over [14, 50] px
+===============  ======  ==================================================================
 
 The sprites follow the dSprites recipe, not its pixels: a model trained here is not comparable
 to one trained on the published file. As in dSprites, the square repeats every quarter turn and

@@ -16,11 +16,10 @@ from geneval_plugins.metrics.representation.paired import (
     DATA_RANGE,
     SUMMARY_FIELDS,
     per_image_values,
-    range_warnings,
     read_pairs,
     summary,
 )
-from geneval_plugins.metrics.representation.ssim import ssim_and_contrast, window_1d
+from geneval_plugins.metrics.representation.ssim import ssim_and_contrast, window_taps
 
 #: The 5-scale exponents of Wang et al. (2003), Section 3.2.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -58,12 +57,16 @@ def ms_ssim(
     .. [1] Z. Wang, E. P. Simoncelli, A. C. Bovik, "Multiscale structural similarity for image
        quality assessment", 37th Asilomar Conference on Signals, Systems and Computers, 2003.
     """
-    window = window_1d(win_size, gaussian_weights=True, sigma=sigma, device=x.device)
+    taps = window_taps(win_size, gaussian_weights=True, sigma=sigma)
     x, y = x.double(), y.double()
     terms = []
     for level in range(len(weights)):
-        mean_ssim, mean_cs = ssim_and_contrast(x, y, window, data_range=data_range, k1=k1, k2=k2)
-        if level < len(weights) - 1:
+        last = level == len(weights) - 1
+        mean_ssim, mean_cs = ssim_and_contrast(
+            x, y, taps, data_range=data_range, k1=k1, k2=k2, contrast=not last
+        )
+        if not last:
+            assert mean_cs is not None
             terms.append(mean_cs.clamp_min(0.0))
             padding = [side % 2 for side in x.shape[2:]]
             x = F.avg_pool2d(x, kernel_size=2, padding=padding)
@@ -120,13 +123,9 @@ class MultiScaleStructuralSimilarity:
                 x, y, data_range=data_range, sigma=sigma, win_size=win_size, k1=k1, k2=k2
             ),
             device=inputs.device,
-            desc=self.name,
+            metric=self.name,
         )
-        result: dict[str, Any] = summary(values, pairs, data_range)
-        warnings = range_warnings(pairs, data_range)
-        if warnings:
-            result["warnings"] = warnings
-        return result
+        return summary(values, pairs, data_range)
 
 
 @hookimpl

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from geneval.progress import progress_bar
 #: Image elements per chunk: on a CPU small enough that a chunk and the few float64 maps
 #: derived from it stay in cache (the filters are memory-bound), on a GPU large enough to keep
 #: it busy.
-CPU_CHUNK_ELEMENTS = 64 * 1024
+CPU_CHUNK_ELEMENTS = 96 * 1024
 GPU_CHUNK_ELEMENTS = 4 * 1024 * 1024
 
 #: Fields every paired metric reports besides ``value``.
@@ -46,16 +47,11 @@ def read_pairs(inputs: MetricInputs, metric: str) -> PairedImages:
         raise InputError(
             f"{metric}: expected pairs of (n ≥ 1, C, H, W) images, got {tuple(recon.shape)}"
         )
-    for name, images in (("reconstructions", recon), ("originals", orig)):
-        if not torch.isfinite(images).all():
-            raise InputError(f"{metric}: the {name} hold non-finite values")
     return pairs
 
 
-def range_warnings(pairs: PairedImages, data_range: float) -> list[str]:
-    """A warning when the images exceed ``[0, data_range]`` (the range the metric assumes)."""
-    low = min(float(pairs.reconstructions.min()), float(pairs.originals.min()))
-    high = max(float(pairs.reconstructions.max()), float(pairs.originals.max()))
+def range_warnings(low: float, high: float, data_range: float) -> list[str]:
+    """A warning when the pixel values ``[low, high]`` exceed ``[0, data_range]``."""
     if low < 0.0 or high > data_range:
         return [
             f"pixel values span [{low:.4g}, {high:.4g}], outside [0, data_range={data_range:g}]: "
@@ -70,30 +66,51 @@ def chunk_size(shape: torch.Size, device: torch.device) -> int:
     return max(1, budget // math.prod(shape[1:]))
 
 
+@dataclass
+class PerImage:
+    """Per-image values (n,) float64 on the CPU and the range of every pixel of the pairs."""
+
+    values: torch.Tensor
+    low: float
+    high: float
+
+
 def per_image_values(
     pairs: PairedImages,
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     *,
     device: torch.device,
-    desc: str,
-) -> torch.Tensor:
-    """``fn(reconstructions, originals)`` over chunks moved to ``device`` as float64; (n,) CPU."""
+    metric: str,
+) -> PerImage:
+    """``fn(reconstructions, originals)`` over chunks moved to ``device`` as float64.
+
+    Each chunk's minimum and maximum are tracked on the way (they also catch NaN and ±inf, an
+    :class:`InputError`), so the images are read once.
+    """
     recon, orig = pairs.reconstructions, pairs.originals
     step = chunk_size(recon.shape, device)
-    out = []
-    with progress_bar(total=recon.shape[0], desc=desc, unit="img") as bar:
+    out, lows, highs = [], [], []
+    with progress_bar(total=recon.shape[0], desc=metric, unit="img") as bar:
         for start in range(0, recon.shape[0], step):
             x = recon[start : start + step].to(device=device, dtype=torch.float64)
             y = orig[start : start + step].to(device=device, dtype=torch.float64)
+            for images in (x, y):
+                low, high = torch.aminmax(images)
+                lows.append(low)
+                highs.append(high)
             out.append(fn(x, y).cpu())
             bar.update(x.shape[0])
-    return torch.cat(out)
+    low, high = float(torch.stack(lows).min()), float(torch.stack(highs).max())
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise InputError(f"{metric}: the images hold non-finite values (NaN or inf)")
+    return PerImage(torch.cat(out), low, high)
 
 
-def summary(values: torch.Tensor, pairs: PairedImages, data_range: float) -> dict[str, Any]:
-    """``value`` (mean), ``std`` (population), ``n``, ``per_image``, ``names``, ``data_range``."""
-    v = values.double()
-    return {
+def summary(per: PerImage, pairs: PairedImages, data_range: float) -> dict[str, Any]:
+    """``value`` (mean), ``std`` (population), ``n``, ``per_image``, ``names``, ``data_range``,
+    and ``warnings`` when the pixels exceed ``[0, data_range]``."""
+    v = per.values.double()
+    result: dict[str, Any] = {
         "value": float(v.mean()),
         "std": float(v.std(unbiased=False)) if v.numel() > 1 else 0.0,
         "n": int(v.numel()),
@@ -101,6 +118,10 @@ def summary(values: torch.Tensor, pairs: PairedImages, data_range: float) -> dic
         "names": list(pairs.names) if pairs.names is not None else None,
         "data_range": data_range,
     }
+    warnings = range_warnings(per.low, per.high, data_range)
+    if warnings:
+        result["warnings"] = warnings
+    return result
 
 
 #: The ``data_range`` option every paired metric declares.

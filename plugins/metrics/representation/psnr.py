@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -15,7 +16,6 @@ from geneval_plugins.metrics.representation.paired import (
     DATA_RANGE,
     SUMMARY_FIELDS,
     per_image_values,
-    range_warnings,
     read_pairs,
     summary,
 )
@@ -64,30 +64,25 @@ class PeakSignalNoiseRatio:
     def compute(self, inputs: MetricInputs, *, data_range: float) -> Mapping[str, Any]:
         """Mean and std of the finite per-image PSNR; ``value`` is ``inf`` when all are equal."""
         pairs = read_pairs(inputs, self.name)
-        values = per_image_values(
+        per = per_image_values(
             pairs,
             lambda x, y: psnr(x, y, data_range=data_range),
             device=inputs.device,
-            desc=self.name,
+            metric=self.name,
         )
-        finite = torch.isfinite(values)
+        finite = torch.isfinite(per.values)
         identical = int((~finite).sum())
-        warnings = range_warnings(pairs, data_range)
-        if identical == values.numel():
-            result = summary(values, pairs, data_range)
+        if identical == per.values.numel():
+            result = summary(per, pairs, data_range)
             result.update(value=math.inf, std=0.0)
-            warnings.append("every pair is identical: PSNR is infinite")
+            note = "every pair is identical: PSNR is infinite"
         else:
-            result = summary(values[finite], pairs, data_range)
-            result["n"] = int(values.numel())
-            result["per_image"] = [float(v) for v in values]
-            if identical:
-                warnings.append(
-                    f"{identical} identical pair(s) (infinite PSNR) left out of the mean"
-                )
+            result = summary(replace(per, values=per.values[finite]), pairs, data_range)
+            result.update(n=int(per.values.numel()), per_image=[float(v) for v in per.values])
+            note = f"{identical} identical pair(s) (infinite PSNR) left out of the mean"
+        if identical:
+            result["warnings"] = [*result.get("warnings", []), note]
         result.update(identical=identical, unit="dB")
-        if warnings:
-            result["warnings"] = warnings
         return result
 
 

@@ -1,12 +1,14 @@
 """Metric ``ssim``: structural similarity (Wang et al. 2004) of reconstructions and originals.
 
-The functional pieces (:func:`ssim_and_contrast`, :func:`window_1d`) are shared with
+The functional pieces (:func:`ssim_and_contrast`, :func:`window_taps`) are shared with
 ``ms_ssim``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 import torch
@@ -19,7 +21,6 @@ from geneval_plugins.metrics.representation.paired import (
     DATA_RANGE,
     SUMMARY_FIELDS,
     per_image_values,
-    range_warnings,
     read_pairs,
     summary,
 )
@@ -33,21 +34,19 @@ def default_win_size(gaussian_weights: bool, sigma: float) -> int:
     return 2 * int(TRUNCATE * sigma + 0.5) + 1 if gaussian_weights else 7
 
 
-def window_1d(
-    win_size: int, *, gaussian_weights: bool, sigma: float, device: torch.device
-) -> torch.Tensor:
-    """The normalised 1-D window (``win_size``,) float64: a sampled Gaussian or a box.
+@lru_cache(maxsize=32)
+def window_taps(win_size: int, *, gaussian_weights: bool, sigma: float) -> tuple[float, ...]:
+    """The normalised 1-D window (``win_size`` taps, float64): a sampled Gaussian or a box.
 
     The 2-D window is its outer product with itself (both are separable).
     """
     if not gaussian_weights:
-        return torch.full((win_size,), 1.0 / win_size, dtype=torch.float64, device=device)
-    coords = torch.arange(win_size, dtype=torch.float64, device=device) - (win_size // 2)
-    g = torch.exp(-(coords**2) / (2.0 * sigma**2))
-    return g / g.sum()
+        return (1.0 / win_size,) * win_size
+    g = [math.exp(-((i - win_size // 2) ** 2) / (2.0 * sigma**2)) for i in range(win_size)]
+    return tuple(v / math.fsum(g) for v in g)
 
 
-def _correlate(x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
+def _correlate(x: torch.Tensor, taps: tuple[float, ...], dim: int) -> torch.Tensor:
     """``Σ_j taps[j]·x[i + j]`` along ``dim`` for every full window: one multiply-add per tap."""
     size = x.shape[dim] - len(taps) + 1
     out = x.narrow(dim, 0, size) * taps[0]
@@ -56,28 +55,29 @@ def _correlate(x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
     return out
 
 
-def filter_valid(planes: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+def filter_valid(planes: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
     """Separable filtering of (..., H, W) by the 2-D window ``window ⊗ window``, keeping only the
     positions where the window lies wholly inside (output (..., H − k + 1, W − k + 1)).
 
     Shifted multiply-adds (a loop over the k taps, vectorised over pixels and images) run
     several times faster than a float64 ``conv2d`` on a CPU.
     """
-    taps = window.tolist()
     return _correlate(_correlate(planes, taps, -1), taps, -2)
 
 
 def ssim_and_contrast(
     x: torch.Tensor,
     y: torch.Tensor,
-    window: torch.Tensor,
+    taps: tuple[float, ...],
     *,
     data_range: float,
     k1: float = 0.01,
     k2: float = 0.03,
     cov_norm: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean SSIM and mean contrast–structure term per image and channel, each (n, C) float64.
+    contrast: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean SSIM and (with ``contrast``) mean contrast–structure term per image and channel,
+    each (n, C) float64; ``taps`` is the 1-D window (:func:`window_taps`).
 
     With local weighted means μ, variances σ² and covariance σ_xy (times ``cov_norm``),
     ``SSIM = (2μxμy + C1)(2σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2))`` and
@@ -85,18 +85,24 @@ def ssim_and_contrast(
     over the positions where the window lies wholly inside the image (Wang et al. 2004, eq. 13
     with α = β = γ = 1; scikit-image's crop of the window radius).
     """
-    n, c, h, w = x.shape
-    planes = torch.stack([x, y, x * x, y * y, x * y])
-    mu_x, mu_y, xx, yy, xy = filter_valid(planes, window).reshape(5, n, c, -1).unbind(0)
+    n, c = x.shape[:2]
+    # Four filtered maps suffice: σx² + σy² = w∗(x² + y²) − μx² − μy² (the filter is linear).
+    planes = torch.empty((4, *x.shape), dtype=x.dtype, device=x.device)
+    planes[0], planes[1] = x, y
+    torch.mul(x, x, out=planes[2]).addcmul_(y, y)
+    torch.mul(x, y, out=planes[3])
+    mu_x, mu_y, squares, xy = filter_valid(planes, taps).reshape(4, n, c, -1).unbind(0)
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     mu_xy = mu_x * mu_y
-    mu_xx, mu_yy = mu_x * mu_x, mu_y * mu_y
-    var_x = cov_norm * (xx - mu_xx)
-    var_y = cov_norm * (yy - mu_yy)
-    cov_xy = cov_norm * (xy - mu_xy)
-    cs = (2.0 * cov_xy + c2) / (var_x + var_y + c2)
-    luminance = (2.0 * mu_xy + c1) / (mu_xx + mu_yy + c1)
-    return (luminance * cs).mean(dim=2), cs.mean(dim=2)
+    mu_x.square_()
+    mu_y.square_()
+    mu_sq = mu_x.add_(mu_y)  # μx² + μy²
+    # cs = (2σxy + C2) / (σx² + σy² + C2), in place on the filtered maps.
+    cs = xy.sub_(mu_xy).mul_(2.0 * cov_norm).add_(c2)
+    cs.div_(squares.sub_(mu_sq).mul_(cov_norm).add_(c2))
+    luminance = mu_xy.mul_(2.0).add_(c1).div_(mu_sq.add_(c1))
+    mean_cs = cs.mean(dim=2) if contrast else None
+    return luminance.mul_(cs).mean(dim=2), mean_cs
 
 
 def ssim(
@@ -134,10 +140,10 @@ def ssim(
        2004.
     """
     size = default_win_size(gaussian_weights, sigma) if win_size is None else win_size
-    window = window_1d(size, gaussian_weights=gaussian_weights, sigma=sigma, device=x.device)
+    taps = window_taps(size, gaussian_weights=gaussian_weights, sigma=sigma)
     cov_norm = size * size / (size * size - 1.0) if sample_covariance else 1.0
     mean_ssim, _ = ssim_and_contrast(
-        x.double(), y.double(), window, data_range=data_range, k1=k1, k2=k2, cov_norm=cov_norm
+        x.double(), y.double(), taps, data_range=data_range, k1=k1, k2=k2, cov_norm=cov_norm
     )
     return mean_ssim.mean(dim=1)
 
@@ -213,13 +219,9 @@ class StructuralSimilarity:
                 sample_covariance=sample_covariance,
             ),
             device=inputs.device,
-            desc=self.name,
+            metric=self.name,
         )
-        result: dict[str, Any] = {**summary(values, pairs, data_range), "win_size": size}
-        warnings = range_warnings(pairs, data_range)
-        if warnings:
-            result["warnings"] = warnings
-        return result
+        return {**summary(values, pairs, data_range), "win_size": size}
 
 
 @hookimpl
