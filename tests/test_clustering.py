@@ -100,6 +100,8 @@ def test_bad_input(digits) -> None:
                 }
             ),
         )
+    with pytest.raises(InputError, match="clustering needs labels"):
+        compute(Clustering(), StubInputs({("latents", "samples"): latents}))
     with pytest.raises(InputError, match="clustering.seeds"):
         compute(Clustering(), StubInputs(), seeds=0)
     with pytest.raises(InputError, match="clustering.on"):

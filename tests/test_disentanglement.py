@@ -465,6 +465,8 @@ def test_bad_input_is_one_line_input_error() -> None:
         compute(metric, _inputs(z, f + np.array([0.0, 0.5])))
     with pytest.raises(InputError, match="needs ground-truth factors"):
         compute(metric, StubInputs({("latents", "samples"): torch.from_numpy(z)}))
+    with pytest.raises(InputError, match="needs latents"):
+        compute(metric, StubInputs({("factors", "samples"): torch.from_numpy(f)}))
     with pytest.raises(InputError, match="at least 2 latent dimensions"):
         compute(metric, _inputs(z[:, :1], f))
     bad = z.copy()

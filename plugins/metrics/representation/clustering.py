@@ -102,7 +102,13 @@ def kmeans_scores(
 
 
 def _labels(inputs: MetricInputs, n: int) -> np.ndarray:
-    labels = torch.as_tensor(inputs.labels("samples"))
+    try:
+        labels = torch.as_tensor(inputs.labels("samples"))
+    except KeyError:
+        raise InputError(
+            "clustering needs labels beside the latents (an .npz with 'labels', or a dataset "
+            "with labels)"
+        ) from None
     if labels.ndim != 1 or labels.shape[0] != n:
         raise InputError(
             f"clustering: labels must be (n,) with one label per point, got {tuple(labels.shape)} "

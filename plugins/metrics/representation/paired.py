@@ -35,7 +35,7 @@ SUMMARY_FIELDS: dict[str, str] = {
 
 
 def read_pairs(inputs: MetricInputs, metric: str) -> PairedImages:
-    """The (reconstruction, original) pairs, checked: same shape (n, C, H, W), n ≥ 1, finite."""
+    """The (reconstruction, original) pairs, checked: the same shape (n ≥ 1, C, H, W)."""
     pairs = inputs.reconstructions()
     recon, orig = pairs.reconstructions, pairs.originals
     if recon.shape != orig.shape:

@@ -94,11 +94,16 @@ def check_factors(factors: torch.Tensor | np.ndarray, metric: str) -> np.ndarray
 def read_codes(inputs: MetricInputs, metric: str) -> Codes:
     """The latents and factors of the samples, checked and shuffled with ``inputs.seed``.
 
-    One-line :class:`InputError` for: missing factors, a row count mismatch, non-integer
+    One-line :class:`InputError` for: missing latents or factors, a row count mismatch, non-integer
     factors, non-finite latents. Rows are shuffled so that a split of ordered input (a dataset
     grid) still draws every factor value into both parts.
     """
-    latents = _as_2d(torch.as_tensor(inputs.latents("samples")))
+    try:
+        latents = _as_2d(torch.as_tensor(inputs.latents("samples")))
+    except KeyError:
+        raise InputError(
+            f"{metric} needs latents (an .npz with 'latents', or --model with encode)"
+        ) from None
     try:
         raw_factors = inputs.factors("samples")
     except KeyError:
