@@ -23,7 +23,7 @@ from geneval.errors import InputError
 from geneval.plugins import get_registry
 from geneval_plugins.metrics.representation.ms_ssim import MultiScaleStructuralSimilarity
 from geneval_plugins.metrics.representation.psnr import PeakSignalNoiseRatio
-from geneval_plugins.metrics.representation.ssim import StructuralSimilarity, ssim
+from geneval_plugins.metrics.representation.ssim import StructuralSimilarity, ssim, window_taps
 from tests.stub_inputs import StubInputs, compute
 
 PHOTOS = ("astronaut", "camera", "chelsea")
@@ -111,6 +111,14 @@ def test_ms_ssim_equals_pytorch_msssim(photo_pairs) -> None:
         pairs.reconstructions, pairs.originals, data_range=1.0, size_average=False
     )
     np.testing.assert_allclose(result["per_image"], expected.numpy(), rtol=0, atol=1e-5)
+    # pytorch-msssim samples its window in float32; given the float64 window the two agree to
+    # rounding.
+    taps = torch.tensor(window_taps(11, gaussian_weights=True, sigma=1.5), dtype=torch.float64)
+    window = taps.view(1, 1, 1, -1).repeat(pairs.originals.shape[1], 1, 1, 1)
+    exact = pytorch_msssim.ms_ssim(
+        pairs.reconstructions, pairs.originals, data_range=1.0, size_average=False, win=window
+    )
+    np.testing.assert_allclose(result["per_image"], exact.numpy(), rtol=0, atol=1e-12)
 
 
 def test_psnr_identical_pairs_are_counted_not_averaged() -> None:
