@@ -1,4 +1,6 @@
-"""The plugin contracts: what metrics, models, extractors and datasets provide (docs/contracts.md §2).
+"""The plugin contracts: what metrics, models, extractors and datasets provide.
+
+See ``docs/contracts.md`` §2.
 
 A plugin module implements one or more ``geneval_register_*`` hooks (see
 :mod:`geneval.hookspecs`) and calls ``register(obj)`` with objects that follow the
@@ -39,6 +41,7 @@ INPUT_KINDS = (
     "factors",
     "latents",
     "reconstructions",
+    "dataset",
     "model",
 )
 
@@ -61,6 +64,8 @@ class Need:
         * ``reconstructions`` — images paired one to one with the reference images (by
           index for arrays, by sorted relative path for folders, or a model's
           ``decode(encode(reference))``);
+        * ``dataset`` — the dataset plugin the source was drawn from (e.g. to draw fresh
+          images with chosen factors), without loading the source's images;
         * ``model`` — the loaded model itself, which must satisfy ``capabilities``.
     source
         ``samples`` or ``reference``.
@@ -139,8 +144,7 @@ class MetricInputs(Protocol):
     def model(self) -> GenerativeModel: ...
 
     def dataset(self, source: Source) -> Dataset:
-        """The dataset plugin a source was drawn from (an :class:`InputError` when the source
-        is not a dataset), e.g. to draw fresh images with chosen factors."""
+        """The dataset plugin a source was drawn from (declared as ``Need("dataset", ...)``)."""
         ...
 
     def other_images(self, spec: str, *, default_split: str) -> ImageSet:
@@ -175,6 +179,8 @@ class Metric(Protocol):
       ``value`` (``None`` when there is none).
     * ``higher_is_better`` is the direction; ``interpretation`` one line on what the number
       means.
+    * A metric whose needs depend on its options (e.g. latents or features) may define
+      ``needs_for(options) -> tuple[Need, ...]``, used instead of ``needs``.
     * A result may carry ``warnings``: a list of one-line strings on how far to trust the
       number (e.g. that Parzen estimates are unreliable in high dimensions); the report shows
       them beside the metric.

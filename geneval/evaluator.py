@@ -170,10 +170,10 @@ class Evaluator:
         )
         with captured_warnings() as caught:
             self._evaluation = Evaluation(config)
-            for metric in self._evaluation.metrics.values():
-                if any(need.kind == "model" for need in metric.needs):
+            for name, needs in self._evaluation.needs.items():
+                if any(need.kind == "model" for need in needs):
                     raise InputError(
-                        f"metric {metric.name} needs a model: use geneval.evaluate(model=...)"
+                        f"metric {name} needs a model: use geneval.evaluate(model=...)"
                     )
             self._run = Collection(config, self._evaluation.registry, resolve_device(config.device))
             self._run.sources["samples"] = ResolvedSource(

@@ -38,6 +38,12 @@ class InputKey:
     extractor: str | None = None
 
 
+def needs_of(metric: Any, options: Mapping[str, Any]) -> tuple[Need, ...]:
+    """A metric's needs under its options (``needs_for(options)`` where it depends on them)."""
+    needs_for = getattr(metric, "needs_for", None)
+    return tuple(needs_for(options)) if needs_for is not None else tuple(metric.needs)
+
+
 def input_key(need: Need, extractor: str | None) -> InputKey:
     """The key of a need: ``features`` with ``stats_ok`` is the ``stats`` kind."""
     kind = "stats" if need.kind == "features" and need.stats_ok else need.kind
@@ -292,6 +298,21 @@ def _check_pairing(samples: Any, reference: Any) -> None:
         )
 
 
+class DatasetProducer:
+    """``dataset``: the dataset plugin of a source given as ``DATASET[:SPLIT]``."""
+
+    def plan(self, key: InputKey, run: Run) -> None:
+        resolved = run.source(key.source)
+        if resolved.dataset is None:
+            raise InputError(
+                f"a requested metric needs the {key.source} to be a dataset "
+                f"(DATASET[:SPLIT]), not {resolved.description}"
+            )
+
+    def produce(self, key: InputKey, run: Run) -> Any:
+        return run.source(key.source).dataset
+
+
 class ModelProducer:
     """``model``: the loaded model (its capabilities were checked when it loaded)."""
 
@@ -313,6 +334,7 @@ PRODUCERS: dict[str, Producer] = {
     "factors": CarriedProducer("factors"),
     "latents": CarriedProducer("latents"),
     "reconstructions": ReconstructionsProducer(),
+    "dataset": DatasetProducer(),
     "model": ModelProducer(),
 }
 assert set(PRODUCERS) == set(INPUT_KINDS)
@@ -375,11 +397,7 @@ class RunInputs:
         return self._get("model", "samples")
 
     def dataset(self, source: str) -> Any:
-        resolved = self._run.sources.get(source)
-        if resolved is None or resolved.dataset is None:
-            what = resolved.description if resolved is not None else "none"
-            raise InputError(f"this metric needs the {source} to be a dataset (got {what})")
-        return resolved.dataset
+        return self._get("dataset", source)
 
     def other_images(self, spec: str, *, default_split: str) -> ImageSet:
         return self._run.other_images(spec, default_split=default_split)

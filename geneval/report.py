@@ -61,8 +61,7 @@ def _count(count: Any) -> str:
 def _header(report: Mapping[str, Any]) -> list[str]:
     cfg = report["config"]
     lines = [
-        f"samples: {cfg['samples']} "
-        f"({_count(report['inputs'].get('samples', {}).get('count'))})"
+        f"samples: {cfg['samples']} ({_count(report['inputs'].get('samples', {}).get('count'))})"
     ]
     if cfg.get("model"):
         sampler = cfg.get("sampler")

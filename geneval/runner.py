@@ -26,11 +26,11 @@ from typing import Any
 import torch
 
 from geneval import __version__
-from geneval.api import GenerativeModel, ImageSet, LoadedExtractor
+from geneval.api import GenerativeModel, ImageSet, LoadedExtractor, Need
 from geneval.capabilities import capabilities_of, capability_name
 from geneval.device import resolve_device
 from geneval.errors import InputError, warn
-from geneval.inputs import EXTRACTED_KINDS, PRODUCERS, InputKey, RunInputs, input_key
+from geneval.inputs import EXTRACTED_KINDS, PRODUCERS, InputKey, RunInputs, input_key, needs_of
 from geneval.options import parse_metric_options
 from geneval.passes import PassPlan, PassResult, run_pass
 from geneval.plugins import Registry, get_registry
@@ -109,20 +109,27 @@ def resolve_metrics(registry: Registry, names: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _preferred_extractor(metric: Any) -> str | None:
-    for need in metric.needs:
+def _preferred_extractor(needs: Sequence[Need]) -> str | None:
+    for need in needs:
         if need.extractor:
             return need.extractor
     return None
 
 
-def _uses_extractor(metric: Any) -> bool:
-    return any(input_key(need, "").kind in EXTRACTED_KINDS for need in metric.needs)
+def _uses_extractor(needs: Sequence[Need]) -> bool:
+    return any(input_key(need, "").kind in EXTRACTED_KINDS for need in needs)
 
 
-def _needs_reference(metric: Any) -> bool:
+#: Kinds that a model run produces from the reference (its images, labels or factors).
+_FROM_REFERENCE_WITH_A_MODEL = ("latents", "labels", "factors", "reconstructions")
+
+
+def _needs_reference(needs: Sequence[Need], with_model: bool) -> bool:
     return any(
-        need.source == "reference" or need.kind == "reconstructions" for need in metric.needs
+        need.source == "reference"
+        or need.kind == "reconstructions"
+        or (with_model and need.kind in _FROM_REFERENCE_WITH_A_MODEL)
+        for need in needs
     )
 
 
@@ -344,6 +351,8 @@ class Evaluation:
         self.registry = registry or get_registry()
         self.metrics = resolve_metrics(self.registry, config.metrics)
         self.options = parse_metric_options(config.options, self.metrics)
+        #: each metric's needs under its validated options
+        self.needs = {name: needs_of(m, self.options[name]) for name, m in self.metrics.items()}
         if config.model is not None:
             family = self.registry.model(config.model)
             if config.sampler is not None and config.sampler not in family.samplers:
@@ -366,8 +375,8 @@ class Evaluation:
         return model
 
     def _check_capabilities(self, run: Collection) -> None:
-        for metric in self.metrics.values():
-            for need in metric.needs:
+        for name, metric in self.metrics.items():
+            for need in self.needs[name]:
                 for protocol in need.capabilities:
                     if run.model is not None and not isinstance(run.model, protocol):
                         offered = ", ".join(capabilities_of(run.model)) or "none"
@@ -407,10 +416,7 @@ class Evaluation:
 
     def resolve_reference(self, run: Collection) -> None:
         config = self.config
-        if any(_needs_reference(m) for m in self.metrics.values()) or (
-            run.model is not None
-            and any(n.kind == "latents" for m in self.metrics.values() for n in m.needs)
-        ):
+        if any(_needs_reference(needs, run.model is not None) for needs in self.needs.values()):
             if config.reference is not None:
                 run.sources["reference"] = resolve_spec(
                     config.reference, "reference", self.registry
@@ -423,16 +429,20 @@ class Evaluation:
             else:
                 raise InputError("the requested metrics need a reference: use --reference")
         if config.extractor_weights is not None:
-            used = {self._extractor(m, run) for m in self.metrics.values() if _uses_extractor(m)}
+            used = {
+                self._extractor(needs, run)
+                for needs in self.needs.values()
+                if _uses_extractor(needs)
+            }
             if len(used) > 1:
                 raise InputError(
                     f"--extractor-weights is ambiguous: this run uses the extractors "
                     f"{', '.join(sorted(used))} (choose one with --extractor)"
                 )
 
-    def _extractor(self, metric: Any, run: Collection) -> str:
+    def _extractor(self, needs: Sequence[Need], run: Collection) -> str:
         return extractor_for(
-            _preferred_extractor(metric),
+            _preferred_extractor(needs),
             explicit=self.config.extractor,
             samples=run.sources["samples"],
             reference=run.sources.get("reference"),
@@ -442,12 +452,12 @@ class Evaluation:
     # -- 2. plan -----------------------------------------------------------------------------
     def plan(self, run: Collection) -> Plan:
         plan = Plan()
-        for name, metric in self.metrics.items():
-            extractor = self._extractor(metric, run) if _uses_extractor(metric) else None
+        for name, needs in self.needs.items():
+            extractor = self._extractor(needs, run) if _uses_extractor(needs) else None
             if extractor is not None:
                 plan.extractors[name] = extractor
             keys = {}
-            for need in metric.needs:
+            for need in needs:
                 key = input_key(need, extractor)
                 keys[(key.kind, key.source)] = key
             plan.keys[name] = keys

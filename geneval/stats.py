@@ -1,4 +1,6 @@
-"""Feature statistics: float64 running sums, and the ``.npz`` statistics file (docs/contracts.md §6).
+"""Feature statistics: float64 running sums, and the ``.npz`` statistics file.
+
+See ``docs/contracts.md`` §6.
 
 The moments of a feature set are accumulated as running sums ``(n, Σx, Σxxᵀ)`` in float64, so
 shards computed on different machines merge exactly by adding their sums. The mean is

@@ -1,4 +1,4 @@
-"""The core: plugin loading, runner, options, gates, reports and exit codes (docs/contracts.md §2–5)."""
+"""The core: plugin loading, runner, options, gates, reports, exit codes (docs/contracts.md)."""
 
 from __future__ import annotations
 

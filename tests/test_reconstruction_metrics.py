@@ -7,6 +7,7 @@ noisy, JPEG-compressed and blurred versions, as float64 arrays in [0, 1].
 from __future__ import annotations
 
 import io
+import json
 import math
 
 import numpy as np
@@ -212,3 +213,52 @@ def test_registered() -> None:
         metric = registry.metric(name)
         assert metric.higher_is_better and metric.uncertainty == "std"
         assert "per_image" in metric.fields
+
+
+def _photo_crops() -> tuple[np.ndarray, np.ndarray]:
+    """Originals and reconstructions (N, 192, 192, 3) uint8: crops of three photos, each
+    distorted by noise, JPEG and blur, quantised to 8 bits as image files hold them."""
+    originals, reconstructions = [], []
+    for name in ("astronaut", "coffee", "chelsea"):
+        photo, distortions = _distorted(name)
+        crop = (slice(40, 232), slice(60, 252))
+        for distorted in distortions:
+            originals.append(photo[crop])
+            reconstructions.append(distorted[crop])
+    as_uint8 = lambda images: np.round(np.stack(images) * 255).astype(np.uint8)  # noqa: E731
+    return as_uint8(originals), as_uint8(reconstructions)
+
+
+@pytest.mark.slow
+def test_through_geneval_run_on_folders_and_arrays_equals_scikit_image(run_cli, tmp_path):
+    originals, reconstructions = _photo_crops()
+    expected_psnr = [
+        peak_signal_noise_ratio(o / 255, r / 255, data_range=1.0)
+        for o, r in zip(originals, reconstructions, strict=True)
+    ]
+    expected_ssim = [
+        structural_similarity(
+            o / 255, r / 255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+            data_range=1.0, channel_axis=-1,
+        )  # fmt: skip
+        for o, r in zip(originals, reconstructions, strict=True)
+    ]
+    for name, images in (("orig", originals), ("rec", reconstructions)):
+        np.save(tmp_path / f"{name}.npy", images)
+        folder = tmp_path / name
+        for i, image in enumerate(images):
+            (folder / f"photo{i // 3}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(folder / f"photo{i // 3}" / f"{i % 3}.png")
+    for samples, reference in (("rec.npy", "orig.npy"), ("rec", "orig")):
+        out = tmp_path / f"{samples}.json"
+        res = run_cli(
+            "run", "--samples", tmp_path / samples, "--reference", tmp_path / reference,
+            "--metrics", "psnr,ssim,ms_ssim", "--json", out, "--quiet",
+        )  # fmt: skip
+        assert res.code == 0, res.err
+        metrics = json.loads(out.read_text())["metrics"]
+        np.testing.assert_allclose(metrics["psnr"]["per_image"], expected_psnr, rtol=1e-6)
+        assert metrics["psnr"]["value"] == pytest.approx(np.mean(expected_psnr), rel=1e-6)
+        np.testing.assert_allclose(metrics["ssim"]["per_image"], expected_ssim, rtol=1e-6)
+        assert metrics["ssim"]["value"] == pytest.approx(np.mean(expected_ssim), rel=1e-6)
+        assert 0.0 < metrics["ms_ssim"]["value"] < 1.0

@@ -1,4 +1,6 @@
-"""Resize conventions for Inception features: ``tf1``, ``pytorch-fid`` and ``clean`` (docs/contracts.md §7).
+"""Resize conventions of the extractors: ``tf1``, ``pytorch-fid`` and ``clean``.
+
+See ``docs/contracts.md`` §7.
 
 FID numbers depend on how images are brought to the network's 299×299 input. Each
 convention reproduces one reference tool, batched on the images' device:

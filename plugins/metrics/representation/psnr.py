@@ -46,6 +46,7 @@ class PeakSignalNoiseRatio:
 
     name = "psnr"
     higher_is_better = True
+    allows_infinite_value = True  # identical pairs only: stated in the result's warnings
     interpretation = (
         "pixel fidelity of reconstructions in dB (10·log10(R²/MSE)); mean over the pairs that "
         "differ, identical pairs (infinite PSNR) counted apart"

@@ -87,7 +87,7 @@ def inception_score(
 
 
 class InceptionScore:
-    """The ``is`` metric (docs/contracts.md §7): logits of the samples, seeded shuffle, 10 splits."""
+    """The ``is`` metric (``docs/contracts.md`` §7): logits, seeded shuffle, 10 splits."""
 
     name = "is"
     higher_is_better = True

@@ -149,7 +149,7 @@ def kernel_inception_distance(
 
 
 class KernelInceptionDistance:
-    """The ``kid`` metric (docs/contracts.md §7): seeded subsets of sample and reference features."""
+    """The ``kid`` metric (``docs/contracts.md`` §7): seeded subsets of both feature sets."""
 
     name = "kid"
     higher_is_better = False

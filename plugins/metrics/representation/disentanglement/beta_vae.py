@@ -91,7 +91,7 @@ class BetaVAEMetric:
         "β-VAE metric: test accuracy of a linear classifier identifying the fixed factor from "
         "latent differences (chance = 1/number of factors)"
     )
-    needs = (Need("model", capabilities=(SupportsEncode,)),)
+    needs = (Need("model", capabilities=(SupportsEncode,)), Need("dataset", "reference"))
     options: Mapping[str, Option] = {
         "batch_size": BATCH_SIZE_OPTION,
         "num_train": Option(NUM_TRAIN, "training points", low=2),

@@ -133,7 +133,7 @@ class FactorVAEMetric:
         "FactorVAE metric: how often the latent that varies least when one factor is held "
         "fixed identifies that factor (chance ≈ 1/number of factors)"
     )
-    needs = (Need("model", capabilities=(SupportsEncode,)),)
+    needs = (Need("model", capabilities=(SupportsEncode,)), Need("dataset", "reference"))
     options: Mapping[str, Option] = {
         "batch_size": BATCH_SIZE_OPTION,
         "num_train": Option(NUM_TRAIN, "training points (votes)", low=1),
