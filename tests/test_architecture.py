@@ -43,3 +43,21 @@ def test_core_code_names_no_plugin(path: Path) -> None:
         if PLUGIN_WORDS.search(token.string):
             offenders.append(f"{path.name}:{token.start[0]}: {token.string}")
     assert not offenders, offenders
+
+
+def test_loading_every_plugin_imports_no_heavy_library():
+    """Plugins import scipy.stats, scikit-learn, scikit-image and the like on use, so that the
+    command line starts in a second however many plugins are installed."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from geneval.plugins import get_registry; get_registry(); "
+        "print(','.join(m for m in ('scipy.stats', 'scipy.optimize', 'sklearn', 'skimage', "
+        "'timm', 'torchvision', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env={**__import__("os").environ, "GENEVAL_LOAD_PLUGINS": ""},
+    )  # fmt: skip
+    assert out.stdout.strip() == "", out.stdout

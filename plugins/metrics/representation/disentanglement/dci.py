@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
 from geneval.api import MetricInputs, Need
 from geneval.hookspecs import hookimpl
@@ -69,6 +68,8 @@ def importance_matrix(
 def disentanglement(importance: np.ndarray) -> float:
     """``D = Σ_i ρ_i (1 − H_K(P_i·))`` with ``P_ik = R_ik / Σ_k R_ik`` and ``ρ_i = Σ_k R_ik / Σ R``
     (entropy in base K; Eastwood & Williams 2018, eq. 2, as disentanglement_lib)."""
+    import scipy.stats  # imported on use: it costs seconds at CLI start
+
     per_code = 1.0 - scipy.stats.entropy(importance.T + EPSILON, base=importance.shape[1])
     weights = importance if importance.sum() != 0.0 else np.ones_like(importance)
     return float(np.sum(per_code * weights.sum(axis=1) / weights.sum()))
@@ -77,6 +78,8 @@ def disentanglement(importance: np.ndarray) -> float:
 def completeness(importance: np.ndarray) -> float:
     """``C = Σ_k ρ_k (1 − H_D(P̃_·k))`` with ``P̃_ik = R_ik / Σ_i R_ik`` and ``ρ_k = Σ_i R_ik / Σ R``
     (entropy in base D; Eastwood & Williams 2018, eq. 3, as disentanglement_lib)."""
+    import scipy.stats
+
     per_factor = 1.0 - scipy.stats.entropy(importance + EPSILON, base=importance.shape[0])
     weights = importance if importance.sum() != 0.0 else np.ones_like(importance)
     return float(np.sum(per_factor * weights.sum(axis=0) / weights.sum()))
