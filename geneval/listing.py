@@ -121,7 +121,9 @@ def verbose_lines(kind: str, name: str, detail: Mapping[str, Any]) -> list[str]:
         if detail["uncertainty"]:
             lines.append(f"{pad}uncertainty: {detail['uncertainty']}")
         if detail["min_samples"]:
-            lines.append(f"{pad}warns below {detail['min_samples']} samples")
+            lines.append(
+                f"{pad}warns below {detail['min_samples']} samples (or the minimum its extractor declares)"
+            )
         lines.append(f"{pad}needs: {', '.join(detail['needs']) or 'nothing'}")
         if detail["options"]:
             lines.append(f"{pad}options (--opt {name}.KEY=VALUE):")
