@@ -32,17 +32,23 @@ def direction(higher_is_better: bool | None) -> str:
     return "higher is better" if higher_is_better else "lower is better"
 
 
-def metric_info(metrics: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{name: {"higher_is_better", "interpretation", "uncertainty", "min_samples"}}`` of the
-    metric plugins ``metrics`` (name → plugin); a value a plugin does not declare is ``None``."""
+def metric_info(
+    metrics: Mapping[str, Any], minimums: Mapping[str, tuple[int | None, str]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``{name: {"higher_is_better", "interpretation", "uncertainty", "min_samples",
+    "min_samples_from"}}`` of the metric plugins ``metrics`` (name → plugin); a value a plugin
+    does not declare is ``None``. ``minimums`` (name → :func:`minimum_samples`) gives the
+    minimum that applies in a run, else the metric's own is recorded."""
     info = {}
     for name, metric in metrics.items():
         higher = getattr(metric, "higher_is_better", None)
+        minimum, who = (minimums or {}).get(name) or minimum_samples(metric, None, [])
         info[name] = {
             "higher_is_better": None if higher is None else bool(higher),
             "interpretation": getattr(metric, "interpretation", None),
             "uncertainty": getattr(metric, "uncertainty", None),
-            "min_samples": getattr(metric, "min_samples", None),
+            "min_samples": minimum,
+            "min_samples_from": who or None,
         }
     return info
 
@@ -69,24 +75,20 @@ def minimum_samples(
 
 
 def sample_count_warnings(
-    metric: Any,
-    counts: Mapping[str, int | None],
-    *,
-    extractor: Any | None,
-    datasets: list[Any],
+    metric: Any, counts: Mapping[str, int | None], minimum: int | None, who: str
 ) -> list[str]:
-    """Warnings for each source ``metric`` reads that holds fewer samples than its minimum.
+    """Warnings for each source ``metric`` reads that holds fewer images than ``minimum``.
 
     ``counts`` maps ``samples``/``reference`` to their image counts (``None``: unknown, no
-    warning). Estimates such as FID are biased at small n (Chong & Forsyth 2020), so a value
-    from fewer samples than the minimum is flagged and is comparable only at equal n.
+    warning); ``minimum`` and ``who`` come from :func:`minimum_samples`. Estimates such as FID
+    are biased at small n (Chong & Forsyth 2020), so a value from fewer samples than the
+    minimum is flagged and is comparable only at equal n.
 
     References
     ----------
     .. [1] M. J. Chong, D. Forsyth, "Effectively Unbiased FID and Inception Score and where to
        find them", CVPR 2020.
     """
-    minimum, who = minimum_samples(metric, extractor, datasets)
     if minimum is None:
         return []
     roles = dict.fromkeys(need.source for need in getattr(metric, "needs", ()))

@@ -31,7 +31,7 @@ from geneval.baseline import compute_baseline, plan_baseline
 from geneval.capabilities import capabilities_of, capability_name
 from geneval.device import resolve_device
 from geneval.errors import InputError, warn
-from geneval.explain import metric_info, sample_count_warnings, versions
+from geneval.explain import metric_info, minimum_samples, sample_count_warnings, versions
 from geneval.inputs import EXTRACTED_KINDS, PRODUCERS, InputKey, RunInputs, input_key
 from geneval.options import parse_metric_options
 from geneval.passes import PassPlan, PassResult, run_pass
@@ -592,42 +592,36 @@ class Evaluation:
             else:
                 count = None
             inputs[role] = {"count": count, "description": resolved.description}
-        self._warn_sample_counts(run, plan, results, inputs)
+        minimums = self._minimum_samples(run, plan)
+        counts = {role: entry["count"] for role, entry in inputs.items()}
+        for name, result in results.items():  # a warning where too few images stand behind it
+            notes = sample_count_warnings(self.metrics[name], counts, *minimums[name])
+            if notes:
+                result["warnings"] = [*result.get("warnings", []), *notes]
         return {
             "geneval_version": __version__,
             "versions": versions(),
             "config": report_config,
             "inputs": inputs,
             "metrics": results,
-            "metric_info": metric_info(self.metrics),
+            "metric_info": metric_info(self.metrics, minimums),
             "errors": errors,
             "timings": {k: round(v, 4) for k, v in timings.items()},
         }
 
-    def _warn_sample_counts(
-        self,
-        run: Collection,
-        plan: Plan,
-        results: dict[str, dict[str, Any]],
-        inputs: dict[str, dict[str, Any]],
-    ) -> None:
-        """Add a warning to each metric computed from fewer samples than its minimum."""
-        counts = {role: entry["count"] for role, entry in inputs.items()}
+    def _minimum_samples(self, run: Collection, plan: Plan) -> dict[str, tuple[int | None, str]]:
+        """Each metric's minimum sample count in this run, and who declares it."""
         datasets = [
             run.sources[role].dataset
             for role in ("reference", "samples")
             if role in run.sources and run.sources[role].dataset is not None
         ]
-        for name, result in results.items():
+        minimums = {}
+        for name, metric in self.metrics.items():
             extractor = plan.extractors.get(name)
-            notes = sample_count_warnings(
-                self.metrics[name],
-                counts,
-                extractor=self.registry.extractor(extractor) if extractor else None,
-                datasets=datasets,
-            )
-            if notes:
-                result["warnings"] = [*result.get("warnings", []), *notes]
+            plugin = self.registry.extractor(extractor) if extractor else None
+            minimums[name] = minimum_samples(metric, plugin, datasets)
+        return minimums
 
 
 def evaluate(config: RunConfig, registry: Registry | None = None) -> dict[str, Any]:
