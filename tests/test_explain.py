@@ -122,12 +122,9 @@ def test_baseline_scores_the_held_out_split_at_the_same_n():
     images = DigitsDataset().load("all").images[:1000]
     report = geneval.evaluate(images, "digits:train", ["fid", "kid", "is"], options=FAST_KID)
     assert "baseline" not in report
-    with_baseline = Evaluation(
-        RunConfig(
-            metrics=["fid", "kid", "is"], samples=images, reference="digits:train",
-            baseline=True, options=FAST_KID, device="cpu",
-        )
-    ).execute()  # fmt: skip
+    with_baseline = geneval.evaluate(
+        images, "digits:train", ["fid", "kid", "is"], options=FAST_KID, baseline=True
+    )
     section = with_baseline["baseline"]
     assert section["held_out"] == "digits:test" and section["n"] == 270
     for name in ("fid", "kid", "is"):  # the main numbers do not change
