@@ -146,3 +146,18 @@ def test_bad_input_is_one_line_exit_2(run_cli, reports, tmp_path):
     assert res.code == 2 and "at least two" in res.err
     res = run_cli("compare", reports["a.json"], reports["b.json"], "--rtol", "-1")
     assert res.code == 2
+
+
+def test_reports_without_metric_info_use_the_installed_plugins():
+    """A report written before ``metric_info`` existed: direction and uncertainty field come
+    from the installed metric plugins."""
+    from geneval.plugins import get_registry
+
+    a = _report({"kid": {"value": 0.010, "std": 0.001}, "is": {"value": 8.0, "std": 0.1}})
+    b = _report({"kid": {"value": 0.013, "std": 0.001}, "is": {"value": 8.5, "std": 0.1}})
+    for report in (a, b):
+        del report["metric_info"]
+    comparison = compare_reports([a, b], ["a", "b"], registry=get_registry())
+    assert comparison.regressions == ["kid in b"]  # 0.003 worse > √2 · 0.001; IS improved
+    kid = comparison.rows[0].changes[0]
+    assert kid.basis == "combined std" and kid.threshold == pytest.approx(math.sqrt(2) * 0.001)
