@@ -122,7 +122,8 @@ def verbose_lines(kind: str, name: str, detail: Mapping[str, Any]) -> list[str]:
             lines.append(f"{pad}uncertainty: {detail['uncertainty']}")
         if detail["min_samples"]:
             lines.append(
-                f"{pad}warns below {detail['min_samples']} samples (or the minimum its extractor declares)"
+                f"{pad}warns below {detail['min_samples']} samples "
+                "(or the minimum its extractor or dataset declares)"
             )
         lines.append(f"{pad}needs: {', '.join(detail['needs']) or 'nothing'}")
         if detail["options"]:

@@ -56,9 +56,7 @@ def planned_reports(paths: Mapping[str, Any]) -> list[tuple[Output, Renderer]]:
     markdown = paths.get("markdown")
     png = None if markdown is None or str(markdown) == STDOUT else grid_png_path(markdown)
     if markdown is not None:
-        planned.append(
-            (Output(markdown, "--markdown file"), _markdown(png.name if png else None))
-        )
+        planned.append((Output(markdown, "--markdown file"), _markdown(png.name if png else None)))
     if paths.get("junit") is not None:
         planned.append((Output(paths["junit"], "--junit file"), lambda r, v: to_junit(r)))
     if paths.get("html") is not None:

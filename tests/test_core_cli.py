@@ -1,4 +1,4 @@
-"""The core: plugin loading, runner, options, gates, reports and exit codes (docs/contracts.md §2–5)."""
+"""The core: plugins, runner, options, gates, reports and exit codes (docs/contracts.md §2–5)."""
 
 from __future__ import annotations
 
