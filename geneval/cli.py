@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import sys
 import traceback
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ import torch
 
 from geneval import __version__
 from geneval.api import CommandOption
+from geneval.compare import DEFAULT_RTOL, compare_reports, load_report, to_text
 from geneval.device import resolve_device
 from geneval.errors import InputError, WarningLog, captured_warnings, warn
 from geneval.gates import (
@@ -31,7 +33,7 @@ from geneval.gates import (
     parse_gate,
 )
 from geneval.io import (
-    Output,
+    STDOUT,
     check_image_folder,
     check_outputs,
     check_writable,
@@ -39,11 +41,13 @@ from geneval.io import (
     write_image_folder,
     write_outputs,
 )
+from geneval.listing import plugin_detail, verbose_lines
 from geneval.options import declared_options, parse_options
 from geneval.passes import PassPlan, run_pass
 from geneval.plugins import get_registry
 from geneval.progress import set_quiet
-from geneval.report import printable, to_json, to_junit, to_markdown, to_table
+from geneval.report import printable, to_table
+from geneval.report_files import planned_reports
 from geneval.resolve import extractor_for, resolve_spec
 from geneval.runner import Evaluation, RunConfig
 from geneval.sources import ModelSource
@@ -119,10 +123,13 @@ class _ExtractorChoices(click.Option):
         return record[0], record[1] + (f" ({'; '.join(choices)})" if choices else "")
 
 
-@click.group(cls=_PluginCommands)
+@click.group(cls=_PluginCommands, invoke_without_command=True)
 @click.version_option(__version__, prog_name="geneval")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Evaluate generative models: FID, KID, IS, likelihoods and more, through plugins."""
+    if ctx.invoked_subcommand is None:  # a bare `geneval` shows what it can do
+        click.echo(ctx.get_help())
 
 
 _device_option = click.option(
@@ -192,7 +199,31 @@ _workers_option = click.option(
 @_workers_option
 @_seed_option
 @click.option("--json", "json_path", help="Write the JSON report to PATH (- for stdout).")
-@click.option("--markdown", help="Write a Markdown report to PATH (- for stdout).")
+@click.option(
+    "--markdown",
+    help="Write a Markdown report to PATH (- for stdout); a file gets its grid of samples "
+    "and reference images beside it as PATH-grid.png.",
+)
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    help="Write a self-contained HTML report: metrics, gates, sample and reference grids, "
+    "nearest reference images of samples, provenance.",
+)
+@click.option(
+    "--grid",
+    default=64,
+    show_default=True,
+    type=NON_NEGATIVE,
+    help="Images of each source shown in the --html and --markdown grids.",
+)
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="Also score the reference dataset's held-out split (test, else val) against the "
+    "reference, beside the samples, both at the same n.",
+)
 @click.option(
     "--junit", type=click.Path(path_type=Path), help="Write JUnit XML (one case per gate)."
 )
@@ -220,6 +251,9 @@ def run(
     seed: int,
     json_path: str | None,
     markdown: str | None,
+    html_path: Path | None,
+    grid: int,
+    baseline: bool,
     junit: Path | None,
     force: bool,
     fail_if: Sequence[str],
@@ -229,6 +263,7 @@ def run(
 ) -> int:
     """Evaluate samples (a folder, an array or a model) against a reference."""
     set_quiet(quiet)
+    pictures = html_path is not None or (markdown is not None and markdown != STDOUT)
     config = RunConfig(
         metrics=[m for m in metrics.split(",") if m.strip()],
         model=model,
@@ -246,18 +281,24 @@ def run(
         seed=seed,
         sampler=sampler,
         steps=steps,
+        grid=grid if pictures else 0,
+        neighbours=NEIGHBOUR_ROWS if html_path is not None else 0,
+        baseline=baseline,
     )
+    reports = {"json": json_path, "markdown": markdown, "junit": junit, "html": html_path}
     with captured_warnings() as caught:
-        return _run(config, fail_if, gates_file, json_path, markdown, junit, force, debug, caught)
+        return _run(config, fail_if, gates_file, reports, force, debug, caught)
+
+
+#: Samples shown with their nearest reference images in the HTML report.
+NEIGHBOUR_ROWS = 8
 
 
 def _run(
     config: RunConfig,
     fail_if: Sequence[str],
     gates_file: Path | None,
-    json_path: str | None,
-    markdown: str | None,
-    junit: Path | None,
+    reports: dict[str, Any],
     force: bool,
     debug: bool,
     caught: WarningLog,
@@ -271,15 +312,7 @@ def _run(
     ambient = gates_from_pyproject(".")
     gates += [g for g in ambient if g.metric in evaluation.metrics]
     check_gate_metrics(gates, evaluation.metrics)
-    outputs = [
-        (Output(path, f"{flag} file"), render)
-        for flag, path, render in (
-            ("--json", json_path, to_json),
-            ("--markdown", markdown, to_markdown),
-            ("--junit", junit, to_junit),
-        )
-        if path is not None
-    ]
+    outputs = planned_reports(reports)
     check_outputs([out for out, _ in outputs], force=force)
 
     report = evaluation.execute()
@@ -287,7 +320,8 @@ def _run(
     report["warnings"] = caught.drain()
 
     # Render every output before writing any, then write them all or none.
-    rendered = [(out, render(report)) for out, render in outputs]
+    rendered = [(out, render(report, evaluation.visuals)) for out, render in outputs]
+    rendered = [(out, content) for out, content in rendered if content is not None]
     write_outputs(rendered, force=force, stdout=lambda text: click.echo(text, nl=False))
     if not any(out.to_stdout for out, _ in outputs):
         click.echo(to_table(report), nl=False)
@@ -383,10 +417,20 @@ def stats(
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json: bool) -> int:
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also each metric's direction, meaning and options (defaults, bounds), each model's "
+    "samplers and capabilities, each extractor's outputs and each dataset's splits.",
+)
+def plugins(as_json: bool, verbose: bool) -> int:
     """List installed plugins: kind, name, distribution and version."""
     registry = get_registry()
     rows = registry.listing()
+    if verbose:
+        for row in rows:
+            row["detail"] = plugin_detail(row["kind"], registry.get(row["kind"], row["name"]))
     failed = [
         {
             "entry_point": p.entry_point,
@@ -397,7 +441,7 @@ def plugins(as_json: bool) -> int:
         for p, message in registry.failed
     ]
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "failed": failed}, indent=2))
+        click.echo(json.dumps({"plugins": rows, "failed": failed}, indent=2, default=str))
         return EXIT_OK
     widths = [max([len(h)] + [len(r[h]) for r in rows]) for h in ("kind", "name", "distribution")]
     header = ("kind", "name", "distribution", "version")
@@ -406,9 +450,44 @@ def plugins(as_json: bool) -> int:
         click.echo(
             "  ".join(f"{r[h]:<{w}}" for h, w in zip(header, widths + [0], strict=True)).rstrip()
         )
+        if verbose:
+            for line in verbose_lines(r["kind"], r["name"], r["detail"]):
+                click.echo(line)
     for f in failed:
         click.echo(f"(failed to load: {f['entry_point']} from {f['distribution']}: {f['error']})")
     return EXIT_OK
+
+
+# -- compare -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("reports", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--rtol",
+    default=DEFAULT_RTOL,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Relative change flagged for metrics that report no uncertainty (e.g. FID).",
+)
+@click.option(
+    "--fail-on-regression", is_flag=True, help="Exit 1 when a metric regressed (default: 0)."
+)
+def compare(reports: Sequence[Path], rtol: float, fail_on_regression: bool) -> int:
+    """Compare the JSON reports of runs: metrics side by side, deltas against the first, and
+    regressions (a change in the worse direction beyond the runs' combined uncertainty, or
+    beyond --rtol for a metric without one)."""
+    if len(reports) < 2:
+        raise InputError("compare needs at least two JSON reports: geneval compare A.json B.json")
+    if not math.isfinite(rtol):
+        raise InputError(f"--rtol {rtol}: expected a finite number")
+    loaded = [load_report(path) for path in reports]
+    names = [path.name for path in reports]
+    if len(set(names)) < len(names):
+        names = [str(path) for path in reports]
+    comparison = compare_reports(loaded, names, rtol=rtol, registry=get_registry())
+    click.echo(to_text(comparison), nl=False)
+    return EXIT_GATE if fail_on_regression and comparison.regressions else EXIT_OK
 
 
 # -- train -------------------------------------------------------------------------------------

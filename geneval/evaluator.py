@@ -65,6 +65,7 @@ def evaluate(
     sampler: str | None = None,
     steps: int | None = None,
     fail_if: Iterable[str] = (),
+    baseline: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``samples`` against ``reference``; returns the report (as ``--json`` writes it).
 
@@ -72,7 +73,8 @@ def evaluate(
     file), ``DATASET[:SPLIT]``, a uint8 or float image tensor or array (NCHW or NHWC), or, for
     ``samples``, a loaded model (or ``model="ddpm"`` to load a model family's checkpoint).
     ``fail_if`` takes gate expressions such as ``"fid>30"``; the report's ``passed`` is the
-    verdict. Warnings are collected into the report's ``warnings``.
+    verdict. Warnings are collected into the report's ``warnings``. ``baseline=True`` adds the
+    held-out split's scores at the same n, as ``--baseline`` does.
     """
     config = RunConfig(
         metrics=_metric_list(metrics),
@@ -91,6 +93,7 @@ def evaluate(
         seed=seed,
         sampler=sampler,
         steps=steps,
+        baseline=baseline,
     )
     with captured_warnings() as caught:
         evaluation = Evaluation(config)

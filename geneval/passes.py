@@ -7,7 +7,8 @@ group for folders of mixed sizes); the pass keeps
 * per-sample outputs only where a metric needs them (float32, on the host);
 * float64 running sums ``(n, Σx, Σxxᵀ)`` of a feature output where a metric needs only the
   moments (FID): memory stays flat however many images pass;
-* the images themselves only when a metric needs them.
+* the images themselves only when a metric needs them;
+* the first ``keep_first`` images, when a report shows them (sample grids).
 
 The same :class:`SourcePass` serves the command line (a source's batches) and the streaming
 Python API (:class:`geneval.evaluator.Evaluator`, one ``update`` at a time).
@@ -37,6 +38,8 @@ class PassPlan:
     outputs: dict[str, set[str]] = field(default_factory=dict)
     #: extractor name → the output whose running moments are accumulated
     moments: dict[str, str] = field(default_factory=dict)
+    #: the number of leading images kept for a report (sample grids); 0: none
+    keep_first: int = 0
 
     @property
     def extractors(self) -> list[str]:
@@ -44,7 +47,7 @@ class PassPlan:
 
     @property
     def empty(self) -> bool:
-        return not (self.keep_images or self.outputs or self.moments)
+        return not (self.keep_images or self.outputs or self.moments or self.keep_first)
 
 
 @dataclass
@@ -56,6 +59,7 @@ class PassResult:
     outputs: dict[tuple[str, str], torch.Tensor]  # (extractor, output) → (n, d) float32, CPU
     moments: dict[str, FeatureStatistics]  # extractor → running sums of its moments output
     sizes: set[tuple[int, int]]  # (H, W) of the images seen
+    first: list[torch.Tensor] = field(default_factory=list)  # leading images (C, H, W), CPU
 
 
 def same_size_groups(batch: Batch) -> list[torch.Tensor]:
@@ -97,6 +101,7 @@ class SourcePass:
             (name, out): [] for name, outs in plan.outputs.items() for out in sorted(outs)
         }
         self._moments: dict[str, FeatureStatistics] = {}
+        self._first: list[torch.Tensor] = []
 
     def add(self, batch: Batch) -> int:
         """Feed one batch (a tensor (N, C, H, W), or a list of (C, H, W) images of mixed
@@ -117,6 +122,9 @@ class SourcePass:
                     self._moments[name].update(features)
             if self.plan.keep_images:
                 self._images.append(group.cpu())
+            missing = self.plan.keep_first - len(self._first)
+            if missing > 0:
+                self._first.extend(group[:missing].cpu())
             added += int(group.shape[0])
         self.count += added
         return added
@@ -143,11 +151,12 @@ class SourcePass:
             outputs=outputs,
             moments=dict(self._moments),
             sizes=set(self.sizes),
+            first=list(self._first),
         )
 
     def nbytes(self) -> int:
         """Bytes held by the accumulated state (kept images, outputs and moment sums)."""
-        total = sum(t.numel() * t.element_size() for t in self._images)
+        total = sum(t.numel() * t.element_size() for t in [*self._images, *self._first])
         total += sum(t.numel() * t.element_size() for ts in self._outputs.values() for t in ts)
         for stats in self._moments.values():
             total += stats.sum.numel() * 8 + stats.sum_outer.numel() * 8

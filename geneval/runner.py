@@ -27,9 +27,11 @@ import torch
 
 from geneval import __version__
 from geneval.api import GenerativeModel, ImageSet, LoadedExtractor, Need
+from geneval.baseline import compute_baseline, plan_baseline
 from geneval.capabilities import capabilities_of, capability_name
 from geneval.device import resolve_device
 from geneval.errors import InputError, warn
+from geneval.explain import metric_info, minimum_samples, sample_count_warnings, versions
 from geneval.inputs import EXTRACTED_KINDS, PRODUCERS, InputKey, RunInputs, input_key, needs_of
 from geneval.options import parse_metric_options
 from geneval.passes import PassPlan, PassResult, run_pass
@@ -43,6 +45,7 @@ from geneval.resolve import (
 )
 from geneval.sources import ModelSource
 from geneval.stats import StatsFile, check_provenance, load_stats
+from geneval.visuals import Visuals, collect_visuals, plan_visuals
 
 DEFAULT_BATCH_SIZE = 64  # images per extractor call
 SOURCES = ("samples", "reference")
@@ -73,6 +76,10 @@ class RunConfig:
     seed: int = 0
     sampler: str | None = None
     steps: int | None = None
+    # -- what a report shows besides the numbers (geneval/visuals.py, geneval/baseline.py) --
+    grid: int = 0  # the first images of each source kept for grids
+    neighbours: int = 0  # samples whose nearest reference images are shown
+    baseline: bool = False  # score a held-out split of the reference dataset at the same n
 
 
 def _is_model(obj: Any) -> bool:
@@ -90,6 +97,8 @@ def validate_config(config: RunConfig) -> None:
         ("--workers", config.workers, 0),
         ("--num-samples", config.num_samples, 1),
         ("--steps", config.steps, 1),
+        ("--grid", config.grid, 0),
+        ("--neighbours", config.neighbours, 0),
     ):
         if value is not None and (not isinstance(value, int) or value < low):
             raise InputError(f"{name} must be an integer ≥ {low}, got {value}")
@@ -353,6 +362,7 @@ class Evaluation:
         self.options = parse_metric_options(config.options, self.metrics)
         #: each metric's needs under its validated options
         self.needs = {name: needs_of(m, self.options[name]) for name, m in self.metrics.items()}
+        self.visuals: Visuals | None = None  # set by execute() when the config asks for them
         if config.model is not None:
             family = self.registry.model(config.model)
             if config.sampler is not None and config.sampler not in family.samplers:
@@ -463,6 +473,10 @@ class Evaluation:
             plan.keys[name] = keys
         for key in dict.fromkeys(k for keys in plan.keys.values() for k in keys.values()):
             PRODUCERS[key.kind].plan(key, run)
+        if self.config.grid or self.config.neighbours:
+            plan_visuals(run, plan, grid=self.config.grid, neighbours=self.config.neighbours)
+        if self.config.baseline:
+            plan_baseline(run, plan)
         return plan
 
     # -- 3. collect --------------------------------------------------------------------------
@@ -483,6 +497,8 @@ class Evaluation:
         errors: dict[str, str] = {}
         memo: dict[Any, Any] = {}
         for name, metric in self.metrics.items():
+            if name not in plan.keys:  # a plan for some of the metrics (the baseline's)
+                continue
             inputs = RunInputs(
                 plan.keys[name],
                 values,
@@ -522,7 +538,18 @@ class Evaluation:
         t0 = time.perf_counter()
         results, errors = self.dispatch(run, plan, values)
         timings["metrics"] = time.perf_counter() - t0
-        return self._report(run, plan, results, errors, timings)
+        extra: dict[str, Any] = {}
+        config = self.config
+        if config.baseline or config.grid or config.neighbours:
+            t0 = time.perf_counter()
+            if config.baseline:
+                extra["baseline"] = compute_baseline(self, run, plan, values, results)
+            if config.grid or config.neighbours:
+                self.visuals = collect_visuals(
+                    run, plan, values, grid=config.grid, neighbours=config.neighbours
+                )
+            timings["report"] = time.perf_counter() - t0
+        return {**self._report(run, plan, results, errors, timings), **extra}
 
     # -- report ------------------------------------------------------------------------------
     def _report(
@@ -575,14 +602,36 @@ class Evaluation:
             else:
                 count = None
             inputs[role] = {"count": count, "description": resolved.description}
+        minimums = self._minimum_samples(run, plan)
+        counts = {role: entry["count"] for role, entry in inputs.items()}
+        for name, result in results.items():  # a warning where too few images stand behind it
+            notes = sample_count_warnings(self.metrics[name], counts, *minimums[name])
+            if notes:
+                result["warnings"] = [*result.get("warnings", []), *notes]
         return {
             "geneval_version": __version__,
+            "versions": versions(),
             "config": report_config,
             "inputs": inputs,
             "metrics": results,
+            "metric_info": metric_info(self.metrics, minimums),
             "errors": errors,
             "timings": {k: round(v, 4) for k, v in timings.items()},
         }
+
+    def _minimum_samples(self, run: Collection, plan: Plan) -> dict[str, tuple[int | None, str]]:
+        """Each metric's minimum sample count in this run, and who declares it."""
+        datasets = [
+            run.sources[role].dataset
+            for role in ("reference", "samples")
+            if role in run.sources and run.sources[role].dataset is not None
+        ]
+        minimums = {}
+        for name, metric in self.metrics.items():
+            extractor = plan.extractors.get(name)
+            plugin = self.registry.extractor(extractor) if extractor else None
+            minimums[name] = minimum_samples(metric, plugin, datasets)
+        return minimums
 
 
 def evaluate(config: RunConfig, registry: Registry | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,16 @@ class SampleSource:
     def notes(self) -> list[str]:
         """One-line notes on what a pass over the source noticed (shown in the report)."""
         return []
+
+    @property
+    def can_fetch(self) -> bool:
+        """Whether :meth:`fetch` gives random access to the images (not for model samples)."""
+        return False
+
+    def fetch(self, indices: Sequence[int]) -> list[torch.Tensor]:
+        """The images at ``indices`` (float32 ``[0, 1]``, (C, H, W) each, on the host), for
+        reports that show them; only where :attr:`can_fetch`."""
+        raise NotImplementedError(f"{self.description}: no random access to its images")
 
 
 # -- image folders -----------------------------------------------------------------------------
@@ -252,6 +262,15 @@ class FolderSource(SampleSource):
             "(animations or multi-page files): only the first frame of each was used"
         ]
 
+    @property
+    def can_fetch(self) -> bool:
+        return True
+
+    def fetch(self, indices: Sequence[int]) -> list[torch.Tensor]:
+        return [
+            _to_unit_float(decode_image(self.paths[i]).pixels, torch.device("cpu")) for i in indices
+        ]
+
     def batches(
         self, batch_size: int, device: torch.device, workers: int | None
     ) -> Iterator[Batch]:
@@ -440,6 +459,15 @@ class ArraySource(SampleSource):
     def has_images(self) -> bool:
         return self.array is not None
 
+    @property
+    def can_fetch(self) -> bool:
+        return self.array is not None
+
+    def fetch(self, indices: Sequence[int]) -> list[torch.Tensor]:
+        scale = 255.0 if self.array.dtype == np.uint8 else 1.0
+        picked = torch.from_numpy(np.ascontiguousarray(self.array[list(indices)]))
+        return list(picked.float().div_(scale))
+
     def batches(
         self, batch_size: int, device: torch.device, workers: int | None
     ) -> Iterator[Batch]:
@@ -476,6 +504,13 @@ class TensorSource(SampleSource):
             if (value := getattr(data, key)) is not None
         }
         super().__init__(description=description, count=int(images.shape[0]), carried=carried)
+
+    @property
+    def can_fetch(self) -> bool:
+        return True
+
+    def fetch(self, indices: Sequence[int]) -> list[torch.Tensor]:
+        return list(self.images[list(indices)].detach().float().cpu())
 
     def batches(
         self, batch_size: int, device: torch.device, workers: int | None

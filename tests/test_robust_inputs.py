@@ -120,7 +120,8 @@ def test_animated_images_and_resized_reference_are_noted(run_cli, tmp_path):
     notes = report["warnings"]
     assert any("12 image file(s)" in n and "only the first frame" in n for n in notes), notes
     assert any("8×8" in n and "64×64" in n and "digits-cnn" in n for n in notes), notes
-    assert len(_table_notes(res.out)) == len(notes)
+    metric_notes = report["metrics"]["fid"].get("warnings", [])
+    assert len(_table_notes(res.out)) == len(notes) + len(metric_notes)
     assert "warning" not in res.err  # the notes are in the report, not between output lines
 
 

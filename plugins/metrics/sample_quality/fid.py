@@ -131,6 +131,9 @@ class FrechetInceptionDistance:
         "records no count)",
     }
     uncertainty = None
+    #: Below the Inception feature dimension the sample covariance is singular and the
+    #: estimate strongly biased; an extractor with fewer dimensions declares its own minimum.
+    min_samples = 2048
 
     def compute(self, inputs: MetricInputs) -> Mapping[str, Any]:
         """``{"value": FID, "n_samples", "n_reference"}`` from the runner's running sums."""

@@ -167,19 +167,30 @@ class KernelInceptionDistance:
         "coef0": Option(1.0, "constant of the polynomial kernel"),
     }
     fields: Mapping[str, str] = {
-        "std": "standard deviation of the MMD² over subsets",
+        "std": "standard deviation of the MMD² over subsets (None when the subsets cannot "
+        "vary: one subset, or subsets as large as both sets)",
         "subset_size": "features per subset actually used",
         "subsets": "number of subsets",
     }
     uncertainty = "std"
+    #: As for FID: fewer samples than the Inception feature dimension give unreliable values;
+    #: an extractor with fewer dimensions declares its own minimum.
+    min_samples = 2048
 
     def compute(
         self, inputs: MetricInputs, *, subsets: int, subset_size: int, degree: int, coef0: float
     ) -> Mapping[str, Any]:
-        """``{"value", "std", "subset_size", "subsets"}``; subsets drawn with ``inputs.seed``."""
+        """``{"value", "std", "subset_size", "subsets"}``; subsets drawn with ``inputs.seed``.
+
+        ``std`` is ``None`` (with a warning) when the subsets cannot vary — a single subset, or
+        a subset size equal to both set sizes, so that every subset is the whole of both sets
+        and the spread over subsets is round-off, not uncertainty. A negative value gets a
+        warning that says what it means.
+        """
+        samples, reference = inputs.features("samples"), inputs.features("reference")
         result = kernel_inception_distance(
-            inputs.features("samples"),
-            inputs.features("reference"),
+            samples,
+            reference,
             subsets=subsets,
             subset_size=subset_size,
             degree=degree,
@@ -187,12 +198,27 @@ class KernelInceptionDistance:
             generator=torch.Generator().manual_seed(int(inputs.seed)),
             device=inputs.device,
         )
-        return {
+        notes = []
+        whole = result.subset_size == samples.shape[0] == reference.shape[0]
+        std: float | None = result.std
+        if result.subsets == 1 or whole:
+            std = None
+            why = "a single subset" if result.subsets == 1 else "every subset is both whole sets"
+            notes.append(f"no std: the subsets cannot vary ({why})")
+        if result.value < 0:
+            notes.append(
+                "negative: the unbiased MMD² estimate falls below 0 by chance when samples and "
+                "reference are close; read it as 0 within its spread"
+            )
+        out: dict[str, Any] = {
             "value": result.value,
-            "std": result.std,
+            "std": std,
             "subset_size": result.subset_size,
             "subsets": result.subsets,
         }
+        if notes:
+            out["warnings"] = notes
+        return out
 
 
 @hookimpl
