@@ -21,6 +21,7 @@ from geneval_plugins.metrics.sample_quality.manifold import (
     density,
     manifold_metrics,
     nearest_neighbour_radii,
+    pairwise_distances,
     precision,
     recall,
 )
@@ -120,6 +121,15 @@ def test_radii_equal_brute_force_and_do_not_depend_on_blocks(reference: np.ndarr
             expected,
             rtol=1e-5,
         )
+
+
+def test_pairwise_distances_are_torch_cdists(samples: np.ndarray, reference: np.ndarray) -> None:
+    x, y = torch.from_numpy(samples[:70]), torch.from_numpy(reference[:90])
+    ours = pairwise_distances(x, y, (x * x).sum(1), (y * y).sum(1))
+    exact = torch.cdist(x.double(), y.double())
+    assert ours.dtype == torch.float32 and ours.shape == (70, 90)
+    np.testing.assert_allclose(ours.numpy(), exact.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours.numpy(), torch.cdist(x, y).numpy(), rtol=1e-5)
 
 
 def test_duplicates_count_as_neighbours_and_ties_follow_each_reference() -> None:
