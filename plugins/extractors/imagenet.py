@@ -27,7 +27,6 @@ References
 from __future__ import annotations
 
 import torch
-from torchvision.transforms.functional import normalize
 
 from geneval.errors import InputError
 from geneval_plugins.extractors.resize import (
@@ -43,6 +42,13 @@ IMAGENET_SIZE = 224
 #: Every ImageNet input convention; DINOv2 accepts both, VGG-16 only ``tf1``.
 IMAGENET_CONVENTIONS = ("dgm-eval", "tf1")
 
+
+
+def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """torchvision's ``normalize`` (imported on use: torchvision costs a second at start)."""
+    from torchvision.transforms.functional import normalize
+
+    return normalize(images, mean, std)
 
 def as_rgb_batch(images: torch.Tensor, name: str) -> torch.Tensor:
     """Check float images ``(N, 1 or 3, H, W)`` and repeat a grey channel to RGB."""
@@ -74,10 +80,10 @@ def preprocess_imagenet(
         resized = resize_bilinear_tf1(levels, (size, size))
         mean = tuple(255 * m for m in IMAGENET_MEAN)
         std = tuple(255 * s for s in IMAGENET_STD)
-        return normalize(resized, mean, std)
+        return _normalize(resized, mean, std)
     if convention == "dgm-eval":
         resized = resize_bicubic_pil_uint8(levels, (size, size)) / 255
-        return normalize(resized, IMAGENET_MEAN, IMAGENET_STD)
+        return _normalize(resized, IMAGENET_MEAN, IMAGENET_STD)
     raise InputError(
         f"--resize {convention}: expected one of {', '.join(IMAGENET_CONVENTIONS)} "
         "for an ImageNet extractor"

@@ -31,7 +31,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from geneval.cache import file_sha256
@@ -66,6 +65,8 @@ def load_vgg16_fc2(path: Path, device: torch.device) -> nn.Module:
     torch-fidelity's ``FeatureExtractorVGG16`` after it deletes ``classifier[4:]``. A file in
     another key layout is an :class:`InputError` naming it.
     """
+    import torchvision  # imported on use: it costs a second at start
+
     state = load_state_dict(path, "VGG-16 weights")
     with torch.device("meta"):  # no random initialisation: every tensor comes from the file
         network = torchvision.models.vgg16(weights=None)
