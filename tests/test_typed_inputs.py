@@ -176,7 +176,7 @@ def produced(monkeypatch) -> list[tuple[str, str]]:
 
 
 def _report(run_cli, tmp_path: Path, *args: str) -> dict:
-    out = tmp_path / "r.json"
+    out = tmp_path / f"r{len(list(tmp_path.glob('r*.json')))}.json"
     res = run_cli("run", *args, "--json", out, "--quiet")
     assert res.code == 0, res.err
     return json.loads(out.read_text())
@@ -294,3 +294,110 @@ def test_missing_typed_inputs_are_named(plugins, run_cli, tmp_path):
     np.savez(path, latents=np.zeros((5, 2), np.float32), factors=np.full((5, 2), 0.5))
     res = run_cli("run", "--samples", path, "--metrics", "factor-sum")
     assert res.code == 2 and "factors must be integers" in res.err_lines[0]
+
+
+class SecondExtractor:
+    """A second counting extractor (features: per-channel means, 3-d)."""
+
+    name = "second"
+    outputs = {"mean": 3}
+    feature_output = "mean"
+    logits_output = None
+    resize_options = ()
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def load(self, *, device, weights=None, resize=None):
+        calls = self.calls
+
+        class Loaded:
+            name = "second"
+            outputs = {"mean": 3}
+            convention = "channel-mean"
+            weights_sha256 = "1" * 64
+
+            def __call__(self, images):
+                calls.append(int(images.shape[0]))
+                rgb = images if images.shape[1] == 3 else images.repeat(1, 3, 1, 1)
+                return {"mean": rgb.mean(dim=(2, 3))}
+
+        return Loaded()
+
+
+class SecondFeatureMean:
+    """Mean of the samples' features from the extractor it prefers (``second``)."""
+
+    name = "second-mean"
+    higher_is_better = False
+    interpretation = "test metric"
+    needs = (Need("features", "samples", extractor="second"),)
+    options: dict = {}
+    fields: dict = {}
+    uncertainty = None
+
+    def compute(self, inputs):
+        return {"value": float(inputs.features("samples").double().mean())}
+
+
+class SecondPlugins:
+    __name__ = "second_plugins"
+
+    def __init__(self) -> None:
+        self.extractor = SecondExtractor()
+
+    @hookimpl
+    def geneval_register_extractors(self, register):
+        register(self.extractor)
+
+    @hookimpl
+    def geneval_register_metrics(self, register):
+        register(SecondFeatureMean())
+
+
+def test_two_extractors_each_run_once_per_batch(add_plugin, run_cli, tmp_path):
+    first = FakePlugins()
+    second = SecondPlugins()
+    add_plugin(first)
+    add_plugin(second)
+    samples = tmp_path / "s.npy"
+    images = np.random.default_rng(0).integers(0, 256, (30, 6, 6, 3), dtype=np.uint8)
+    np.save(samples, images)
+    # feat-mean has no preference: the run's default is the samples' --extractor-less rule,
+    # here forced by naming the reference dataset's extractor; second-mean prefers `second`.
+    report = _report(
+        run_cli, tmp_path, "--samples", samples, "--reference", "toyset",
+        "--metrics", "feat-mean,feat-dist,second-mean", "--batch-size", "16",
+    )  # fmt: skip
+    extractors = report["config"]["extractors"]
+    assert extractors["feat-mean"]["name"] == extractors["feat-dist"]["name"] == "counting"
+    assert extractors["second-mean"]["name"] == "counting"  # the dataset's extractor wins
+    assert first.extractor.calls == [16, 14, 16, 16, 8]  # samples, then the reference (40)
+    assert second.extractor.calls == []
+
+
+def test_a_metric_preference_names_its_extractor_when_nothing_else_does(
+    add_plugin, run_cli, tmp_path
+):
+    first = FakePlugins()
+    second = SecondPlugins()
+    add_plugin(first)
+    add_plugin(second)
+    samples = tmp_path / "s.npy"
+    images = np.random.default_rng(0).integers(0, 256, (30, 6, 6, 3), dtype=np.uint8)
+    np.save(samples, images)
+    reference = tmp_path / "r.npy"
+    np.save(reference, images[:20])
+    report = _report(
+        run_cli, tmp_path, "--samples", samples, "--reference", reference,
+        "--metrics", "feat-mean,second-mean", "--batch-size", "16", "--extractor", "counting",
+    )  # fmt: skip
+    assert report["config"]["extractors"]["second-mean"]["name"] == "counting"  # explicit wins
+    report = _report(
+        run_cli, tmp_path, "--samples", samples, "--reference", reference,
+        "--metrics", "second-mean", "--batch-size", "16",
+    )  # fmt: skip
+    assert report["config"]["extractors"]["second-mean"]["name"] == "second"
+    assert second.extractor.calls == [16, 14]  # once per batch over the samples
+    expected = images.astype(np.float64).mean() / 255
+    assert report["metrics"]["second-mean"]["value"] == pytest.approx(expected, rel=1e-6)
