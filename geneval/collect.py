@@ -84,7 +84,7 @@ def collect_pass(
     names = plan.extractors
     key = None
     if cache is not None and names:
-        key = collectively(ctx, lambda: source_key(source, ctx, cache.index))
+        key = source_key(source, ctx, cache.index)
 
     fields: dict[str, list[dict[str, Any]]] = {}
     hits: dict[str, list[CachedPart]] = {}
@@ -102,14 +102,18 @@ def collect_pass(
                 )
                 for output, kind in _parts(plan, name)
             ]
-        found = None
-        if ctx.is_main:
+
+        def lookup() -> dict[str, list[CachedPart]] | None:
+            if not ctx.is_main:
+                return None  # rank 0 looks up and sends what it found
             found = {}
             for name in names:
                 parts = [cache.load(f) for f in fields[name]]
                 if all(p is not None for p in parts) and len({p.count for p in parts}) == 1:
                     found[name] = parts
-        hits = broadcast_object(ctx, found)
+            return found
+
+        hits = broadcast_object(ctx, collectively(ctx, lookup))
         hits = {n: p for n, p in hits.items() if p[0].count == source.count}
 
     todo = _without(plan, set(hits))
@@ -188,7 +192,9 @@ def _sharded_pass(
             *([plan.moments[name]] if name in plan.moments else []),
         ]
     }
-    merged = gather_pass_result(ctx, local, plan, dims, description=source.description)
+    merged = gather_pass_result(
+        ctx, local, plan, dims, description=source.description, device=device
+    )
     if merged.count != source.count:
         raise InputError(
             f"{source.description}: the ranks read {merged.count} of {source.count} images"

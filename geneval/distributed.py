@@ -308,14 +308,15 @@ def gather_pass_result(
     dims: dict[tuple[str, str], int],
     *,
     description: str,
+    device: torch.device,
 ) -> PassResult:
     """The pass over the whole source from every rank's pass over its shard.
 
     Counts are summed, image sizes united, running sums all-reduced (float64), per-sample
     outputs and kept images gathered in rank order. ``dims`` gives the dimension of each
     ``(extractor, output)`` so that a rank whose shard is empty contributes empty rows and
-    zero sums. Kept images of different sizes on different ranks are an :class:`InputError`,
-    as they are in one process.
+    zero sums (on ``device``, the run's). Kept images of different sizes on different ranks
+    are an :class:`InputError`, as they are in one process.
     """
     if not ctx.distributed:
         return local
@@ -327,7 +328,6 @@ def gather_pass_result(
     for name, output in sorted(plan.moments.items()):
         stats = local.moments.get(name)
         if stats is None:
-            device = next((s.sum.device for s in local.moments.values()), torch.device("cpu"))
             stats = FeatureStatistics(dims[(name, output)], device)
         merged = FeatureStatistics(stats.dim, stats.sum.device)
         merged.n = sum_ints(ctx, [stats.n])[0]

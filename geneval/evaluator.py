@@ -243,7 +243,7 @@ class Evaluator:
                 for output in run.extractor(name).outputs
             }
             run.results["samples"] = gather_pass_result(
-                run.ctx, self._pass.result(), plan, dims, description="update()"
+                run.ctx, self._pass.result(), plan, dims, description="update()", device=run.device
             )
             values = {}
             for keys in self._plan.keys.values():

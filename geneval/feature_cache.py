@@ -49,7 +49,7 @@ import torch
 
 from geneval import __version__
 from geneval.cache import geneval_cache_dir
-from geneval.distributed import DistContext, all_gather_objects, shard_range
+from geneval.distributed import DistContext, all_gather_objects, collectively, shard_range
 from geneval.errors import InputError, warn
 from geneval.stats import FeatureStatistics
 
@@ -217,36 +217,33 @@ def _array_digest(array: np.ndarray | torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _folder_key(source: Any, ctx: DistContext, index: FileHashIndex) -> str:
-    """sha256 over chunk digests of (relative path, file sha256); each rank hashes its own
-    whole chunks, so the key is the same however many ranks compute it."""
-    import PIL
-
+def _folder_chunks(source: Any, ctx: DistContext, index: FileHashIndex) -> list[str]:
+    """Digests of this rank's whole chunks of :data:`HASH_CHUNK` files, each the sha256 of
+    its (relative path, file sha256) pairs."""
     start, stop = shard_range(source.count, HASH_CHUNK, ctx.rank, ctx.world_size)
     shas = index.hashes(source.paths[start:stop])
     names = source.names[start:stop]
-    mine = []
+    digests = []
     for first in range(0, len(shas), HASH_CHUNK):
         chunk = hashlib.sha256()
-        for name, sha in zip(
+        pairs = zip(
             names[first : first + HASH_CHUNK], shas[first : first + HASH_CHUNK], strict=True
-        ):
+        )
+        for name, sha in pairs:
             chunk.update(f"{name}\0{sha}\n".encode("utf-8", "surrogateescape"))
-        mine.append(chunk.hexdigest())
-    digests = [d for part in all_gather_objects(ctx, mine) for d in part]
-    total = hashlib.sha256(f"folder|{source.count}|pillow {PIL.__version__}|".encode())
-    for digest in digests:
-        total.update(digest.encode())
-    return total.hexdigest()
+        digests.append(chunk.hexdigest())
+    return digests
 
 
-def source_key(source: Any, ctx: DistContext, index: FileHashIndex) -> str | None:
-    """The content key of a folder, array or dataset source; ``None`` for sources the cache
-    does not serve (models, streamed batches)."""
+def _local_key_part(source: Any, ctx: DistContext, index: FileHashIndex) -> Any:
+    """What this rank contributes to the content key (no collectives: see
+    :func:`source_key`)."""
     from geneval.sources import ArraySource, FolderSource, TensorSource
 
     if isinstance(source, FolderSource):
-        return _folder_key(source, ctx, index)
+        return _folder_chunks(source, ctx, index)
+    if ctx.rank != 0:
+        return None  # one file or one array: rank 0 hashes it
     if isinstance(source, ArraySource) and source.has_images:
         path = getattr(source, "path", None)
         if path is not None:
@@ -255,6 +252,27 @@ def source_key(source: Any, ctx: DistContext, index: FileHashIndex) -> str | Non
     if isinstance(source, TensorSource):
         return f"tensor:{_array_digest(source.images)}"
     return None
+
+
+def source_key(source: Any, ctx: DistContext, index: FileHashIndex) -> str | None:
+    """The content key of a folder, array or dataset source (the same for any number of
+    ranks); ``None`` for sources the cache does not serve (models, streamed batches).
+
+    Collective in a sharded run: each rank hashes its share of a folder's files, and any
+    rank's failure (an unreadable file) is raised on every rank.
+    """
+    import PIL
+
+    from geneval.sources import FolderSource
+
+    mine = collectively(ctx, lambda: _local_key_part(source, ctx, index))
+    parts = all_gather_objects(ctx, mine)
+    if not isinstance(source, FolderSource):
+        return parts[0]
+    total = hashlib.sha256(f"folder|{source.count}|pillow {PIL.__version__}|".encode())
+    for digest in (d for part in parts for d in part):
+        total.update(digest.encode())
+    return total.hexdigest()
 
 
 # -- entries -----------------------------------------------------------------------------------

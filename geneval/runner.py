@@ -317,7 +317,13 @@ class Collection:
         }
         self.precision_report = {"mode": self.config.precision, "extractors": deviations}
         for name, found in deviations.items():
-            if found["outputs"]:
+            if not found["probe_images"]:
+                warn(
+                    f"--precision {self.config.precision}: the deviation of extractor {name} "
+                    "from float32 was not measured in this run (no image went through it: its "
+                    "features came from statistics files or the feature cache)"
+                )
+            elif found["outputs"]:
                 output, worst = max(found["outputs"].items(), key=lambda kv: kv[1]["max_rel"])
                 warn(
                     f"--precision {self.config.precision}: extractor {name} deviates from "

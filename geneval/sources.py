@@ -246,7 +246,8 @@ def _collate(items: list[DecodedImage | str]) -> _FolderBatch:
 def _to_unit_float(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (sent as such, 4× less to copy) or float pixels → float32 in ``[0, 1]`` on device."""
     moved = pixels.to(device, non_blocking=True)
-    return moved.float().div_(255.0) if pixels.dtype == torch.uint8 else moved.float()
+    unit = moved.float().div_(255.0) if pixels.dtype == torch.uint8 else moved.float()
+    return _standard_strides(unit)
 
 
 class FolderSource(SampleSource):
@@ -502,13 +503,23 @@ class ArraySource(SampleSource):
             raise InputError(f"{self.description} holds no images")
         stop = self.count if stop is None else min(stop, self.count)
         for first in range(start, stop, batch_size):
-            chunk = torch.from_numpy(
-                np.ascontiguousarray(self.array[first : min(first + batch_size, stop)])
+            chunk = _standard_strides(
+                torch.from_numpy(
+                    np.ascontiguousarray(self.array[first : min(first + batch_size, stop)])
+                )
             )
             if device.type == "cuda":
                 chunk = chunk.pin_memory()
             moved = chunk.to(device, non_blocking=True)
             yield moved.float().div_(255.0) if chunk.dtype == torch.uint8 else moved.float()
+
+
+def _standard_strides(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of a fresh NCHW tensor. An NHWC array with one channel,
+    transposed, counts as contiguous but keeps strides that convolutions may take for
+    channels-last, and would then round differently from the same images sampled by a model."""
+    expected = torch.empty(t.shape, dtype=t.dtype, device="meta").stride()
+    return t if t.stride() == expected else t.clone(memory_format=torch.contiguous_format)
 
 
 def array_source(images: Any, what: str) -> ArraySource:
