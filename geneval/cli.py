@@ -255,6 +255,12 @@ _no_cache_option = click.option(
     show_default=True,
     help="Extraction precision; bf16/tf32 report their deviation from fp32 on this run's data.",
 )
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="torch.compile the extractors (kept only where they match eager fp32 within 1e-5).",
+)
 @click.option("--json", "json_path", help="Write the JSON report to PATH (- for stdout).")
 @click.option("--markdown", help="Write a Markdown report to PATH (- for stdout).")
 @click.option(
@@ -285,6 +291,7 @@ def run(
     nproc: int | None,
     no_cache: bool,
     precision: str,
+    compile_: bool,
     json_path: str | None,
     markdown: str | None,
     junit: Path | None,
@@ -324,6 +331,7 @@ def run(
         steps=steps,
         cache=not no_cache,
         precision=precision,
+        compile=compile_,
     )
     with captured_warnings() as caught:
         return _run(config, fail_if, gates_file, json_path, markdown, junit, force, debug, caught)

@@ -73,6 +73,7 @@ def evaluate(
     fail_if: Iterable[str] = (),
     cache: bool = True,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``samples`` against ``reference``; returns the report (as ``--json`` writes it).
 
@@ -81,7 +82,8 @@ def evaluate(
     ``samples``, a loaded model (or ``model="ddpm"`` to load a model family's checkpoint).
     ``fail_if`` takes gate expressions such as ``"fid>30"``; the report's ``passed`` is the
     verdict. Warnings are collected into the report's ``warnings``. ``cache=False`` turns
-    the feature cache off; ``precision`` is ``fp32`` (default), ``bf16`` or ``tf32``.
+    the feature cache off; ``precision`` is ``fp32`` (default), ``bf16`` or ``tf32``;
+    ``compile=True`` compiles the extractors where they stay exact (:mod:`geneval.precision`).
     """
     config = RunConfig(
         metrics=_metric_list(metrics),
@@ -102,6 +104,7 @@ def evaluate(
         steps=steps,
         cache=cache,
         precision=precision,
+        compile=compile,
     )
     with captured_warnings() as caught:
         evaluation = Evaluation(config)
@@ -167,6 +170,7 @@ class Evaluator:
         workers: int | None = None,
         cache: bool = True,
         precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         config = RunConfig(
             metrics=_metric_list(metrics),
@@ -182,6 +186,7 @@ class Evaluator:
             seed=seed,
             cache=cache,
             precision=precision,
+            compile=compile,
         )
         with captured_warnings() as caught:
             self._evaluation = Evaluation(config)

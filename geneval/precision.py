@@ -1,4 +1,4 @@
-"""Numeric precision of extraction: float32 by default, bf16 or TF32 on request, with the cost.
+"""How extractors run: float32 by default, bf16 or TF32 on request, compiled where exact.
 
 ``fp32`` (default)
     IEEE float32. On CUDA, TF32 is switched *off* for convolutions and matrix products
@@ -18,6 +18,12 @@ gives, per extractor output, the largest deviation relative to the largest float
 (``rms_rel = ‖y − y₃₂‖ / ‖y₃₂‖``). Do not publish numbers of a reduced mode as float32 numbers:
 FID sums thousands of such deviations.
 
+``--compile`` runs each extractor through ``torch.compile`` (CUDA graphs on a GPU, mode
+``reduce-overhead``). The compiled graph is used for a batch shape only after its outputs on the
+first batch of that shape agreed with the eager extractor within :data:`COMPILE_TOLERANCE` of
+the largest eager value; otherwise — or if compiling fails — the extractor runs eagerly, with
+a warning saying why. Compiling costs seconds to minutes once per shape: it pays on large runs.
+
 References
 ----------
 .. [1] NVIDIA, "TensorFloat-32 in the A100 GPU Accelerates AI Training, HPC up to 20x" (2020).
@@ -34,11 +40,14 @@ from typing import Any
 import torch
 
 from geneval.distributed import DistContext, max_floats, sum_ints, sum_tensor
-from geneval.errors import InputError
+from geneval.errors import InputError, warn
 
 PRECISIONS = ("fp32", "bf16", "tf32")
 #: Images per extractor extracted twice (reduced and float32) to measure the deviation.
 PROBE_IMAGES = 256
+#: Largest deviation of a compiled extractor from the eager one, relative to the largest
+#: eager value, for the compiled graph to be used.
+COMPILE_TOLERANCE = 1e-5
 
 
 def check_precision(mode: str, device: torch.device) -> str:
@@ -101,16 +110,75 @@ class _Deviation:
         self.sq_ref += float(reference.double().square().sum())
 
 
-class PrecisionExtractor:
-    """A loaded extractor run in a precision mode, measuring its deviation from float32 on
-    the first :data:`PROBE_IMAGES` images. Attributes are those of the wrapped extractor."""
+def _relative_deviation(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
+    """max over outputs of max |a − b| / max |b|."""
+    worst = 0.0
+    for key, ref in b.items():
+        ref64, got = ref.double(), a[key].double()
+        scale = float(ref64.abs().max()) if ref64.numel() else 0.0
+        diff = float((got - ref64).abs().max()) if ref64.numel() else 0.0
+        worst = max(worst, diff / scale if scale > 0 else diff)
+    return worst
 
-    def __init__(self, inner: Any, mode: str, device: torch.device) -> None:
+
+class CompiledExtractor:
+    """``torch.compile`` of a loaded extractor's call, trusted per input shape only after it
+    matched the eager call within :data:`COMPILE_TOLERANCE` (see the module docstring)."""
+
+    def __init__(self, inner: Any, device: torch.device) -> None:
+        self.inner = inner
+        self.device = torch.device(device)
+        self.trusted: dict[tuple[int, ...], bool] = {}
+        self.failure: str | None = None
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self._compiled = torch.compile(inner.__call__, mode=mode, dynamic=False)
+
+    def _give_up(self, why: str) -> None:
+        self.failure = why
+        warn(f"--compile: extractor {self.inner.name} runs eagerly: {why}")
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.failure is not None:
+            return self.inner(images)
+        shape = tuple(images.shape)
+        trusted = self.trusted.get(shape)
+        if trusted is None:
+            eager = self.inner(images)
+            try:
+                compiled = self._compiled(images)
+            except Exception as exc:  # noqa: BLE001 - any compiler failure means eager
+                self._give_up(f"compiling failed ({type(exc).__name__}: {exc})".splitlines()[0])
+                return eager
+            deviation = _relative_deviation(compiled, eager)
+            self.trusted[shape] = deviation <= COMPILE_TOLERANCE
+            if not self.trusted[shape]:
+                warn(
+                    f"--compile: extractor {self.inner.name} compiled for images {shape} "
+                    f"deviates from eager float32 by {deviation:.2e} of its largest value "
+                    f"(over {COMPILE_TOLERANCE:g}): that shape runs eagerly"
+                )
+            return eager
+        if not trusted:
+            return self.inner(images)
+        out = self._compiled(images)
+        # CUDA graphs reuse their output buffers on the next call: hand out copies
+        return {k: v.clone() for k, v in out.items()} if self.device.type == "cuda" else out
+
+
+class PrecisionExtractor:
+    """A loaded extractor run in a precision mode (and compiled, if asked), measuring its
+    deviation from float32 on the first :data:`PROBE_IMAGES` images. Attributes are those of
+    the wrapped extractor."""
+
+    def __init__(
+        self, inner: Any, mode: str, device: torch.device, *, compile: bool = False
+    ) -> None:
         self.inner = inner
         self.precision = mode
         self.mode_device = torch.device(getattr(inner, "device", device))
         self.probed = 0
         self._deviation: dict[str, _Deviation] = {}
+        self._run = CompiledExtractor(inner, self.mode_device) if compile else inner
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -133,7 +201,7 @@ class PrecisionExtractor:
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         with precision_mode(self.precision, self.mode_device):
-            out = self.inner(images)
+            out = self._run(images)
         out = {k: v.float() for k, v in out.items()}
         if self.precision != "fp32" and self.probed < PROBE_IMAGES:
             take = min(int(images.shape[0]), PROBE_IMAGES - self.probed)
@@ -168,6 +236,8 @@ class PrecisionExtractor:
         return {"probe_images": probed, "outputs": outputs}
 
 
-def with_precision(loaded: Any, mode: str, device: torch.device) -> PrecisionExtractor:
-    """``loaded`` run in ``mode`` (see :class:`PrecisionExtractor`)."""
-    return PrecisionExtractor(loaded, check_precision(mode, device), device)
+def with_precision(
+    loaded: Any, mode: str, device: torch.device, *, compile: bool = False
+) -> PrecisionExtractor:
+    """``loaded`` run in ``mode``, compiled if ``compile`` (see :class:`PrecisionExtractor`)."""
+    return PrecisionExtractor(loaded, check_precision(mode, device), device, compile=compile)

@@ -79,6 +79,7 @@ class RunConfig:
     steps: int | None = None
     cache: bool = True  # the feature cache of $GENEVAL_CACHE (docs/contracts.md §12)
     precision: str = "fp32"  # fp32, bf16 or tf32 (geneval.precision)
+    compile: bool = False  # torch.compile the extractors where they stay exact
 
 
 def _is_model(obj: Any) -> bool:
@@ -187,6 +188,7 @@ class Collection:
                 ),
                 self.config.precision,
                 self.device,
+                compile=self.config.compile,
             )
         return self.loaded[name]
 
@@ -594,6 +596,7 @@ class Evaluation:
             "device": str(run.device),
             "batch_size": run.batch_size,
             "precision": config.precision,
+            "compile": config.compile,
             "world_size": run.ctx.world_size,
         }
         if run.model is not None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import geneval
+from geneval import precision
 from geneval.precision import (
     PROBE_IMAGES,
     _tf32_switches,
@@ -91,3 +92,52 @@ def test_precision_is_part_of_the_cache_key(run_cli, tmp_path):
         out = tmp_path / f"{mode}-{status}.json"
         assert run_cli(*args, "--precision", mode, "--json", out).code == 0
         assert json.loads(out.read_text())["inputs"]["samples"]["cache"] == {"digits-cnn": status}
+
+
+class _FakeCompile:
+    """Stands in for ``torch.compile``: the 'compiled' call is the eager one, scaled by
+    ``1 + error`` (or raising), and counts its calls."""
+
+    def __init__(self, error: float | None) -> None:
+        self.error, self.calls = error, 0
+
+    def __call__(self, fn, **kwargs):
+        def compiled(images):
+            self.calls += 1
+            if self.error is None:
+                raise RuntimeError("no compiler here")
+            return {k: v * (1 + self.error) for k, v in fn(images).items()}
+
+        return compiled
+
+
+@pytest.mark.parametrize(("error", "used"), [(1e-7, True), (1e-3, False), (None, False)])
+def test_compiled_extractors_are_used_only_where_they_match_eager(monkeypatch, error, used):
+    fake = _FakeCompile(error)
+    monkeypatch.setattr(precision.torch, "compile", fake)
+    samples = DigitsDataset().load("test").images[:150]
+    eager = geneval.evaluate(samples, "digits:train", ["fid", "is"], cache=False, batch_size=64)
+    compiled = geneval.evaluate(
+        samples, "digits:train", ["fid", "is"], cache=False, batch_size=64, compile=True
+    )
+    assert compiled["config"]["compile"] is True
+    notes = [w for w in compiled["warnings"] if w.startswith("--compile")]
+    if used:  # shapes (64, ...) and (22, ...) each checked once, then the compiled call runs
+        assert fake.calls == 3 and not notes
+        assert compiled["metrics"]["fid"]["value"] == pytest.approx(
+            eager["metrics"]["fid"]["value"], rel=1e-5
+        )
+    else:
+        assert notes and ("deviates" in notes[0] or "compiling failed" in notes[0])
+        assert compiled["metrics"] == eager["metrics"]  # every batch ran eagerly
+
+
+@pytest.mark.slow
+def test_torch_compile_on_the_cpu_stays_within_tolerance():
+    samples = DigitsDataset().load("test").images
+    eager = geneval.evaluate(samples, "digits:train", ["fid", "kid"], cache=False)
+    compiled = geneval.evaluate(samples, "digits:train", ["fid", "kid"], cache=False, compile=True)
+    assert not [w for w in compiled["warnings"] if w.startswith("--compile")]
+    assert compiled["metrics"]["fid"]["value"] == pytest.approx(
+        eager["metrics"]["fid"]["value"], rel=1e-5
+    )
