@@ -136,7 +136,7 @@ class FileHashIndex:
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=60)
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
+            "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER, "
             "mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, sha256 TEXT)"
         )
         return conn
@@ -150,9 +150,9 @@ class FileHashIndex:
                 stat = os.stat(path)
             except OSError as exc:
                 raise InputError(f"cannot read image {path}: {exc.strerror}") from None
-            keys.append(os.path.realpath(path))
+            keys.append(os.fsencode(os.path.realpath(path)))  # bytes: any file name
             stats.append((stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
-        known: dict[str, tuple[int, int, int, int, str]] = {}
+        known: dict[bytes, tuple[int, int, int, int, str]] = {}
         try:
             with self._connect() as conn:
                 for start in range(0, len(keys), 500):

@@ -336,6 +336,16 @@ def _describe(array: np.ndarray) -> str:
     return f"shape {array.shape}, dtype {array.dtype}"
 
 
+def _in_unit_interval(array: np.ndarray, rows: int = 4096) -> bool:
+    """Whether every value is finite and in [0, 1], checked ``rows`` images at a time (a
+    memory-mapped array is never copied whole)."""
+    for start in range(0, array.shape[0], rows):
+        chunk = np.asarray(array[start : start + rows])
+        if not (np.isfinite(chunk).all() and chunk.min() >= 0.0 and chunk.max() <= 1.0):
+            return False
+    return True
+
+
 def check_image_array(array: np.ndarray, what: str) -> np.ndarray:
     """Validate images (``docs/contracts.md`` §4) and return them as NCHW.
 
@@ -358,7 +368,7 @@ def check_image_array(array: np.ndarray, what: str) -> np.ndarray:
     if array.dtype == np.uint8:
         pass
     elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+        if not _in_unit_interval(array):
             raise InputError(f"{what}: float images must lie in [0, 1], found {_describe(array)}")
     else:
         raise InputError(
@@ -424,8 +434,8 @@ def load_array_file(path: Path) -> tuple[np.ndarray | None, dict[str, torch.Tens
         raise InputError(f"path {path} does not exist")
     carried: dict[str, np.ndarray] = {}
     try:
-        if path.suffix == ".npy":
-            images = np.load(path, allow_pickle=False)
+        if path.suffix == ".npy":  # memory-mapped: read batch by batch, never whole
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 keys = list(data.files)
