@@ -44,9 +44,11 @@ from geneval.stats import FeatureStatistics
 
 T = TypeVar("T")
 
-#: How long a rank waits in a collective for the others (a pass that is uneven by one batch
-#: waits for that batch only; a rank that died is noticed by the launcher).
-COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
+#: How long a rank waits in a collective for the others. Ranks normally arrive within a batch
+#: of each other, but a rank that met bad input waits at :func:`agree` until the others have
+#: finished their shards (so that every rank reports the same error): the bound is a day. A
+#: rank that dies is noticed by the launcher (torchrun, ``--nproc``), which stops the others.
+COLLECTIVE_TIMEOUT = datetime.timedelta(hours=24)
 
 #: Set by ``geneval run --nproc`` in the environment of the ranks it spawns.
 LAUNCHED_ENV = "GENEVAL_LAUNCHED"

@@ -67,6 +67,35 @@ def test_nproc_bad_usage_is_one_line(run_cli, monkeypatch):
     assert res.code == 2 and len(res.err_lines) == 1 and "torchrun" in res.err
 
 
+def test_the_launcher_passes_codes_and_one_line_through(tmp_path, capsys):
+    from geneval.cli import _without_nproc
+    from geneval.launch import _verdict, rank_environment
+
+    assert _without_nproc(["run", "--nproc", "2", "--seed", "3", "--nproc=4"]) == [
+        "run",
+        "--seed",
+        "3",
+    ]
+    env = rank_environment(1, 3, 12345)
+    assert (env["RANK"], env["LOCAL_RANK"], env["WORLD_SIZE"], env["MASTER_PORT"]) == (
+        "1",
+        "1",
+        "3",
+        "12345",
+    )
+    logs = [tmp_path / f"{r}.err" for r in range(3)]
+    for log in logs:
+        log.write_text("")
+    assert _verdict([2, 2, 2], 0, logs) == 2  # agreed: rank 0 already printed its line
+    assert _verdict([0, 1, 0], None, logs) == 1
+    assert capsys.readouterr().err == ""
+    logs[2].write_text("noise\ngeneval: error: rank 2: a plugin raised OSError: disk\n")
+    assert _verdict([-15, 0, 3], 2, logs) == 3  # rank 0 was stopped after rank 2 failed
+    assert capsys.readouterr().err == "geneval: error: rank 2: a plugin raised OSError: disk\n"
+    assert _verdict([-15, -9, 0], 1, logs) == 3
+    assert capsys.readouterr().err == "geneval: error: rank 1 was killed by signal SIGKILL\n"
+
+
 # -- collectives in a real 2-rank gloo group ---------------------------------------------------
 
 
