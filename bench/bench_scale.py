@@ -20,7 +20,7 @@ Three measurements, each printed side by side and written to ``--out`` (JSON):
     Images per second of the full pipeline (folder of PNGs → decoding workers → uint8 pinned
     copies → resize on the GPU → Inception) against a bare batched Inception forward of the
     same batch size on inputs already on the GPU at 299×299, and their ratio (goal: ≥ 50 %),
-    with the device name.
+    with the device name; in float32 (TF32 off) and in bf16.
 
 Inception weights are the real file when it is in the torch hub cache (or ``--weights``),
 else deterministic random weights in the published key layout (the cost does not depend on the
@@ -56,6 +56,7 @@ from geneval.device import resolve_device  # noqa: E402
 from geneval.feature_cache import FeatureCache  # noqa: E402
 from geneval.passes import PassPlan  # noqa: E402
 from geneval.plugins import get_registry  # noqa: E402
+from geneval.precision import precision_mode, with_precision  # noqa: E402
 from geneval.sources import FolderSource  # noqa: E402
 from tests.inception_fixtures import photo_crops, write_png_folder  # noqa: E402
 
@@ -64,9 +65,17 @@ INCEPTION = "inception-v3-fid"
 # -- throughput --------------------------------------------------------------------------------
 
 
-def geneval_extract(folder: Path, device: torch.device, batch: int, cache: FeatureCache | None):
-    """One pass: pool3 running moments and unbiased logits per image (what FID + IS need)."""
-    loaded = get_registry().extractor(INCEPTION).load(device=device, resize="tf1")
+def geneval_extract(
+    folder: Path,
+    device: torch.device,
+    batch: int,
+    cache: FeatureCache | None,
+    precision: str = "fp32",
+):
+    """One pass as ``geneval run`` makes it: pool3 running moments and unbiased logits per
+    image (what FID + IS need), the extractor in the run's precision mode."""
+    plugin = get_registry().extractor(INCEPTION)
+    loaded = with_precision(plugin.load(device=device, resize="tf1"), precision, device)
     plan = PassPlan(outputs={INCEPTION: {"logits_unbiased"}}, moments={INCEPTION: "pool"})
     collected = collect_pass(
         FolderSource(folder),
@@ -209,34 +218,35 @@ def gpu(args, workdir: Path) -> dict:
     name = torch.cuda.get_device_name(device)
     n, batch = args.gpu_images, args.gpu_batch
     folder = write_png_folder(workdir / "gpu", photo_crops(n, seed=4, sizes=((256, 256),)))
-    geneval_extract(folder, device, batch, None)  # warm-up: cuDNN autotuning, workers
-    t_pipe, _ = best_time(lambda: geneval_extract(folder, device, batch, None), args.repeat)
-    loaded = get_registry().extractor(INCEPTION).load(device=device, resize="tf1")
+    network = get_registry().extractor(INCEPTION).load(device=device, resize="tf1").network
     x = torch.rand(batch, 3, 299, 299, device=device) * 2 - 1
     x = x.contiguous(memory_format=torch.channels_last)
-    network = loaded.network
-
-    def bare() -> None:
-        with torch.inference_mode():
-            for _ in range(-(-n // batch)):
-                network(x)
-
-    bare()
-    t_bare, _ = best_time(bare, args.repeat)
-    n_bare = -(-n // batch) * batch
-    out = {
-        "measured": True,
-        "device_name": name,
-        "images": n,
-        "batch_size": batch,
-        "pipeline_images_per_s": n / t_pipe,
-        "bare_forward_images_per_s": n_bare / t_bare,
-        "fraction_of_bare": (n / t_pipe) / (n_bare / t_bare),
-    }
+    calls = -(-n // batch)
+    out: dict = {"measured": True, "device_name": name, "images": n, "batch_size": batch}
     print(f"\nGPU pipeline on {name} ({n} 256×256 PNGs, batch {batch})")
-    print(f"  full pipeline (decode, uint8, pinned, resize, Inception) {n / t_pipe:9.1f} img/s")
-    print(f"  bare batched Inception forward                          {n_bare / t_bare:9.1f} img/s")
-    print(f"  fraction of the bare forward: {out['fraction_of_bare']:.0%} (goal ≥ 50 %)")
+    for mode in ("fp32", "bf16"):
+
+        def bare(mode: str = mode) -> None:
+            with torch.inference_mode(), precision_mode(mode, device):
+                for _ in range(calls):
+                    network(x)
+
+        geneval_extract(folder, device, batch, None, mode)  # warm-up: cuDNN, workers
+        t_pipe, _ = best_time(
+            lambda mode=mode: geneval_extract(folder, device, batch, None, mode), args.repeat
+        )
+        bare()
+        t_bare, _ = best_time(bare, args.repeat)
+        pipe, forward = n / t_pipe, calls * batch / t_bare
+        out[mode] = {
+            "pipeline_images_per_s": pipe,
+            "bare_forward_images_per_s": forward,
+            "fraction_of_bare": pipe / forward,
+        }
+        print(
+            f"  {mode}: full pipeline (decode, uint8, pinned, resize, Inception) {pipe:9.1f} "
+            f"img/s; bare forward {forward:9.1f} img/s; {pipe / forward:.0%} (goal ≥ 50 %)"
+        )
     return out
 
 
