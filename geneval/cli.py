@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -22,9 +23,12 @@ import torch
 
 from geneval import __version__
 from geneval.api import CommandOption
+from geneval.collect import collect_pass
 from geneval.compare import DEFAULT_RTOL, compare_reports, load_report, to_text
 from geneval.device import resolve_device
+from geneval.distributed import RankError, init_from_env, rank_device, under_torchrun
 from geneval.errors import InputError, WarningLog, captured_warnings, warn
+from geneval.feature_cache import FeatureCache, describe_info
 from geneval.gates import (
     apply_gates,
     check_gate_metrics,
@@ -43,8 +47,9 @@ from geneval.io import (
 )
 from geneval.listing import plugin_detail, verbose_lines
 from geneval.options import declared_options, parse_options
-from geneval.passes import PassPlan, run_pass
+from geneval.passes import PassPlan
 from geneval.plugins import get_registry
+from geneval.precision import PRECISIONS
 from geneval.progress import set_quiet
 from geneval.report import printable, to_table
 from geneval.report_files import planned_reports
@@ -54,6 +59,47 @@ from geneval.sources import ModelSource
 from geneval.stats import make_meta, save_stats
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_PLUGIN = 0, 1, 2, 3
+
+#: The arguments of the current invocation (``run --nproc`` hands them to its ranks).
+_invocation: list[str] = []
+#: Set when this process only launched the ranks of ``run --nproc``: rank 0 prints the
+#: warnings, this process none.
+_launched: list[bool] = []
+
+
+def _rank() -> int:
+    """This process's rank in a sharded run (0 when not sharded): only rank 0 prints."""
+    try:
+        return int(os.environ.get("RANK", "0")) if "WORLD_SIZE" in os.environ else 0
+    except ValueError:
+        return 0
+
+
+def _join_ranks(device: str) -> torch.device:
+    """The device of this rank, joining the process group the environment describes (torchrun,
+    ``--nproc``); other ranks than 0 stay quiet."""
+    try:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise InputError(f"LOCAL_RANK={os.environ.get('LOCAL_RANK')!r} is not an integer") from None
+    dev = resolve_device(rank_device(device, local_rank))
+    ctx = init_from_env(dev)
+    if not ctx.is_main:
+        set_quiet(True)
+    return dev
+
+
+def _without_nproc(args: Sequence[str]) -> list[str]:
+    """``args`` without ``--nproc N`` / ``--nproc=N``."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def _info(message: str, quiet: bool) -> None:
@@ -164,6 +210,11 @@ _workers_option = click.option(
     type=NON_NEGATIVE,
     help="Image-decoding workers for folders (default: by folder size).",
 )
+_no_cache_option = click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Do not read or write the feature cache ($GENEVAL_CACHE/features).",
+)
 
 
 # -- run ---------------------------------------------------------------------------------------
@@ -198,6 +249,25 @@ _workers_option = click.option(
 )
 @_workers_option
 @_seed_option
+@click.option(
+    "--nproc",
+    type=POSITIVE,
+    help="Shard the run over N processes on this machine (under torchrun: one per rank).",
+)
+@_no_cache_option
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="Extraction precision; bf16/tf32 report their deviation from fp32 on this run's data.",
+)
+@click.option(
+    "--compile",
+    "compile_",
+    is_flag=True,
+    help="torch.compile the extractors (kept only where they match eager fp32 within 1e-5).",
+)
 @click.option("--json", "json_path", help="Write the JSON report to PATH (- for stdout).")
 @click.option(
     "--markdown",
@@ -249,6 +319,10 @@ def run(
     batch_size: int | None,
     workers: int | None,
     seed: int,
+    nproc: int | None,
+    no_cache: bool,
+    precision: str,
+    compile_: bool,
     json_path: str | None,
     markdown: str | None,
     html_path: Path | None,
@@ -264,6 +338,15 @@ def run(
     """Evaluate samples (a folder, an array or a model) against a reference."""
     set_quiet(quiet)
     pictures = html_path is not None or (markdown is not None and markdown != STDOUT)
+    if nproc is not None:
+        if under_torchrun():
+            raise InputError("--nproc cannot be used under torchrun (it starts the ranks itself)")
+        if nproc > 1:
+            from geneval.launch import run_ranks
+
+            _launched.append(True)
+            return run_ranks(_without_nproc(_invocation), nproc)
+    device = str(_join_ranks(device))
     config = RunConfig(
         metrics=[m for m in metrics.split(",") if m.strip()],
         model=model,
@@ -284,6 +367,9 @@ def run(
         grid=grid if pictures else 0,
         neighbours=NEIGHBOUR_ROWS if html_path is not None else 0,
         baseline=baseline,
+        cache=not no_cache,
+        precision=precision,
+        compile=compile_,
     )
     reports = {"json": json_path, "markdown": markdown, "junit": junit, "html": html_path}
     with captured_warnings() as caught:
@@ -318,6 +404,10 @@ def _run(
     report = evaluation.execute()
     gate_failed = apply_gates(report, gates)
     report["warnings"] = caught.drain()
+    if _rank() != 0:  # ranks of a sharded run compute the same report; rank 0 writes it
+        if report["errors"]:
+            return EXIT_PLUGIN
+        return EXIT_GATE if gate_failed else EXIT_OK
 
     # Render every output before writing any, then write them all or none.
     rendered = [(out, render(report, evaluation.visuals)) for out, render in outputs]
@@ -350,6 +440,7 @@ def _run(
 @_device_option
 @click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
 @_workers_option
+@_no_cache_option
 @_force_option
 @_quiet_option
 @_debug_option
@@ -363,11 +454,14 @@ def stats(
     device: str,
     batch_size: int,
     workers: int | None,
+    no_cache: bool,
     force: bool,
     quiet: bool,
     debug: bool,
 ) -> int:
-    """Write feature statistics (mu, sigma, n; optionally features) of SOURCE to an .npz."""
+    """Write feature statistics (mu, sigma, n; optionally features) of SOURCE to an .npz.
+
+    Under torchrun each rank extracts its shard and rank 0 writes the file."""
     set_quiet(quiet)
     if output.suffix != ".npz":
         raise InputError(f"-o {output}: statistics files end in .npz")
@@ -383,11 +477,12 @@ def stats(
     if resize is not None and resize not in plugin.resize_options:
         allowed = ", ".join(plugin.resize_options) or "none (fixed preprocessing)"
         raise InputError(f"--resize {resize}: extractor {name} accepts {allowed}")
-    dev = resolve_device(device)
+    dev = _join_ranks(device)
+    cache = None if no_cache else FeatureCache.open()
     loaded = plugin.load(device=dev, weights=extractor_weights, resize=resize)
     output_name = plugin.feature_output
     plan = PassPlan(outputs={name: {output_name}} if features else {}, moments={name: output_name})
-    result = run_pass(
+    result = collect_pass(
         resolved.source,
         plan,
         {name: loaded},
@@ -395,7 +490,8 @@ def stats(
         batch_size=batch_size,
         workers=workers,
         desc="features",
-    )
+        cache=cache,
+    ).result
     moments = result.moments[name]
     if moments.n < 2:
         raise InputError(f"{source}: statistics need at least 2 images, found {moments.n}")
@@ -407,8 +503,36 @@ def stats(
     )
     meta["source"] = resolved.description
     kept = result.outputs.get((name, output_name))
+    if _rank() != 0:
+        return EXIT_OK
     save_stats(output, moments, meta, features=kept, force=force)
     _info(f"wrote {output}: {moments.n} images, {moments.dim}-d {name} features", quiet)
+    return EXIT_OK
+
+
+# -- cache -------------------------------------------------------------------------------------
+
+
+@cli.group()
+def cache() -> None:
+    """Manage the feature cache ($GENEVAL_CACHE/features; bound: $GENEVAL_CACHE_SIZE)."""
+
+
+@cache.command("info")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def cache_info(as_json: bool) -> int:
+    """Where the feature cache is, how many entries it holds and how large it is."""
+    info = FeatureCache.open().info()
+    click.echo(json.dumps(info, indent=2) if as_json else describe_info(info), nl=as_json)
+    return EXIT_OK
+
+
+@cache.command("clear")
+def cache_clear() -> int:
+    """Delete every entry of the feature cache (downloaded statistics are kept)."""
+    store = FeatureCache.open()
+    removed = store.clear()
+    click.echo(f"removed {removed} feature cache entries from {store.root}")
     return EXIT_OK
 
 
@@ -646,6 +770,17 @@ def _echo_line(message: str) -> None:
     click.echo(printable(message.splitlines()[0] if message else message), err=True)
 
 
+def _error_line(line: str, exc: BaseException) -> None:
+    """Print an error line; in a sharded run, ranks other than 0 print only errors of their
+    own (an error all ranks agreed on is printed once, by rank 0), naming their rank."""
+    rank = _rank()
+    if rank and getattr(exc, "shared", False):
+        return
+    if rank:
+        line = line.replace("geneval: error: ", f"geneval: error: rank {rank}: ", 1)
+    _echo_line(line)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: map errors onto exit codes with one-line messages.
 
@@ -655,6 +790,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     printed (``--debug`` adds the traceback).
     """
     args = list(sys.argv[1:] if argv is None else argv)
+    _invocation[:] = args
+    _launched.clear()
     debug = "--debug" in args
     code: Any = EXIT_OK
     with captured_warnings() as caught:
@@ -668,23 +805,28 @@ def main(argv: Sequence[str] | None = None) -> None:
         except click.ClickException as exc:
             if debug:
                 traceback.print_exc()
-            _echo_line(f"geneval: error: {exc.format_message()}")
+            _error_line(f"geneval: error: {exc.format_message()}", exc)
             code = EXIT_USAGE
         except InputError as exc:
             if debug:
                 traceback.print_exc()
-            _echo_line(f"geneval: error: {exc}")
+            _error_line(f"geneval: error: {exc}", exc)
             code = EXIT_USAGE
         except KeyboardInterrupt:
             _echo_line("geneval: interrupted")
             code = 130
+        except RankError as exc:  # another rank of a sharded run failed
+            if debug:
+                traceback.print_exc()
+            _error_line(f"geneval: error: {exc}", exc)
+            code = EXIT_PLUGIN
         except Exception as exc:  # noqa: BLE001 - a plugin raised: one line, traceback with --debug
             if debug:
                 traceback.print_exc()
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            _echo_line(f"geneval: error: a plugin raised {message} (use --debug for details)")
+            _error_line(f"geneval: error: a plugin raised {message} (use --debug for details)", exc)
             code = EXIT_PLUGIN
-        if code in (EXIT_OK, EXIT_GATE, None) or debug:
+        if (code in (EXIT_OK, EXIT_GATE, None) or debug) and _rank() == 0 and not _launched:
             for note in caught.drain():
                 _echo_line(f"geneval: warning: {note}")
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -21,6 +21,11 @@ Inside a training loop::
 The reference is resolved and its features extracted once, when the evaluator is made. Only
 float64 running sums are kept for the samples unless a requested metric needs per-sample
 features (KID, IS, precision/recall ...).
+
+Inside a DDP job (an initialised ``torch.distributed`` process group) every rank makes the
+evaluator (each extracts its shard of the reference), updates it with its own samples, and
+calls :meth:`Evaluator.compute` together: the running sums are all-reduced, per-sample
+features gathered in rank order, and every rank gets the same result.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 import torch
 
 from geneval.device import resolve_device
+from geneval.distributed import gather_pass_result, sum_ints
 from geneval.errors import InputError, captured_warnings
 from geneval.gates import apply_gates, check_gate_metrics, parse_gate
 from geneval.inputs import PRODUCERS
@@ -66,6 +72,9 @@ def evaluate(
     steps: int | None = None,
     fail_if: Iterable[str] = (),
     baseline: bool = False,
+    cache: bool = True,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``samples`` against ``reference``; returns the report (as ``--json`` writes it).
 
@@ -75,6 +84,9 @@ def evaluate(
     ``fail_if`` takes gate expressions such as ``"fid>30"``; the report's ``passed`` is the
     verdict. Warnings are collected into the report's ``warnings``. ``baseline=True`` adds the
     held-out split's scores at the same n, as ``--baseline`` does.
+    verdict. Warnings are collected into the report's ``warnings``. ``cache=False`` turns
+    the feature cache off; ``precision`` is ``fp32`` (default), ``bf16`` or ``tf32``;
+    ``compile=True`` compiles the extractors where they stay exact (:mod:`geneval.precision`).
     """
     config = RunConfig(
         metrics=_metric_list(metrics),
@@ -94,6 +106,9 @@ def evaluate(
         sampler=sampler,
         steps=steps,
         baseline=baseline,
+        cache=cache,
+        precision=precision,
+        compile=compile,
     )
     with captured_warnings() as caught:
         evaluation = Evaluation(config)
@@ -157,6 +172,9 @@ class Evaluator:
         seed: int = 0,
         batch_size: int | None = None,
         workers: int | None = None,
+        cache: bool = True,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         config = RunConfig(
             metrics=_metric_list(metrics),
@@ -170,6 +188,9 @@ class Evaluator:
             batch_size=batch_size,
             workers=workers,
             seed=seed,
+            cache=cache,
+            precision=precision,
+            compile=compile,
         )
         with captured_warnings() as caught:
             self._evaluation = Evaluation(config)
@@ -214,12 +235,25 @@ class Evaluator:
         """The metrics of the samples given so far: ``{metric: {"value": ..., ...}}``.
 
         May be called again after more :meth:`update` calls. A metric that raises is a
-        :class:`MetricError` naming it; bad input an :class:`InputError`.
+        :class:`MetricError` naming it; bad input an :class:`InputError`. Inside a DDP job
+        every rank calls it: the samples of all ranks are merged (in rank order) first.
         """
-        if self._pass.count == 0:
+        run = self._run
+        count = self._pass.count
+        if run.ctx.distributed:
+            count = sum_ints(run.ctx, [count])[0]
+        if count == 0:
             raise InputError("compute: no samples yet (call update() first)")
         with captured_warnings() as caught:
-            self._run.results["samples"] = self._pass.result()
+            plan = run.plans.get("samples", PassPlan())
+            dims = {
+                (name, output): int(run.extractor(name).outputs[output])
+                for name in plan.extractors
+                for output in run.extractor(name).outputs
+            }
+            run.results["samples"] = gather_pass_result(
+                run.ctx, self._pass.result(), plan, dims, description="update()", device=run.device
+            )
             values = {}
             for keys in self._plan.keys.values():
                 for key in keys.values():

@@ -172,11 +172,14 @@ def run_pass(
     batch_size: int,
     workers: int | None,
     desc: str,
+    start: int = 0,
+    stop: int | None = None,
 ) -> PassResult:
-    """One full pass over ``source`` (a :class:`geneval.sources.SampleSource`) with a
-    progress bar counted in images."""
+    """One pass over ``source`` (a :class:`geneval.sources.SampleSource`), or over its images
+    ``start`` to ``stop`` (one rank's shard), with a progress bar counted in images."""
+    stop = source.count if stop is None else stop
     accumulator = SourcePass(plan, extractors, device, description=source.description)
-    with progress_bar(total=source.count, desc=desc, unit="img") as bar:
-        for batch in source.batches(batch_size, device, workers):
+    with progress_bar(total=stop - start, desc=desc, unit="img") as bar:
+        for batch in source.batches(batch_size, device, workers, start=start, stop=stop):
             bar.update(accumulator.add(batch))
     return accumulator.result()

@@ -29,13 +29,17 @@ from geneval import __version__
 from geneval.api import GenerativeModel, ImageSet, LoadedExtractor, Need
 from geneval.baseline import compute_baseline, plan_baseline
 from geneval.capabilities import capabilities_of, capability_name
+from geneval.collect import collect_pass
 from geneval.device import resolve_device
+from geneval.distributed import context
 from geneval.errors import InputError, warn
 from geneval.explain import metric_info, minimum_samples, sample_count_warnings, versions
+from geneval.feature_cache import FeatureCache
 from geneval.inputs import EXTRACTED_KINDS, PRODUCERS, InputKey, RunInputs, input_key, needs_of
 from geneval.options import parse_metric_options
 from geneval.passes import PassPlan, PassResult, run_pass
 from geneval.plugins import Registry, get_registry
+from geneval.precision import PRECISIONS, PrecisionExtractor, check_precision, with_precision
 from geneval.resolve import (
     ResolvedSource,
     extractor_for,
@@ -80,6 +84,9 @@ class RunConfig:
     grid: int = 0  # the first images of each source kept for grids
     neighbours: int = 0  # samples whose nearest reference images are shown
     baseline: bool = False  # score a held-out split of the reference dataset at the same n
+    cache: bool = True  # the feature cache of $GENEVAL_CACHE (docs/contracts.md §12)
+    precision: str = "fp32"  # fp32, bf16 or tf32 (geneval.precision)
+    compile: bool = False  # torch.compile the extractors where they stay exact
 
 
 def _is_model(obj: Any) -> bool:
@@ -104,6 +111,8 @@ def validate_config(config: RunConfig) -> None:
             raise InputError(f"{name} must be an integer ≥ {low}, got {value}")
     if not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
         raise InputError(f"--seed must be an integer in [0, 2^63), got {config.seed}")
+    if config.precision not in PRECISIONS:
+        raise InputError(f"--precision {config.precision}: choose from {', '.join(PRECISIONS)}")
 
 
 def resolve_metrics(registry: Registry, names: Sequence[str]) -> dict[str, Any]:
@@ -159,6 +168,11 @@ class Collection:
         self.loaded: dict[str, LoadedExtractor] = {}
         self.plans: dict[str, PassPlan] = {}
         self.results: dict[str, PassResult] = {}
+        self.ctx = context()  # this rank of a sharded run, or the only process
+        check_precision(config.precision, device)
+        self.cache = FeatureCache.open() if config.cache else None
+        self.cache_status: dict[str, dict[str, str]] = {}  # role → extractor → hit/miss
+        self.precision_report: dict[str, Any] | None = None
 
     # -- what producers use ------------------------------------------------------------------
     def source(self, role: str) -> ResolvedSource:
@@ -184,8 +198,13 @@ class Collection:
             if resize is not None and resize not in plugin.resize_options:
                 allowed = ", ".join(plugin.resize_options) or "none (fixed preprocessing)"
                 raise InputError(f"--resize {resize}: extractor {name} accepts {allowed}")
-            self.loaded[name] = plugin.load(
-                device=self.device, weights=self.config.extractor_weights, resize=resize
+            self.loaded[name] = with_precision(
+                plugin.load(
+                    device=self.device, weights=self.config.extractor_weights, resize=resize
+                ),
+                self.config.precision,
+                self.device,
+                compile=self.config.compile,
             )
         return self.loaded[name]
 
@@ -285,7 +304,7 @@ class Collection:
             if role not in self.sources or plan is None or plan.empty:
                 continue
             source = self.sources[role].source
-            self.results[role] = run_pass(
+            collected = collect_pass(
                 source,
                 plan,
                 {name: self.extractor(name) for name in plan.extractors},
@@ -293,10 +312,43 @@ class Collection:
                 batch_size=self.batch_size,
                 workers=self.config.workers,
                 desc=role,
+                cache=self.cache,
+                ctx=self.ctx,
             )
+            self.results[role] = collected.result
+            if collected.cache:
+                self.cache_status[role] = collected.cache
             for note in source.notes():
                 warn(note)
         self._note_resized_inputs()
+        self._note_precision()
+
+    def _note_precision(self) -> None:
+        """Under a reduced precision, measure and report each extractor's deviation from
+        float32 on the images it has seen (:mod:`geneval.precision`)."""
+        if self.config.precision == "fp32":
+            return
+        deviations = {
+            name: loaded.deviation(self.ctx)
+            for name, loaded in sorted(self.loaded.items())
+            if isinstance(loaded, PrecisionExtractor)
+        }
+        self.precision_report = {"mode": self.config.precision, "extractors": deviations}
+        for name, found in deviations.items():
+            if not found["probe_images"]:
+                warn(
+                    f"--precision {self.config.precision}: the deviation of extractor {name} "
+                    "from float32 was not measured in this run (no image went through it: its "
+                    "features came from statistics files or the feature cache)"
+                )
+            elif found["outputs"]:
+                output, worst = max(found["outputs"].items(), key=lambda kv: kv[1]["max_rel"])
+                warn(
+                    f"--precision {self.config.precision}: extractor {name} deviates from "
+                    f"float32 by up to {worst['max_rel']:.2e} of its largest value "
+                    f"({output}, rms {worst['rms_rel']:.2e}; measured on "
+                    f"{found['probe_images']} images of this run)"
+                )
 
     def _note_resized_inputs(self) -> None:
         """Say so when samples and reference images differ in size and an extractor ran on
@@ -580,6 +632,9 @@ class Evaluation:
             "seed": config.seed,
             "device": str(run.device),
             "batch_size": run.batch_size,
+            "precision": config.precision,
+            "compile": config.compile,
+            "world_size": run.ctx.world_size,
         }
         if run.model is not None:
             report_config.update(
@@ -602,12 +657,15 @@ class Evaluation:
             else:
                 count = None
             inputs[role] = {"count": count, "description": resolved.description}
+            if role in run.cache_status:
+                inputs[role]["cache"] = dict(run.cache_status[role])
         minimums = self._minimum_samples(run, plan)
         counts = {role: entry["count"] for role, entry in inputs.items()}
         for name, result in results.items():  # a warning where too few images stand behind it
             notes = sample_count_warnings(self.metrics[name], counts, *minimums[name])
             if notes:
                 result["warnings"] = [*result.get("warnings", []), *notes]
+        extra = {"precision": run.precision_report} if run.precision_report else {}
         return {
             "geneval_version": __version__,
             "versions": versions(),
@@ -617,6 +675,7 @@ class Evaluation:
             "metric_info": metric_info(self.metrics, minimums),
             "errors": errors,
             "timings": {k: round(v, 4) for k, v in timings.items()},
+            **extra,
         }
 
     def _minimum_samples(self, run: Collection, plan: Plan) -> dict[str, tuple[int | None, str]]:

@@ -7,6 +7,7 @@ image. Sources know how many images they hold (``count``) so progress bars have 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -55,9 +56,22 @@ class SampleSource:
         return True
 
     def batches(
-        self, batch_size: int, device: torch.device, workers: int | None
+        self,
+        batch_size: int,
+        device: torch.device,
+        workers: int | None,
+        *,
+        start: int = 0,
+        stop: int | None = None,
     ) -> Iterator[Batch]:
+        """Batches of the images ``start`` to ``stop`` (all by default). ``start`` is a
+        multiple of :meth:`shard_unit`, so a shard's batches are the batches one pass over
+        the whole source would make."""
         raise NotImplementedError
+
+    def shard_unit(self, batch_size: int) -> int:
+        """The images of one batch: shards of a sharded pass begin at multiples of it."""
+        return batch_size
 
     def notes(self) -> list[str]:
         """One-line notes on what a pass over the source noticed (shown in the report)."""
@@ -72,6 +86,14 @@ class SampleSource:
         """The images at ``indices`` (float32 ``[0, 1]``, (C, H, W) each, on the host), for
         reports that show them; only where :attr:`can_fetch`."""
         raise NotImplementedError(f"{self.description}: no random access to its images")
+
+    def pass_counters(self) -> dict[str, int]:
+        """Counts a pass gathered for :meth:`notes` (summed over the shards of a sharded pass,
+        stored with cached features)."""
+        return {}
+
+    def set_pass_counters(self, counters: dict[str, int]) -> None:
+        """Restore counts of :meth:`pass_counters` (from all shards, or from the cache)."""
 
 
 # -- image folders -----------------------------------------------------------------------------
@@ -188,12 +210,21 @@ def _decode(path: Path) -> DecodedImage:
 
 @dataclass
 class _FolderBatch:
-    """What a decoding worker hands back: the images, or the first error met (a message,
-    because exceptions lose their text crossing the worker boundary)."""
+    """What a decoding worker hands back: the images — stacked into one tensor when they
+    share a size and dtype, so the main process only copies it — or the first error met (a
+    message, because exceptions lose their text crossing the worker boundary)."""
 
     images: list[torch.Tensor]
+    stacked: torch.Tensor | None = None
     multi_frame: int = 0
     error: str | None = None
+
+    def pin_memory(self) -> _FolderBatch:
+        """Page-locked copies, so the copy to the GPU runs asynchronously (DataLoader calls
+        this in its pinning thread when ``pin_memory=True``)."""
+        if self.stacked is not None:
+            return _FolderBatch([], self.stacked.pin_memory(), self.multi_frame, self.error)
+        return _FolderBatch([im.pin_memory() for im in self.images], None, self.multi_frame)
 
 
 class _FolderDataset(torch.utils.data.Dataset):
@@ -215,15 +246,18 @@ def _collate(items: list[DecodedImage | str]) -> _FolderBatch:
     if errors:
         return _FolderBatch([], error=errors[0])
     decoded = [item for item in items if isinstance(item, DecodedImage)]
-    return _FolderBatch(
-        [item.pixels for item in decoded], multi_frame=sum(item.multi_frame for item in decoded)
-    )
+    images = [item.pixels for item in decoded]
+    multi_frame = sum(item.multi_frame for item in decoded)
+    if all(im.shape == images[0].shape and im.dtype == images[0].dtype for im in images):
+        return _FolderBatch([], torch.stack(images), multi_frame)
+    return _FolderBatch(images, None, multi_frame)
 
 
 def _to_unit_float(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 (sent as such, 4× less to copy) or float pixels → float32 in ``[0, 1]`` on device."""
     moved = pixels.to(device, non_blocking=True)
-    return moved.float().div_(255.0) if pixels.dtype == torch.uint8 else moved.float()
+    unit = moved.float().div_(255.0) if pixels.dtype == torch.uint8 else moved.float()
+    return _standard_strides(unit)
 
 
 class FolderSource(SampleSource):
@@ -249,10 +283,17 @@ class FolderSource(SampleSource):
             names=[path.relative_to(folder).as_posix() for path in self.paths],
         )
 
-    def default_workers(self) -> int:
-        if self.count < 512:
+    def default_workers(self, count: int | None = None) -> int:
+        """No workers for fewer than 512 images, else one per core, up to 8."""
+        if (self.count if count is None else count) < 512:
             return 0
         return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+
+    def pass_counters(self) -> dict[str, int]:
+        return {"multi_frame": self.multi_frame}
+
+    def set_pass_counters(self, counters: dict[str, int]) -> None:
+        self.multi_frame = int(counters.get("multi_frame", 0))
 
     def notes(self) -> list[str]:
         if not self.multi_frame:
@@ -272,28 +313,34 @@ class FolderSource(SampleSource):
         ]
 
     def batches(
-        self, batch_size: int, device: torch.device, workers: int | None
+        self,
+        batch_size: int,
+        device: torch.device,
+        workers: int | None,
+        *,
+        start: int = 0,
+        stop: int | None = None,
     ) -> Iterator[Batch]:
+        """Decoded in DataLoader workers, sent as uint8 (4× less to copy than float), pinned
+        and copied without blocking when the device is a GPU, converted on the device."""
+        paths = self.paths[start:stop]
         loader = torch.utils.data.DataLoader(
-            _FolderDataset(self.paths),
+            _FolderDataset(paths),
             batch_size=batch_size,
             shuffle=False,
-            num_workers=self.default_workers() if workers is None else workers,
+            num_workers=self.default_workers(len(paths)) if workers is None else workers,
             collate_fn=_collate,
+            pin_memory=device.type == "cuda",
         )
         self.multi_frame = 0
         for batch in loader:
             if batch.error is not None:
                 raise InputError(batch.error)
             self.multi_frame += batch.multi_frame
-            images = batch.images
-            if all(im.shape == images[0].shape and im.dtype == images[0].dtype for im in images):
-                stacked = torch.stack(images)
-                if device.type == "cuda":
-                    stacked = stacked.pin_memory()
-                yield _to_unit_float(stacked, device)
+            if batch.stacked is not None:
+                yield _to_unit_float(batch.stacked, device)
             else:
-                yield [_to_unit_float(im, device) for im in images]
+                yield [_to_unit_float(im, device) for im in batch.images]
 
 
 # -- arrays ------------------------------------------------------------------------------------
@@ -306,6 +353,16 @@ def _describe(array: np.ndarray) -> str:
     if array.size and np.issubdtype(array.dtype, np.number):
         return f"shape {array.shape}, dtype {array.dtype}, range [{array.min()}, {array.max()}]"
     return f"shape {array.shape}, dtype {array.dtype}"
+
+
+def _in_unit_interval(array: np.ndarray, rows: int = 4096) -> bool:
+    """Whether every value is finite and in [0, 1], checked ``rows`` images at a time (a
+    memory-mapped array is never copied whole)."""
+    for start in range(0, array.shape[0], rows):
+        chunk = np.asarray(array[start : start + rows])
+        if not (np.isfinite(chunk).all() and chunk.min() >= 0.0 and chunk.max() <= 1.0):
+            return False
+    return True
 
 
 def check_image_array(array: np.ndarray, what: str) -> np.ndarray:
@@ -330,7 +387,7 @@ def check_image_array(array: np.ndarray, what: str) -> np.ndarray:
     if array.dtype == np.uint8:
         pass
     elif np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+        if not _in_unit_interval(array):
             raise InputError(f"{what}: float images must lie in [0, 1], found {_describe(array)}")
     else:
         raise InputError(
@@ -396,8 +453,8 @@ def load_array_file(path: Path) -> tuple[np.ndarray | None, dict[str, torch.Tens
         raise InputError(f"path {path} does not exist")
     carried: dict[str, np.ndarray] = {}
     try:
-        if path.suffix == ".npy":
-            images = np.load(path, allow_pickle=False)
+        if path.suffix == ".npy":  # memory-mapped: read batch by batch, never whole
+            images = np.load(path, mmap_mode="r", allow_pickle=False)
         elif path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 keys = list(data.files)
@@ -442,6 +499,7 @@ class ArraySource(SampleSource):
         carried: dict[str, torch.Tensor] | None = None,
         description: str | None = None,
     ) -> None:
+        self.path = path
         if path is not None:
             self.array, carried = load_array_file(path)
             description = str(path)
@@ -469,14 +527,37 @@ class ArraySource(SampleSource):
         return list(picked.float().div_(scale))
 
     def batches(
-        self, batch_size: int, device: torch.device, workers: int | None
+        self,
+        batch_size: int,
+        device: torch.device,
+        workers: int | None,
+        *,
+        start: int = 0,
+        stop: int | None = None,
     ) -> Iterator[Batch]:
+        """Chunks sent in their own dtype (uint8 stays uint8), pinned for a GPU, converted to
+        float on the device."""
         if self.array is None:
             raise InputError(f"{self.description} holds no images")
-        scale = 255.0 if self.array.dtype == np.uint8 else 1.0
-        for start in range(0, self.count, batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(self.array[start : start + batch_size]))
-            yield chunk.to(device, non_blocking=True).float().div_(scale)
+        stop = self.count if stop is None else min(stop, self.count)
+        for first in range(start, stop, batch_size):
+            chunk = _standard_strides(
+                torch.from_numpy(
+                    np.ascontiguousarray(self.array[first : min(first + batch_size, stop)])
+                )
+            )
+            if device.type == "cuda":
+                chunk = chunk.pin_memory()
+            moved = chunk.to(device, non_blocking=True)
+            yield moved.float().div_(255.0) if chunk.dtype == torch.uint8 else moved.float()
+
+
+def _standard_strides(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with the strides of a fresh NCHW tensor. An NHWC array with one channel,
+    transposed, counts as contiguous but keeps strides that convolutions may take for
+    channels-last, and would then round differently from the same images sampled by a model."""
+    expected = torch.empty(t.shape, dtype=t.dtype, device="meta").stride()
+    return t if t.stride() == expected else t.clone(memory_format=torch.contiguous_format)
 
 
 def array_source(images: Any, what: str) -> ArraySource:
@@ -513,18 +594,44 @@ class TensorSource(SampleSource):
         return list(self.images[list(indices)].detach().float().cpu())
 
     def batches(
-        self, batch_size: int, device: torch.device, workers: int | None
+        self,
+        batch_size: int,
+        device: torch.device,
+        workers: int | None,
+        *,
+        start: int = 0,
+        stop: int | None = None,
     ) -> Iterator[Batch]:
-        for start in range(0, self.count, batch_size):
-            yield self.images[start : start + batch_size].to(device, non_blocking=True).float()
+        stop = self.count if stop is None else min(stop, self.count)
+        for first in range(start, stop, batch_size):
+            chunk = self.images[first : min(first + batch_size, stop)]
+            yield chunk.to(device, non_blocking=True).float()
 
 
 # -- models ------------------------------------------------------------------------------------
 
 
-class ModelSource(SampleSource):
-    """Samples drawn from a loaded model in batches with a seeded generator.
+def sample_block_seed(seed: int, index: int) -> int:
+    """The seed of the block of model samples that begins at global sample ``index``.
 
+    ``sha256(b"geneval-samples" ‖ seed ‖ index)`` (both as 8-byte big-endian integers), first
+    8 bytes, top bit cleared: a seed in [0, 2^63) that any rank of a sharded run derives alone,
+    so N ranks draw exactly the samples one process draws, and nearby seeds or indices give
+    unrelated streams.
+    """
+    digest = hashlib.sha256(
+        b"geneval-samples" + int(seed).to_bytes(8, "big") + int(index).to_bytes(8, "big")
+    ).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+class ModelSource(SampleSource):
+    """Samples drawn from a loaded model in blocks of ``batch_size`` (default 500) samples.
+
+    The block that begins at global sample index ``i`` is drawn with a generator seeded with
+    :func:`sample_block_seed` ``(seed, i)``: the seed and the block size fix the samples, and
+    the blocks of a sharded run (each rank its own range of blocks) are those one process
+    draws. ``geneval sample`` draws through the same source, so its files score the same.
     Samples are quantised to 8-bit levels (:func:`quantize_to_uint8_levels`), as if written to
     image files and read back.
     """
@@ -549,20 +656,32 @@ class ModelSource(SampleSource):
         self.steps = steps
         self.sample_batch = batch_size or DEFAULT_SAMPLE_BATCH
 
+    def shard_unit(self, batch_size: int) -> int:
+        return self.sample_batch
+
     def batches(
-        self, batch_size: int, device: torch.device, workers: int | None
+        self,
+        batch_size: int,
+        device: torch.device,
+        workers: int | None,
+        *,
+        start: int = 0,
+        stop: int | None = None,
     ) -> Iterator[Batch]:
-        """Sample in model calls of ``sample_batch`` images (the seed fixes the samples for a
-        given ``sample_batch``); the runner's extraction ``batch_size`` does not matter here."""
-        batch_size = self.sample_batch
-        generator = torch.Generator(device=self.model.device).manual_seed(self.seed)
-        done = 0
-        while done < self.count:
-            k = min(batch_size, self.count - done)
+        """One model call per block of ``sample_batch`` samples from ``start`` (a multiple of
+        it) to ``stop``; the runner's extraction ``batch_size`` does not matter here."""
+        if start % self.sample_batch:
+            raise ValueError(f"start {start} is not a multiple of {self.sample_batch}")
+        stop = self.count if stop is None else min(stop, self.count)
+        for first in range(start, stop, self.sample_batch):
+            k = min(self.sample_batch, stop - first)
+            generator = torch.Generator(device=self.model.device).manual_seed(
+                sample_block_seed(self.seed, first)
+            )
             try:
                 images = self.model.sample(
                     k,
-                    batch_size=batch_size,
+                    batch_size=self.sample_batch,
                     generator=generator,
                     sampler=self.sampler,
                     steps=self.steps,
@@ -570,7 +689,6 @@ class ModelSource(SampleSource):
             except ValueError as exc:  # samplers refuse bad settings with ValueError
                 raise InputError(f"{self.description}: {exc}".splitlines()[0]) from None
             yield quantize_to_uint8_levels(images.to(device).float())
-            done += k
 
 
 def source_from_path(path: str | os.PathLike[str]) -> SampleSource:

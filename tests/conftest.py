@@ -20,6 +20,13 @@ def _bundled_plugins_only(monkeypatch: pytest.MonkeyPatch):
     reset_registry()
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory):
+    """Each test gets an empty ``$GENEVAL_CACHE``: no feature cache entry or file hash leaks
+    between tests (or from the user's own cache)."""
+    monkeypatch.setenv("GENEVAL_CACHE", str(tmp_path_factory.mktemp("geneval-cache")))
+
+
 @pytest.fixture
 def add_plugin() -> Callable[[object], None]:
     """Register a plugin module/object into the process-wide registry, as a fake distribution."""
