@@ -46,3 +46,12 @@ def track(iterable: Iterable[T], total: int | None = None, desc: str | None = No
         for item in iterable:
             yield item
             bar.update(1)
+
+
+def note(message: str) -> None:
+    """Print a one-line summary to stderr (e.g. a training run's final loss) unless quiet.
+
+    Unlike a progress bar it stays on the screen and is written without a terminal as well.
+    """
+    if not _quiet:
+        print(message, file=sys.stderr, flush=True)

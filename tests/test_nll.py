@@ -26,8 +26,8 @@ from geneval.api import Need
 from geneval.capabilities import SupportsELBO
 from geneval.plugins import get_registry
 from geneval_plugins.metrics.likelihood.nll import NegativeLogLikelihood
-from geneval_plugins.models.ddpm import DDPMModel
-from geneval_plugins.models.diffusion import GaussianDiffusion, make_betas
+from geneval_plugins.models.diffusion.ddpm import DDPMModel
+from geneval_plugins.models.diffusion.gaussian_diffusion import GaussianDiffusion, make_betas
 from tests.stub_inputs import compute
 
 MEAN, STD = 0.0, 0.2  # in the model's data space [−1, 1]; P(|x_0| > 0.99) ≈ 1e-6
@@ -72,9 +72,7 @@ def closed_form_bits_per_dim(betas: np.ndarray, variance: str, mean: float, std:
 
 def _gaussian_model(big_t: int = 1000) -> DDPMModel:
     diffusion = GaussianDiffusion(make_betas("linear", big_t))
-    return DDPMModel(
-        GaussianOptimalEps(diffusion, MEAN, STD), diffusion, {}, image_shape=(1, 4, 4)
-    )
+    return DDPMModel(GaussianOptimalEps(diffusion, MEAN, STD), diffusion, {}, image_shape=(1, 4, 4))
 
 
 def _gaussian_images(n: int, seed: int) -> torch.Tensor:
@@ -153,7 +151,7 @@ def test_nll_metric_is_registered_and_averages_model_elbo():
 @pytest.mark.slow
 def test_nll_of_bundled_ddpm_on_digits_is_finite_and_plausible():
     from geneval_plugins.datasets.digits import DigitsDataset
-    from geneval_plugins.models.ddpm import DDPMFamily
+    from geneval_plugins.models.diffusion.ddpm import DDPMFamily
 
     model = DDPMFamily().load(None, device=torch.device("cpu"))
     test = DigitsDataset().load("test").images

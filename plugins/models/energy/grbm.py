@@ -1,6 +1,7 @@
-"""Model family ``grbm``: a Gaussian–Bernoulli RBM on the grey-level digits.
+"""Model family ``grbm``: a Gaussian–Bernoulli RBM on grey-level images.
 
-Energy E(v, h) = ½‖(v − μ)/σ‖² − (v/σ²)ᵀWh − bᵀh over v ∈ ℝ^D, h ∈ {0,1}^H, with
+Energy E(v, h) = ½‖(v − μ)/σ‖² − (v/σ²)ᵀWh − bᵀh over v ∈ ℝ^D, h ∈ {0,1}^H (the
+parametrisation of Cho, Ilin & Raiko 2011), with
 
 * p(v | h) = N(v; μ + Wh, diag σ²) and p(h_j = 1 | v) = sigmoid(b + Wᵀ(v/σ²))_j,
 * free energy F(v) = ½‖(v − μ)/σ‖² − Σ_j softplus(b_j + (Wᵀ(v/σ²))_j),
@@ -8,9 +9,13 @@ Energy E(v, h) = ½‖(v − μ)/σ‖² − (v/σ²)ᵀWh − bᵀh over v ∈ 
   = log Σ_h exp(bᵀh + Σ_i (2μ_i m_i + m_i²)/(2σ_i²)) + (D/2)·log 2π + Σ_i log σ_i, m = Wh,
   exact by enumerating the hidden layer when it has at most 24 units.
 
-σ is fixed per pixel (a buffer, set from the ``sigma`` option). Sampling returns the mean
-μ + Wh of the last Gibbs step (``gibbs``) or the Gaussian draw (``gibbs-state``), clamped to
-[0, 1]. ``log_prob`` is a log-density with respect to Lebesgue measure on the pixel values.
+σ is per pixel, stored as log σ (``net.log_sigma``) and learned with the other parameters
+unless ``learn_sigma=false`` (Cho et al. 2011 learn log σ²; a fixed σ = 0.3 blurs the
+background, whose pixels hardly vary). Persistent chains start from the data moments.
+Sampling returns the mean μ + Wh of the last Gibbs step (``gibbs``) or the Gaussian draw
+(``gibbs-state``), clamped to [0, 1]. ``log_prob`` is a log-density with respect to Lebesgue
+measure on ℝ^D (``likelihood_space = "density"``); the model puts a little mass outside
+[0, 1]^D, so on that cube it is a lower bound of the truncated, renormalised density.
 
 References
 ----------
@@ -30,26 +35,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geneval.capabilities import SupportsEnergy
 from geneval.hookspecs import hookimpl
-from geneval_plugins.models.gibbs import GIBBS_TRAIN_DEFAULTS, BipartiteRBM, GibbsFamily
+from geneval.options import Option
+from geneval_plugins.models.energy.bipartite import (
+    BipartiteFamily,
+    BipartiteRBM,
+    ExactGibbsModel,
+    GibbsModel,
+    bipartite_train_options,
+)
+
+#: Smallest σ a learned σ may reach (keeps v/σ² bounded on nearly constant pixels).
+SIGMA_FLOOR = 0.01
 
 
 class GaussianRBM(BipartiteRBM):
-    """Gaussian visible units with fixed per-pixel σ, binary hidden units.
+    """Gaussian visible units with a per-pixel σ, binary hidden units.
 
-    ``visible_mean`` parameter μ (``visible_offset``), ``weight`` W (D×H), ``hidden_bias`` b;
-    buffers ``sigma`` (D,), and ``chain_mean``/``chain_std`` (D,) that Gibbs chains start from
-    (v ~ N(chain_mean, diag chain_std²), the training data's moments).
+    ``visible_bias`` μ, ``weight`` W (D×H), ``hidden_bias`` b and ``log_sigma`` log σ (D,)
+    are parameters; the buffers ``chain_mean``/``chain_std`` (D,) are where Gibbs chains start
+    (v ~ N(chain_mean, diag chain_std²), the training data's moments). σ = max(e^{log σ},
+    :data:`SIGMA_FLOOR`).
     """
 
     def __init__(self, n_visible: int, n_hidden: int, sigma: float = 1.0) -> None:
         super().__init__(n_visible, n_hidden)
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        self.visible_offset = nn.Parameter(torch.zeros(n_visible))
-        self.register_buffer("sigma", torch.full((n_visible,), float(sigma)))
+        self.visible_bias = nn.Parameter(torch.zeros(n_visible))
+        self.log_sigma = nn.Parameter(torch.full((n_visible,), math.log(sigma)))
         self.register_buffer("chain_mean", torch.zeros(n_visible))
         self.register_buffer("chain_std", torch.ones(n_visible))
+
+    @property
+    def sigma(self) -> torch.Tensor:
+        """σ per pixel, (D,)."""
+        return self.log_sigma.exp().clamp_min(SIGMA_FLOOR)
 
     def hidden_input(self, v: torch.Tensor) -> torch.Tensor:
         """s(v) = v/σ²."""
@@ -57,7 +79,7 @@ class GaussianRBM(BipartiteRBM):
 
     def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
         """E[v | h] = μ + Wh, shape (N, D)."""
-        return self.visible_offset + h @ self.weight.T
+        return self.visible_bias + h @ self.weight.T
 
     def sample_visible(self, mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """v = mean + σ ⊙ z, z ~ N(0, I)."""
@@ -66,31 +88,33 @@ class GaussianRBM(BipartiteRBM):
 
     def joint_energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """E(v, h) = ½‖(v − μ)/σ‖² − (v/σ²)ᵀWh − bᵀh for paired rows, shape (N,)."""
-        quadratic = 0.5 * ((v - self.visible_offset) / self.sigma).pow(2).sum(-1)
+        quadratic = 0.5 * ((v - self.visible_bias) / self.sigma).pow(2).sum(-1)
         return quadratic - ((self.hidden_input(v) @ self.weight) * h).sum(-1) - h @ self.hidden_bias
 
     def free_energy(self, v: torch.Tensor) -> torch.Tensor:
         """F(v) = ½‖(v − μ)/σ‖² − Σ_j softplus(b_j + (Wᵀ(v/σ²))_j), shape (N,)."""
-        quadratic = 0.5 * ((v - self.visible_offset) / self.sigma).pow(2).sum(-1)
+        quadratic = 0.5 * ((v - self.visible_bias) / self.sigma).pow(2).sum(-1)
         return quadratic - F.softplus(self.hidden_logits(v)).sum(-1)
 
     def log_hidden_marginal(self, h: torch.Tensor) -> torch.Tensor:
         """log ∫ exp(−E(v, h)) dv = bᵀh + Σ_i (2μ_i m_i + m_i²)/(2σ_i²) + Σ_i log(√(2π) σ_i)."""
         m = h @ self.weight.T
         var = self.sigma.pow(2)
-        gauss = ((2 * self.visible_offset * m + m.pow(2)) / (2 * var)).sum(-1)
+        gauss = ((2 * self.visible_bias * m + m.pow(2)) / (2 * var)).sum(-1)
         const = 0.5 * self.n_visible * math.log(2 * math.pi) + torch.log(self.sigma).sum()
         return h @ self.hidden_bias + gauss + const
 
     @staticmethod
-    def encode(images: torch.Tensor) -> torch.Tensor:
+    def to_visible(images: torch.Tensor) -> torch.Tensor:
         """Flatten images to visible vectors (grey levels kept), shape (N, C·H·W)."""
         return images.flatten(1)
 
     def initial_visible(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Chain starts v ~ N(chain_mean, diag chain_std²)."""
         noise = torch.randn(
-            (n, self.n_visible), generator=generator, device=self.chain_mean.device,
+            (n, self.n_visible),
+            generator=generator,
+            device=self.chain_mean.device,
             dtype=self.chain_mean.dtype,
         )
         return self.chain_mean + self.chain_std * noise
@@ -104,29 +128,46 @@ class GaussianRBM(BipartiteRBM):
             init_std * torch.randn(self.weight.shape, generator=generator, device=data.device)
         )
         self.hidden_bias.zero_()
-        self.visible_offset.copy_(data.mean(0))
+        self.visible_bias.copy_(data.mean(0))
         self.chain_mean.copy_(data.mean(0))
         self.chain_std.copy_(data.std(0))
 
 
-class GRBMFamily(GibbsFamily):
-    """Family ``grbm``: Gaussian–Bernoulli RBM on grey-level digits, trained by PCD or CD-k."""
+class GRBMModel(GibbsModel):
+    """A loaded GRBM: a density of the grey levels with respect to Lebesgue measure on ℝ^D."""
+
+    likelihood_space = "density"
+
+
+class ExactGRBMModel(ExactGibbsModel, GRBMModel):
+    """A loaded GRBM with at most 24 hidden units: exact log Z and log-density as well."""
+
+
+class GRBMFamily(BipartiteFamily):
+    """Family ``grbm``: Gaussian–Bernoulli RBM on grey-level images, trained by PCD or CD-k."""
 
     name = "grbm"
     network = GaussianRBM
-    #: Training options (``--opt key=value``): as for ``rbm`` plus the fixed visible σ.
-    train_defaults: Mapping[str, Any] = {**GIBBS_TRAIN_DEFAULTS, "sigma": 0.3}
+    train_options = bipartite_train_options(
+        sigma=Option(
+            0.3,
+            "initial (or, with learn_sigma=false, fixed) visible σ",
+            low=0.0,
+            low_exclusive=True,
+        ),
+        learn_sigma=Option(True, "learn a σ per pixel (Cho et al. 2011)"),
+    )
+    capabilities = (SupportsEnergy,)
+    bundled_file = "grbm-digits.safetensors"
+    arch_options = ("hidden", "sigma", "learn_sigma")
+    model_class = GRBMModel
+    exact_model_class = ExactGRBMModel
 
-    def initial_config(
-        self, opts: Mapping[str, Any], image_shape: tuple[int, ...]
-    ) -> dict[str, Any]:
-        """Architecture and sampling config, plus the fixed visible σ."""
-        return {**super().initial_config(opts, image_shape), "sigma": float(opts["sigma"])}
-
-    def make_network(self, config: Mapping[str, Any]) -> GaussianRBM:
-        """A :class:`GaussianRBM` of the configured size and σ."""
-        sizes = int(config["n_visible"]), int(config["n_hidden"])
-        return GaussianRBM(*sizes, float(config["sigma"]))
+    def make_network(self, arch: Mapping[str, Any], n_visible: int) -> GaussianRBM:
+        """A :class:`GaussianRBM` of the configured size; σ frozen unless it is learned."""
+        net = GaussianRBM(n_visible, int(arch["hidden"]), float(arch["sigma"]))
+        net.log_sigma.requires_grad_(bool(arch["learn_sigma"]))
+        return net
 
 
 @hookimpl
