@@ -140,7 +140,7 @@ def test_ebm_replay_sampler_needs_a_kept_buffer(digits, tmp_path):
     plain = EBMFamily().load(train_tiny("ebm", digits, tmp_path / "p.safetensors"), device=CPU)
     with pytest.raises(InputError, match="replay buffer"):
         plain.sample(2, batch_size=2, generator=torch.Generator(), sampler="replay")
-    kept = train_tiny("ebm", digits, tmp_path / "b.safetensors", buffer_size=32)
+    kept = train_tiny("ebm", digits, tmp_path / "b.safetensors", objective="cd", buffer_size=32)
     buffer = load_checkpoint(kept, family="ebm").group("state")["buffer"]
     assert buffer.shape == (32, 1, 8, 8)
     model = EBMFamily().load(kept, device=CPU)

@@ -31,8 +31,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from scipy.optimize import brentq
-from scipy.special import ndtr
 from torch import nn
 
 from geneval.capabilities import SupportsScore
@@ -97,6 +95,9 @@ def level_ratio_for_dimension(dim: int) -> float:
     Neighbouring perturbed distributions of D-dimensional data then overlap enough for
     annealed Langevin dynamics to pass from one to the next (Song & Ermon 2020, §3.2).
     """
+
+    from scipy.optimize import brentq
+    from scipy.special import ndtr
 
     def overlap(gamma: float) -> float:
         a = math.sqrt(2 * dim) * (gamma - 1)

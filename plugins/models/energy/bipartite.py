@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from geneval.checkpoint import Checkpoint
+from geneval.errors import InputError
 from geneval.options import Option
 from geneval.training import TrainableFamily, TrainingStep, training_options
 from geneval_plugins.models.energy.mcmc import GibbsSampler
@@ -36,8 +37,11 @@ ENUMERATION_CHUNK = 1 << 16
 #: Sampler names accepted by ``sample(sampler=...)``, the first being the default:
 #: ``gibbs`` returns E[v | h] of the last Gibbs step, ``gibbs-state`` the sampled v itself.
 GIBBS_SAMPLERS = ("gibbs", "gibbs-state")
-#: The training methods: persistent CD (Tieleman 2008) or CD-k from the data (Hinton 2002).
-CD_METHODS = ("pcd", "cd")
+#: The training methods: maximum likelihood with the exact gradient (the hidden layer
+#: enumerated), persistent CD (Tieleman 2008) or CD-k from the data (Hinton 2002).
+TRAINING_METHODS = ("exact", "pcd", "cd")
+#: Largest hidden layer ``method=exact`` enumerates at every step (2^20 ≈ 10^6 states).
+MAX_EXACT_TRAINING_UNITS = 20
 
 
 def binary_configurations(
@@ -55,11 +59,18 @@ def binary_configurations(
 
 
 def enumerated_logsumexp(
-    log_weight: Any, n_units: int, *, chunk_size: int = ENUMERATION_CHUNK, device: torch.device
+    log_weight: Any,
+    n_units: int,
+    *,
+    chunk_size: int = ENUMERATION_CHUNK,
+    device: torch.device,
+    dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
-    """log Σ_u exp(log_weight(u)) over all u ∈ {0,1}^n_units, in float64, chunk by chunk.
+    """log Σ_u exp(log_weight(u)) over all u ∈ {0,1}^n_units, chunk by chunk.
 
-    ``log_weight`` maps a (K, n_units) float64 batch of configurations to (K,) log weights.
+    ``log_weight`` maps a (K, n_units) batch of configurations (of ``dtype``: float64 for
+    exact values, the network's type inside a differentiable training loss) to (K,) log
+    weights.
     Each chunk is reduced with ``torch.logsumexp``; the chunk results are combined the same way,
     so no intermediate ever overflows.
     """
@@ -67,9 +78,7 @@ def enumerated_logsumexp(
         raise ValueError(f"refusing to enumerate 2^{n_units} configurations")
     partial = [
         torch.logsumexp(log_weight(u), dim=0)
-        for u in binary_configurations(
-            n_units, chunk_size=chunk_size, dtype=torch.float64, device=device
-        )
+        for u in binary_configurations(n_units, chunk_size=chunk_size, dtype=dtype, device=device)
     ]
     return torch.logsumexp(torch.stack(partial), dim=0)
 
@@ -267,12 +276,15 @@ def bipartite_train_options(**extra: Option) -> dict[str, Option]:
     return {
         **training_options(lr=1e-3, batch_size=100),
         "hidden": Option(
-            24,
+            16,
             f"hidden units (exact log Z needs a layer of at most {MAX_ENUMERATED_UNITS})",
             low=1,
         ),
         "method": Option(
-            "pcd", "persistent CD (pcd) or CD-k from the data (cd)", choices=CD_METHODS
+            "exact",
+            "exact: maximum likelihood, log Z by enumerating the hidden layer at every step "
+            f"(at most {MAX_EXACT_TRAINING_UNITS} hidden units); pcd: persistent CD; cd: CD-k",
+            choices=TRAINING_METHODS,
         ),
         "k": Option(5, "block Gibbs steps per update", low=1),
         "chains": Option(0, "persistent chains of pcd (0: batch_size)", low=0),
@@ -304,13 +316,6 @@ class BipartiteFamily(TrainableFamily):
     def make_network(self, arch: Mapping[str, Any], n_visible: int) -> BipartiteRBM:
         """An uninitialised network of the size ``arch`` describes."""
         raise NotImplementedError
-
-    def architecture(self, options: Mapping[str, Any], images: torch.Tensor) -> dict[str, Any]:
-        """Hidden units and the visible layer's size (C·H·W)."""
-        return {
-            **super().architecture(options, images),
-            "visible": int(math.prod(images.shape[1:])),
-        }
 
     def build_network(
         self, arch: Mapping[str, Any], image_shape: tuple[int, int, int]
@@ -345,18 +350,42 @@ class BipartiteFamily(TrainableFamily):
         """The positive-phase visibles v⁺ of a minibatch (default: the minibatch itself)."""
         return batch
 
+    def architecture(self, options: Mapping[str, Any], images: torch.Tensor) -> dict[str, Any]:
+        """Hidden units and the visible layer's size (C·H·W)."""
+        if options["method"] == "exact" and int(options["hidden"]) > MAX_EXACT_TRAINING_UNITS:
+            raise InputError(
+                f"--opt hidden={options['hidden']}: method=exact enumerates 2^hidden states at "
+                f"every step (at most {MAX_EXACT_TRAINING_UNITS}); use method=pcd"
+            )
+        return {
+            **super().architecture(options, images),
+            "visible": int(math.prod(images.shape[1:])),
+        }
+
     def loss(self, net: nn.Module, batch: torch.Tensor, step: TrainingStep) -> torch.Tensor:
-        """mean F(v⁺) − mean F(v⁻) + ½λ‖W‖², v⁻ after k Gibbs steps from the chains or data."""
+        """The negative log-likelihood, or the CD objective, plus ½λ‖W‖².
+
+        ``exact``: mean F(v⁺) + log Z with log Z = log Σ_h exp(log Σ_v exp(−E(v, h))) summed
+        over all 2^H hidden states, so the gradient is the exact likelihood gradient
+        E_data[∂F/∂θ] − E_model[∂F/∂θ] (no sampling; Ackley, Hinton & Sejnowski 1985).
+        ``pcd``/``cd``: mean F(v⁺) − mean F(v⁻), v⁻ after k Gibbs steps from the persistent
+        chains or the data.
+        """
+        decay = float(step.options["weight_decay"])
+        penalty = 0.5 * decay * net.weight.pow(2).sum() if decay else 0.0
+        positive = self.positive(batch, step)
+        if step.options["method"] == "exact":
+            log_z = enumerated_logsumexp(
+                net.log_hidden_marginal, net.n_hidden, device=batch.device, dtype=batch.dtype
+            )
+            return net.free_energy(positive).mean() + log_z + penalty
         sampler = GibbsSampler(steps=int(step.options["k"]))
         persistent = step.options["method"] == "pcd"
-        positive = self.positive(batch, step)
         start = step.state["chains"] if persistent else positive
         end = run_chain(sampler, net, GibbsSampler.start(start), step.generator, progress=False)
         if persistent:
             step.state["chains"].copy_(end.visible)
-        loss = contrastive_divergence_loss(net, positive, end.visible)
-        decay = float(step.options["weight_decay"])
-        return loss + 0.5 * decay * net.weight.pow(2).sum() if decay else loss
+        return contrastive_divergence_loss(net, positive, end.visible) + penalty
 
     def sampling(
         self, options: Mapping[str, Any], arch: Mapping[str, Any], data: torch.Tensor

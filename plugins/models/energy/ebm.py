@@ -3,21 +3,29 @@
 Training objectives (``--opt objective=``), both run by the core training loop
 (:mod:`geneval.training`):
 
-* ``cd`` (default) — contrastive divergence with Langevin negative chains,
-  L = mean E(x⁺) − mean E(x⁻) + α·mean(E(x⁺)² + E(x⁻)²) (Du & Mordatch 2019, §3.3, Eq. 6).
-  With ``buffer_size=0`` every chain is short-run and starts from uniform noise, so the
-  sampler used at generation time is exactly the one the energy was trained with (Nijkamp et
-  al. 2019); with a buffer, chains start from past chains (95 %) or fresh noise (5 %)
+* ``dsm`` (default) — denoising score matching at one noise level s (Vincent 2011): the score
+  −∇ₓE_θ is fitted to that of the smoothed data x + s·z, so exp(−E_θ) models the smoothed
+  density p_s = p ∗ N(0, s²I) (the deep energy estimator of Saremi et al. 2018). No sampling
+  is needed during training. Samples are drawn by *walk-jump* sampling (Saremi & Hyvärinen
+  2019): Langevin chains on exp(−E_θ) (the smoothing connects the modes, so short chains
+  mix between digits), then the empirical-Bayes jump x̂ = y − s²∇E_θ(y), Tweedie's posterior
+  mean of the clean image.
+* ``cd`` — contrastive divergence with Langevin negative chains,
+  L = mean E(x⁺) − mean E(x⁻) + α·mean(E(x⁺)² + E(x⁻)²) (Du & Mordatch 2019, §3.3, Eq. 6),
+  chains clamped to the data range. With ``buffer_size=0`` every chain is short-run, so the
+  sampler used at generation time is the one the energy was trained with (Nijkamp et al.
+  2019); with a buffer, chains start from past chains (95 %) or fresh noise (5 %)
   (Du & Mordatch 2019, §3.1), and the buffer is part of the training state.
-* ``dsm`` — denoising score matching with the score s(x) = −∇ₓE(x) (Vincent 2011), which needs
-  no sampling during training.
 
-The network optionally has spectral normalisation on every layer (Du & Mordatch 2019, §3.3;
-Miyato et al. 2018), which bounds ∇ₓE and keeps the energy smooth. Its convolution stack
-follows the image size (:class:`ConvEnergy`). Samples start from uniform noise over the
-training data's range and run the :class:`~geneval_plugins.models.energy.mcmc.LangevinSampler`
-stored in the checkpoint's ``sampling`` config; a checkpoint that keeps its replay buffer
-also offers ``replay`` (chains continued from the buffer, as Du & Mordatch generate).
+Chains start from a Gaussian fitted to the training images (widened by s for ``dsm``), or
+from uniform noise (``chain_start=uniform``). The network optionally has spectral
+normalisation on every layer (Miyato et al. 2018); its convolution stack follows the image
+size (:class:`ConvEnergy`). A checkpoint that keeps its replay buffer also offers ``replay``
+(chains continued from the buffer, as Du & Mordatch generate).
+
+On long chains: the ``dsm`` energy is fitted everywhere the smoothed data reach, so chains
+do not need to stop early; a ``cd`` energy is shaped only where its short training chains
+went, and chains much longer than those drift to a few modes (Nijkamp et al. 2020).
 
 References
 ----------
@@ -25,7 +33,9 @@ Du, Y. & Mordatch, I. (2019). Implicit generation and modeling with energy-based
 NeurIPS. Nijkamp, E., Hill, M., Zhu, S.-C. & Wu, Y. N. (2019). Learning non-convergent
 non-persistent short-run MCMC toward energy-based model. NeurIPS. Nijkamp, E., Hill, M., Han,
 T., Zhu, S.-C. & Wu, Y. N. (2020). On the anatomy of MCMC-based maximum likelihood learning of
-energy-based models. AAAI. Miyato, T. et al. (2018). Spectral normalization for generative
+energy-based models. AAAI. Saremi, S., Mehrjou, A., Schölkopf, B. & Hyvärinen, A. (2018).
+Deep energy estimator networks. arXiv:1805.08306. Saremi, S. & Hyvärinen, A. (2019). Neural
+empirical Bayes. JMLR 20(181). Miyato, T. et al. (2018). Spectral normalization for generative
 adversarial networks. ICLR. Vincent, P. (2011). A connection between score matching and
 denoising autoencoders. Neural Computation 23(7).
 """
@@ -54,6 +64,10 @@ from geneval_plugins.models.sampling import SampledModel, draw
 OBJECTIVES = ("cd", "dsm")
 #: Sampler names accepted by ``sample(sampler=...)``; the first is the default.
 EBM_SAMPLERS = ("langevin", "replay")
+#: Where Langevin chains start: the Gaussian fitted to the data, or uniform noise.
+CHAIN_STARTS = ("gaussian", "uniform")
+#: Largest number of principal directions of the chain-start Gaussian.
+MAX_START_RANK = 256
 
 
 def downsamplings(image_size: tuple[int, int]) -> int:
@@ -73,6 +87,12 @@ class ConvEnergy(nn.Module):
     by SiLU, and a linear read-out give one scalar per image. SiLU keeps ∇ₓE smooth, as
     Langevin dynamics needs. With ``spectral_norm`` every layer's weight is divided by its
     largest singular value (one power iteration per forward pass; Miyato et al. 2018).
+
+    The buffers ``start_mean`` (D,), ``start_factor`` (D, r) and ``start_noise`` (a scalar s)
+    hold a Gaussian fitted to the training images (:meth:`fit_start`), N(mean, F Fᵀ + s² I)
+    with F the top r = min(D, 256) principal directions scaled by the square roots of their
+    variances; Langevin chains may start from it (:meth:`initial_states`) instead of uniform
+    noise.
     """
 
     def __init__(
@@ -102,10 +122,44 @@ class ConvEnergy(nn.Module):
         layers.append(nn.Flatten())
         self.body = nn.Sequential(*layers)
         self.readout = norm(nn.Linear(width * h * w, 1))
+        self.image_shape = (int(in_channels), int(image_size[0]), int(image_size[1]))
+        dim = math.prod(self.image_shape)
+        self.register_buffer("start_mean", torch.zeros(dim))
+        self.register_buffer("start_factor", torch.zeros(dim, min(dim, MAX_START_RANK)))
+        self.register_buffer("start_noise", torch.zeros(()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """E_θ(x), shape (N,)."""
         return self.readout(self.body(2 * x - 1)).squeeze(-1)
+
+    @torch.no_grad()
+    def fit_start(self, images: torch.Tensor, noise: float = 0.0) -> None:
+        """Fit the chain-start Gaussian to ``images`` (mean and top principal directions),
+        widened by isotropic noise of standard deviation ``noise``.
+
+        The covariance is computed in float64; its eigenvectors with the r largest eigenvalues
+        λ give F = V_r diag(√λ_r).
+        """
+        self.start_noise.fill_(float(noise))
+        flat = images.flatten(1).to(torch.float64)
+        mean = flat.mean(0)
+        centred = flat - mean
+        cov = centred.T @ centred / max(flat.shape[0] - 1, 1)
+        values, vectors = torch.linalg.eigh(cov)
+        rank = self.start_factor.shape[1]
+        top = values.flip(0)[:rank].clamp_min(0).sqrt()
+        self.start_mean.copy_(mean)
+        self.start_factor.copy_(vectors.flip(1)[:, :rank] * top)
+
+    def initial_states(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` draws mean + F z + s ε, z ~ N(0, I_r), ε ~ N(0, I_D), as (n, C, H, W)."""
+        device = generator.device
+        z = torch.randn((n, self.start_factor.shape[1]), generator=generator, device=device)
+        x = self.start_mean + z.to(self.start_factor) @ self.start_factor.T
+        if float(self.start_noise) > 0:
+            eps = torch.randn(x.shape, generator=generator, device=device).to(x)
+            x = x + self.start_noise * eps
+        return x.reshape(n, *self.image_shape)
 
 
 def contrastive_divergence_loss(
@@ -131,20 +185,36 @@ def energy_score(net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch
     return score
 
 
-def langevin_settings(options: Mapping[str, Any], *, sampling: bool) -> dict[str, Any]:
-    """The :class:`LangevinSampler` settings of the training chains, or (``sampling``) of
-    ``sample``, whose ``sample_*`` options default (0) to the training chains' settings."""
+def langevin_settings(
+    options: Mapping[str, Any], arch: Mapping[str, Any], *, sampling: bool
+) -> dict[str, Any]:
+    """The :class:`LangevinSampler` settings of the ``cd`` training chains, or (``sampling``)
+    of ``sample``, whose ``sample_*`` options default (0) to the training chains' settings.
+
+    ``dsm`` chains walk on the smoothed density (no clamping) and end with the jump
+    x̂ = y − s²∇E(y); ``cd`` chains are clamped to the data range.
+    """
 
     def pick(sample_key: str, train_key: str) -> Any:
         return (options[sample_key] if sampling else 0) or options[train_key]
 
     clip = float(options["langevin_grad_clip"])
+    dsm = options["objective"] == "dsm"
     return {
         "steps": int(pick("sample_steps", "langevin_steps")),
         "step_size": float(pick("sample_step_size", "step_size")),
         "noise_scale": float(pick("sample_noise_scale", "noise_scale")),
         "grad_clip": clip if clip > 0 else None,
+        "start": "model" if options["chain_start"] == "gaussian" else "uniform",
+        "clamp": None if dsm else list(arch["data_range"]),
+        "jump": float(options["dsm_sigma"]) ** 2 if dsm else 0.0,
     }
+
+
+def langevin_sampler(settings: Mapping[str, Any]) -> LangevinSampler:
+    """A :class:`LangevinSampler` from stored settings (the clamp range stored as a list)."""
+    clamp = settings.get("clamp")
+    return LangevinSampler(**{**settings, "clamp": None if clamp is None else tuple(clamp)})
 
 
 class EBMModel(SampledModel):
@@ -152,7 +222,8 @@ class EBMModel(SampledModel):
 
     ``energy(x)`` (:class:`~geneval.capabilities.SupportsEnergy`) is E_θ(x) in float64 for
     images in ``[0, 1]``: p(x) ∝ exp(−E_θ(x)) is a density on ``[0, 1]^D``
-    (``likelihood_space = "density"``), the box the chains are clamped to. log Z of a deep
+    (``likelihood_space = "density"``). For a ``dsm`` checkpoint exp(−E_θ) models the
+    smoothed density p_s (see the module docstring), restricted to that box. log Z of a deep
     energy is intractable, so ``log_z``/``log_prob`` are not offered.
     """
 
@@ -171,10 +242,9 @@ class EBMModel(SampledModel):
         super().__init__(config, image_shape=image_shape, device=device)
         self.net = net.to(self.device).eval()
         self._exact = copy.deepcopy(self.net).to(torch.float64)
-        clamp = tuple(float(v) for v in self.config["arch"]["data_range"])
 
         def langevin(**settings: Any) -> LangevinSampler:
-            return LangevinSampler(clamp=clamp, **settings)  # type: ignore[arg-type]
+            return langevin_sampler(settings)
 
         def replay(**settings: Any) -> ReplayBufferSampler:
             if buffer is None:
@@ -208,9 +278,11 @@ class EBMFamily(TrainableFamily):
     name = "ebm"
     samplers = EBM_SAMPLERS
     train_options = {
-        **training_options(lr=1e-4, batch_size=64, adam_beta1=0.5),
+        **training_options(lr=1e-3, batch_size=128),
         "objective": Option(
-            "cd", "cd (Langevin negatives) or dsm (score matching)", choices=OBJECTIVES
+            "dsm",
+            "dsm (denoising score matching, walk-jump sampling) or cd (Langevin negatives)",
+            choices=OBJECTIVES,
         ),
         "channels": Option(32, "channels of the first convolutions", low=1),
         "spectral_norm": Option(False, "spectral normalisation of every layer"),
@@ -218,17 +290,30 @@ class EBMFamily(TrainableFamily):
             0, "replay buffer of past chains (0: every chain starts from noise)", low=0
         ),
         "reinit_fraction": Option(0.05, "share of chains restarted from noise", low=0.0, high=1.0),
-        "langevin_steps": Option(40, "Langevin steps of each training chain", low=1),
-        "step_size": Option(1.0, "Langevin step α on −∇E", low=0.0, low_exclusive=True),
-        "noise_scale": Option(
-            0.01 / math.sqrt(2.0),
-            "Langevin noise scale c: the noise std per step is c·√(2α)",
+        "chain_start": Option(
+            "gaussian",
+            "where Langevin chains start: a Gaussian fitted to the data, or uniform noise",
+            choices=CHAIN_STARTS,
+        ),
+        "langevin_steps": Option(
+            50, "Langevin steps of a chain (cd: the training chains; dsm: the walk)", low=1
+        ),
+        "step_size": Option(
+            0.009,
+            "Langevin step α on −∇E (dsm: about 0.1·dsm_sigma²; cd: e.g. 1 with noise_scale "
+            "0.007, Du & Mordatch's large step with small noise)",
             low=0.0,
+            low_exclusive=True,
+        ),
+        "noise_scale": Option(
+            1.0, "Langevin noise scale c: the noise std per step is c·√(2α)", low=0.0
         ),
         "langevin_grad_clip": Option(0.0, "clip ∇E elementwise in Langevin (0: off)", low=0.0),
         "energy_penalty": Option(0.0, "α of the energy-magnitude penalty", low=0.0),
         "data_noise": Option(0.0, "std of Gaussian noise added to training images", low=0.0),
-        "dsm_sigma": Option(0.1, "noise level of the dsm objective", low=0.0, low_exclusive=True),
+        "dsm_sigma": Option(
+            0.3, "noise level s of the dsm objective and of the jump", low=0.0, low_exclusive=True
+        ),
         "sample_steps": Option(0, "Langevin steps of sampling (0: langevin_steps)", low=0),
         "sample_step_size": Option(0.0, "Langevin α of sampling (0: step_size)", low=0.0),
         "sample_noise_scale": Option(0.0, "noise scale of sampling (0: noise_scale)", low=0.0),
@@ -256,11 +341,19 @@ class EBMFamily(TrainableFamily):
             spectral_norm=bool(arch["spectral_norm"]),
         )
 
+    def initialise(
+        self,
+        net: nn.Module,
+        data: torch.Tensor,
+        options: Mapping[str, Any],
+        generator: torch.Generator,
+    ) -> None:
+        """Fit the chain-start Gaussian to the training images (widened by s for ``dsm``)."""
+        dsm = options["objective"] == "dsm"
+        net.fit_start(data, noise=float(options["dsm_sigma"]) if dsm else 0.0)
+
     def _chains(self, step: TrainingStep) -> LangevinSampler | ReplayBufferSampler:
-        langevin = LangevinSampler(
-            clamp=tuple(step.arch["data_range"]),  # type: ignore[arg-type]
-            **langevin_settings(step.options, sampling=False),
-        )
+        langevin = langevin_sampler(langevin_settings(step.options, step.arch, sampling=False))
         if "buffer" not in step.state:
             return langevin
         return ReplayBufferSampler(
@@ -274,7 +367,7 @@ class EBMFamily(TrainableFamily):
         size = int(step.options["buffer_size"])
         if step.options["objective"] != "cd" or size == 0:
             return {}
-        sampler = LangevinSampler(clamp=tuple(step.arch["data_range"]))  # type: ignore[arg-type]
+        sampler = langevin_sampler(langevin_settings(step.options, step.arch, sampling=False))
         shape = (size, *data.shape[1:])
         return {"buffer": sampler.init(net, shape, step.generator, data.device)}
 
@@ -304,9 +397,12 @@ class EBMFamily(TrainableFamily):
     def sampling(
         self, options: Mapping[str, Any], arch: Mapping[str, Any], data: torch.Tensor
     ) -> dict[str, Any]:
-        """Langevin from uniform noise with the ``sample_*`` settings (default: the training
-        chains')."""
-        return {"sampler": "langevin", "langevin": langevin_settings(options, sampling=True)}
+        """Langevin (walk-jump for ``dsm``) with the ``sample_*`` settings (default: the
+        training chains')."""
+        return {
+            "sampler": "langevin",
+            "langevin": langevin_settings(options, arch, sampling=True),
+        }
 
     def make_model(self, net: nn.Module, checkpoint: Checkpoint, device: torch.device) -> EBMModel:
         """The EBM around the energy network (with the replay buffer when it was kept)."""

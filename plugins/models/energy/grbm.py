@@ -46,8 +46,9 @@ from geneval_plugins.models.energy.bipartite import (
     bipartite_train_options,
 )
 
-#: Smallest σ a learned σ may reach (keeps v/σ² bounded on nearly constant pixels).
-SIGMA_FLOOR = 0.01
+#: Default floor of a learned σ: about the grey-level step of 8×8 digits (1/16), below which
+#: σ only follows the quantisation of nearly constant pixels and v/σ² stalls the chains.
+SIGMA_FLOOR = 0.05
 
 
 class GaussianRBM(BipartiteRBM):
@@ -56,13 +57,16 @@ class GaussianRBM(BipartiteRBM):
     ``visible_bias`` μ, ``weight`` W (D×H), ``hidden_bias`` b and ``log_sigma`` log σ (D,)
     are parameters; the buffers ``chain_mean``/``chain_std`` (D,) are where Gibbs chains start
     (v ~ N(chain_mean, diag chain_std²), the training data's moments). σ = max(e^{log σ},
-    :data:`SIGMA_FLOOR`).
+    ``sigma_floor``).
     """
 
-    def __init__(self, n_visible: int, n_hidden: int, sigma: float = 1.0) -> None:
+    def __init__(
+        self, n_visible: int, n_hidden: int, sigma: float = 1.0, sigma_floor: float = 0.0
+    ) -> None:
         super().__init__(n_visible, n_hidden)
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
+        self.sigma_floor = float(sigma_floor)
         self.visible_bias = nn.Parameter(torch.zeros(n_visible))
         self.log_sigma = nn.Parameter(torch.full((n_visible,), math.log(sigma)))
         self.register_buffer("chain_mean", torch.zeros(n_visible))
@@ -71,7 +75,7 @@ class GaussianRBM(BipartiteRBM):
     @property
     def sigma(self) -> torch.Tensor:
         """σ per pixel, (D,)."""
-        return self.log_sigma.exp().clamp_min(SIGMA_FLOOR)
+        return self.log_sigma.exp().clamp_min(self.sigma_floor)
 
     def hidden_input(self, v: torch.Tensor) -> torch.Tensor:
         """s(v) = v/σ²."""
@@ -156,16 +160,19 @@ class GRBMFamily(BipartiteFamily):
             low_exclusive=True,
         ),
         learn_sigma=Option(True, "learn a σ per pixel (Cho et al. 2011)"),
+        sigma_floor=Option(SIGMA_FLOOR, "smallest value a learned σ may take", low=0.0),
     )
     capabilities = (SupportsEnergy,)
     bundled_file = "grbm-digits.safetensors"
-    arch_options = ("hidden", "sigma", "learn_sigma")
+    arch_options = ("hidden", "sigma", "learn_sigma", "sigma_floor")
     model_class = GRBMModel
     exact_model_class = ExactGRBMModel
 
     def make_network(self, arch: Mapping[str, Any], n_visible: int) -> GaussianRBM:
         """A :class:`GaussianRBM` of the configured size; σ frozen unless it is learned."""
-        net = GaussianRBM(n_visible, int(arch["hidden"]), float(arch["sigma"]))
+        net = GaussianRBM(
+            n_visible, int(arch["hidden"]), float(arch["sigma"]), float(arch["sigma_floor"])
+        )
         net.log_sigma.requires_grad_(bool(arch["learn_sigma"]))
         return net
 
