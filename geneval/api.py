@@ -1,4 +1,6 @@
-"""The plugin contracts: what metrics, models, extractors and datasets provide (DESIGN §2).
+"""The plugin contracts: what metrics, models, extractors and datasets provide.
+
+See ``docs/contracts.md`` §2.
 
 A plugin module implements one or more ``geneval_register_*`` hooks (see
 :mod:`geneval.hookspecs`) and calls ``register(obj)`` with objects that follow the
@@ -39,6 +41,7 @@ INPUT_KINDS = (
     "factors",
     "latents",
     "reconstructions",
+    "dataset",
     "model",
 )
 
@@ -61,6 +64,8 @@ class Need:
         * ``reconstructions`` — images paired one to one with the reference images (by
           index for arrays, by sorted relative path for folders, or a model's
           ``decode(encode(reference))``);
+        * ``dataset`` — the dataset plugin the source was drawn from (e.g. to draw fresh
+          images with chosen factors), without loading the source's images;
         * ``model`` — the loaded model itself, which must satisfy ``capabilities``.
     source
         ``samples`` or ``reference``.
@@ -139,8 +144,7 @@ class MetricInputs(Protocol):
     def model(self) -> GenerativeModel: ...
 
     def dataset(self, source: Source) -> Dataset:
-        """The dataset plugin a source was drawn from (an :class:`InputError` when the source
-        is not a dataset), e.g. to draw fresh images with chosen factors."""
+        """The dataset plugin a source was drawn from (declared as ``Need("dataset", ...)``)."""
         ...
 
     def other_images(self, spec: str, *, default_split: str) -> ImageSet:
@@ -175,6 +179,8 @@ class Metric(Protocol):
       ``value`` (``None`` when there is none).
     * ``higher_is_better`` is the direction; ``interpretation`` one line on what the number
       means.
+    * A metric whose needs depend on its options (e.g. latents or features) may define
+      ``needs_for(options) -> tuple[Need, ...]``, used instead of ``needs``.
     * A result may carry ``warnings``: a list of one-line strings on how far to trust the
       number (e.g. that Parzen estimates are unreliable in high dimensions); the report shows
       them beside the metric.
@@ -283,6 +289,10 @@ class FeatureExtractor(Protocol):
     ``logits_output`` the one they get as ``logits`` (e.g. ``logits_unbiased``), or
     ``None`` when it has no classifier head. ``resize_options`` lists the accepted
     ``--resize`` values, the first being the default; empty when resizing is fixed.
+
+    Optional: ``default = True`` makes it the extractor of runs whose reference names none
+    (one installed extractor may claim this); ``published_stats(dataset, split, convention)
+    -> Path | None`` finds published statistics of a benchmark for ``--reference NAME``.
     """
 
     name: str
@@ -298,7 +308,13 @@ class FeatureExtractor(Protocol):
 
 @runtime_checkable
 class Dataset(Protocol):
-    """A dataset plugin: named splits of images (and labels/factors where it has them)."""
+    """A dataset plugin: named splits of images (and labels/factors where it has them).
+
+    ``default_extractor`` names the extractor whose features suit its images. A dataset may
+    also offer ``reference_stats(split, extractor) -> Path | None``: statistics files it ships
+    (see ``geneval stats``), which the runner uses instead of extracting when their provenance
+    matches the run.
+    """
 
     name: str
     splits: tuple[str, ...]
@@ -327,3 +343,23 @@ class FactorDataset(Protocol):
     def images_for_factors(self, factors: torch.Tensor) -> torch.Tensor:
         """The images (n, C, H, W) float in ``[0, 1]`` of factor vectors (n, K) int64."""
         ...
+
+
+@dataclass(frozen=True)
+class CommandOption:
+    """An option a plugin adds to built-in commands through ``geneval_register_commands``.
+
+    ``option`` is a :class:`click.Option`; its value is handed to the command's parameter
+    ``forward_to`` (e.g. a deprecated ``--inception-weights`` forwarding to
+    ``extractor_weights``), with ``note`` emitted as a warning when it is used.
+    """
+
+    commands: tuple[str, ...]
+    option: Any  # click.Option
+    forward_to: str
+    note: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The option's long name without dashes, under which it is registered."""
+        return str(self.option.name).replace("_", "-")

@@ -99,6 +99,77 @@ class SupportsScore(Protocol):
     def score(self, images: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class SupportsLatentProposal(Protocol):
+    """Importance sampling of a latent-variable model p(x, z) = p(z) p(x | z).
+
+    ``log_joint(x, z)`` is log p(x, z) in nats; ``sample_posterior`` draws z from the model's
+    proposal q(z | x) (e.g. a VAE's encoder) and ``sample_prior`` from p(z), each returning the
+    draws and their log-density. Latents are laid out (K, N, L): K draws for each of the N
+    images, L latent dimensions. Every random draw uses ``generator``.
+    """
+
+    likelihood_space: str
+
+    def log_joint(self, images: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """log p(x, z) of ``images`` (N, C, H, W) and ``latents`` (K, N, L): shape (K, N)."""
+        ...
+
+    def sample_posterior(
+        self, images: torch.Tensor, k: int, *, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` draws z ~ q(z | x) per image (K, N, L) and log q(z | x) (K, N)."""
+        ...
+
+    def sample_prior(
+        self, n: int, k: int, *, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` draws z ~ p(z) for each of ``n`` images (K, N, L) and log p(z) (K, N)."""
+        ...
+
+
+class AnnealingPath(Protocol):
+    """A path of unnormalised densities f_β, β ∈ [0, 1], for annealed importance sampling.
+
+    f_0 is a tractable base with known normaliser exp(``log_z_base``) that ``sample_base``
+    draws from exactly; f_1 is the model's unnormalised marginal, exp(−E(x)) with E the
+    model's ``energy`` (the free energy for latent-variable models). States are whatever the
+    path's kernels act on (e.g. binarised visible vectors), (M, ...) for M parallel runs.
+    """
+
+    log_z_base: float
+
+    def sample_base(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` exact draws from the base f_0 / Z_0."""
+        ...
+
+    def log_density(self, states: torch.Tensor, beta: float) -> torch.Tensor:
+        """log f_β of each state, float64, shape (M,)."""
+        ...
+
+    def transition(
+        self, states: torch.Tensor, beta: float, generator: torch.Generator
+    ) -> torch.Tensor:
+        """One Markov transition that leaves f_β / Z_β invariant (Gibbs, MALA, ...)."""
+        ...
+
+
+@runtime_checkable
+class SupportsAnnealing(Protocol):
+    """``annealing_path(x)``: the model's AIS path from a base fitted to the images ``x``.
+
+    The base is tractable (a base-rate Bernoulli for binary visibles, a Gaussian fitted to the
+    data, or the uniform density on the model's box support) and the path ends at
+    exp(−``energy``); the model supplies the transitions (its Gibbs kernel at inverse
+    temperature β, or Metropolis-adjusted Langevin restricted to its support). Reusable paths
+    are in :mod:`geneval_plugins.metrics.likelihood.annealing`.
+    """
+
+    likelihood_space: str
+
+    def annealing_path(self, images: torch.Tensor) -> AnnealingPath: ...
+
+
 #: Every capability protocol, by the short name used in listings and messages.
 CAPABILITIES: dict[str, type] = {
     "elbo": SupportsELBO,
@@ -108,6 +179,8 @@ CAPABILITIES: dict[str, type] = {
     "encode": SupportsEncode,
     "decode": SupportsDecode,
     "score": SupportsScore,
+    "latent_proposal": SupportsLatentProposal,
+    "annealing": SupportsAnnealing,
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``geneval`` command line (DESIGN §3).
+"""The ``geneval`` command line (docs/contracts.md §3).
 
 Exit codes: 0 all metrics computed and all gates passed; 1 a gate failed; 2 bad usage or bad
 input (one line naming the culprit, a traceback only with ``--debug``); 3 a metric or model
@@ -7,34 +7,51 @@ plugin raised (the other metrics are still reported).
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 import torch
 
 from geneval import __version__
+from geneval.api import CommandOption
+from geneval.compare import DEFAULT_RTOL, compare_reports, load_report, to_text
 from geneval.device import resolve_device
-from geneval.errors import InputError
+from geneval.errors import InputError, WarningLog, captured_warnings, warn
 from geneval.gates import (
+    apply_gates,
     check_gate_metrics,
-    evaluate_gates,
     gates_from_file,
     gates_from_pyproject,
     parse_gate,
 )
-from geneval.io import atomic_path, check_writable, write_atomic
+from geneval.io import (
+    STDOUT,
+    check_image_folder,
+    check_outputs,
+    check_writable,
+    write_atomic,
+    write_image_folder,
+    write_outputs,
+)
+from geneval.listing import plugin_detail, verbose_lines
 from geneval.options import declared_options, parse_options
+from geneval.passes import PassPlan, run_pass
 from geneval.plugins import get_registry
 from geneval.progress import set_quiet
-from geneval.report import to_json, to_junit, to_markdown, to_table
-from geneval.runner import DEFAULT_EXTRACTOR, Evaluation, RunConfig, extract, resolve_source
+from geneval.report import printable, to_table
+from geneval.report_files import planned_reports
+from geneval.resolve import extractor_for, resolve_spec
+from geneval.runner import Evaluation, RunConfig
 from geneval.sources import ModelSource
-from geneval.stats import FeatureStatistics, make_meta, save_stats
+from geneval.stats import make_meta, save_stats
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_PLUGIN = 0, 1, 2, 3
 
@@ -59,14 +76,60 @@ class _PluginCommands(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
         if command is None:
-            command = self._plugin_commands().get(name)
-        return command
+            return self._plugin_commands().get(name)
+        extra = [
+            item.obj
+            for item in get_registry().items("command_option").values()
+            if name in item.obj.commands
+        ]
+        return _with_plugin_options(command, extra) if extra else command
 
 
-@click.group(cls=_PluginCommands)
+def _with_plugin_options(command: click.Command, extra: list[CommandOption]) -> click.Command:
+    """``command`` with options that plugins add to it (e.g. a deprecated spelling), each
+    forwarding its value to one of the command's own parameters."""
+    extended = copy.copy(command)
+    extended.params = [*command.params, *(o.option for o in extra)]
+    callback = command.callback
+
+    def forwarding(**kwargs: Any) -> Any:
+        for o in extra:
+            value = kwargs.pop(o.option.name)
+            if value is None or value == ():
+                continue
+            if kwargs.get(o.forward_to) not in (None, ()):
+                raise InputError(f"{o.option.opts[0]} and the option it stands for are both given")
+            if o.note:
+                warn(o.note)
+            kwargs[o.forward_to] = value
+        return callback(**kwargs)
+
+    extended.callback = forwarding
+    return extended
+
+
+class _ExtractorChoices(click.Option):
+    """``--resize``: the help lists each installed extractor's conventions."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        choices = [
+            f"{name}: {', '.join(item.obj.resize_options)}"
+            for name, item in sorted(get_registry().items("extractor").items())
+            if item.obj.resize_options
+        ]
+        return record[0], record[1] + (f" ({'; '.join(choices)})" if choices else "")
+
+
+@click.group(cls=_PluginCommands, invoke_without_command=True)
 @click.version_option(__version__, prog_name="geneval")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """Evaluate generative models: FID, KID, IS, likelihoods and more, through plugins."""
+    if ctx.invoked_subcommand is None:  # a bare `geneval` shows what it can do
+        click.echo(ctx.get_help())
 
 
 _device_option = click.option(
@@ -76,6 +139,32 @@ _quiet_option = click.option("--quiet", is_flag=True, help="No progress bars or 
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
 _force_option = click.option("--force", is_flag=True, help="Overwrite existing output files.")
 
+_extractor_option = click.option(
+    "--extractor",
+    help="Feature extractor (default: the reference dataset's, else the installed default).",
+)
+_extractor_weights_option = click.option(
+    "--extractor-weights",
+    type=click.Path(path_type=Path),
+    help="Weights file of the extractor (default: its published weights).",
+)
+_resize_option = click.option(
+    "--resize", cls=_ExtractorChoices, help="Resize convention of the extractor."
+)
+
+#: Seeds are 63-bit: torch generators take any value in [0, 2^63).
+SEED_RANGE = click.IntRange(0, 2**63 - 1)
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)
+_seed_option = click.option(
+    "--seed", default=0, show_default=True, type=SEED_RANGE, help="Random seed, in [0, 2^63)."
+)
+_workers_option = click.option(
+    "--workers",
+    type=NON_NEGATIVE,
+    help="Image-decoding workers for folders (default: by folder size).",
+)
+
 
 # -- run ---------------------------------------------------------------------------------------
 
@@ -84,31 +173,57 @@ _force_option = click.option("--force", is_flag=True, help="Overwrite existing o
 @click.option("--model", help="Model plugin to sample from (its bundled checkpoint by default).")
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint for --model.")
 @click.option(
-    "--num-samples", default=1000, show_default=True, help="Samples to draw from --model."
+    "--num-samples",
+    default=1000,
+    show_default=True,
+    type=POSITIVE,
+    help="Samples to draw from --model.",
 )
 @click.option("--sampler", help="Sampler of --model (default: the checkpoint's).")
-@click.option("--steps", type=int, help="Sampler steps of --model (default: the checkpoint's).")
+@click.option(
+    "--steps", type=POSITIVE, help="Sampler steps of --model (default: the checkpoint's)."
+)
 @click.option("--samples", help="Folder of images or .npy/.npz array to evaluate.")
 @click.option("--reference", help="DATASET[:SPLIT], folder, array or statistics .npz.")
 @click.option("--metrics", default="fid", show_default=True, help="Comma-separated metric names.")
-@click.option("--extractor", help="Feature extractor (default: the reference dataset's).")
-@click.option(
-    "--inception-weights", type=click.Path(path_type=Path), help="Inception weights file."
-)
-@click.option("--resize", help="Resize convention of the extractor: tf1, pytorch-fid or clean.")
+@_extractor_option
+@_extractor_weights_option
+@_resize_option
 @click.option("--opt", "opts", multiple=True, metavar="METRIC.KEY=VALUE", help="Metric option.")
 @_device_option
 @click.option(
     "--batch-size",
-    type=int,
+    type=POSITIVE,
     help="Images per extractor call (default 64) and per model call (default 500).",
 )
+@_workers_option
+@_seed_option
+@click.option("--json", "json_path", help="Write the JSON report to PATH (- for stdout).")
 @click.option(
-    "--workers", type=int, help="Image-decoding workers for folders (default: by folder size)."
+    "--markdown",
+    help="Write a Markdown report to PATH (- for stdout); a file gets its grid of samples "
+    "and reference images beside it as PATH-grid.png.",
 )
-@click.option("--seed", default=0, show_default=True)
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Write the JSON report.")
-@click.option("--markdown", type=click.Path(path_type=Path), help="Write a Markdown report.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    help="Write a self-contained HTML report: metrics, gates, sample and reference grids, "
+    "nearest reference images of samples, provenance.",
+)
+@click.option(
+    "--grid",
+    default=64,
+    show_default=True,
+    type=NON_NEGATIVE,
+    help="Images of each source shown in the --html and --markdown grids.",
+)
+@click.option(
+    "--baseline",
+    is_flag=True,
+    help="Also score the reference dataset's held-out split (test, else val) against the "
+    "reference, beside the samples, both at the same n.",
+)
 @click.option(
     "--junit", type=click.Path(path_type=Path), help="Write JUnit XML (one case per gate)."
 )
@@ -127,15 +242,18 @@ def run(
     reference: str | None,
     metrics: str,
     extractor: str | None,
-    inception_weights: Path | None,
+    extractor_weights: Path | None,
     resize: str | None,
     opts: Sequence[str],
     device: str,
     batch_size: int | None,
     workers: int | None,
     seed: int,
-    json_path: Path | None,
-    markdown: Path | None,
+    json_path: str | None,
+    markdown: str | None,
+    html_path: Path | None,
+    grid: int,
+    baseline: bool,
     junit: Path | None,
     force: bool,
     fail_if: Sequence[str],
@@ -145,6 +263,7 @@ def run(
 ) -> int:
     """Evaluate samples (a folder, an array or a model) against a reference."""
     set_quiet(quiet)
+    pictures = html_path is not None or (markdown is not None and markdown != STDOUT)
     config = RunConfig(
         metrics=[m for m in metrics.split(",") if m.strip()],
         model=model,
@@ -153,7 +272,7 @@ def run(
         samples=samples,
         reference=reference,
         extractor=extractor,
-        inception_weights=inception_weights,
+        extractor_weights=extractor_weights,
         resize=resize,
         options=list(opts),
         device=device,
@@ -162,39 +281,50 @@ def run(
         seed=seed,
         sampler=sampler,
         steps=steps,
+        grid=grid if pictures else 0,
+        neighbours=NEIGHBOUR_ROWS if html_path is not None else 0,
+        baseline=baseline,
     )
-    evaluation = Evaluation(config, debug=debug)
-    requested = list(evaluation.metrics)
+    reports = {"json": json_path, "markdown": markdown, "junit": junit, "html": html_path}
+    with captured_warnings() as caught:
+        return _run(config, fail_if, gates_file, reports, force, debug, caught)
 
+
+#: Samples shown with their nearest reference images in the HTML report.
+NEIGHBOUR_ROWS = 8
+
+
+def _run(
+    config: RunConfig,
+    fail_if: Sequence[str],
+    gates_file: Path | None,
+    reports: dict[str, Any],
+    force: bool,
+    debug: bool,
+    caught: WarningLog,
+) -> int:
+    # Everything that can be checked before the work is: metrics, options, gates, outputs.
+    evaluation = Evaluation(config, debug=debug)
     gates = [parse_gate(expr) for expr in fail_if]
     if gates_file is not None:
         gates += gates_from_file(gates_file)
-    check_gate_metrics(gates, requested)
+    check_gate_metrics(gates, evaluation.metrics)
     ambient = gates_from_pyproject(".")
-    gates += [g for g in ambient if g.metric in requested]
-
-    outputs = {
-        "--json": json_path,
-        "--markdown": markdown,
-        "--junit": junit,
-    }
-    for flag, path in outputs.items():
-        if path is not None:
-            check_writable(path, force=force, what=f"{flag} file")
+    gates += [g for g in ambient if g.metric in evaluation.metrics]
+    check_gate_metrics(gates, evaluation.metrics)
+    outputs = planned_reports(reports)
+    check_outputs([out for out, _ in outputs], force=force)
 
     report = evaluation.execute()
-    verdicts = evaluate_gates(gates, report["metrics"])
-    report["gates"] = verdicts
-    gate_failed = any(v["failed"] for v in verdicts)
-    report["passed"] = not gate_failed and not report["errors"]
+    gate_failed = apply_gates(report, gates)
+    report["warnings"] = caught.drain()
 
-    if json_path is not None:
-        write_atomic(json_path, to_json(report), force=force, what="--json file")
-    if markdown is not None:
-        write_atomic(markdown, to_markdown(report), force=force, what="--markdown file")
-    if junit is not None:
-        write_atomic(junit, to_junit(report), force=force, what="--junit file")
-    click.echo(to_table(report), nl=False)
+    # Render every output before writing any, then write them all or none.
+    rendered = [(out, render(report, evaluation.visuals)) for out, render in outputs]
+    rendered = [(out, content) for out, content in rendered if content is not None]
+    write_outputs(rendered, force=force, stdout=lambda text: click.echo(text, nl=False))
+    if not any(out.to_stdout for out, _ in outputs):
+        click.echo(to_table(report), nl=False)
     for name, message in report["errors"].items():
         click.echo(f"geneval: error: metric {name} raised {message}", err=True)
     if report["errors"]:
@@ -208,22 +338,18 @@ def run(
 @cli.command()
 @click.argument("source")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="OUT.npz")
-@click.option("--extractor", help="Feature extractor (default: the dataset's, else Inception).")
-@click.option(
-    "--inception-weights", type=click.Path(path_type=Path), help="Inception weights file."
-)
-@click.option("--resize", help="Resize convention of the extractor: tf1, pytorch-fid or clean.")
+@_extractor_option
+@_extractor_weights_option
+@_resize_option
 @click.option(
     "--features/--no-features",
     default=False,
     show_default=True,
-    help="Also store per-sample features (needed by KID).",
+    help="Also store per-sample features (needed by KID, precision/recall ...).",
 )
 @_device_option
-@click.option("--batch-size", default=64, show_default=True)
-@click.option(
-    "--workers", type=int, help="Image-decoding workers for folders (default: by folder size)."
-)
+@click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
+@_workers_option
 @_force_option
 @_quiet_option
 @_debug_option
@@ -231,7 +357,7 @@ def stats(
     source: str,
     output: Path,
     extractor: str | None,
-    inception_weights: Path | None,
+    extractor_weights: Path | None,
     resize: str | None,
     features: bool,
     device: str,
@@ -247,27 +373,41 @@ def stats(
         raise InputError(f"-o {output}: statistics files end in .npz")
     check_writable(output, force=force, what="statistics file")
     registry = get_registry()
-    src, dataset = resolve_source(source, registry)
-    name = extractor or (dataset.default_extractor if dataset is not None else DEFAULT_EXTRACTOR)
-    family = registry.extractor(name)
-    if resize is not None and resize not in family.resize_options:
-        allowed = ", ".join(family.resize_options) or "none (fixed preprocessing)"
+    resolved = resolve_spec(source, "samples", registry)
+    if not resolved.has_images:
+        raise InputError(f"{source} holds no images to extract features from")
+    name = extractor_for(
+        None, explicit=extractor, samples=resolved, reference=None, registry=registry
+    )
+    plugin = registry.extractor(name)
+    if resize is not None and resize not in plugin.resize_options:
+        allowed = ", ".join(plugin.resize_options) or "none (fixed preprocessing)"
         raise InputError(f"--resize {resize}: extractor {name} accepts {allowed}")
     dev = resolve_device(device)
-    loaded = family.load(device=dev, weights=inception_weights, resize=resize)
-    outputs, _ = extract(
-        src, loaded, [family.feature_output], batch_size=batch_size, device=dev, workers=workers
+    loaded = plugin.load(device=dev, weights=extractor_weights, resize=resize)
+    output_name = plugin.feature_output
+    plan = PassPlan(outputs={name: {output_name}} if features else {}, moments={name: output_name})
+    result = run_pass(
+        resolved.source,
+        plan,
+        {name: loaded},
+        dev,
+        batch_size=batch_size,
+        workers=workers,
+        desc="features",
     )
-    feats = outputs[family.feature_output]
-    moments = FeatureStatistics(feats.shape[1], device=dev).update(feats.to(dev))
+    moments = result.moments[name]
+    if moments.n < 2:
+        raise InputError(f"{source}: statistics need at least 2 images, found {moments.n}")
     meta = make_meta(
         extractor=name,
-        output=family.feature_output,
+        output=output_name,
         weights_sha256=loaded.weights_sha256,
         convention=loaded.convention,
     )
-    meta["source"] = src.description
-    save_stats(output, moments, meta, features=feats if features else None, force=force)
+    meta["source"] = resolved.description
+    kept = result.outputs.get((name, output_name))
+    save_stats(output, moments, meta, features=kept, force=force)
     _info(f"wrote {output}: {moments.n} images, {moments.dim}-d {name} features", quiet)
     return EXIT_OK
 
@@ -277,10 +417,20 @@ def stats(
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json: bool) -> int:
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also each metric's direction, meaning and options (defaults, bounds), each model's "
+    "samplers and capabilities, each extractor's outputs and each dataset's splits.",
+)
+def plugins(as_json: bool, verbose: bool) -> int:
     """List installed plugins: kind, name, distribution and version."""
     registry = get_registry()
     rows = registry.listing()
+    if verbose:
+        for row in rows:
+            row["detail"] = plugin_detail(row["kind"], registry.get(row["kind"], row["name"]))
     failed = [
         {
             "entry_point": p.entry_point,
@@ -291,7 +441,7 @@ def plugins(as_json: bool) -> int:
         for p, message in registry.failed
     ]
     if as_json:
-        click.echo(json.dumps({"plugins": rows, "failed": failed}, indent=2))
+        click.echo(json.dumps({"plugins": rows, "failed": failed}, indent=2, default=str))
         return EXIT_OK
     widths = [max([len(h)] + [len(r[h]) for r in rows]) for h in ("kind", "name", "distribution")]
     header = ("kind", "name", "distribution", "version")
@@ -300,9 +450,44 @@ def plugins(as_json: bool) -> int:
         click.echo(
             "  ".join(f"{r[h]:<{w}}" for h, w in zip(header, widths + [0], strict=True)).rstrip()
         )
+        if verbose:
+            for line in verbose_lines(r["kind"], r["name"], r["detail"]):
+                click.echo(line)
     for f in failed:
         click.echo(f"(failed to load: {f['entry_point']} from {f['distribution']}: {f['error']})")
     return EXIT_OK
+
+
+# -- compare -----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("reports", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--rtol",
+    default=DEFAULT_RTOL,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Relative change flagged for metrics that report no uncertainty (e.g. FID).",
+)
+@click.option(
+    "--fail-on-regression", is_flag=True, help="Exit 1 when a metric regressed (default: 0)."
+)
+def compare(reports: Sequence[Path], rtol: float, fail_on_regression: bool) -> int:
+    """Compare the JSON reports of runs: metrics side by side, deltas against the first, and
+    regressions (a change in the worse direction beyond the runs' combined uncertainty, or
+    beyond --rtol for a metric without one)."""
+    if len(reports) < 2:
+        raise InputError("compare needs at least two JSON reports: geneval compare A.json B.json")
+    if not math.isfinite(rtol):
+        raise InputError(f"--rtol {rtol}: expected a finite number")
+    loaded = [load_report(path) for path in reports]
+    names = [path.name for path in reports]
+    if len(set(names)) < len(names):
+        names = [str(path) for path in reports]
+    comparison = compare_reports(loaded, names, rtol=rtol, registry=get_registry())
+    click.echo(to_text(comparison), nl=False)
+    return EXIT_GATE if fail_on_regression and comparison.regressions else EXIT_OK
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -317,9 +502,9 @@ def plugins(as_json: bool) -> int:
     "or an .npy/.npz array. Image size and channels come from the data.",
 )
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Checkpoint.")
-@click.option("--steps", type=int, help="Training steps in total (default: the model's).")
+@click.option("--steps", type=POSITIVE, help="Training steps in total (default: the model's).")
 @_device_option
-@click.option("--seed", default=0, show_default=True, help="Seed (a resumed run keeps its own).")
+@_seed_option
 @click.option("--resume", is_flag=True, help="Continue the run saved at -o up to --steps.")
 @click.option(
     "--checkpoint-every", type=int, metavar="N", help="Also write the checkpoint every N steps."
@@ -368,8 +553,10 @@ def train(
         raise InputError(f"--resume: checkpoint {output} does not exist")
     if not resume:
         check_writable(output, force=force, what="checkpoint")
-    source, _ = resolve_source(dataset, registry)
-    data = images_from_source(source)
+    resolved = resolve_spec(dataset, "training data", registry)
+    if resolved.source is None or not resolved.has_images:
+        raise InputError(f"--dataset {dataset}: expected images to train on")
+    data = images_from_source(resolved.source)
     path = family.train(
         data,
         output=output,
@@ -387,20 +574,14 @@ def train(
 # -- sample ------------------------------------------------------------------------------------
 
 
-def _write_image_folder(folder: Path, images: np.ndarray, *, force: bool) -> None:
-    """Write uint8 NHWC images as numbered PNG files into ``folder`` (atomically per file)."""
+def _png_writer(image: np.ndarray):
+    """A writer of one uint8 HWC image as PNG (grey when it has one channel)."""
     from PIL import Image
 
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"-o {folder} exists and is not a folder")
-    if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise InputError(f"-o {folder} is a non-empty folder (use --force to write into it)")
-    folder.mkdir(parents=True, exist_ok=True)
-    width = max(6, len(str(len(images) - 1)))
-    for i, image in enumerate(images):
-        pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)
-        with atomic_path(folder / f"{i:0{width}d}.png", force=True, what="image") as tmp:
-            pil.save(tmp, format="PNG")
+    def write(path: Path) -> None:
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(path, format="PNG")
+
+    return write
 
 
 @cli.command()
@@ -408,7 +589,7 @@ def _write_image_folder(folder: Path, images: np.ndarray, *, force: bool) -> Non
 @click.option(
     "--checkpoint", type=click.Path(path_type=Path), help="Checkpoint (default: bundled)."
 )
-@click.option("-n", "--num-samples", required=True, type=int, help="Number of samples.")
+@click.option("-n", "--num-samples", required=True, type=POSITIVE, help="Number of samples.")
 @click.option(
     "-o",
     "--output",
@@ -417,9 +598,9 @@ def _write_image_folder(folder: Path, images: np.ndarray, *, force: bool) -> Non
     help="OUT.npz or a folder for PNG files.",
 )
 @click.option("--sampler", help="Sampler (default: the checkpoint's).")
-@click.option("--steps", type=int, help="Sampler steps (default: the checkpoint's).")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--batch-size", type=int, help="Samples per model call (default 500).")
+@click.option("--steps", type=POSITIVE, help="Sampler steps (default: the checkpoint's).")
+@_seed_option
+@click.option("--batch-size", type=POSITIVE, help="Samples per model call (default 500).")
 @_device_option
 @_force_option
 @_quiet_option
@@ -438,17 +619,19 @@ def sample(
     quiet: bool,
     debug: bool,
 ) -> int:
-    """Draw samples from a model into an .npz (images uint8 NHWC) or a folder of PNGs."""
+    """Draw samples from a model into an .npz (images uint8 NHWC) or a folder of PNGs.
+
+    With ``--force`` a folder is refilled only when it holds nothing but an earlier
+    ``geneval sample`` output (which is removed first); an .npz file is replaced.
+    """
     set_quiet(quiet)
-    if num_samples < 1:
-        raise InputError(f"-n must be positive, got {num_samples}")
-    if batch_size is not None and batch_size < 1:
-        raise InputError(f"--batch-size must be positive, got {batch_size}")
     to_npz = output.suffix == ".npz"
     if to_npz:
         check_writable(output, force=force, what="samples file")
     elif output.suffix:
         raise InputError(f"-o {output}: give an .npz file or a folder name without a suffix")
+    else:
+        check_image_folder(output, force=force, what="-o folder")
     family = get_registry().model(model)
     if sampler is not None and sampler not in family.samplers:
         raise InputError(f"--sampler {sampler}: model {model} offers {', '.join(family.samplers)}")
@@ -474,7 +657,9 @@ def sample(
 
         write_atomic(output, _save, force=force, what="samples file")
     else:
-        _write_image_folder(output, array, force=force)
+        width = max(6, len(str(len(array) - 1)))
+        files = [(f"{i:0{width}d}.png", _png_writer(image)) for i, image in enumerate(array)]
+        write_image_folder(output, files, force=force, what="-o folder")
     _info(f"wrote {len(array)} samples to {output}", quiet)
     return EXIT_OK
 
@@ -482,34 +667,50 @@ def sample(
 # -- entry point -------------------------------------------------------------------------------
 
 
+def _echo_line(message: str) -> None:
+    """One line on stderr, printable whatever bytes a path held."""
+    click.echo(printable(message.splitlines()[0] if message else message), err=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point: map errors onto exit codes with one-line messages."""
+    """Console entry point: map errors onto exit codes with one-line messages.
+
+    Warnings raised while a command runs (geneval's own, and those of torch, PIL and the
+    plugins) are caught: ``run`` puts them in its report; other commands print them as
+    ``geneval: warning:`` lines after their output. After an error only the error line is
+    printed (``--debug`` adds the traceback).
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    try:
-        code = cli.main(args=args, prog_name="geneval", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("geneval: aborted", err=True)
-        code = 130
-    except click.ClickException as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"geneval: error: {exc.format_message()}".splitlines()[0], err=True)
-        code = EXIT_USAGE
-    except InputError as exc:
-        if debug:
-            traceback.print_exc()
-        click.echo(f"geneval: error: {exc}".splitlines()[0], err=True)
-        code = EXIT_USAGE
-    except KeyboardInterrupt:
-        click.echo("geneval: interrupted", err=True)
-        code = 130
-    except Exception as exc:  # noqa: BLE001 - a plugin raised: one line, traceback with --debug
-        if debug:
-            traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        click.echo(f"geneval: error: a plugin raised {message} (use --debug for details)", err=True)
-        code = EXIT_PLUGIN
+    code: Any = EXIT_OK
+    with captured_warnings() as caught:
+        try:
+            code = cli.main(args=args, prog_name="geneval", standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            _echo_line("geneval: aborted")
+            code = 130
+        except click.ClickException as exc:
+            if debug:
+                traceback.print_exc()
+            _echo_line(f"geneval: error: {exc.format_message()}")
+            code = EXIT_USAGE
+        except InputError as exc:
+            if debug:
+                traceback.print_exc()
+            _echo_line(f"geneval: error: {exc}")
+            code = EXIT_USAGE
+        except KeyboardInterrupt:
+            _echo_line("geneval: interrupted")
+            code = 130
+        except Exception as exc:  # noqa: BLE001 - a plugin raised: one line, traceback with --debug
+            if debug:
+                traceback.print_exc()
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            _echo_line(f"geneval: error: a plugin raised {message} (use --debug for details)")
+            code = EXIT_PLUGIN
+        if code in (EXIT_OK, EXIT_GATE, None) or debug:
+            for note in caught.drain():
+                _echo_line(f"geneval: warning: {note}")
     sys.exit(code if isinstance(code, int) else EXIT_OK)

@@ -1,22 +1,63 @@
-"""Error types that map onto the CLI's exit codes (DESIGN §3).
+"""Errors and warnings, as the CLI and the Python API report them.
 
-* :class:`InputError` — bad usage or bad input: one line naming the culprit, exit code 2.
-* :class:`PluginError` — a metric or model plugin raised: reported, exit code 3.
+* :class:`InputError` — bad usage or bad input: one line naming the culprit (CLI exit 2).
+* :func:`warn` — a one-line caveat about the run (a statistics file of unknown provenance, a
+  resized reference ...). Warnings are Python warnings of class :class:`GenevalWarning`;
+  :func:`captured_warnings` collects them, and those of torch, PIL and the plugins, into the
+  report rather than letting them interleave with the output.
 """
 
 from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
 
 
 class InputError(Exception):
     """Bad usage or bad input. The message is one line that names the culprit (exit code 2)."""
 
 
-class PluginError(Exception):
-    """A plugin raised while computing; wraps the original exception (exit code 3)."""
+class GenevalWarning(UserWarning):
+    """A caveat about a run's inputs or numbers, shown in its report."""
 
 
 def warn(message: str) -> None:
-    """Print a one-line warning on stderr (``geneval: warning: ...``)."""
-    import sys
+    """Emit a one-line :class:`GenevalWarning` (collected into the report of the run)."""
+    warnings.warn(message.splitlines()[0], GenevalWarning, stacklevel=2)
 
-    print(f"geneval: warning: {message}".splitlines()[0], file=sys.stderr)
+
+def _describe(record: warnings.WarningMessage) -> str:
+    lines = str(record.message).strip().splitlines()
+    text = lines[0] if lines else ""
+    if issubclass(record.category, GenevalWarning) or not text:
+        return text
+    return f"{record.category.__name__}: {text}"
+
+
+class WarningLog:
+    """The warnings caught by :func:`captured_warnings`, as one-line strings."""
+
+    def __init__(self, caught: list[warnings.WarningMessage]) -> None:
+        self._caught = caught
+        self._seen: set[str] = set()
+
+    def drain(self) -> list[str]:
+        """The warnings caught since the last call, in order, each distinct text once."""
+        out = []
+        for record in self._caught:
+            text = _describe(record)
+            if text and text not in self._seen:
+                self._seen.add(text)
+                out.append(text)
+        self._caught.clear()
+        return out
+
+
+@contextlib.contextmanager
+def captured_warnings() -> Iterator[WarningLog]:
+    """Catch every warning raised inside the block (instead of printing it); read them with
+    :meth:`WarningLog.drain`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield WarningLog(caught)

@@ -14,12 +14,11 @@ from __future__ import annotations
 import math
 import operator
 import re
+import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from geneval.errors import InputError
 
@@ -31,7 +30,8 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
 }
 _GATE = re.compile(
     r"^\s*(?P<metric>[a-z0-9_-]+)(?:\.(?P<field>[a-z0-9_]+))?\s*"
-    r"(?P<op><=|>=|<|>)\s*(?P<number>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+    r"(?P<op><=|>=|<|>)\s*"
+    r"(?P<number>[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|infinity|nan))\s*$"
 )
 
 
@@ -60,12 +60,15 @@ def parse_gate(expr: str, *, origin: str = "--fail-if") -> Gate:
         raise InputError(
             f"{origin}: malformed gate {expr!r} (expected e.g. 'fid>30' or 'kid.std<=0.01')"
         )
+    threshold = float(match["number"])
+    if not math.isfinite(threshold):
+        raise InputError(f"{origin}: gate {expr!r} has a threshold that is not a finite number")
     return Gate(
         expr=expr.strip(),
         metric=match["metric"],
         field=match["field"] or "value",
         op=match["op"],
-        threshold=float(match["number"]),
+        threshold=threshold,
         origin=origin,
     )
 
@@ -90,8 +93,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise InputError(f"gates file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"gates file {path} is not UTF-8 text ({exc.reason})") from None
     except (tomllib.TOMLDecodeError, OSError) as exc:
-        raise InputError(f"gates file {path} is not valid TOML ({exc})") from None
+        raise InputError(f"gates file {path} is not valid TOML ({exc})".splitlines()[0]) from None
 
 
 def gates_from_file(path: str | Path) -> list[Gate]:
@@ -111,14 +116,35 @@ def gates_from_pyproject(folder: str | Path = ".") -> list[Gate]:
     return [] if table is None else _gate_list(table, f"{path} [tool.geneval.gates]")
 
 
-def check_gate_metrics(gates: Iterable[Gate], metrics: Iterable[str]) -> None:
-    """Refuse a gate on a metric the run does not compute."""
-    requested = set(metrics)
+def check_gate_metrics(gates: Iterable[Gate], metrics: Mapping[str, Any]) -> None:
+    """Refuse, before a run, a gate on a metric the run does not compute or on a field the
+    metric does not declare (``metrics``: name → Metric plugin)."""
     for gate in gates:
-        if gate.metric not in requested:
+        metric = metrics.get(gate.metric)
+        if metric is None:
             raise InputError(
                 f"{gate.origin}: gate {gate.expr!r} is on metric {gate.metric!r}, which this run "
-                f"does not compute (--metrics {','.join(sorted(requested))})"
+                f"does not compute (--metrics {','.join(sorted(metrics))})"
+            )
+        fields = getattr(metric, "fields", None)
+        if gate.field != "value" and fields is not None and gate.field not in fields:
+            known = ", ".join(["value", *sorted(fields)])
+            raise InputError(
+                f"{gate.origin}: gate {gate.expr!r}: metric {gate.metric} has no field "
+                f"{gate.field!r} (fields: {known})"
+            )
+
+
+def check_gate_fields(gates: Iterable[Gate], results: Mapping[str, Mapping[str, Any]]) -> None:
+    """After the metrics ran, before anything is written: refuse a gate on a field that a
+    metric without declared fields did not report (a typo, not a failed gate)."""
+    for gate in gates:
+        result = results.get(gate.metric)
+        if result is not None and gate.field not in result:
+            known = ", ".join(sorted(k for k in result if k != "warnings"))
+            raise InputError(
+                f"{gate.origin}: gate {gate.expr!r}: metric {gate.metric} reported no field "
+                f"{gate.field!r} (fields: {known})"
             )
 
 
@@ -132,7 +158,7 @@ def evaluate_gates(
     """
     verdicts = []
     for gate in gates:
-        entry: dict[str, Any] = {"expr": gate.expr}
+        entry: dict[str, Any] = {"expr": gate.expr, "source": gate.origin}
         result = results.get(gate.metric)
         value = None if result is None else result.get(gate.field)
         if not isinstance(value, int | float):
@@ -141,3 +167,19 @@ def evaluate_gates(
             entry.update(failed=gate.holds(float(value)), value=float(value))
         verdicts.append(entry)
     return verdicts
+
+
+def apply_gates(report: dict[str, Any], gates: Iterable[Gate]) -> bool:
+    """Judge ``report`` by ``gates``: sets ``report["gates"]`` (the verdicts) and
+    ``report["passed"]`` (no gate failed and no metric raised); returns whether a gate failed.
+
+    A gate on a field that a metric without declared fields did not report is an
+    :class:`InputError` (checked before anything is written).
+    """
+    gates = list(gates)
+    check_gate_fields(gates, report["metrics"])
+    verdicts = evaluate_gates(gates, report["metrics"])
+    failed = any(v["failed"] for v in verdicts)
+    report["gates"] = verdicts
+    report["passed"] = not failed and not report["errors"]
+    return failed

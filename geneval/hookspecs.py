@@ -1,4 +1,4 @@
-"""Hook specifications of the ``geneval`` pluggy project (DESIGN §2).
+"""Hook specifications of the ``geneval`` pluggy project (docs/contracts.md §2).
 
 Every hook follows the register-callback pattern: the core calls the hook with a
 ``register`` function and the plugin calls ``register(obj)`` once per object it provides.

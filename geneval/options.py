@@ -88,9 +88,9 @@ class Option:
     def check(self, value: Any, *, where: str) -> None:
         """Refuse ``value`` when it is outside the declared bounds or choices."""
         if self.choices is not None and value not in self.choices:
-            raise InputError(f"{where}={value}: expected {self.describe_bounds()}")
+            raise InputError(f"{where}={_shown(value)}: expected {self.describe_bounds()}")
         if isinstance(value, float) and not math.isfinite(value) and not self.allow_nonfinite:
-            raise InputError(f"{where}={value}: expected a finite number")
+            raise InputError(f"{where}={_shown(value)}: expected a finite number")
         if isinstance(value, int | float) and not isinstance(value, bool):
             too_low = self.low is not None and (
                 value <= self.low if self.low_exclusive else value < self.low
@@ -99,7 +99,14 @@ class Option:
                 value >= self.high if self.high_exclusive else value > self.high
             )
             if too_low or too_high:
-                raise InputError(f"{where}={value}: expected {self.describe_bounds()}")
+                raise InputError(f"{where}={_shown(value)}: expected {self.describe_bounds()}")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: as typed, or quoted when it holds line breaks or
+    other unprintable characters (messages are one line)."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
 
 
 def _convert(raw: Any, default: Any, *, where: str) -> Any:
@@ -113,24 +120,24 @@ def _convert(raw: Any, default: Any, *, where: str) -> Any:
             return True
         if text is not None and text.lower() in _FALSE:
             return False
-        raise InputError(f"{where}={raw}: expected true or false")
+        raise InputError(f"{where}={_shown(raw)}: expected true or false")
     if isinstance(default, int):
         if is_number and float(raw).is_integer():
             return int(raw)
         try:
             return int(text)  # type: ignore[arg-type]
         except (ValueError, TypeError):
-            raise InputError(f"{where}={raw}: expected an integer") from None
+            raise InputError(f"{where}={_shown(raw)}: expected an integer") from None
     if isinstance(default, float):
         if is_number:
             return float(raw)
         try:
             return float(text)  # type: ignore[arg-type]
         except (ValueError, TypeError):
-            raise InputError(f"{where}={raw}: expected a number") from None
+            raise InputError(f"{where}={_shown(raw)}: expected a number") from None
     if isinstance(default, str):
         if text is None:
-            raise InputError(f"{where}={raw}: expected a string")
+            raise InputError(f"{where}={_shown(raw)}: expected a string")
         return text
     if default is None and text is not None:  # untyped: a number if it parses as one
         for convert in (int, float):

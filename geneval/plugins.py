@@ -20,6 +20,7 @@ from typing import Any
 import pluggy
 
 from geneval import hookspecs
+from geneval.api import CommandOption
 from geneval.errors import InputError, warn
 
 GROUP = "geneval"
@@ -34,6 +35,8 @@ KINDS = {
     "dataset": "geneval_register_datasets",
     "command": "geneval_register_commands",
 }
+#: Registry kinds filled by a hook of another kind (options that plugins add to commands).
+DERIVED_KINDS = ("command_option",)
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,9 @@ class Registry:
     def __init__(self) -> None:
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
-        self._items: dict[str, dict[str, Registered]] = {kind: {} for kind in KINDS}
+        self._items: dict[str, dict[str, Registered]] = {
+            kind: {} for kind in (*KINDS, *DERIVED_KINDS)
+        }
         self.failed: list[tuple[Provider, str]] = []
 
     # -- loading ---------------------------------------------------------------------------
@@ -134,16 +139,17 @@ class Registry:
 
     def _registrar(self, kind: str, provider: Provider) -> Callable[[Any], None]:
         def register(obj: Any) -> None:
+            target = "command_option" if isinstance(obj, CommandOption) else kind
             name = getattr(obj, "name", None)
             if not isinstance(name, str) or not NAME_PATTERN.match(name):
                 raise ValueError(f"{kind} name {name!r} is not lower-case [a-z0-9_-]+")
-            existing = self._items[kind].get(name)
+            existing = self._items[target].get(name)
             if existing is not None and existing.obj is not obj:
                 raise InputError(
-                    f"{kind} {name!r} is registered twice: by distribution "
+                    f"{target} {name!r} is registered twice: by distribution "
                     f"{existing.provider.distribution} and by distribution {provider.distribution}"
                 )
-            self._items[kind][name] = Registered(kind, name, obj, provider)
+            self._items[target][name] = Registered(target, name, obj, provider)
 
         return register
 

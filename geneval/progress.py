@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
 
 from tqdm.auto import tqdm
-
-T = TypeVar("T")
 
 _quiet = False
 
@@ -38,14 +34,6 @@ def progress_bar(total: int | None = None, desc: str | None = None, unit: str = 
         dynamic_ncols=True,
         leave=False,
     )
-
-
-def track(iterable: Iterable[T], total: int | None = None, desc: str | None = None) -> Iterator[T]:
-    """Iterate over ``iterable`` with a progress bar (see :func:`progress_bar`)."""
-    with progress_bar(total=total, desc=desc) as bar:
-        for item in iterable:
-            yield item
-            bar.update(1)
 
 
 def note(message: str) -> None:

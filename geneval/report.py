@@ -1,4 +1,5 @@
-"""Reports: JSON (DESIGN §5), a terminal table, Markdown and JUnit XML."""
+"""Reports: JSON (docs/contracts.md §5), a terminal table, Markdown and JUnit XML (the HTML
+report is :mod:`geneval.report_html`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-_DETAIL_SKIP = {"value"}
+_DETAIL_SKIP = {"value", "warnings", "per_image"}
 
 
-def _fmt(value: Any) -> str:
+def printable(text: str) -> str:
+    """``text`` with undecodable bytes of file names (lone surrogates) shown as escapes, so
+    that it can be written as UTF-8 and printed on any terminal."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def fmt(value: Any) -> str:
+    """A number as reports show it (4 decimals, or scientific when very small or large)."""
+    if value is None:
+        return "—"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     if isinstance(value, int):
@@ -23,14 +33,105 @@ def _fmt(value: Any) -> str:
     return f"{value:.4f}"
 
 
-def _rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+def info(report: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    """What the report records about metric ``name`` (direction, interpretation, uncertainty
+    field); empty for a report without ``metric_info``."""
+    return report.get("metric_info", {}).get(name, {})
+
+
+def uncertainty(report: Mapping[str, Any], name: str, result: Mapping[str, Any]) -> str:
+    """``"±0.0610 (std)"``, ``"— (std)"`` when the metric reported none, or ``""``."""
+    field = info(report, name).get("uncertainty")
+    if not field:
+        return ""
+    value = result.get(field)
+    return f"± {fmt(value)} ({field})" if value is not None else f"— ({field})"
+
+
+def better(report: Mapping[str, Any], name: str) -> str:
+    """``"higher"``, ``"lower"`` or ``"?"``: which way the metric improves."""
+    higher = info(report, name).get("higher_is_better")
+    return "?" if higher is None else ("higher" if higher else "lower")
+
+
+def details(report: Mapping[str, Any], name: str, result: Mapping[str, Any]) -> str:
+    """The metric's further fields and options, ``key=value`` separated by commas."""
+    skip = _DETAIL_SKIP | {info(report, name).get("uncertainty")}
+    return ", ".join(f"{k}={fmt(v)}" for k, v in result.items() if k not in skip)
+
+
+def _rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for name, result in report["metrics"].items():
-        details = ", ".join(f"{k}={_fmt(v)}" for k, v in result.items() if k not in _DETAIL_SKIP)
-        rows.append((name, _fmt(result["value"]), details))
+        rows.append(
+            (
+                name,
+                fmt(result["value"]),
+                uncertainty(report, name, result),
+                better(report, name),
+                details(report, name, result),
+            )
+        )
     for name, message in report.get("errors", {}).items():
-        rows.append((name, "ERROR", message))
+        rows.append((name, "ERROR", "", better(report, name), message))
     return rows
+
+
+def explanations(report: Mapping[str, Any]) -> list[str]:
+    """One line per metric: its name, which way is better, and what the number means."""
+    from geneval.explain import direction
+
+    lines = []
+    for name in [*report["metrics"], *report.get("errors", {})]:
+        entry = info(report, name)
+        if not entry:
+            continue
+        text = entry.get("interpretation") or "no interpretation given"
+        lines.append(f"{name} ({direction(entry.get('higher_is_better'))}): {text}")
+    return lines
+
+
+def gate_line(gate: Mapping[str, Any]) -> str:
+    """``fid>30 (from --fail-if): passed, value 3.17`` (or FAILED, and why)."""
+    verdict = "FAILED" if gate["failed"] else "passed"
+    source = f" (from {gate['source']})" if gate.get("source") else ""
+    tail = f" ({gate['reason']})" if gate.get("reason") else f", value {fmt(gate.get('value'))}"
+    return f"{gate['expr']}{source}: {verdict}{tail}"
+
+
+def baseline_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """``(metric, samples, held-out)`` rows of the baseline section, values with their
+    uncertainty where the metric has one."""
+    rows = []
+    section = report.get("baseline") or {}
+    for name, pair in section.get("metrics", {}).items():
+        cells = []
+        for side in ("samples", "held_out"):
+            result = pair[side]
+            spread = uncertainty(report, name, result)
+            cells.append(fmt(result["value"]) + (f" {spread}" if spread else ""))
+        rows.append((name, cells[0], cells[1]))
+    return rows
+
+
+def baseline_caption(report: Mapping[str, Any]) -> str | None:
+    """One line introducing the baseline section (or saying why there is none)."""
+    section = report.get("baseline")
+    if not section:
+        return None
+    if "note" in section:
+        return f"baseline: {section['note']}"
+    return (
+        f"baseline: held-out {section['held_out']} against the same reference, both it and "
+        f"the samples at n={section['n']}"
+    )
+
+
+def baseline_notes(report: Mapping[str, Any]) -> list[str]:
+    section = report.get("baseline") or {}
+    notes = [f"{name}: no baseline ({why})" for name, why in section.get("skipped", {}).items()]
+    notes += [f"{name}: baseline failed ({m})" for name, m in section.get("errors", {}).items()]
+    return notes
 
 
 def to_json(report: Mapping[str, Any]) -> str:
@@ -48,11 +149,14 @@ def to_json(report: Mapping[str, Any]) -> str:
     return json.dumps(clean(report), indent=2) + "\n"
 
 
-def _header(report: Mapping[str, Any]) -> list[str]:
+def _count(count: Any) -> str:
+    return "count unknown" if count is None else f"{count} images"
+
+
+def setup_lines(report: Mapping[str, Any]) -> list[str]:
     cfg = report["config"]
     lines = [
-        f"samples: {cfg['samples']} "
-        f"({report['inputs'].get('samples', {}).get('count', '?')} images)"
+        f"samples: {cfg['samples']} ({_count(report['inputs'].get('samples', {}).get('count'))})"
     ]
     if cfg.get("model"):
         sampler = cfg.get("sampler")
@@ -61,49 +165,111 @@ def _header(report: Mapping[str, Any]) -> list[str]:
         extra += f", {steps} steps" if steps else ""
         lines.append(f"model: {cfg['model']} (checkpoint: {cfg.get('checkpoint')}{extra})")
     if cfg.get("reference"):
-        count = report["inputs"].get("reference", {}).get("count", "?")
-        lines.append(f"reference: {cfg['reference']} ({count} images)")
+        count = _count(report["inputs"].get("reference", {}).get("count"))
+        lines.append(f"reference: {cfg['reference']} ({count})")
     if cfg.get("extractor"):
         lines.append(f"extractor: {cfg['extractor']} (resize: {cfg.get('resize')})")
     lines.append(f"device: {cfg['device']}, seed: {cfg['seed']}")
     return lines
 
 
+def _aligned(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for j, row in enumerate(rows):
+        cells = [
+            f"{cell:>{widths[i]}}" if i in right else f"{cell:<{widths[i]}}"
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return lines
+
+
 def to_table(report: Mapping[str, Any]) -> str:
-    """A plain-text table for the terminal."""
-    rows = [("metric", "value", "details"), *_rows(report)]
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    lines = _header(report) + [""]
-    for i, (a, b, c) in enumerate(rows):
-        lines.append(f"{a:<{w0}}  {b:>{w1}}  {c}".rstrip())
-        if i == 0:
-            lines.append(f"{'-' * w0}  {'-' * w1}  {'-' * 7}")
+    """A plain-text table for the terminal: the metrics with their uncertainty and direction,
+    what each means, the baseline, notes and gates (with their source)."""
+    header = ("metric", "value", "uncertainty", "better", "details")
+    lines = setup_lines(report) + [""]
+    lines += _aligned([header, *_rows(report)], right={1})
+    explained = explanations(report)
+    if explained:
+        lines += [""] + explained
+    caption = baseline_caption(report)
+    if caption:
+        lines += ["", caption]
+        rows = baseline_rows(report)
+        if rows:
+            lines += _aligned([("metric", "samples", "held-out"), *rows], right={1, 2})
+    notes = report_notes(report)
+    if notes:
+        lines.append("")
+    for note in notes:
+        lines.append(f"note: {note}")
     for gate in report.get("gates", []):
-        verdict = "FAILED" if gate["failed"] else "passed"
-        lines.append(
-            f"gate {gate['expr']}: {verdict}"
-            + (f" ({gate['reason']})" if gate.get("reason") else "")
-        )
-    return "\n".join(lines) + "\n"
+        lines.append(f"gate {gate_line(gate)}")
+    return printable("\n".join(lines) + "\n")
 
 
-def to_markdown(report: Mapping[str, Any]) -> str:
-    """A Markdown summary: the setup as a list, the metrics and gates as tables."""
+def report_notes(report: Mapping[str, Any]) -> list[str]:
+    """The run's warnings, then each metric's own, prefixed with its name."""
+    notes = list(report.get("warnings", []))
+    for name, result in report["metrics"].items():
+        notes += [f"{name}: {w}" for w in result.get("warnings", [])]
+    return notes + baseline_notes(report)
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(report: Mapping[str, Any], grid_png: str | None = None) -> str:
+    """A Markdown summary: the setup as a list, the metrics (value, uncertainty, direction,
+    meaning), the baseline and the gates as tables, and the grid image ``grid_png`` (a path
+    relative to the Markdown file) when there is one."""
     lines = ["# geneval report", ""]
-    lines += [f"- {line}" for line in _header(report)]
-    lines += ["", "| metric | value | details |", "|---|---:|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in _rows(report)]
+    lines += [f"- {_md(line)}" for line in setup_lines(report)]
+    lines += [
+        "",
+        "| metric | value | uncertainty | better | meaning | details |",
+        "|---|---:|---|---|---|---|",
+    ]
+    for name, value, spread, direction, extra in _rows(report):
+        meaning = info(report, name).get("interpretation") or ""
+        cells = (name, value, spread, direction, meaning, extra)
+        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+    caption = baseline_caption(report)
+    if caption:
+        lines += ["", _md(caption)]
+        rows = baseline_rows(report)
+        if rows:
+            lines += ["", "| metric | samples | held-out |", "|---|---:|---:|"]
+            lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     if report.get("gates"):
-        lines += ["", "| gate | verdict |", "|---|---|"]
+        lines += ["", "| gate | source | value | verdict |", "|---|---|---:|---|"]
         for gate in report["gates"]:
-            lines.append(f"| `{gate['expr']}` | {'FAILED' if gate['failed'] else 'passed'} |")
+            verdict = "FAILED" if gate["failed"] else "passed"
+            if gate.get("reason"):
+                verdict += f" ({gate['reason']})"
+            cells = (f"`{gate['expr']}`", gate.get("source", ""), fmt(gate.get("value")), verdict)
+            lines.append("| " + " | ".join(_md(str(c)) for c in cells) + " |")
+    if grid_png:
+        lines += [
+            "",
+            f"![The first samples (left) and reference images (right)]({grid_png})",
+        ]
+    notes = report_notes(report)
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
     lines += ["", f"**{'passed' if report.get('passed') else 'FAILED'}**", ""]
-    return "\n".join(lines)
+    return printable("\n".join(lines))
 
 
 def to_junit(report: Mapping[str, Any]) -> str:
-    """JUnit XML: one testcase per gate, a ``failure`` for each failed gate.
+    """JUnit XML: one testcase per gate, a ``failure`` for each failed gate; each gate's
+    testcase names where it came from (a ``source`` property, and in the failure message).
 
     Metrics that raised are reported as ``error`` testcases; metric values are properties.
     """
@@ -122,12 +288,18 @@ def to_junit(report: Mapping[str, Any]) -> str:
         ET.SubElement(props, "property", name=name, value=repr(result["value"]))
     for gate in gates:
         case = ET.SubElement(suite, "testcase", classname="geneval.gates", name=gate["expr"])
+        source = gate.get("source")
+        if source:
+            case_props = ET.SubElement(case, "properties")
+            ET.SubElement(case_props, "property", name="source", value=source)
         if gate["failed"]:
             message = gate.get("reason") or f"value {gate.get('value')} meets {gate['expr']}"
+            if source:
+                message += f" (gate from {source})"
             failure = ET.SubElement(case, "failure", message=message)
             failure.text = message
     for name, message in errors.items():
         case = ET.SubElement(suite, "testcase", classname="geneval.metrics", name=name)
         ET.SubElement(case, "error", message=message)
     ET.indent(suite)
-    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+    return printable(ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n")

@@ -1,16 +1,21 @@
-"""The runner: turn sample sources into shared inputs and dispatch to metric plugins.
+"""The runner: resolve, plan, collect, dispatch — then the report.
 
-1. Gather the needs of the requested metrics.
-2. Resolve the samples (folder, array, model) and, if any metric needs it, the reference
-   (dataset split, folder, array, or a statistics/features file).
-3. Run the extractor **once** over each input, in batches on the chosen device, collecting the
-   union of the outputs the metrics asked for; reuse a statistics file instead of recomputing.
-4. Call every metric with the inputs it declared; a metric that raises is reported and the
-   others still run.
+1. **Resolve** the samples (a model, a folder, an array, a dataset, an in-memory tensor) and,
+   if a metric needs it, the reference (:mod:`geneval.resolve`), and choose each metric's
+   extractor by the one rule of :func:`geneval.resolve.extractor_for`.
+2. **Plan**: each metric's needs become typed input keys; the producer of each kind
+   (:data:`geneval.inputs.PRODUCERS`) says what the single pass over each source must gather.
+3. **Collect**: one pass over each source (:class:`geneval.passes.SourcePass`) runs every
+   extractor the run needs once per batch; then every key is produced once.
+4. **Dispatch** to every metric the inputs it declared, with its validated options; a metric
+   that raises (or returns a non-finite value) is reported and the others still run.
+
+The report is the dictionary of ``docs/contracts.md`` (report JSON).
 """
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -18,183 +23,87 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from geneval import __version__
-from geneval.api import GenerativeModel, LoadedExtractor, Need
+from geneval.api import GenerativeModel, ImageSet, LoadedExtractor, Need
+from geneval.baseline import compute_baseline, plan_baseline
 from geneval.capabilities import capabilities_of, capability_name
 from geneval.device import resolve_device
-from geneval.errors import InputError
+from geneval.errors import InputError, warn
+from geneval.explain import metric_info, minimum_samples, sample_count_warnings, versions
+from geneval.inputs import EXTRACTED_KINDS, PRODUCERS, InputKey, RunInputs, input_key, needs_of
 from geneval.options import parse_metric_options
+from geneval.passes import PassPlan, PassResult, run_pass
 from geneval.plugins import Registry, get_registry
-from geneval.progress import progress_bar
-from geneval.sources import ModelSource, SampleSource, TensorSource, source_from_path
-from geneval.stats import FeatureStatistics, StatsFile, check_provenance, load_stats
+from geneval.resolve import (
+    ResolvedSource,
+    extractor_for,
+    resolve_dataset,
+    resolve_spec,
+    split_name,
+)
+from geneval.sources import ModelSource
+from geneval.stats import StatsFile, check_provenance, load_stats
+from geneval.visuals import Visuals, collect_visuals, plan_visuals
 
-DEFAULT_EXTRACTOR = "inception-v3-fid"
 DEFAULT_BATCH_SIZE = 64  # images per extractor call
 SOURCES = ("samples", "reference")
 
 
 @dataclass
 class RunConfig:
-    """Everything ``geneval run`` was asked to do (the Python API mirrors the CLI)."""
+    """Everything ``geneval run`` was asked to do (the Python API mirrors the CLI).
+
+    ``samples`` and ``reference`` are paths, ``DATASET[:SPLIT]``, statistics files, in-memory
+    image tensors or arrays, or (samples only) a loaded model; ``model`` names a model family
+    instead. ``options`` are ``METRIC.KEY=VALUE`` strings or ``{metric: {key: value}}``.
+    """
 
     metrics: Sequence[str]
     model: str | None = None
     checkpoint: Path | None = None
     num_samples: int = 1000
-    samples: str | None = None
-    reference: str | None = None
+    samples: Any = None
+    reference: Any = None
     extractor: str | None = None
-    inception_weights: Path | None = None
+    extractor_weights: Path | None = None
     resize: str | None = None
-    options: Sequence[str] = ()
-    device: str = "auto"
-    batch_size: int | None = (
-        None  # None: DEFAULT_BATCH_SIZE to extract, DEFAULT_SAMPLE_BATCH to sample
-    )
+    options: Sequence[str] | Mapping[str, Mapping[str, Any]] = ()
+    device: str | torch.device = "auto"
+    batch_size: int | None = None  # None: DEFAULT_BATCH_SIZE to extract, the model's to sample
     workers: int | None = None  # None: chosen by the folder's size
     seed: int = 0
     sampler: str | None = None
     steps: int | None = None
+    # -- what a report shows besides the numbers (geneval/visuals.py, geneval/baseline.py) --
+    grid: int = 0  # the first images of each source kept for grids
+    neighbours: int = 0  # samples whose nearest reference images are shown
+    baseline: bool = False  # score a held-out split of the reference dataset at the same n
 
 
-@dataclass
-class InputData:
-    """The shared inputs computed for one source (samples or reference)."""
-
-    description: str
-    count: int
-    outputs: dict[str, torch.Tensor] = field(default_factory=dict)  # extractor output → (n, d)
-    stats: FeatureStatistics | None = None
-    images: torch.Tensor | None = None
-    labels: torch.Tensor | None = None
-
-
-class RunInputs:
-    """:class:`geneval.api.MetricInputs` for one metric: only what it declared is available."""
-
-    def __init__(self, run: _Run, needs: Sequence[Need]) -> None:
-        self._run = run
-        self._needs = set(needs)
-        self.device = run.device
-        self.seed = run.config.seed
-
-    def _check(self, kind: str, source: str) -> InputData:
-        if not any(n.kind == kind and n.source == source for n in self._needs):
-            raise KeyError(f"{kind} of {source} were not declared in the metric's needs")
-        return self._run.data[source]
-
-    def features(self, source: str) -> torch.Tensor:
-        data = self._check("features", source)
-        name = self._run.feature_output
-        if name not in data.outputs:
-            raise InputError(
-                f"the {source} ({data.description}) provide statistics only, no per-sample features"
-            )
-        return data.outputs[name]
-
-    def stats(self, source: str) -> FeatureStatistics:
-        data = self._check("features", source)
-        if data.stats is None:
-            data.stats = FeatureStatistics.from_features(
-                data.outputs[self._run.feature_output].to(self.device)
-            )
-        return data.stats
-
-    def logits(self, source: str) -> torch.Tensor:
-        return self._check("logits", source).outputs[self._run.logits_output]
-
-    def images(self, source: str) -> torch.Tensor:
-        data = self._check("images", source)
-        assert data.images is not None
-        return data.images
-
-    def labels(self, source: str) -> torch.Tensor:
-        data = self._check("labels", source)
-        if data.labels is None:
-            raise InputError(f"the {source} ({data.description}) have no labels")
-        return data.labels
-
-    @property
-    def model(self) -> GenerativeModel:
-        if not any(n.kind == "model" for n in self._needs):
-            raise KeyError("the model was not declared in the metric's needs")
-        if self._run.model is None:
-            raise InputError("this metric needs a model: use --model")
-        return self._run.model
-
-
-class _Run:
-    """State of one evaluation."""
-
-    def __init__(self, config: RunConfig, registry: Registry) -> None:
-        self.config = config
-        self.registry = registry
-        self.device = resolve_device(config.device)
-        self.model: GenerativeModel | None = None
-        self.extractor: LoadedExtractor | None = None
-        self.feature_output = ""
-        self.logits_output = ""
-        self.data: dict[str, InputData] = {}
-        self.timings: dict[str, float] = {}
-        self.used: dict[str, Any] = {}
-
-
-def _needs_of(metrics: Mapping[str, Any]) -> list[Need]:
-    seen: list[Need] = []
-    for metric in metrics.values():
-        for need in metric.needs:
-            if need not in seen:
-                seen.append(need)
-    return seen
-
-
-def _parse_reference(spec: str) -> tuple[str, str | None]:
-    name, _, split = spec.partition(":")
-    return name, (split or None)
-
-
-def _is_stats_file(path: Path) -> bool:
-    if path.suffix != ".npz" or not path.is_file():
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {"mu", "sigma"} <= set(data.files)
-    except (OSError, ValueError):
-        return False
-
-
-def resolve_source(spec: str, registry: Registry) -> tuple[SampleSource, Any]:
-    """A folder, an array file, or ``DATASET[:SPLIT]``; returns the source and the dataset
-    plugin (``None`` for paths)."""
-    path = Path(spec)
-    if path.exists():
-        return source_from_path(path), None
-    name, split = _parse_reference(spec)
-    if name in registry.items("dataset"):
-        dataset = registry.dataset(name)
-        split = split or dataset.default_split
-        return TensorSource(f"{name}:{split}", dataset.load(split)), dataset
-    raise InputError(f"path {spec} does not exist (nor is it a dataset name)")
+def _is_model(obj: Any) -> bool:
+    return isinstance(obj, GenerativeModel)
 
 
 def validate_config(config: RunConfig) -> None:
     """Cheap checks on the combination of options, before anything heavy runs."""
-    if not config.metrics:
-        raise InputError("--metrics: no metric requested")
     if (config.model is None) == (config.samples is None):
         raise InputError("give exactly one of --model NAME or --samples PATH")
     if config.checkpoint is not None and config.model is None:
         raise InputError("--checkpoint needs --model")
-    if config.batch_size is not None and config.batch_size < 1:
-        raise InputError(f"--batch-size must be positive, got {config.batch_size}")
-    if config.workers is not None and config.workers < 0:
-        raise InputError(f"--workers must be >= 0, got {config.workers}")
-    if config.num_samples < 1:
-        raise InputError(f"--num-samples must be positive, got {config.num_samples}")
+    for name, value, low in (
+        ("--batch-size", config.batch_size, 1),
+        ("--workers", config.workers, 0),
+        ("--num-samples", config.num_samples, 1),
+        ("--steps", config.steps, 1),
+        ("--grid", config.grid, 0),
+        ("--neighbours", config.neighbours, 0),
+    ):
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise InputError(f"{name} must be an integer ≥ {low}, got {value}")
+    if not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
+        raise InputError(f"--seed must be an integer in [0, 2^63), got {config.seed}")
 
 
 def resolve_metrics(registry: Registry, names: Sequence[str]) -> dict[str, Any]:
@@ -209,8 +118,238 @@ def resolve_metrics(registry: Registry, names: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _preferred_extractor(needs: Sequence[Need]) -> str | None:
+    for need in needs:
+        if need.extractor:
+            return need.extractor
+    return None
+
+
+def _uses_extractor(needs: Sequence[Need]) -> bool:
+    return any(input_key(need, "").kind in EXTRACTED_KINDS for need in needs)
+
+
+#: Kinds that a model run produces from the reference (its images, labels or factors).
+_FROM_REFERENCE_WITH_A_MODEL = ("latents", "labels", "factors", "reconstructions")
+
+
+def _needs_reference(needs: Sequence[Need], with_model: bool) -> bool:
+    return any(
+        need.source == "reference"
+        or need.kind == "reconstructions"
+        or (with_model and need.kind in _FROM_REFERENCE_WITH_A_MODEL)
+        for need in needs
+    )
+
+
+class Collection:
+    """The state of one run: resolved sources, model, extractors, passes and produced inputs.
+
+    It implements what producers see of a run (:class:`geneval.inputs.Run`).
+    """
+
+    def __init__(self, config: RunConfig, registry: Registry, device: torch.device) -> None:
+        self.config = config
+        self.registry = registry
+        self.device = device
+        self.batch_size = config.batch_size or DEFAULT_BATCH_SIZE
+        self.sources: dict[str, ResolvedSource] = {}
+        self.model: GenerativeModel | None = None
+        self.model_name: str | None = None
+        self.loaded: dict[str, LoadedExtractor] = {}
+        self.plans: dict[str, PassPlan] = {}
+        self.results: dict[str, PassResult] = {}
+
+    # -- what producers use ------------------------------------------------------------------
+    def source(self, role: str) -> ResolvedSource:
+        if role not in self.sources:
+            raise InputError("the requested metrics need a reference: use --reference")
+        return self.sources[role]
+
+    def plan_for(self, role: str) -> PassPlan:
+        self.source(role)
+        return self.plans.setdefault(role, PassPlan())
+
+    def result(self, role: str) -> PassResult:
+        return self.results[role]
+
+    def extractor_plugin(self, name: str) -> Any:
+        return self.registry.extractor(name)
+
+    def extractor(self, name: str) -> LoadedExtractor:
+        """The loaded extractor ``name`` (loaded once per run)."""
+        if name not in self.loaded:
+            plugin = self.registry.extractor(name)
+            resize = self.config.resize
+            if resize is not None and resize not in plugin.resize_options:
+                allowed = ", ".join(plugin.resize_options) or "none (fixed preprocessing)"
+                raise InputError(f"--resize {resize}: extractor {name} accepts {allowed}")
+            self.loaded[name] = plugin.load(
+                device=self.device, weights=self.config.extractor_weights, resize=resize
+            )
+        return self.loaded[name]
+
+    def provenance(self, name: str) -> dict[str, Any]:
+        loaded = self.extractor(name)
+        return {
+            "extractor": name,
+            "weights_sha256": loaded.weights_sha256,
+            "resize": loaded.convention,
+        }
+
+    def stats_file(self, role: str, extractor: str) -> StatsFile | None:
+        """The statistics file that serves ``role`` for ``extractor``, if any.
+
+        A file the user gave must match the extractor's provenance (else exit 2); published
+        statistics are looked up through the extractor plugin; a dataset's shipped file is used
+        only when its provenance matches exactly (else the images are used).
+        """
+        resolved = self.source(role)
+        if extractor in resolved.stats_by_extractor:
+            return resolved.stats_by_extractor[extractor]
+        found: StatsFile | None = None
+        plugin = self.registry.extractor(extractor)
+        dim = plugin.outputs[plugin.feature_output]
+        if resolved.stats_file is not None or resolved.published is not None:
+            if resolved.stats_file is None:
+                resolved.stats_file = self._published(resolved, extractor)
+            check_provenance(resolved.stats_file, self.provenance(extractor), dim=dim)
+            found = resolved.stats_file
+        elif resolved.dataset is not None and hasattr(resolved.dataset, "reference_stats"):
+            path = resolved.dataset.reference_stats(resolved.split, extractor)
+            if path is not None:
+                shipped = load_stats(path)
+                expected = self.provenance(extractor)
+                meta = shipped.meta or {}
+                if shipped.dim == dim and all(meta.get(k) == v for k, v in expected.items()):
+                    found = shipped
+        if found is not None:
+            resolved.stats_by_extractor[extractor] = found
+        return found
+
+    def _published(self, resolved: ResolvedSource, extractor: str) -> StatsFile:
+        name, split = resolved.published
+        plugin = self.registry.extractor(extractor)
+        finder = getattr(plugin, "published_stats", None)
+        path = None
+        if finder is not None:
+            path = finder(name, split, self.extractor(extractor).convention)
+        if path is None:
+            datasets = ", ".join(sorted(self.registry.items("dataset"))) or "none"
+            raise InputError(
+                f"--reference {resolved.description}: no such path, dataset (available: "
+                f"{datasets}) or published statistics for extractor {extractor}"
+            )
+        return load_stats(path)
+
+    def other_images(self, spec: str, *, default_split: str) -> ImageSet:
+        """Images of a further source named by a metric option (see ``MetricInputs``)."""
+        if not spec:
+            reference = self.sources.get("reference")
+            if reference is None or reference.dataset is None:
+                raise InputError(
+                    "no validation images: the reference is not a dataset, so name them with "
+                    "the metric's option"
+                )
+            if default_split not in reference.dataset.splits:
+                raise InputError(
+                    f"dataset {reference.dataset.name} has no {default_split!r} split for "
+                    "validation: name the images with the metric's option"
+                )
+            return reference.dataset.load(default_split)
+        resolved = resolve_spec(spec, "validation", self.registry)
+        if not resolved.has_images:
+            raise InputError(f"validation images {spec}: holds no images")
+        result = run_pass(
+            resolved.source,
+            PassPlan(keep_images=True),
+            {},
+            self.device,
+            batch_size=self.batch_size,
+            workers=self.config.workers,
+            desc="validation",
+        )
+        carried = resolved.source.carried
+        return ImageSet(
+            images=result.images,
+            labels=carried.get("labels"),
+            factors=carried.get("factors"),
+            latents=carried.get("latents"),
+        )
+
+    # -- collection --------------------------------------------------------------------------
+    def run_passes(self, roles: Sequence[str] = SOURCES) -> None:
+        """One pass over each of ``roles`` whose plan is not empty."""
+        for role in roles:
+            plan = self.plans.get(role)
+            if role not in self.sources or plan is None or plan.empty:
+                continue
+            source = self.sources[role].source
+            self.results[role] = run_pass(
+                source,
+                plan,
+                {name: self.extractor(name) for name in plan.extractors},
+                self.device,
+                batch_size=self.batch_size,
+                workers=self.config.workers,
+                desc=role,
+            )
+            for note in source.notes():
+                warn(note)
+        self._note_resized_inputs()
+
+    def _note_resized_inputs(self) -> None:
+        """Say so when samples and reference images differ in size and an extractor ran on
+        both: it brought them to its input size, and the comparison depends on that."""
+        if len(self.results) < 2:
+            return
+        shared = set(self.plans["samples"].extractors) & set(self.plans["reference"].extractors)
+        a, b = self.results["samples"].sizes, self.results["reference"].sizes
+        if shared and a and b and a != b:
+
+            def sizes(found: set[tuple[int, int]]) -> str:
+                return ", ".join(f"{h}×{w}" for h, w in sorted(found))
+
+            for name in sorted(shared):
+                warn(
+                    f"samples are {sizes(a)} and reference images {sizes(b)} pixels: extractor "
+                    f"{name} brought both to its input size ({self.loaded[name].convention})"
+                )
+
+
+class MetricValueError(Exception):
+    """A metric returned a result that is not a number (reported as that metric's error)."""
+
+
+def checked_result(name: str, metric: Any, result: Any) -> dict[str, Any]:
+    """A metric's result as a dict with a float ``value``; a missing or non-finite value is a
+    :class:`MetricValueError` (a NaN is never a pass). A metric that declares
+    ``allows_infinite_value = True`` (e.g. PSNR of identical images) may return ±inf."""
+    out = dict(result)
+    if "value" not in out:
+        raise MetricValueError(f"metric {name} returned no 'value'")
+    try:
+        value = float(out["value"])
+    except (TypeError, ValueError):
+        raise MetricValueError(f"metric {name} returned a value that is not a number") from None
+    if math.isnan(value) or (
+        math.isinf(value) and not getattr(metric, "allows_infinite_value", False)
+    ):
+        raise MetricValueError(f"metric {name} returned a non-finite value ({value})")
+    out["value"] = value
+    return out
+
+
+@dataclass
+class Plan:
+    """The typed inputs of every metric of a run."""
+
+    keys: dict[str, dict[tuple[str, str], InputKey]] = field(default_factory=dict)
+    extractors: dict[str, str] = field(default_factory=dict)  # metric → extractor
+
+
 class Evaluation:
-    """A prepared run: metrics resolved and options typed; :meth:`execute` does the work."""
+    """A prepared run: metrics resolved and options validated; :meth:`execute` does the work."""
 
     def __init__(
         self, config: RunConfig, registry: Registry | None = None, *, debug: bool = False
@@ -221,346 +360,280 @@ class Evaluation:
         self.registry = registry or get_registry()
         self.metrics = resolve_metrics(self.registry, config.metrics)
         self.options = parse_metric_options(config.options, self.metrics)
-        self.needs = _needs_of(self.metrics)
+        #: each metric's needs under its validated options
+        self.needs = {name: needs_of(m, self.options[name]) for name, m in self.metrics.items()}
+        self.visuals: Visuals | None = None  # set by execute() when the config asks for them
+        if config.model is not None:
+            family = self.registry.model(config.model)
+            if config.sampler is not None and config.sampler not in family.samplers:
+                raise InputError(
+                    f"--sampler {config.sampler}: model {family.name} offers "
+                    f"{', '.join(family.samplers)}"
+                )
 
-    # -- resolution --------------------------------------------------------------------------
-    def _load_model(self, run: _Run) -> GenerativeModel:
+    # -- 1. resolve --------------------------------------------------------------------------
+    def _load_model(self, run: Collection) -> GenerativeModel:
         family = self.registry.model(self.config.model)
-        if self.config.sampler is not None and self.config.sampler not in family.samplers:
-            raise InputError(
-                f"--sampler {self.config.sampler}: model {family.name} offers "
-                f"{', '.join(family.samplers)}"
-            )
         model = family.load(self.config.checkpoint, device=run.device)
-        for need in self.needs:
-            for protocol in need.capabilities:
-                if not isinstance(model, protocol):
-                    offered = ", ".join(capabilities_of(model)) or "none"
-                    raise InputError(
-                        f"a requested metric needs capability {capability_name(protocol)!r}, "
-                        f"which model {family.name} does not have (it offers: {offered})"
-                    )
-        run.used["model"] = family.name
-        run.used["checkpoint"] = (
-            str(self.config.checkpoint) if self.config.checkpoint else "bundled"
-        )
+        for protocol in getattr(family, "capabilities", ()):
+            if not isinstance(model, protocol):
+                raise InputError(
+                    f"model plugin {family.name} declares capability "
+                    f"{capability_name(protocol)!r}, which its loaded model does not offer"
+                )
+        run.model_name = family.name
         return model
 
-    def _reference_spec(self) -> str | None:
-        if self.config.reference is not None:
-            return self.config.reference
-        if self.config.model is not None:
-            family = self.registry.model(self.config.model)
-            return family.dataset
-        return None
+    def _check_capabilities(self, run: Collection) -> None:
+        for name, metric in self.metrics.items():
+            for need in self.needs[name]:
+                for protocol in need.capabilities:
+                    if run.model is not None and not isinstance(run.model, protocol):
+                        offered = ", ".join(capabilities_of(run.model)) or "none"
+                        raise InputError(
+                            f"metric {metric.name} needs capability "
+                            f"{capability_name(protocol)!r}, which model "
+                            f"{run.model_name or 'object'} does not have (it offers: {offered})"
+                        )
 
-    def _choose_extractor(self, reference: str | None, stats_file: StatsFile | None) -> str:
-        if self.config.extractor:
-            return self.config.extractor
-        if stats_file is not None and stats_file.meta and stats_file.meta.get("extractor"):
-            return str(stats_file.meta["extractor"])
-        model = self.registry.model(self.config.model) if self.config.model else None
-        model_dataset = model.dataset if model is not None else None
-        for spec in (reference, model_dataset, self.config.samples):
-            if spec is None:
-                continue
-            name, _ = _parse_reference(spec)
-            if name in self.registry.items("dataset"):
-                return self.registry.dataset(name).default_extractor
-        return DEFAULT_EXTRACTOR
+    def resolve(self, run: Collection) -> None:
+        """Resolve the samples, then the reference if any metric needs it."""
+        self.resolve_samples(run)
+        self.resolve_reference(run)
 
-    # -- execution ---------------------------------------------------------------------------
-    def execute(self) -> dict[str, Any]:
-        """Compute everything and return the report dictionary (DESIGN §5)."""
+    def resolve_samples(self, run: Collection) -> None:
         config = self.config
-        run = _Run(config, self.registry)
-        kinds_by_source = {s: {n.kind for n in self.needs if n.source == s} for s in SOURCES}
-        needs_reference = bool(kinds_by_source["reference"])
-
-        # Samples.
-        t0 = time.perf_counter()
-        if config.model is not None:
-            run.model = self._load_model(run)
-            samples: SampleSource = ModelSource(
-                f"model:{config.model}",
-                run.model,
-                config.num_samples,
-                seed=config.seed,
-                sampler=config.sampler,
-                steps=config.steps,
-                batch_size=config.batch_size,
+        if config.model is not None or _is_model(config.samples):
+            run.model = self._load_model(run) if config.model is not None else config.samples
+            name = config.model or "object"
+            run.sources["samples"] = ResolvedSource(
+                "samples",
+                f"model:{name}",
+                source=ModelSource(
+                    f"model:{name}",
+                    run.model,
+                    config.num_samples,
+                    seed=config.seed,
+                    sampler=config.sampler,
+                    steps=config.steps,
+                    batch_size=config.batch_size,
+                ),
+                model=run.model,
             )
         else:
-            samples, _ = resolve_source(config.samples, self.registry)
+            run.sources["samples"] = resolve_spec(config.samples, "samples", self.registry)
+        self._check_capabilities(run)
 
-        # Reference.
-        reference_spec = self._reference_spec() if needs_reference else None
-        if needs_reference and reference_spec is None:
-            raise InputError("the requested metrics need a reference: use --reference")
-        stats_file: StatsFile | None = None
-        reference: SampleSource | None = None
-        ref_dataset = None
-        if reference_spec is not None:
-            path = Path(reference_spec)
-            if _is_stats_file(path):
-                stats_file = load_stats(path)
-            elif path.exists():
-                reference = source_from_path(path)
-            else:
-                name, split = _parse_reference(reference_spec)
-                if name in self.registry.items("dataset"):
-                    dataset = self.registry.dataset(name)
-                    ref_dataset = (name, split or dataset.default_split)
-                else:
-                    stats_file = self._remote_stats(name, split)
-        extractor_name = self._choose_extractor(reference_spec, stats_file)
-
-        # Extractor: loaded once if any metric needs features or logits.
-        extract_kinds = {"features", "logits"}
-        if any(n.kind in extract_kinds for n in self.needs):
-            family = self.registry.extractor(extractor_name)
-            resize = config.resize
-            if resize is not None and resize not in family.resize_options:
-                allowed = ", ".join(family.resize_options) or "none (fixed preprocessing)"
-                raise InputError(f"--resize {resize}: extractor {extractor_name} accepts {allowed}")
-            run.extractor = family.load(
-                device=run.device, weights=config.inception_weights, resize=resize
-            )
-            run.feature_output = family.feature_output
-            if any(n.kind == "logits" for n in self.needs):
-                if family.logits_output is None:
-                    raise InputError(f"extractor {extractor_name} has no classifier logits")
-                run.logits_output = family.logits_output
-            run.used.update(extractor=extractor_name, resize=run.extractor.convention)
-            provenance = {
-                "extractor": extractor_name,
-                "weights_sha256": run.extractor.weights_sha256,
-                "resize": run.extractor.convention,
-            }
-            if stats_file is not None:
-                check_provenance(stats_file, provenance)
-            if ref_dataset is not None:
-                stats_file = self._shipped_stats(ref_dataset, extractor_name, provenance)
-
-        # Whatever a statistics file cannot provide (images, labels, logits) comes from images.
-        ref_kinds = kinds_by_source["reference"]
-        from_images = ref_kinds - ({"features"} if stats_file is not None else set())
-        if from_images and reference is None:
-            if ref_dataset is None:
-                raise InputError(
-                    f"--reference {reference_spec} is a statistics file, but the requested "
-                    f"metrics need the reference's {', '.join(sorted(from_images))}"
+    def resolve_reference(self, run: Collection) -> None:
+        config = self.config
+        if any(_needs_reference(needs, run.model is not None) for needs in self.needs.values()):
+            if config.reference is not None:
+                run.sources["reference"] = resolve_spec(
+                    config.reference, "reference", self.registry
                 )
-            reference, _ = resolve_source(f"{ref_dataset[0]}:{ref_dataset[1]}", self.registry)
-        run.used["reference"] = (
-            f"{ref_dataset[0]}:{ref_dataset[1]}" if ref_dataset is not None else reference_spec
-        )
-        run.timings["setup"] = time.perf_counter() - t0
-
-        # Shared inputs: the extractor runs once over each source.
-        t0 = time.perf_counter()
-        run.data["samples"] = self._collect(run, samples, kinds_by_source["samples"], "samples")
-        if needs_reference:
-            if stats_file is not None:
-                data = self._from_stats_file(run, stats_file)
-                if reference is not None:
-                    extra = self._collect(run, reference, from_images, "reference")
-                    data.outputs.update(extra.outputs)
-                    data.images, data.labels = extra.images, extra.labels
+            elif config.model is not None:
+                dataset, split = split_name(self.registry.model(config.model).dataset)
+                run.sources["reference"] = resolve_dataset(
+                    dataset, split, self.registry, "reference"
+                )
             else:
-                assert reference is not None
-                data = self._collect(run, reference, ref_kinds, "reference")
-            run.data["reference"] = data
-        run.timings["features"] = time.perf_counter() - t0
+                raise InputError("the requested metrics need a reference: use --reference")
+        if config.extractor_weights is not None:
+            used = {
+                self._extractor(needs, run)
+                for needs in self.needs.values()
+                if _uses_extractor(needs)
+            }
+            if len(used) > 1:
+                raise InputError(
+                    f"--extractor-weights is ambiguous: this run uses the extractors "
+                    f"{', '.join(sorted(used))} (choose one with --extractor)"
+                )
 
-        # Metrics.
-        t0 = time.perf_counter()
+    def _extractor(self, needs: Sequence[Need], run: Collection) -> str:
+        return extractor_for(
+            _preferred_extractor(needs),
+            explicit=self.config.extractor,
+            samples=run.sources["samples"],
+            reference=run.sources.get("reference"),
+            registry=self.registry,
+        )
+
+    # -- 2. plan -----------------------------------------------------------------------------
+    def plan(self, run: Collection) -> Plan:
+        plan = Plan()
+        for name, needs in self.needs.items():
+            extractor = self._extractor(needs, run) if _uses_extractor(needs) else None
+            if extractor is not None:
+                plan.extractors[name] = extractor
+            keys = {}
+            for need in needs:
+                key = input_key(need, extractor)
+                keys[(key.kind, key.source)] = key
+            plan.keys[name] = keys
+        for key in dict.fromkeys(k for keys in plan.keys.values() for k in keys.values()):
+            PRODUCERS[key.kind].plan(key, run)
+        if self.config.grid or self.config.neighbours:
+            plan_visuals(run, plan, grid=self.config.grid, neighbours=self.config.neighbours)
+        if self.config.baseline:
+            plan_baseline(run, plan)
+        return plan
+
+    # -- 3. collect --------------------------------------------------------------------------
+    def collect(self, run: Collection, plan: Plan) -> dict[InputKey, Any]:
+        run.run_passes()
+        values: dict[InputKey, Any] = {}
+        for keys in plan.keys.values():
+            for key in keys.values():
+                if key not in values:
+                    values[key] = PRODUCERS[key.kind].produce(key, run)
+        return values
+
+    # -- 4. dispatch -------------------------------------------------------------------------
+    def dispatch(
+        self, run: Collection, plan: Plan, values: dict[InputKey, Any]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         results: dict[str, dict[str, Any]] = {}
         errors: dict[str, str] = {}
+        memo: dict[Any, Any] = {}
         for name, metric in self.metrics.items():
-            inputs = RunInputs(run, metric.needs)
+            if name not in plan.keys:  # a plan for some of the metrics (the baseline's)
+                continue
+            inputs = RunInputs(
+                plan.keys[name],
+                values,
+                run=run,
+                device=run.device,
+                seed=self.config.seed,
+                run_options=self.options,
+                memo=memo,
+            )
             try:
-                value = dict(metric.compute(inputs, **self.options[name]))
-                value["value"] = float(value["value"])
-                results[name] = value
+                results[name] = checked_result(
+                    name, metric, metric.compute(inputs, **self.options[name])
+                )
             except InputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one metric's failure must not hide the rest
-                errors[name] = f"{type(exc).__name__}: {exc}"
+                errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
                 if self.debug:
                     traceback.print_exc()
-        run.timings["metrics"] = time.perf_counter() - t0
-        return self._report(run, results, errors)
-
-    def _remote_stats(self, name: str, split: str | None) -> StatsFile:
-        try:
-            from geneval.remote_stats import fetch_reference_stats
-        except ImportError:  # pragma: no cover - named statistics not available
-            fetch_reference_stats = None
-        path = None
-        if fetch_reference_stats is not None:
-            extractor = self.config.extractor or DEFAULT_EXTRACTOR
-            path = fetch_reference_stats(
-                name, split or "train", extractor, self.config.resize or "tf1"
-            )
-        if path is None:
-            datasets = ", ".join(sorted(self.registry.items("dataset"))) or "none"
-            raise InputError(
-                f"--reference {name}: no such path, dataset (available: {datasets}) "
-                "or published statistics"
-            )
-        return load_stats(path)
-
-    def _shipped_stats(
-        self, ref_dataset: tuple[str, str], extractor: str, provenance: dict[str, Any]
-    ) -> StatsFile | None:
-        from geneval_reference_stats import shipped_stats_path
-
-        path = shipped_stats_path(ref_dataset[0], ref_dataset[1], extractor)
-        if path is None:
-            return None
-        stats_file = load_stats(path)
-        meta = stats_file.meta or {}
-        if any(meta.get(k) != v for k, v in provenance.items()):
-            return None  # stale or for another convention: recompute from the images
-        needs_features = any(
-            n.kind == "features" and n.source == "reference" and not n.stats_ok for n in self.needs
-        )
-        if needs_features and stats_file.features is None:
-            return None
-        return stats_file
-
-    def _from_stats_file(self, run: _Run, stats_file: StatsFile) -> InputData:
-        data = InputData(description=str(stats_file.path), count=int(stats_file.n or 0))
-        data.stats = stats_file.statistics().to(run.device)
-        if stats_file.features is not None:
-            data.outputs[run.feature_output] = torch.from_numpy(stats_file.features)
-            data.count = int(stats_file.features.shape[0])
-        else:
-            for need in self.needs:
-                if need.source == "reference" and need.kind == "features" and not need.stats_ok:
-                    raise InputError(
-                        f"statistics file {stats_file.path} holds no per-sample features, which "
-                        "a requested metric needs (write it with `geneval stats --features`)"
-                    )
-        return data
-
-    def _collect(self, run: _Run, source: SampleSource, kinds: set[str], which: str) -> InputData:
-        data = InputData(description=source.description, count=source.count, labels=source.labels)
-        wanted: list[str] = []
-        if "features" in kinds:
-            wanted.append(run.feature_output)
-        if "logits" in kinds and run.logits_output not in wanted:
-            wanted.append(run.logits_output)
-        keep_images = "images" in kinds
-        if not wanted and not keep_images and isinstance(source, ModelSource):
-            data.count = 0  # no metric looks at samples: none are drawn
-        if wanted or keep_images:
-            data.outputs, data.images = extract(
-                source,
-                run.extractor,
-                wanted,
-                keep_images=keep_images,
-                batch_size=self.config.batch_size or DEFAULT_BATCH_SIZE,
-                device=run.device,
-                workers=self.config.workers,
-                desc=which,
-            )
-        return data
-
-    def _report(
-        self, run: _Run, results: dict[str, dict[str, Any]], errors: dict[str, str]
-    ) -> dict[str, Any]:
-        config = self.config
-        report_config: dict[str, Any] = {
-            "samples": config.samples if config.samples is not None else f"model:{config.model}",
-            "reference": run.used.get("reference"),
-            "extractor": run.used.get("extractor"),
-            "resize": run.used.get("resize"),
-            "seed": config.seed,
-            "device": str(run.device),
-            "batch_size": config.batch_size or DEFAULT_BATCH_SIZE,
-        }
-        if config.model is not None:
-            report_config.update(
-                model=config.model,
-                checkpoint=run.used.get("checkpoint"),
-                num_samples=config.num_samples,
-                sampler=config.sampler
-                or (run.model.config.get("default_sampler") if run.model else None),
-                steps=config.steps,
-            )
-        inputs = {
-            source: {"count": data.count, "description": data.description}
-            for source, data in run.data.items()
-        }
         for name, opts in self.options.items():
             if name in results:
                 for key, val in opts.items():
                     results[name].setdefault(key, val)
+        return results, errors
+
+    def execute(self) -> dict[str, Any]:
+        """Resolve, plan, collect and dispatch; return the report dictionary."""
+        run = Collection(self.config, self.registry, resolve_device(self.config.device))
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        self.resolve(run)
+        plan = self.plan(run)
+        timings["setup"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        values = self.collect(run, plan)
+        timings["features"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results, errors = self.dispatch(run, plan, values)
+        timings["metrics"] = time.perf_counter() - t0
+        extra: dict[str, Any] = {}
+        config = self.config
+        if config.baseline or config.grid or config.neighbours:
+            t0 = time.perf_counter()
+            if config.baseline:
+                extra["baseline"] = compute_baseline(self, run, plan, values, results)
+            if config.grid or config.neighbours:
+                self.visuals = collect_visuals(
+                    run, plan, values, grid=config.grid, neighbours=config.neighbours
+                )
+            timings["report"] = time.perf_counter() - t0
+        return {**self._report(run, plan, results, errors, timings), **extra}
+
+    # -- report ------------------------------------------------------------------------------
+    def _report(
+        self,
+        run: Collection,
+        plan: Plan,
+        results: dict[str, dict[str, Any]],
+        errors: dict[str, str],
+        timings: dict[str, float],
+    ) -> dict[str, Any]:
+        config = self.config
+        extractors = {
+            metric: {
+                "name": name,
+                "resize": run.loaded[name].convention if name in run.loaded else None,
+                "weights_sha256": (run.loaded[name].weights_sha256 if name in run.loaded else None),
+            }
+            for metric, name in plan.extractors.items()
+        }
+        primary = next(iter(extractors.values()), None)
+        reference = run.sources.get("reference")
+        report_config: dict[str, Any] = {
+            "samples": run.sources["samples"].description,
+            "reference": reference.description if reference is not None else None,
+            "extractor": primary["name"] if primary else None,
+            "resize": primary["resize"] if primary else None,
+            "extractors": extractors,
+            "seed": config.seed,
+            "device": str(run.device),
+            "batch_size": run.batch_size,
+        }
+        if run.model is not None:
+            report_config.update(
+                model=run.model_name or "object",
+                checkpoint=str(config.checkpoint) if config.checkpoint else "bundled",
+                num_samples=config.num_samples,
+                sampler=config.sampler or run.model.config.get("default_sampler"),
+                steps=config.steps,
+            )
+        inputs = {}
+        for role, resolved in run.sources.items():
+            if role in run.results:
+                count = run.results[role].count
+            elif resolved.model is not None:
+                count = 0  # no metric looked at the samples: none were drawn
+            elif resolved.stats_file is not None:
+                count = resolved.stats_file.n
+            elif resolved.source is not None:
+                count = resolved.source.count
+            else:
+                count = None
+            inputs[role] = {"count": count, "description": resolved.description}
+        minimums = self._minimum_samples(run, plan)
+        counts = {role: entry["count"] for role, entry in inputs.items()}
+        for name, result in results.items():  # a warning where too few images stand behind it
+            notes = sample_count_warnings(self.metrics[name], counts, *minimums[name])
+            if notes:
+                result["warnings"] = [*result.get("warnings", []), *notes]
         return {
             "geneval_version": __version__,
+            "versions": versions(),
             "config": report_config,
             "inputs": inputs,
             "metrics": results,
+            "metric_info": metric_info(self.metrics, minimums),
             "errors": errors,
-            "timings": {k: round(v, 4) for k, v in run.timings.items()},
+            "timings": {k: round(v, 4) for k, v in timings.items()},
         }
 
-
-def extract(
-    source: SampleSource,
-    extractor: LoadedExtractor | None,
-    wanted: Sequence[str],
-    *,
-    keep_images: bool = False,
-    batch_size: int,
-    device: torch.device,
-    workers: int | None = None,
-    desc: str = "features",
-) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """One pass over ``source``: the ``wanted`` extractor outputs (float32, CPU) and, optionally,
-    the images themselves. The extractor is called once per batch (once per same-size group
-    for folders of mixed sizes)."""
-    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in wanted}
-    images: list[torch.Tensor] = []
-    # Only the extractor runs under inference mode: model sources may need gradients to
-    # sample (Langevin dynamics on an energy).
-    with progress_bar(total=source.count, desc=desc, unit="img") as bar:
-        for batch in source.batches(batch_size, device, workers):
-            groups = _same_size_groups(batch)
-            for group in groups:
-                if wanted:
-                    assert extractor is not None
-                    with torch.inference_mode():
-                        out = extractor(group)
-                    for name in wanted:
-                        chunks[name].append(out[name].detach().float().cpu())
-                if keep_images:
-                    images.append(group.cpu())
-            bar.update(sum(g.shape[0] for g in groups))
-    outputs = {name: torch.cat(parts) for name, parts in chunks.items()}
-    kept = None
-    if keep_images:
-        if not all(t.shape[1:] == images[0].shape[1:] for t in images):
-            raise InputError(f"{source.description}: images of different sizes cannot be compared")
-        kept = torch.cat(images)
-    return outputs, kept
-
-
-def _same_size_groups(batch: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
-    """Split a list of differently sized images into runs of equal size (stacked)."""
-    if isinstance(batch, torch.Tensor):
-        return [batch]
-    groups: list[list[torch.Tensor]] = []
-    for image in batch:
-        if groups and groups[-1][0].shape == image.shape:
-            groups[-1].append(image)
-        else:
-            groups.append([image])
-    return [torch.stack(g) for g in groups]
+    def _minimum_samples(self, run: Collection, plan: Plan) -> dict[str, tuple[int | None, str]]:
+        """Each metric's minimum sample count in this run, and who declares it."""
+        datasets = [
+            run.sources[role].dataset
+            for role in ("reference", "samples")
+            if role in run.sources and run.sources[role].dataset is not None
+        ]
+        minimums = {}
+        for name, metric in self.metrics.items():
+            extractor = plan.extractors.get(name)
+            plugin = self.registry.extractor(extractor) if extractor else None
+            minimums[name] = minimum_samples(metric, plugin, datasets)
+        return minimums
 
 
 def evaluate(config: RunConfig, registry: Registry | None = None) -> dict[str, Any]:
-    """Run an evaluation from Python; returns the report dictionary (without gates)."""
+    """Run an evaluation from a :class:`RunConfig`; returns the report dictionary (no gates)."""
     return Evaluation(config, registry).execute()

@@ -1,4 +1,4 @@
-"""The core: plugin loading, runner, options, gates, reports and exit codes (DESIGN §2–5)."""
+"""The core: plugin loading, runner, options, gates, reports, exit codes (docs/contracts.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from geneval.errors import GenevalWarning
 from tests.fake_plugins import FakePlugins
 
 
@@ -94,7 +95,6 @@ def _materialise_distribution(package_dir: Path, target: Path) -> None:
     its entry points, without installing it into the environment: a ``.dist-info`` folder is
     all ``importlib.metadata`` needs."""
     import shutil
-
     import tomllib
 
     project = tomllib.loads((package_dir / "pyproject.toml").read_text())["project"]
@@ -128,7 +128,7 @@ def test_duplicate_metric_names_both_distributions(geneval_exe, tmp_path):
     assert "Traceback" not in res.stderr
 
 
-def test_bad_plugin_name_is_skipped(add_plugin, capsys):
+def test_bad_plugin_name_is_skipped(add_plugin):
     from geneval import hookimpl
     from geneval.plugins import get_registry
 
@@ -142,9 +142,10 @@ def test_bad_plugin_name_is_skipped(add_plugin, capsys):
         def geneval_register_metrics(self, register):
             register(Bad())
 
-    add_plugin(Plugin(), distribution="geneval-bad")
+    with pytest.warns(GenevalWarning, match="geneval-bad") as caught:
+        add_plugin(Plugin(), distribution="geneval-bad")
+    assert len(caught) == 1  # reported once
     assert "Not Valid" not in get_registry().items("metric")
-    assert "geneval-bad" in capsys.readouterr().err
 
 
 def test_plugins_table_lists_bundled(run_cli):
@@ -394,8 +395,9 @@ def test_gate_exit_codes_and_reports(fake, run_cli, arrays, tmp_path):
         report["config"]
     )
     assert report["passed"] is True and report["gates"] == [
-        {"expr": "ref-count<10", "failed": False, "value": 25.0}
+        {"expr": "ref-count<10", "source": "--fail-if", "failed": False, "value": 25.0}
     ]
+    assert "gate ref-count<10 (from --fail-if): passed" in ok.out
 
     gates_file = tmp_path / "gates.toml"
     gates_file.write_text('fail-if = ["feat-mean>=0", "ref-count<=10"]\n')
@@ -417,8 +419,13 @@ def test_gate_exit_codes_and_reports(fake, run_cli, arrays, tmp_path):
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == ["ref-count>20", "feat-mean>=0", "ref-count<=10"]
     assert [c.find("failure") is not None for c in cases] == [True, True, False]
+    sources = [c.find("properties/property[@name='source']").get("value") for c in cases]
+    assert sources == ["--fail-if", str(gates_file), str(gates_file)]
+    assert str(gates_file) in cases[1].find("failure").get("message")
     assert suite.get("failures") == "2"
-    assert "| ref-count | 25" in (tmp_path / "g.md").read_text()
+    markdown = (tmp_path / "g.md").read_text()
+    assert "| ref-count | 25" in markdown
+    assert f"| `feat-mean>=0` | {gates_file} |" in markdown
     assert json.loads((tmp_path / "g.json").read_text())["passed"] is False
 
     again = run_cli(*base, "--json", tmp_path / "ok.json")
@@ -445,7 +452,7 @@ def test_pyproject_gates(fake, run_cli, arrays, tmp_path, monkeypatch):
         "--quiet",
     )
     assert res.code == 1  # the fid gate does not apply: fid is not computed by this run
-    assert "gate ref-count>20: FAILED" in res.out
+    assert "gate ref-count>20 (from pyproject.toml [tool.geneval.gates]): FAILED" in res.out
 
 
 def test_plugin_raising_is_exit_3_and_others_report(fake, run_cli, arrays, tmp_path):

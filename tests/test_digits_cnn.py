@@ -26,6 +26,10 @@ from geneval_plugins.extractors.digits_cnn import (
     to_network_input,
 )
 from geneval_reference_stats import shipped_stats_path
+from tests.shipped_artefacts import assert_stats_current
+
+#: Numerical agreement and shipped artefacts: CI runs these again with other CPU kernels.
+pytestmark = pytest.mark.numerics
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,14 +186,25 @@ def test_shipped_reference_stats_are_current(extractor, digits, split):
     assert path is not None, f"reference_stats/digits-{split}-digits-cnn.npz is missing"
     stats = load_stats(path)
     features = extractor(digits[split].images)["features"].double().numpy()
-    assert stats.n == features.shape[0]
-    np.testing.assert_allclose(stats.mu, features.mean(axis=0), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(stats.sigma, np.cov(features, rowvar=False), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(stats.features, features, rtol=1e-5, atol=1e-6)
+    assert_stats_current(stats, features)
     assert stats.meta["extractor"] == "digits-cnn"
     assert stats.meta["output"] == "features"
     assert stats.meta["weights_sha256"] == extractor.weights_sha256
     assert stats.meta["resize"] == extractor.convention
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_artefact_tolerances_hold_across_machines_and_catch_stale_files(extractor, digits, split):
+    """Other CPUs move float32 features by about 1e-4 relative: that must pass the artefact
+    check; a 1e-2 change (a stale file) must not."""
+    stats = load_stats(shipped_stats_path("digits", split, "digits-cnn"))
+    features = extractor(digits[split].images)["features"].double()
+    noise = torch.randn(
+        features.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
+    assert_stats_current(stats, (features * (1 + 1e-4 * noise)).numpy())
+    with pytest.raises(AssertionError):
+        assert_stats_current(stats, (features * (1 + 1e-2 * noise)).numpy())
 
 
 def _training_script():

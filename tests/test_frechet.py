@@ -16,6 +16,9 @@ from geneval.plugins import get_registry
 from geneval.stats import FeatureStatistics
 from geneval_plugins.metrics.sample_quality.fid import FrechetInceptionDistance, frechet_distance
 
+#: Numerical agreement and shipped artefacts: CI runs these again with other CPU kernels.
+pytestmark = pytest.mark.numerics
+
 
 def _sqrtm_fid(mu1, sigma1, mu2, sigma2) -> float:
     """The classic float64 reference: scipy ``sqrtm`` of Σ₁Σ₂ (as pytorch-fid and TTUR)."""
@@ -135,7 +138,7 @@ def test_fid_metric_from_running_sums() -> None:
     metric = get_registry().metric("fid")
     assert isinstance(metric, FrechetInceptionDistance)
     assert not metric.higher_is_better
-    assert all(need.kind == "features" and need.stats_ok for need in metric.needs)
+    assert all(need.kind == "stats" for need in metric.needs)
     out = metric.compute(_Inputs(sa, sb))
     ref = _sqrtm_fid(*_moments(a.astype(np.float64)), *_moments(b.astype(np.float64)))
     assert out["value"] == pytest.approx(ref, rel=1e-9)

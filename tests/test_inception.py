@@ -39,6 +39,9 @@ from tests.inception_fixtures import (  # noqa: F401 - the *_fixture names regis
     torch_home_fixture,
 )
 
+#: Numerical agreement and shipped artefacts: CI runs these again with other CPU kernels.
+pytestmark = pytest.mark.numerics
+
 FEATURE_TOL = 1e-4  # of the features' scale (max |feature|)
 CPU = torch.device("cpu")
 

@@ -16,6 +16,9 @@ from geneval_plugins.metrics.sample_quality.inception_score import inception_sco
 from geneval_plugins.metrics.sample_quality.kid import kernel_inception_distance
 from tests.stub_inputs import compute
 
+#: Numerical agreement and shipped artefacts: CI runs these again with other CPU kernels.
+pytestmark = pytest.mark.numerics
+
 
 def _features(n: int, d: int, seed: int, shift: float = 0.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
@@ -139,8 +142,9 @@ def test_metrics_use_defaults_and_are_reproducible_under_a_seed() -> None:
         "subset_size": 1000,
         "degree": 3,
         "coef0": 1.0,
+        "rng": "geneval",
     }
-    assert {k: o.default for k, o in score.options.items()} == {"splits": 10}
+    assert {k: o.default for k, o in score.options.items()} == {"splits": 10, "rng": "geneval"}
     assert all(o.help for o in (*kid.options.values(), *score.options.values()))
     assert not kid.higher_is_better and score.higher_is_better
     first = compute(kid, _Inputs(feats, logits, seed=11))
@@ -165,6 +169,41 @@ def test_metrics_use_defaults_and_are_reproducible_under_a_seed() -> None:
         compute(kid, _Inputs(feats, logits), degree=0)
     with pytest.raises(InputError, match="kid.coef0=nan: expected a finite number"):
         compute(kid, _Inputs(feats, logits), coef0=float("nan"))
+
+
+def test_is_with_torch_fidelity_rng_equals_its_default_shuffle() -> None:
+    logits = torch.from_numpy(np.random.default_rng(12).standard_normal((120, 40)) * 3).float()
+    ref = isc_features_to_metric(logits)  # defaults: 10 splits, shuffled with seed 2020
+    ours = inception_score(logits, splits=10, generator=np.random.RandomState(2020))
+    assert ours.value == pytest.approx(ref["inception_score_mean"], rel=1e-12, abs=1e-9)
+    assert ours.std == pytest.approx(ref["inception_score_std"], rel=1e-9, abs=1e-9)
+    # The default geneval shuffle draws other splits, hence another value.
+    assert inception_score(logits, generator=torch.Generator().manual_seed(0)).value != ours.value
+    metric = get_registry().metric("is")
+    result = compute(metric, _Inputs({}, logits, seed=5), rng="torch-fidelity")
+    assert result["value"] == ours.value and result["std"] == ours.std
+    with pytest.raises(InputError, match="is.rng=numpy: expected one of geneval, torch-fidelity"):
+        compute(metric, _Inputs({}, logits), rng="numpy")
+
+
+def test_kid_with_torch_fidelity_rng_equals_its_default_subsets() -> None:
+    # 100 subsets of 50 drawn from 120 features, as torch-fidelity draws them by default.
+    f1, f2 = _features(120, 32, 13), _features(120, 32, 14, shift=0.2)
+    ref = kid_features_to_metric(
+        torch.from_numpy(f1), torch.from_numpy(f2), kid_subset_size=50, verbose=False
+    )
+    gen = np.random.RandomState(2020)
+    ours = kernel_inception_distance(f1, f2, subsets=100, subset_size=50, generator=gen)
+    assert ours.value == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9, abs=1e-12)
+    assert ours.std == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-9, abs=1e-12)
+    feats = {"samples": torch.from_numpy(f1), "reference": torch.from_numpy(f2)}
+    kid = get_registry().metric("kid")
+    result = compute(
+        kid, _Inputs(feats, torch.zeros(1), seed=3), subset_size=50, rng="torch-fidelity"
+    )
+    assert result["value"] == ours.value and result["subset_size"] == 50
+    geneval_draws = compute(kid, _Inputs(feats, torch.zeros(1), seed=3), subset_size=50)
+    assert geneval_draws["value"] != ours.value
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

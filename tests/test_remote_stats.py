@@ -9,9 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geneval import remote_stats
 from geneval.errors import InputError
-from geneval.remote_stats import PUBLISHED_STATS, PublishedStats, fetch_reference_stats
+from geneval_plugins.extractors import published_stats as remote_stats
+from geneval_plugins.extractors.published_stats import (
+    PUBLISHED_STATS,
+    PublishedStats,
+    fetch_reference_stats,
+)
 from geneval_plugins.extractors.resize import RESIZE_CONVENTIONS
 
 KEY = ("cifar10", "train", "inception-v3-fid", "tf1")

@@ -18,11 +18,15 @@ from geneval_plugins.extractors.resize import (
     pil_bicubic_weights,
     quantize_to_uint8_levels,
     resize_bicubic_pil,
+    resize_bicubic_pil_uint8,
     resize_bilinear_tf1,
     resize_bilinear_torch,
     resize_for_inception,
 )
 from tests.inception_fixtures import photo_crops, to_float_batch
+
+#: Numerical agreement and shipped artefacts: CI runs these again with other CPU kernels.
+pytestmark = pytest.mark.numerics
 
 # Input sizes: CIFAR-like upsampling, odd non-square, identity, downsampling.
 SIZES = ((32, 32), (57, 83), (299, 299), (480, 360))
@@ -90,6 +94,39 @@ def test_clean_matches_clean_fid_resizer(size: tuple[int, int]) -> None:
     assert np.abs(ours - ref).max() <= PIXEL_TOL
     full = resize_for_inception(x / 255.0, "clean").numpy()
     assert np.abs(full - (ref - 128) / 128).max() <= PIXEL_TOL / 128
+
+
+def _pil_bicubic_8bit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pillow's own 8-bit bicubic resize, width first then height (one axis per call)."""
+    from PIL import Image
+
+    height, width = size
+    im = Image.fromarray(image)
+    if width != im.width:
+        im = im.resize((width, im.height), Image.BICUBIC)
+    if height != im.height:
+        im = im.resize((width, height), Image.BICUBIC)
+    return np.asarray(im)
+
+
+@pytest.mark.parametrize("size", [*SIZES, (224, 224), (300, 200), (17, 500)])
+def test_pil_bicubic_uint8_equals_pillow_bit_for_bit(size: tuple[int, int]) -> None:
+    from PIL import Image
+
+    photos = _uint8_images(size)
+    noise = np.random.default_rng(sum(size)).integers(0, 256, (1, *size, 3), dtype=np.uint8)
+    images = np.concatenate([photos, noise])  # noise overshoots: clipping is exercised
+    ours = resize_bicubic_pil_uint8(
+        torch.from_numpy(images).permute(0, 3, 1, 2).float(), (224, 224)
+    )
+    assert ours.dtype == torch.float32 and ours.shape == (3, 3, 224, 224)
+    for image, result in zip(images, ours.permute(0, 2, 3, 1).numpy(), strict=True):
+        np.testing.assert_array_equal(result, _pil_bicubic_8bit(image, (224, 224)))
+        if size[0] == size[1] or size[0] < 224:
+            # One call, Pillow's own choice of pass order: the same whenever it starts with
+            # the width (always for square images and up to Pillow 12).
+            expected = np.asarray(Image.fromarray(image).resize((224, 224), Image.BICUBIC))
+            np.testing.assert_array_equal(result, expected)
 
 
 def test_pil_bicubic_weights_are_normalised_and_identity_at_same_size() -> None:

@@ -11,6 +11,7 @@ Repository (1998), as packaged by :func:`sklearn.datasets.load_digits`.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +19,7 @@ import torch
 from geneval.api import ImageSet
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
+from geneval_reference_stats import shipped_stats_path
 
 SPLIT_SEED = 0
 
@@ -44,6 +46,11 @@ class DigitsDataset:
     default_split = "train"
     default_extractor = "digits-cnn"
     image_shape = (1, 8, 8)
+
+    def reference_stats(self, split: str, extractor: str) -> Path | None:
+        """The shipped statistics of ``split`` for ``extractor`` (with per-image features),
+        ``None`` when none ship. The runner uses them only when their provenance matches."""
+        return shipped_stats_path(self.name, split, extractor)
 
     def load(self, split: str) -> ImageSet:
         """Images (float32, ``[0, 1]``) and int64 labels of one split."""

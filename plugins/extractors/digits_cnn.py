@@ -174,6 +174,9 @@ class DigitsCNNExtractor:
     feature_output = "features"
     logits_output = "logits"
     resize_options: tuple[str, ...] = ()
+    #: Fewest samples for a trustworthy FID or KID on these features: twice the feature
+    #: dimension (the bundled default's 1000 samples are enough, 20 are not).
+    min_samples = 2 * FEATURE_DIM
 
     def load(
         self, *, device: torch.device, weights: Path | None = None, resize: str | None = None

@@ -1,4 +1,6 @@
-"""Resize conventions for Inception features: ``tf1``, ``pytorch-fid`` and ``clean`` (DESIGN §7).
+"""Resize conventions of the extractors: ``tf1``, ``pytorch-fid`` and ``clean``.
+
+See ``docs/contracts.md`` §7.
 
 FID numbers depend on how images are brought to the network's 299×299 input. Each
 convention reproduces one reference tool, batched on the images' device:
@@ -172,6 +174,70 @@ def resize_bicubic_pil(images: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     return x.to(torch.float32)
 
 
+#: Fixed-point precision of Pillow's 8-bit resampling (``PRECISION_BITS = 32 − 8 − 2``).
+PIL_PRECISION_BITS = 22
+
+
+@lru_cache(maxsize=32)
+def pil_bicubic_weights_8bit(n_in: int, n_out: int) -> np.ndarray:
+    """:func:`pil_bicubic_weights` as Pillow's 8-bit path uses them: integers, scaled by 2²².
+
+    Each weight ``w`` becomes ``(int)(w · 2²² ± 0.5)`` (rounded half away from zero), as
+    Pillow's ``normalize_coeffs_8bpc``; returned as float64 holding those integers.
+    """
+    scaled = pil_bicubic_weights(n_in, n_out) * float(1 << PIL_PRECISION_BITS)
+    return np.trunc(scaled + np.where(scaled < 0, -0.5, 0.5))
+
+
+def _pil_8bit_pass(x: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
+    """One Pillow 8-bit resampling pass along the last axis of ``x`` (float64 8-bit levels).
+
+    ``clip8((2²¹ + Σ v·k) >> 22)``: every product and partial sum is an integer below 2⁵³, so
+    the float64 matrix product is exact whatever its summation order.
+    """
+    k = torch.from_numpy(weights).to(x.device)
+    total = x @ k.T + float(1 << (PIL_PRECISION_BITS - 1))
+    return torch.floor(total / float(1 << PIL_PRECISION_BITS)).clamp_(0.0, 255.0)
+
+
+def resize_bicubic_pil_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """PIL's bicubic resize of 8-bit images (``Image.resize(size, BICUBIC)`` on ``uint8``).
+
+    Pillow resamples 8-bit images in fixed point: weights as in
+    :func:`pil_bicubic_weights_8bit`, each pass rounded to an integer level and clipped to
+    ``[0, 255]`` (so the intermediate image is 8-bit too), the horizontal pass first. Batched
+    as two exact float64 matrix products, the result equals Pillow's bit for bit.
+
+    Pillow up to 12 always starts horizontally (bar images over 100 times taller than wide);
+    Pillow 13 starts vertically for some sizes where the height shrinks more than the width,
+    which moves such non-square images by a level or so (square images are unaffected). The
+    horizontal-first order kept here is the one published dgm-eval numbers were made with.
+
+    Parameters
+    ----------
+    images
+        Float tensor (N, C, H, W) of integer levels in ``[0, 255]`` (see
+        :func:`quantize_to_uint8_levels`).
+    size
+        Output ``(height, width)``.
+
+    Returns
+    -------
+    torch.Tensor
+        Float32 (N, C, height, width) of integer levels in ``[0, 255]``.
+    """
+    out_h, out_w = size
+    in_h, in_w = images.shape[-2:]
+    x = images.to(torch.float64)
+
+    if out_w != in_w:
+        x = _pil_8bit_pass(x, pil_bicubic_weights_8bit(in_w, out_w))
+    if out_h != in_h:
+        x = _pil_8bit_pass(x.transpose(-1, -2), pil_bicubic_weights_8bit(in_h, out_h))
+        x = x.transpose(-1, -2)
+    return x.to(torch.float32)
+
+
 def resize_for_inception(
     images: torch.Tensor, convention: str, size: int = INCEPTION_SIZE
 ) -> torch.Tensor:
@@ -205,8 +271,10 @@ __all__ = [
     "RESIZE_CONVENTIONS",
     "check_convention",
     "pil_bicubic_weights",
+    "pil_bicubic_weights_8bit",
     "quantize_to_uint8_levels",
     "resize_bicubic_pil",
+    "resize_bicubic_pil_uint8",
     "resize_bilinear_tf1",
     "resize_bilinear_torch",
     "resize_for_inception",

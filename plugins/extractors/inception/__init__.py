@@ -33,8 +33,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import torch
 
+from geneval.api import CommandOption
 from geneval.cache import file_sha256
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
@@ -45,6 +47,7 @@ from geneval_plugins.extractors.inception.network import (
     empty_network,
     load_published_state_dict,
 )
+from geneval_plugins.extractors.published_stats import fetch_reference_stats
 from geneval_plugins.extractors.resize import (
     RESIZE_CONVENTIONS,
     check_convention,
@@ -137,13 +140,20 @@ class LoadedInception:
 
 
 class InceptionV3FID:
-    """The ``inception-v3-fid`` extractor plugin."""
+    """The ``inception-v3-fid`` extractor plugin: the default extractor of runs whose
+    reference is not a dataset with an extractor of its own."""
 
     name = "inception-v3-fid"
+    default = True
     outputs = OUTPUTS
     feature_output = "pool"
     logits_output = "logits_unbiased"
     resize_options = RESIZE_CONVENTIONS
+
+    def published_stats(self, dataset: str, split: str | None, convention: str) -> Path | None:
+        """Published statistics of a benchmark (``cifar10:train`` ...) for this extractor under
+        ``convention``, fetched once into the cache; ``None`` when none are published."""
+        return fetch_reference_stats(dataset, split or "train", self.name, convention)
 
     def load(
         self, *, device: torch.device, weights: Path | None = None, resize: str | None = None
@@ -164,3 +174,19 @@ class InceptionV3FID:
 @hookimpl
 def geneval_register_extractors(register) -> None:
     register(InceptionV3FID())
+
+
+@hookimpl
+def geneval_register_commands(register) -> None:
+    """The option's former spelling, ``--inception-weights``, keeps working on ``run`` and
+    ``stats`` with a deprecation note."""
+    register(
+        CommandOption(
+            commands=("run", "stats"),
+            option=click.Option(
+                ["--inception-weights"], type=click.Path(path_type=Path), hidden=True
+            ),
+            forward_to="extractor_weights",
+            note="--inception-weights is deprecated: use --extractor-weights",
+        )
+    )

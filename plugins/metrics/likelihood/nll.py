@@ -8,8 +8,11 @@ better; as a bound it over-states the true NLL.
 The full bound costs T network passes per image (T = 1000: minutes even for 8×8 digits on a
 CPU), so by default the T − 1 KL terms are estimated with ``timesteps`` = 100 strata and one
 uniformly drawn t per stratum and image: an unbiased estimate whose Monte-Carlo noise is part of
-the reported ``std`` (the standard error of the mean over images). ``timesteps=0`` sums all
+the reported ``std_err`` (the standard error of the mean over images). ``timesteps=0`` sums all
 terms exactly.
+
+``std_err`` is the standard error of the mean over images, in bits/dim like ``value``;
+``std`` is the same number, kept under its earlier name so existing gates stay valid.
 
 References
 ----------
@@ -48,11 +51,13 @@ class NegativeLogLikelihood:
     )
     options: Mapping[str, Option] = {
         "timesteps": Option(
-            100, "KL terms per image: strata of an unbiased Monte-Carlo estimate; 0 = all T−1",
+            100,
+            "KL terms per image: strata of an unbiased Monte-Carlo estimate; 0 = all T−1",
             low=0,
         ),
         "variance": Option(
-            "fixedsmall", "σ_t² of p_θ in the bound: fixedsmall (β̃_t) or fixedlarge (β_t)",
+            "fixedsmall",
+            "σ_t² of p_θ in the bound: fixedsmall (β̃_t) or fixedlarge (β_t)",
             choices=("fixedsmall", "fixedlarge"),
         ),
         "bins": Option(256, "levels of the discretised decoder (256 for 8-bit images)", low=2),
@@ -60,7 +65,9 @@ class NegativeLogLikelihood:
         "max_images": Option(0, "use only the first N reference images (0 = all)", low=0),
     }
     fields: Mapping[str, str] = {
-        "std": "standard error of the mean over images (includes Monte-Carlo noise)",
+        "std_err": "standard error of the mean over images in bits/dim (includes Monte-Carlo "
+        "noise)",
+        "std": "alias of std_err, kept for existing gates",
         "n": "number of reference images",
         "log_likelihood": "mean ELBO in nats per image",
         "space": "the likelihood space of the bound",
@@ -69,13 +76,14 @@ class NegativeLogLikelihood:
         "variance": "option used",
         "bins": "option used",
     }
-    uncertainty = "std"
+    uncertainty = "std_err"
 
     def compute(self, inputs: MetricInputs, **options: Any) -> Mapping[str, Any]:
         """Mean, standard error and count of the per-image negative ELBO in bits/dim.
 
-        ``std`` is the standard error of the mean: the standard deviation of the per-image
-        estimates over √n (it includes the Monte-Carlo noise when ``timesteps`` > 0).
+        ``std_err`` (alias ``std``) is the standard error of the mean: the standard deviation of
+        the per-image estimates over √n (it includes the Monte-Carlo noise when ``timesteps``
+        > 0).
         """
         model = inputs.model
         images = inputs.images("reference")
@@ -105,6 +113,7 @@ class NegativeLogLikelihood:
         sem = bpd.std().item() / math.sqrt(n) if n > 1 else float("nan")
         return {
             "value": bpd.mean().item(),
+            "std_err": sem,
             "std": sem,
             "n": n,
             "log_likelihood": elbo.mean().item(),

@@ -121,22 +121,35 @@ class FrechetInceptionDistance:
         "0 for identical statistics, biased upwards at small n"
     )
     needs = (
-        Need("features", "samples", stats_ok=True),
-        Need("features", "reference", stats_ok=True),
+        Need("stats", "samples"),
+        Need("stats", "reference"),
     )
     options: Mapping[str, Option] = {}
     fields: Mapping[str, str] = {
         "n_samples": "number of sample feature vectors",
-        "n_reference": "number of reference feature vectors",
+        "n_reference": "number of reference feature vectors (None: the statistics file "
+        "records no count)",
     }
     uncertainty = None
+    #: Below the Inception feature dimension the sample covariance is singular and the
+    #: estimate strongly biased; an extractor with fewer dimensions declares its own minimum.
+    min_samples = 2048
 
     def compute(self, inputs: MetricInputs) -> Mapping[str, Any]:
         """``{"value": FID, "n_samples", "n_reference"}`` from the runner's running sums."""
         samples = inputs.stats("samples").to(inputs.device)
         reference = inputs.stats("reference").to(inputs.device)
+        for source, stats in (("samples", samples), ("reference", reference)):
+            if stats.n < 2:
+                raise InputError(
+                    f"fid needs at least 2 {source} to estimate a covariance, got {stats.n}"
+                )
         value = frechet_distance(samples.mean, samples.cov, reference.mean, reference.cov)
-        return {"value": value, "n_samples": samples.n, "n_reference": reference.n}
+        return {
+            "value": value,
+            "n_samples": samples.n if samples.count_known else None,
+            "n_reference": reference.n if reference.count_known else None,
+        }
 
 
 @hookimpl

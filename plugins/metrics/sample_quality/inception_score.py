@@ -13,6 +13,12 @@ from geneval.api import MetricInputs, Need
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.options import Option
+from geneval_plugins.metrics.sample_quality.random_draws import (
+    RNG_CHOICES,
+    RNG_HELP,
+    Shuffle,
+    run_generator,
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +34,7 @@ def inception_score(
     logits: torch.Tensor | np.ndarray,
     *,
     splits: int = 10,
-    generator: torch.Generator | None = None,
+    generator: Shuffle = None,
 ) -> ISResult:
     """Inception Score ``exp(E_x KL(p(y|x) ‖ p(y)))``, averaged over splits.
 
@@ -45,7 +51,10 @@ def inception_score(
     splits
         Number of parts (default 10), at most N.
     generator
-        Random generator for the shuffle; a fixed seed gives a fixed result.
+        Random generator for the shuffle; a fixed seed gives a fixed result. A torch
+        ``Generator`` draws ``torch.randperm(N)``; a numpy ``RandomState`` draws
+        ``permutation(N)``, which with seed 2020 is torch-fidelity's shuffle, so the result
+        equals its ``isc`` on the same logits.
 
     Returns
     -------
@@ -70,7 +79,9 @@ def inception_score(
         raise InputError(
             f"is: splits must be between 1 and the number of samples {n} (got {splits})"
         )
-    if generator is not None:
+    if isinstance(generator, np.random.RandomState):
+        x = x[torch.from_numpy(generator.permutation(n)).to(x.device)]
+    elif generator is not None:
         x = x[torch.randperm(n, generator=generator).to(x.device)]
     log_p = torch.log_softmax(x.to(torch.float64), dim=1)
     p = log_p.exp()
@@ -87,7 +98,7 @@ def inception_score(
 
 
 class InceptionScore:
-    """The ``is`` metric (DESIGN §7): logits of the samples, seeded shuffle, 10 splits."""
+    """The ``is`` metric (``docs/contracts.md`` §7): logits, seeded shuffle, 10 splits."""
 
     name = "is"
     higher_is_better = True
@@ -98,6 +109,7 @@ class InceptionScore:
     )
     options: Mapping[str, Option] = {
         "splits": Option(10, "number of parts the shuffled samples are cut into", low=1),
+        "rng": Option("geneval", RNG_HELP, choices=RNG_CHOICES),
     }
     fields: Mapping[str, str] = {
         "std": "standard deviation of the score over splits",
@@ -105,12 +117,13 @@ class InceptionScore:
     }
     uncertainty = "std"
 
-    def compute(self, inputs: MetricInputs, *, splits: int) -> Mapping[str, Any]:
-        """``{"value", "std", "splits"}``; the shuffle uses ``inputs.seed``."""
+    def compute(self, inputs: MetricInputs, *, splits: int, rng: str) -> Mapping[str, Any]:
+        """``{"value", "std", "splits"}``; the shuffle uses ``inputs.seed`` (``rng=geneval``)
+        or torch-fidelity's generator and seed (``rng=torch-fidelity``)."""
         result = inception_score(
             inputs.logits("samples").to(inputs.device),
             splits=splits,
-            generator=torch.Generator().manual_seed(int(inputs.seed)),
+            generator=run_generator(rng, inputs.seed),
         )
         return {"value": result.value, "std": result.std, "splits": result.splits}
 

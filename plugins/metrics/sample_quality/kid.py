@@ -13,6 +13,12 @@ from geneval.api import MetricInputs, Need
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.options import Option
+from geneval_plugins.metrics.sample_quality.random_draws import (
+    RNG_CHOICES,
+    RNG_HELP,
+    Shuffle,
+    run_generator,
+)
 
 #: Upper bound on float64 elements of one chunk of kernel matrices (≈ 256 MiB).
 _CHUNK_ELEMENTS = 32 * 1024 * 1024
@@ -65,7 +71,7 @@ def kernel_inception_distance(
     degree: int = 3,
     gamma: float | None = None,
     coef0: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Shuffle = None,
     device: torch.device | str | None = None,
 ) -> KIDResult:
     """Kernel Inception Distance: unbiased polynomial-kernel MMD² averaged over random subsets.
@@ -85,7 +91,11 @@ def kernel_inception_distance(
     degree, gamma, coef0
         Polynomial kernel; ``gamma=None`` means ``1/d`` (the paper's ``(xᵀy/d + 1)³``).
     generator
-        Random generator for the subset draws (CPU); a fixed seed gives a fixed result.
+        Random generator for the subset draws (CPU); a fixed seed gives a fixed result
+        (``None``: a torch generator seeded with 0). With a numpy ``RandomState`` each subset
+        pair is drawn as ``choice(n1, m, replace=False)`` then ``choice(n2, m,
+        replace=False)``, subset after subset: with seed 2020 these are torch-fidelity's
+        draws, so the result equals its ``kid`` on the same features.
     device
         Where to compute; default the device of ``f1`` when it is a tensor, else the CPU.
 
@@ -131,8 +141,16 @@ def kernel_inception_distance(
         generator = torch.Generator().manual_seed(0)
 
     # Draw every subset first (on the CPU generator), then compute in device-sized chunks.
-    idx1 = torch.rand(subsets, n1, generator=generator).argsort(dim=1)[:, :m]
-    idx2 = torch.rand(subsets, n2, generator=generator).argsort(dim=1)[:, :m]
+    if isinstance(generator, np.random.RandomState):
+        draws = [
+            (generator.choice(n1, m, replace=False), generator.choice(n2, m, replace=False))
+            for _ in range(subsets)
+        ]
+        idx1 = torch.from_numpy(np.stack([a for a, _ in draws]))
+        idx2 = torch.from_numpy(np.stack([b for _, b in draws]))
+    else:
+        idx1 = torch.rand(subsets, n1, generator=generator).argsort(dim=1)[:, :m]
+        idx2 = torch.rand(subsets, n2, generator=generator).argsort(dim=1)[:, :m]
     per_chunk = max(1, _CHUNK_ELEMENTS // (3 * m * m + 2 * m * d))
     mmds = []
     for start in range(0, subsets, per_chunk):
@@ -149,7 +167,7 @@ def kernel_inception_distance(
 
 
 class KernelInceptionDistance:
-    """The ``kid`` metric (DESIGN §7): seeded subsets of sample and reference features."""
+    """The ``kid`` metric (``docs/contracts.md`` §7): seeded subsets of both feature sets."""
 
     name = "kid"
     higher_is_better = False
@@ -165,34 +183,70 @@ class KernelInceptionDistance:
         ),
         "degree": Option(3, "degree of the polynomial kernel (xᵀy/d + coef0)^degree", low=1),
         "coef0": Option(1.0, "constant of the polynomial kernel"),
+        "rng": Option("geneval", RNG_HELP, choices=RNG_CHOICES),
     }
     fields: Mapping[str, str] = {
-        "std": "standard deviation of the MMD² over subsets",
+        "std": "standard deviation of the MMD² over subsets (None when the subsets cannot "
+        "vary: one subset, or subsets as large as both sets)",
         "subset_size": "features per subset actually used",
         "subsets": "number of subsets",
     }
     uncertainty = "std"
+    #: As for FID: fewer samples than the Inception feature dimension give unreliable values;
+    #: an extractor with fewer dimensions declares its own minimum.
+    min_samples = 2048
 
     def compute(
-        self, inputs: MetricInputs, *, subsets: int, subset_size: int, degree: int, coef0: float
+        self,
+        inputs: MetricInputs,
+        *,
+        subsets: int,
+        subset_size: int,
+        degree: int,
+        coef0: float,
+        rng: str,
     ) -> Mapping[str, Any]:
-        """``{"value", "std", "subset_size", "subsets"}``; subsets drawn with ``inputs.seed``."""
+        """``{"value", "std", "subset_size", "subsets"}``; subsets drawn with ``inputs.seed``
+        (``rng=geneval``) or torch-fidelity's generator and seed (``rng=torch-fidelity``).
+
+        ``std`` is ``None`` (with a warning) when the subsets cannot vary — a single subset, or
+        a subset size equal to both set sizes, so that every subset is the whole of both sets
+        and the spread over subsets is round-off, not uncertainty. A negative value gets a
+        warning that says what it means.
+        """
+        samples, reference = inputs.features("samples"), inputs.features("reference")
         result = kernel_inception_distance(
-            inputs.features("samples"),
-            inputs.features("reference"),
+            samples,
+            reference,
             subsets=subsets,
             subset_size=subset_size,
             degree=degree,
             coef0=coef0,
-            generator=torch.Generator().manual_seed(int(inputs.seed)),
+            generator=run_generator(rng, inputs.seed),
             device=inputs.device,
         )
-        return {
+        notes = []
+        whole = result.subset_size == samples.shape[0] == reference.shape[0]
+        std: float | None = result.std
+        if result.subsets == 1 or whole:
+            std = None
+            why = "a single subset" if result.subsets == 1 else "every subset is both whole sets"
+            notes.append(f"no std: the subsets cannot vary ({why})")
+        if result.value < 0:
+            notes.append(
+                "negative: the unbiased MMD² estimate falls below 0 by chance when samples and "
+                "reference are close (its std covers the subset draws, not the draw of the two "
+                "sets themselves); read it as 0"
+            )
+        out: dict[str, Any] = {
             "value": result.value,
-            "std": result.std,
+            "std": std,
             "subset_size": result.subset_size,
             "subsets": result.subsets,
         }
+        if notes:
+            out["warnings"] = notes
+        return out
 
 
 @hookimpl

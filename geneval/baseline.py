@@ -1,0 +1,171 @@
+"""A real-versus-real baseline (``--baseline``): a held-out split of the reference dataset
+scored exactly as the samples are, at the same n.
+
+A number such as FID means little alone: it is biased by the sample count and depends on the
+data. Where the reference is a dataset with a held-out split (``test``, else ``val``, other
+than the reference split), the run scores the first ``n`` images of that split against the
+same reference, and the first ``n`` samples too, with ``n = min(samples, held-out images)``,
+so both numbers are comparable: a model whose samples score near the held-out data is as
+close to the reference as fresh real data is.
+
+The reference's inputs are the run's own (nothing is extracted again); only the held-out
+images go through the extractors. Metrics that read only images, features, logits or
+statistics take part; those that need a model, reconstructions or carried arrays do not.
+When a metric reads only the samples' moments, the samples' pass also keeps their
+per-sample features (float32, on the host) so that the moments of the first ``n`` can be
+formed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geneval.api import ImageSet
+from geneval.errors import InputError
+from geneval.inputs import PRODUCERS, InputKey
+from geneval.resolve import ResolvedSource
+from geneval.sources import TensorSource
+from geneval.stats import FeatureStatistics
+
+#: Splits taken as held out, in order of preference.
+HELD_OUT_SPLITS = ("test", "val")
+#: Input kinds a baseline can be computed for.
+BASELINE_KINDS = frozenset({"images", "features", "logits", "stats"})
+
+
+def held_out_split(dataset: Any, split: str | None) -> str | None:
+    """The first of :data:`HELD_OUT_SPLITS` the dataset has, other than ``split``."""
+    for name in HELD_OUT_SPLITS:
+        if name in dataset.splits and name != split:
+            return name
+    return None
+
+
+def _reference_split(run: Any) -> tuple[Any, str] | None:
+    reference = run.sources.get("reference")
+    if reference is None or reference.dataset is None:
+        return None
+    split = held_out_split(reference.dataset, reference.split)
+    return None if split is None else (reference.dataset, split)
+
+
+def plan_baseline(run: Any, plan: Any) -> None:
+    """Keep the samples' per-sample features where a metric reads only their moments."""
+    if _reference_split(run) is None:
+        return
+    samples = run.sources["samples"]
+    for keys in plan.keys.values():
+        for key in keys.values():
+            if key.kind != "stats" or key.source != "samples":
+                continue
+            if samples.carried("features") is not None or samples.stats_file is not None:
+                continue
+            output = run.extractor_plugin(key.extractor).feature_output
+            run.plan_for("samples").outputs.setdefault(key.extractor, set()).add(output)
+
+
+def _first_n(key: InputKey, run: Any, values: dict, n: int) -> Any:
+    """The samples' input ``key`` restricted to the first ``n`` samples (None: not possible)."""
+    if key.kind in ("images", "features", "logits"):
+        return values[key][:n]
+    samples = run.sources["samples"]
+    carried = samples.carried("features")
+    if carried is not None:
+        return FeatureStatistics.from_features(carried[:n])
+    result = run.results.get("samples")
+    output = run.extractor_plugin(key.extractor).feature_output
+    if result is None or (key.extractor, output) not in result.outputs:
+        return None
+    return FeatureStatistics.from_features(result.outputs[(key.extractor, output)][:n])
+
+
+def _dispatch_one(evaluation: Any, run: Any, plan: Any, name: str, values: dict) -> Any:
+    """Run one metric; returns its result, or the one-line message of its failure."""
+    sub = type(plan)(keys={name: plan.keys[name]}, extractors=dict(plan.extractors))
+    try:
+        results, errors = evaluation.dispatch(run, sub, values)
+    except InputError as exc:
+        return str(exc)
+    return results[name] if name in results else errors[name]
+
+
+def compute_baseline(
+    evaluation: Any, run: Any, plan: Any, values: dict, results: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """The ``baseline`` section of the report.
+
+    ``{"held_out": "DATASET:SPLIT", "n": n, "metrics": {name: {"samples": result,
+    "held_out": result}}, "skipped": {name: why}, "errors": {name: message}}``, or
+    ``{"note": why}`` when the reference has no held-out split.
+    """
+    found = _reference_split(run)
+    reference = run.sources.get("reference")
+    if found is None:
+        what = reference.description if reference is not None else "none"
+        return {
+            "note": f"no held-out split to compare with: the reference ({what}) is not a "
+            f"dataset with a {' or '.join(HELD_OUT_SPLITS)} split other than its own"
+        }
+    dataset, split = found
+    held = dataset.load(split)
+    samples = run.sources["samples"]
+    n_samples = run.results["samples"].count if "samples" in run.results else samples.source.count
+    n = min(n_samples, int(held.images.shape[0]))
+    taking_part, skipped = [], {}
+    truncated: dict[InputKey, Any] = {}
+    for name, keys in plan.keys.items():
+        kinds = {key.kind for key in keys.values()}
+        if not kinds <= BASELINE_KINDS:
+            skipped[name] = "reads more than images, features, logits or statistics"
+            continue
+        if not any(key.source == "samples" for key in keys.values()):
+            skipped[name] = "reads nothing of the samples"
+            continue
+        restricted = {
+            key: _first_n(key, run, values, n) for key in keys.values() if key.source == "samples"
+        }
+        if any(v is None for v in restricted.values()):
+            skipped[name] = "the samples' first n cannot be taken from a statistics file"
+            continue
+        truncated.update(restricted)
+        taking_part.append(name)
+
+    description = f"{dataset.name}:{split}"
+    held_run = type(run)(run.config, run.registry, run.device)
+    held_run.loaded = run.loaded  # the extractors loaded once for the run
+    held_run.batch_size = run.batch_size
+    subset = ImageSet(
+        images=held.images[:n],
+        labels=None if held.labels is None else held.labels[:n],
+        factors=None if held.factors is None else held.factors[:n],
+        latents=None if held.latents is None else held.latents[:n],
+    )
+    held_run.sources = {
+        "samples": ResolvedSource(
+            "samples", description, source=TensorSource(f"{description} (first {n})", subset)
+        ),
+        "reference": reference,
+    }
+    held_keys = list(dict.fromkeys(key for key in truncated))
+    for key in held_keys:
+        PRODUCERS[key.kind].plan(key, held_run)
+    held_run.run_passes(roles=("samples",))
+    held_values = {key: PRODUCERS[key.kind].produce(key, held_run) for key in held_keys}
+
+    section: dict[str, Any] = {"held_out": description, "n": n, "metrics": {}}
+    errors = {}
+    for name in taking_part:
+        if n == n_samples and name in results:
+            ours = results[name]
+        else:
+            ours = _dispatch_one(evaluation, run, plan, name, {**values, **truncated})
+        theirs = _dispatch_one(evaluation, held_run, plan, name, {**values, **held_values})
+        if isinstance(ours, str) or isinstance(theirs, str):
+            errors[name] = ours if isinstance(ours, str) else theirs
+            continue
+        section["metrics"][name] = {"samples": ours, "held_out": theirs}
+    if skipped:
+        section["skipped"] = skipped
+    if errors:
+        section["errors"] = errors
+    return section

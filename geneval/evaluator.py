@@ -1,0 +1,240 @@
+"""The Python API: :func:`evaluate` for one call, :class:`Evaluator` inside a training loop.
+
+Both take the command line's long options as keyword arguments (``extractor``,
+``extractor_weights``, ``resize``, ``device``, ``seed``, ``batch_size``, ``num_samples`` ...)
+and metric options as ``options={"kid": {"subset_size": 1000}}``. Bad input raises
+:class:`geneval.InputError` with the command line's one-line message.
+
+Inside a training loop::
+
+    from geneval import Evaluator
+
+    evaluator = Evaluator(metrics=["fid", "kid"], reference="digits:train")  # prepared once
+    for step in range(steps):
+        ...
+        if step % 1000 == 0:
+            evaluator.reset()
+            for _ in range(10):
+                evaluator.update(model.sample(100))  # NCHW, uint8 or float in [0, 1]
+            print(step, evaluator.compute()["fid"]["value"])
+
+The reference is resolved and its features extracted once, when the evaluator is made. Only
+float64 running sums are kept for the samples unless a requested metric needs per-sample
+features (KID, IS, precision/recall ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geneval.device import resolve_device
+from geneval.errors import InputError, captured_warnings
+from geneval.gates import apply_gates, check_gate_metrics, parse_gate
+from geneval.inputs import PRODUCERS
+from geneval.passes import PassPlan, SourcePass
+from geneval.resolve import ResolvedSource
+from geneval.runner import Collection, Evaluation, RunConfig
+from geneval.sources import SampleSource
+
+
+def _metric_list(metrics: str | Sequence[str]) -> list[str]:
+    return [m for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
+
+
+def evaluate(
+    samples: Any = None,
+    reference: Any = None,
+    metrics: str | Sequence[str] = ("fid",),
+    *,
+    model: str | None = None,
+    checkpoint: str | Path | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    extractor: str | None = None,
+    extractor_weights: str | Path | None = None,
+    resize: str | None = None,
+    device: str | torch.device = "auto",
+    seed: int = 0,
+    batch_size: int | None = None,
+    num_samples: int = 1000,
+    workers: int | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    fail_if: Iterable[str] = (),
+    baseline: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``samples`` against ``reference``; returns the report (as ``--json`` writes it).
+
+    ``samples`` and ``reference`` accept a path (folder, ``.npy``/``.npz`` array, statistics
+    file), ``DATASET[:SPLIT]``, a uint8 or float image tensor or array (NCHW or NHWC), or, for
+    ``samples``, a loaded model (or ``model="ddpm"`` to load a model family's checkpoint).
+    ``fail_if`` takes gate expressions such as ``"fid>30"``; the report's ``passed`` is the
+    verdict. Warnings are collected into the report's ``warnings``. ``baseline=True`` adds the
+    held-out split's scores at the same n, as ``--baseline`` does.
+    """
+    config = RunConfig(
+        metrics=_metric_list(metrics),
+        model=model,
+        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        num_samples=num_samples,
+        samples=samples,
+        reference=reference,
+        extractor=extractor,
+        extractor_weights=Path(extractor_weights) if extractor_weights is not None else None,
+        resize=resize,
+        options=dict(options or {}),
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        seed=seed,
+        sampler=sampler,
+        steps=steps,
+        baseline=baseline,
+    )
+    with captured_warnings() as caught:
+        evaluation = Evaluation(config)
+        gates = [parse_gate(expr, origin="fail_if") for expr in fail_if]
+        check_gate_metrics(gates, evaluation.metrics)
+        report = evaluation.execute()
+        apply_gates(report, gates)
+        report["warnings"] = caught.drain()
+    return report
+
+
+class _Stream(SampleSource):
+    """The samples an :class:`Evaluator` is fed with ``update``."""
+
+    def __init__(self) -> None:
+        super().__init__(description="update() batches", count=0)
+
+
+class MetricError(RuntimeError):
+    """A metric raised while :meth:`Evaluator.compute` ran (its message names the metric)."""
+
+
+def _as_unit_float(images: Any, device: torch.device) -> torch.Tensor:
+    """Validate an NCHW uint8 or float ``[0, 1]`` batch and bring it to float32 on ``device``."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"update: expected an image tensor or array, got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or 0 in images.shape:
+        raise InputError(
+            f"update: expected images (N, 1 or 3, H, W), got shape {tuple(images.shape)}"
+        )
+    if images.dtype == torch.uint8:
+        return images.to(device, non_blocking=True).float().div_(255.0)
+    if not images.is_floating_point():
+        raise InputError(f"update: expected uint8 or float images, got {images.dtype}")
+    x = images.detach().to(device, non_blocking=True).float()
+    low, high = float(x.min()), float(x.max())
+    if not (0.0 <= low and high <= 1.0):  # also refuses NaN
+        raise InputError(f"update: float images must lie in [0, 1], found [{low}, {high}]")
+    return x
+
+
+class Evaluator:
+    """Streaming evaluation: ``update(images)`` as often as needed, then ``compute()``.
+
+    Parameters are those of :func:`evaluate` (without ``samples``). The reference is prepared
+    once, at construction, and reused by every :meth:`compute`.
+    """
+
+    def __init__(
+        self,
+        metrics: str | Sequence[str] = ("fid",),
+        reference: Any = None,
+        *,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        extractor: str | None = None,
+        extractor_weights: str | Path | None = None,
+        resize: str | None = None,
+        device: str | torch.device = "auto",
+        seed: int = 0,
+        batch_size: int | None = None,
+        workers: int | None = None,
+    ) -> None:
+        config = RunConfig(
+            metrics=_metric_list(metrics),
+            samples=_STREAM_SPEC,
+            reference=reference,
+            extractor=extractor,
+            extractor_weights=Path(extractor_weights) if extractor_weights is not None else None,
+            resize=resize,
+            options=dict(options or {}),
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+            seed=seed,
+        )
+        with captured_warnings() as caught:
+            self._evaluation = Evaluation(config)
+            for name, needs in self._evaluation.needs.items():
+                if any(need.kind == "model" for need in needs):
+                    raise InputError(
+                        f"metric {name} needs a model: use geneval.evaluate(model=...)"
+                    )
+            self._run = Collection(config, self._evaluation.registry, resolve_device(config.device))
+            self._run.sources["samples"] = ResolvedSource(
+                "samples", "update() batches", source=_Stream()
+            )
+            self._evaluation.resolve_reference(self._run)
+            self._plan = self._evaluation.plan(self._run)
+            self._run.run_passes(roles=("reference",))
+            self.warnings = caught.drain()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every image given to :meth:`update` (the reference is kept)."""
+        plan = self._run.plans.get("samples", PassPlan())
+        extractors = {name: self._run.extractor(name) for name in plan.extractors}
+        self._pass = SourcePass(plan, extractors, self._run.device, description="update()")
+
+    def update(self, images: Any) -> None:
+        """Add a batch of samples: NCHW, uint8 or float in ``[0, 1]``, on any device."""
+        batch = _as_unit_float(images, self._run.device)
+        step = self._run.batch_size
+        for start in range(0, batch.shape[0], step):
+            self._pass.add(batch[start : start + step])
+
+    @property
+    def count(self) -> int:
+        """The number of samples given since the last :meth:`reset`."""
+        return self._pass.count
+
+    def state_nbytes(self) -> int:
+        """Bytes held for the samples (running sums, and per-sample features where needed)."""
+        return self._pass.nbytes()
+
+    def compute(self) -> dict[str, dict[str, Any]]:
+        """The metrics of the samples given so far: ``{metric: {"value": ..., ...}}``.
+
+        May be called again after more :meth:`update` calls. A metric that raises is a
+        :class:`MetricError` naming it; bad input an :class:`InputError`.
+        """
+        if self._pass.count == 0:
+            raise InputError("compute: no samples yet (call update() first)")
+        with captured_warnings() as caught:
+            self._run.results["samples"] = self._pass.result()
+            values = {}
+            for keys in self._plan.keys.values():
+                for key in keys.values():
+                    if key not in values:
+                        values[key] = PRODUCERS[key.kind].produce(key, self._run)
+            results, errors = self._evaluation.dispatch(self._run, self._plan, values)
+            self.warnings = caught.drain()
+        if errors:
+            raise MetricError(
+                "; ".join(f"metric {name} raised {message}" for name, message in errors.items())
+            )
+        return results
+
+
+#: A placeholder for the samples of an :class:`Evaluator` (never resolved as a path).
+_STREAM_SPEC = "<update() batches>"
+
+__all__ = ["Evaluator", "MetricError", "evaluate"]

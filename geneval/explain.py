@@ -1,0 +1,114 @@
+"""What a report says about each number: its direction, meaning and uncertainty, the software
+that produced it, and warnings when too few samples stand behind it (docs/contracts.md §5).
+
+* :func:`metric_info` — each metric's ``higher_is_better``, ``interpretation``, the field
+  holding its ``uncertainty`` and its documented minimum sample count, as the report's
+  ``metric_info`` section records them (so that ``geneval compare`` and readers of the JSON
+  need no installed plugin to know which way is better).
+* :func:`sample_count_warnings` — one line per source with fewer samples than the metric's
+  minimum. A metric declares ``min_samples`` (FID and KID: 2048, the Inception feature
+  dimension); the extractor that produced its features, or the dataset it is compared with,
+  may declare its own ``min_samples``, which then replaces the metric's (a 128-d extractor
+  needs fewer samples than Inception's 2048-d features).
+* :func:`versions` — the versions of geneval, Python, torch and numpy.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from geneval import __version__
+
+
+def direction(higher_is_better: bool | None) -> str:
+    """``"higher is better"``, ``"lower is better"`` or ``"direction unknown"``."""
+    if higher_is_better is None:
+        return "direction unknown"
+    return "higher is better" if higher_is_better else "lower is better"
+
+
+def metric_info(
+    metrics: Mapping[str, Any], minimums: Mapping[str, tuple[int | None, str]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``{name: {"higher_is_better", "interpretation", "uncertainty", "min_samples",
+    "min_samples_from"}}`` of the metric plugins ``metrics`` (name → plugin); a value a plugin
+    does not declare is ``None``. ``minimums`` (name → :func:`minimum_samples`) gives the
+    minimum that applies in a run, else the metric's own is recorded."""
+    info = {}
+    for name, metric in metrics.items():
+        higher = getattr(metric, "higher_is_better", None)
+        minimum, who = (minimums or {}).get(name) or minimum_samples(metric, None, [])
+        info[name] = {
+            "higher_is_better": None if higher is None else bool(higher),
+            "interpretation": getattr(metric, "interpretation", None),
+            "uncertainty": getattr(metric, "uncertainty", None),
+            "min_samples": minimum,
+            "min_samples_from": who or None,
+        }
+    return info
+
+
+def minimum_samples(
+    metric: Any, extractor: Any | None, datasets: list[Any]
+) -> tuple[int | None, str]:
+    """The sample count below which ``metric``'s number is not to be trusted, and who says so.
+
+    Only metrics that declare ``min_samples`` have one. The extractor that produced the
+    metric's features (``extractor``, a plugin or ``None``) may declare its own minimum, which
+    wins; else the first dataset of ``datasets`` (the reference's, then the samples') that
+    declares one; else the metric's own.
+    """
+    own = getattr(metric, "min_samples", None)
+    if own is None:
+        return None, ""
+    if extractor is not None and getattr(extractor, "min_samples", None) is not None:
+        return int(extractor.min_samples), f"the minimum of extractor {extractor.name}"
+    for dataset in datasets:
+        if getattr(dataset, "min_samples", None) is not None:
+            return int(dataset.min_samples), f"the minimum of dataset {dataset.name}"
+    return int(own), f"the minimum of metric {metric.name}"
+
+
+def sample_count_warnings(
+    metric: Any, counts: Mapping[str, int | None], minimum: int | None, who: str
+) -> list[str]:
+    """Warnings for each source ``metric`` reads that holds fewer images than ``minimum``.
+
+    ``counts`` maps ``samples``/``reference`` to their image counts (``None``: unknown, no
+    warning); ``minimum`` and ``who`` come from :func:`minimum_samples`. Estimates such as FID
+    are biased at small n (Chong & Forsyth 2020), so a value from fewer samples than the
+    minimum is flagged and is comparable only at equal n.
+
+    References
+    ----------
+    .. [1] M. J. Chong, D. Forsyth, "Effectively Unbiased FID and Inception Score and where to
+       find them", CVPR 2020.
+    """
+    if minimum is None:
+        return []
+    roles = dict.fromkeys(need.source for need in getattr(metric, "needs", ()))
+    out = []
+    for role in roles:
+        count = counts.get(role)
+        if count is not None and count < minimum:
+            what = "samples" if role == "samples" else f"{role} images"
+            out.append(
+                f"computed from {count} {what}, fewer than {minimum} ({who}): the estimate is "
+                f"unreliable and comparable only with runs at the same n"
+            )
+    return out
+
+
+def versions() -> dict[str, str]:
+    """The versions of the software that produced a report."""
+    return {
+        "geneval": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }

@@ -1,0 +1,408 @@
+"""The typed inputs metrics declare, and the one producer of each kind.
+
+A metric declares its needs (:class:`geneval.api.Need`); the runner turns each into an
+:class:`InputKey` (kind, source and, for features, logits and statistics, the extractor) and
+hands it to the producer of its kind in :data:`PRODUCERS`. Every producer works in two steps:
+
+1. ``plan(key, run)``: say what the single pass over each source must gather (kept images,
+   an extractor's per-sample outputs, running moments), or that a file already holds it;
+2. ``produce(key, run)``: after the passes, build the input.
+
+Each distinct key is planned and produced once per run, however many metrics ask for it.
+Adding an input kind means adding a producer to the table, not editing the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from geneval.api import INPUT_KINDS, ImageSet, Need, PairedImages
+from geneval.capabilities import SupportsDecode, SupportsEncode
+from geneval.errors import InputError
+from geneval.stats import FeatureStatistics, StatsFile
+
+#: Kinds that come from an extractor (and so carry the extractor's name in their key).
+EXTRACTED_KINDS = ("features", "logits", "stats")
+
+
+@dataclass(frozen=True)
+class InputKey:
+    """One input of a run: a kind, a source, and the extractor for extracted kinds."""
+
+    kind: str
+    source: str
+    extractor: str | None = None
+
+
+def needs_of(metric: Any, options: Mapping[str, Any]) -> tuple[Need, ...]:
+    """A metric's needs under its options (``needs_for(options)`` where it depends on them)."""
+    needs_for = getattr(metric, "needs_for", None)
+    return tuple(needs_for(options)) if needs_for is not None else tuple(metric.needs)
+
+
+def input_key(need: Need, extractor: str | None) -> InputKey:
+    """The key of a need: ``features`` with ``stats_ok`` is the ``stats`` kind."""
+    kind = "stats" if need.kind == "features" and need.stats_ok else need.kind
+    return InputKey(kind, need.source, extractor if kind in EXTRACTED_KINDS else None)
+
+
+class Run(Protocol):
+    """What producers see of a run (implemented by :class:`geneval.runner.Collection`)."""
+
+    sources: dict[str, Any]
+    model: Any
+    device: torch.device
+    batch_size: int
+
+    def plan_for(self, role: str) -> Any: ...
+
+    def result(self, role: str) -> Any: ...
+
+    def extractor_plugin(self, name: str) -> Any: ...
+
+    def stats_file(self, role: str, extractor: str) -> StatsFile | None: ...
+
+    def source(self, role: str) -> Any: ...
+
+
+class Producer(Protocol):
+    """Plans and produces one input kind (see the module docstring)."""
+
+    def plan(self, key: InputKey, run: Run) -> None: ...
+
+    def produce(self, key: InputKey, run: Run) -> Any: ...
+
+
+def _no(what: str, resolved: Any, hint: str) -> InputError:
+    return InputError(f"the {resolved.role} ({resolved.description}) {what}{hint}")
+
+
+class ImagesProducer:
+    """``images``: the source's images in ``[0, 1]``, NCHW, kept by the pass."""
+
+    def plan(self, key: InputKey, run: Run) -> None:
+        resolved = run.source(key.source)
+        if not resolved.has_images and resolved.model is None:
+            raise _no("hold no images", resolved, ", which a requested metric needs")
+        run.plan_for(key.source).keep_images = True
+
+    def produce(self, key: InputKey, run: Run) -> torch.Tensor:
+        return run.result(key.source).images
+
+
+class FeaturesProducer:
+    """``features``: per-sample feature vectors (n, d), float32 on the host.
+
+    From the source's own ``features`` array, from a statistics file that stores them, or
+    from the extractor's feature output during the pass.
+    """
+
+    def plan(self, key: InputKey, run: Run) -> None:
+        resolved = run.source(key.source)
+        if resolved.carried("features") is not None:
+            return
+        stats = run.stats_file(key.source, key.extractor)
+        if stats is not None:
+            if stats.features is None:
+                raise InputError(
+                    f"statistics file {stats.path} holds no per-sample features, which a "
+                    "requested metric needs (write it with `geneval stats --features`)"
+                )
+            return
+        if not resolved.has_images and resolved.model is None:
+            raise _no("hold no images or features", resolved, ", which a requested metric needs")
+        output = run.extractor_plugin(key.extractor).feature_output
+        run.plan_for(key.source).outputs.setdefault(key.extractor, set()).add(output)
+
+    def produce(self, key: InputKey, run: Run) -> torch.Tensor:
+        resolved = run.source(key.source)
+        carried = resolved.carried("features")
+        if carried is not None:
+            return carried
+        stats = run.stats_file(key.source, key.extractor)
+        if stats is not None:
+            return torch.from_numpy(stats.features)
+        output = run.extractor_plugin(key.extractor).feature_output
+        return run.result(key.source).outputs[(key.extractor, output)]
+
+
+class LogitsProducer:
+    """``logits``: the extractor's classifier output (n, classes), float32 on the host."""
+
+    def _output(self, key: InputKey, run: Run) -> str:
+        plugin = run.extractor_plugin(key.extractor)
+        if plugin.logits_output is None:
+            raise InputError(f"extractor {key.extractor} has no classifier logits")
+        return plugin.logits_output
+
+    def plan(self, key: InputKey, run: Run) -> None:
+        resolved = run.source(key.source)
+        if not resolved.has_images and resolved.model is None:
+            raise _no("hold no images", resolved, ", from which the logits are computed")
+        run.plan_for(key.source).outputs.setdefault(key.extractor, set()).add(
+            self._output(key, run)
+        )
+
+    def produce(self, key: InputKey, run: Run) -> torch.Tensor:
+        return run.result(key.source).outputs[(key.extractor, self._output(key, run))]
+
+
+class StatsProducer:
+    """``stats``: float64 running moments of the features, from a file or from the pass."""
+
+    def plan(self, key: InputKey, run: Run) -> None:
+        resolved = run.source(key.source)
+        if resolved.carried("features") is not None:
+            return
+        if run.stats_file(key.source, key.extractor) is not None:
+            return
+        if not resolved.has_images and resolved.model is None:
+            raise _no("hold no images or features", resolved, ", which a requested metric needs")
+        output = run.extractor_plugin(key.extractor).feature_output
+        run.plan_for(key.source).moments[key.extractor] = output
+
+    def produce(self, key: InputKey, run: Run) -> FeatureStatistics:
+        resolved = run.source(key.source)
+        carried = resolved.carried("features")
+        if carried is not None:
+            return FeatureStatistics.from_features(carried.to(run.device))
+        stats = run.stats_file(key.source, key.extractor)
+        if stats is not None:
+            return stats.statistics().to(run.device)
+        return run.result(key.source).moments[key.extractor]
+
+
+class CarriedProducer:
+    """``labels``, ``factors``, ``latents``: arrays that come with the images.
+
+    From an ``.npz`` or a dataset. When the samples are a model, the samples' ``labels`` and
+    ``factors`` are the reference's, and ``latents`` (of either source) are the model's
+    ``encode`` of the reference images.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def _encodes(self, key: InputKey, run: Run) -> bool:
+        resolved = run.source(key.source)
+        return (
+            self.kind == "latents"
+            and resolved.carried("latents") is None
+            and isinstance(run.model, SupportsEncode)
+        )
+
+    def _holder(self, key: InputKey, run: Run) -> Any:
+        resolved = run.source(key.source)
+        if resolved.carried(self.kind) is not None:
+            return resolved
+        if key.source == "samples" and resolved.model is not None and "reference" in run.sources:
+            reference = run.source("reference")
+            if reference.carried(self.kind) is not None:
+                return reference
+        return None
+
+    def plan(self, key: InputKey, run: Run) -> None:
+        if self._encodes(key, run):
+            reference = run.source("reference")
+            if not reference.has_images:
+                raise _no("hold no images", reference, " for the model to encode")
+            run.plan_for("reference").keep_images = True
+            return
+        if self._holder(key, run) is None:
+            resolved = run.source(key.source)
+            raise _no(
+                f"carry no {self.kind}",
+                resolved,
+                f" (give an .npz with a '{self.kind}' array, or a dataset that has them)",
+            )
+
+    def produce(self, key: InputKey, run: Run) -> torch.Tensor:
+        if self._encodes(key, run):
+            images = run.result("reference").images
+            with torch.no_grad():
+                parts = [
+                    run.model.encode(images[i : i + run.batch_size].to(run.model.device))
+                    .detach()
+                    .float()
+                    .cpu()
+                    for i in range(0, images.shape[0], run.batch_size)
+                ]
+            return torch.cat(parts)
+        return self._holder(key, run).carried(self.kind)
+
+
+class ReconstructionsProducer:
+    """``reconstructions``: images paired one to one with the reference images.
+
+    A model with ``encode`` and ``decode`` reconstructs the reference images. Otherwise the
+    samples are the reconstructions: paired by index (arrays, datasets) or by sorted relative
+    path (two folders); a count or name mismatch is an :class:`InputError` naming the first.
+    """
+
+    def _model(self, run: Run) -> bool:
+        return isinstance(run.model, SupportsEncode) and isinstance(run.model, SupportsDecode)
+
+    def plan(self, key: InputKey, run: Run) -> None:
+        if "reference" not in run.sources:
+            raise InputError("paired reconstructions need a reference: use --reference")
+        reference = run.source("reference")
+        if not reference.has_images:
+            raise _no("hold no images", reference, " to pair reconstructions with")
+        run.plan_for("reference").keep_images = True
+        if self._model(run):
+            return
+        samples = run.source("samples")
+        if not samples.has_images:
+            raise _no("hold no images", samples, " to pair with the reference")
+        _check_pairing(samples, reference)
+        run.plan_for("samples").keep_images = True
+
+    def produce(self, key: InputKey, run: Run) -> PairedImages:
+        originals = run.result("reference").images
+        if self._model(run):
+            with torch.no_grad():
+                parts = []
+                for i in range(0, originals.shape[0], run.batch_size):
+                    batch = originals[i : i + run.batch_size].to(run.model.device)
+                    decoded = run.model.decode(run.model.encode(batch))
+                    parts.append(decoded.detach().float().clamp(0, 1).cpu())
+            return PairedImages(torch.cat(parts), originals)
+        samples = run.source("samples")
+        reconstructions = run.result("samples").images
+        if reconstructions.shape != originals.shape:
+            raise InputError(
+                f"reconstructions {tuple(reconstructions.shape)} and reference images "
+                f"{tuple(originals.shape)} differ in shape"
+            )
+        return PairedImages(reconstructions, originals, samples.source.names)
+
+
+def _check_pairing(samples: Any, reference: Any) -> None:
+    """Pair by sorted relative path when both are folders, else by index."""
+    a, b = samples.source, reference.source
+    if a.names is not None and b.names is not None:
+        for left, right in zip(a.names, b.names, strict=False):
+            if left != right:
+                raise InputError(
+                    f"cannot pair {samples.description} with {reference.description}: "
+                    f"{left!r} has no counterpart (first mismatch; {right!r} in the reference)"
+                )
+    if a.count != b.count:
+        raise InputError(
+            f"cannot pair {a.count} samples ({samples.description}) with {b.count} reference "
+            f"images ({reference.description}): the counts differ"
+        )
+
+
+class DatasetProducer:
+    """``dataset``: the dataset plugin of a source given as ``DATASET[:SPLIT]``."""
+
+    def plan(self, key: InputKey, run: Run) -> None:
+        resolved = run.source(key.source)
+        if resolved.dataset is None:
+            raise InputError(
+                f"a requested metric needs the {key.source} to be a dataset "
+                f"(DATASET[:SPLIT]), not {resolved.description}"
+            )
+
+    def produce(self, key: InputKey, run: Run) -> Any:
+        return run.source(key.source).dataset
+
+
+class ModelProducer:
+    """``model``: the loaded model (its capabilities were checked when it loaded)."""
+
+    def plan(self, key: InputKey, run: Run) -> None:
+        if run.model is None:
+            raise InputError("a requested metric needs a model: use --model")
+
+    def produce(self, key: InputKey, run: Run) -> Any:
+        return run.model
+
+
+#: The one producer of each input kind.
+PRODUCERS: dict[str, Producer] = {
+    "images": ImagesProducer(),
+    "features": FeaturesProducer(),
+    "logits": LogitsProducer(),
+    "stats": StatsProducer(),
+    "labels": CarriedProducer("labels"),
+    "factors": CarriedProducer("factors"),
+    "latents": CarriedProducer("latents"),
+    "reconstructions": ReconstructionsProducer(),
+    "dataset": DatasetProducer(),
+    "model": ModelProducer(),
+}
+assert set(PRODUCERS) == set(INPUT_KINDS)
+
+
+class RunInputs:
+    """:class:`geneval.api.MetricInputs` for one metric: only what it declared is available."""
+
+    def __init__(
+        self,
+        keys: Mapping[tuple[str, str], InputKey],
+        values: Mapping[InputKey, Any],
+        *,
+        run: Any,
+        device: torch.device,
+        seed: int,
+        run_options: Mapping[str, Mapping[str, Any]],
+        memo: dict[Hashable, Any],
+    ) -> None:
+        self._keys = dict(keys)
+        self._values = values
+        self._run = run
+        self.device = device
+        self.seed = seed
+        self.run_options = run_options
+        self._memo = memo
+
+    def _get(self, kind: str, source: str) -> Any:
+        key = self._keys.get((kind, source))
+        if key is None:
+            raise KeyError(f"{kind} of {source} were not declared in the metric's needs")
+        return self._values[key]
+
+    def features(self, source: str) -> torch.Tensor:
+        return self._get("features", source)
+
+    def stats(self, source: str) -> FeatureStatistics:
+        return self._get("stats", source)
+
+    def logits(self, source: str) -> torch.Tensor:
+        return self._get("logits", source)
+
+    def images(self, source: str) -> torch.Tensor:
+        return self._get("images", source)
+
+    def labels(self, source: str) -> torch.Tensor:
+        return self._get("labels", source)
+
+    def factors(self, source: str) -> torch.Tensor:
+        return self._get("factors", source)
+
+    def latents(self, source: str) -> torch.Tensor:
+        return self._get("latents", source)
+
+    def reconstructions(self) -> PairedImages:
+        return self._get("reconstructions", "samples")
+
+    @property
+    def model(self) -> Any:
+        return self._get("model", "samples")
+
+    def dataset(self, source: str) -> Any:
+        return self._get("dataset", source)
+
+    def other_images(self, spec: str, *, default_split: str) -> ImageSet:
+        return self._run.other_images(spec, default_split=default_split)
+
+    def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]

@@ -1,0 +1,161 @@
+"""``geneval plugins --verbose``: what each installed plugin declares, in words and as JSON.
+
+Metrics: direction, interpretation, uncertainty field, minimum sample count, needs, fields
+and options (default, bounds, help). Models: training dataset, samplers (the first is the
+default), capabilities and training options. Extractors: outputs, resize conventions and
+minimum sample count. Datasets: splits, default split and extractor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from geneval.capabilities import capability_name
+from geneval.explain import direction
+from geneval.options import Option, declared_options
+
+
+def _option(option: Option) -> dict[str, Any]:
+    return {
+        "default": option.default,
+        "type": type(option.default).__name__,
+        "bounds": option.describe_bounds() or None,
+        "help": option.help,
+    }
+
+
+def _metric(obj: Any) -> dict[str, Any]:
+    higher = getattr(obj, "higher_is_better", None)
+    return {
+        "higher_is_better": higher,
+        "direction": direction(higher),
+        "interpretation": getattr(obj, "interpretation", None),
+        "uncertainty": getattr(obj, "uncertainty", None),
+        "min_samples": getattr(obj, "min_samples", None),
+        "needs": [
+            f"{need.kind} of {need.source}"
+            + (
+                f" ({', '.join(capability_name(c) for c in need.capabilities)})"
+                if need.capabilities
+                else ""
+            )
+            for need in getattr(obj, "needs", ())
+        ],
+        "fields": dict(getattr(obj, "fields", None) or {}),
+        "options": {name: _option(o) for name, o in declared_options(obj).items()},
+    }
+
+
+def _model(obj: Any) -> dict[str, Any]:
+    samplers = list(getattr(obj, "samplers", ()))
+    return {
+        "dataset": getattr(obj, "dataset", None),
+        "samplers": samplers,
+        "default_sampler": samplers[0] if samplers else None,
+        "capabilities": [capability_name(c) for c in getattr(obj, "capabilities", ())],
+        "train_options": {
+            name: _option(o) for name, o in declared_options(obj, "train_options").items()
+        },
+    }
+
+
+def _extractor(obj: Any) -> dict[str, Any]:
+    return {
+        "outputs": dict(getattr(obj, "outputs", {}) or {}),
+        "feature_output": getattr(obj, "feature_output", None),
+        "logits_output": getattr(obj, "logits_output", None),
+        "resize_options": list(getattr(obj, "resize_options", ()) or ()),
+        "default": bool(getattr(obj, "default", False)),
+        "min_samples": getattr(obj, "min_samples", None),
+    }
+
+
+def _dataset(obj: Any) -> dict[str, Any]:
+    return {
+        "splits": list(getattr(obj, "splits", ())),
+        "default_split": getattr(obj, "default_split", None),
+        "default_extractor": getattr(obj, "default_extractor", None),
+        "min_samples": getattr(obj, "min_samples", None),
+    }
+
+
+def _command(obj: Any) -> dict[str, Any]:
+    text = getattr(obj, "help", None) or getattr(obj, "note", None) or ""
+    return {"help": text.strip().splitlines()[0] if text.strip() else ""}
+
+
+_DETAILS = {
+    "metric": _metric,
+    "model": _model,
+    "extractor": _extractor,
+    "dataset": _dataset,
+    "command": _command,
+    "command_option": _command,
+}
+
+
+def plugin_detail(kind: str, obj: Any) -> dict[str, Any]:
+    """What a registered plugin object of ``kind`` declares, as JSON-ready values."""
+    describe = _DETAILS.get(kind)
+    return describe(obj) if describe is not None else {}
+
+
+def _options_lines(options: Mapping[str, Mapping[str, Any]], indent: str) -> list[str]:
+    lines = []
+    for name, o in options.items():
+        bounds = f", {o['bounds']}" if o["bounds"] else ""
+        text = f" — {o['help']}" if o["help"] else ""
+        lines.append(f"{indent}{name} = {o['default']!r} ({o['type']}{bounds}){text}")
+    return lines
+
+
+def verbose_lines(kind: str, name: str, detail: Mapping[str, Any]) -> list[str]:
+    """The indented lines ``geneval plugins --verbose`` prints under one plugin."""
+    pad = "    "
+    lines: list[str] = []
+    if kind == "metric":
+        lines.append(
+            f"{pad}{detail['direction']}: {detail['interpretation'] or '(no description)'}"
+        )
+        if detail["uncertainty"]:
+            lines.append(f"{pad}uncertainty: {detail['uncertainty']}")
+        if detail["min_samples"]:
+            lines.append(
+                f"{pad}warns below {detail['min_samples']} samples "
+                "(or the minimum its extractor or dataset declares)"
+            )
+        lines.append(f"{pad}needs: {', '.join(detail['needs']) or 'nothing'}")
+        if detail["options"]:
+            lines.append(f"{pad}options (--opt {name}.KEY=VALUE):")
+            lines += _options_lines(detail["options"], pad * 2)
+        else:
+            lines.append(f"{pad}options: none")
+    elif kind == "model":
+        samplers = detail["samplers"]
+        shown = ", ".join(f"{s} (default)" if i == 0 else s for i, s in enumerate(samplers))
+        lines.append(f"{pad}trained on: {detail['dataset']}")
+        lines.append(f"{pad}samplers: {shown or 'none'}")
+        lines.append(f"{pad}capabilities: {', '.join(detail['capabilities']) or 'sampling only'}")
+        if detail["train_options"]:
+            lines.append(f"{pad}training options (geneval train --opt KEY=VALUE):")
+            lines += _options_lines(detail["train_options"], pad * 2)
+    elif kind == "extractor":
+        outputs = ", ".join(f"{k} ({v})" for k, v in detail["outputs"].items())
+        lines.append(f"{pad}outputs: {outputs}; features: {detail['feature_output']}")
+        resize = ", ".join(detail["resize_options"]) or "fixed"
+        lines.append(
+            f"{pad}resize: {resize}" + ("; the default extractor" if detail["default"] else "")
+        )
+        if detail["min_samples"]:
+            lines.append(
+                f"{pad}minimum samples for metrics that declare one: {detail['min_samples']}"
+            )
+    elif kind == "dataset":
+        lines.append(
+            f"{pad}splits: {', '.join(detail['splits'])} (default {detail['default_split']}); "
+            f"extractor: {detail['default_extractor']}"
+        )
+    elif detail.get("help"):
+        lines.append(f"{pad}{detail['help']}")
+    return lines

@@ -1,0 +1,162 @@
+"""Resolving what the user named: sample and reference sources, models and extractors.
+
+Every source, whether given on the command line or to the Python API, is resolved here and
+nowhere else:
+
+* a loaded model object (``GenerativeModel``), or a model family name with ``--model``;
+* an in-memory image tensor or array (uint8 or float in [0, 1], NCHW or NHWC);
+* a path: a statistics file (an ``.npz`` with ``mu`` and ``sigma``), an ``.npy``/``.npz``
+  array file (images and/or ``labels``, ``factors``, ``latents``, ``features``), or a folder;
+* ``DATASET[:SPLIT]``, a registered dataset plugin (default split when none is given);
+* for the reference only, any other ``NAME[:SPLIT]`` is looked up as published statistics of
+  the run's extractor (``FeatureExtractor.published_stats``), once the extractor is known.
+
+The extractor of a metric follows one rule (:func:`extractor_for`): ``--extractor``, else the
+reference dataset's default extractor (or the samples' dataset's), else the extractor recorded
+in a reference statistics file, else the metric's own preference (``Need.extractor``), else the
+extractor plugin that declares itself the default (``default = True``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geneval.api import GenerativeModel
+from geneval.errors import InputError
+from geneval.plugins import Registry
+from geneval.sources import SampleSource, TensorSource, array_source, source_from_path
+from geneval.stats import StatsFile, load_stats
+
+
+@dataclass
+class ResolvedSource:
+    """One resolved source (samples or reference) and everything it can provide."""
+
+    role: str  # "samples" or "reference"
+    description: str
+    source: SampleSource | None = None  # images and the arrays carried with them
+    stats_file: StatsFile | None = None  # a statistics file given as the source
+    dataset: Any = None  # the dataset plugin, when the source is DATASET[:SPLIT]
+    split: str | None = None
+    model: GenerativeModel | None = None  # the samples are drawn from this model
+    published: tuple[str, str | None] | None = None  # NAME[:SPLIT] to look up as statistics
+    #: statistics files found for this source per extractor (shipped with a dataset, or the
+    #: file the user gave), once the extractor is known
+    stats_by_extractor: dict[str, StatsFile] = field(default_factory=dict)
+
+    @property
+    def has_images(self) -> bool:
+        return self.source is not None and self.source.has_images
+
+    def carried(self, key: str) -> torch.Tensor | None:
+        """An array carried with the images (``labels``, ``factors``, ``latents``, ``features``)."""
+        return None if self.source is None else self.source.carried.get(key)
+
+
+def is_stats_file(path: Path) -> bool:
+    """An ``.npz`` holding ``mu`` and ``sigma`` is a statistics file."""
+    if path.suffix != ".npz" or not path.is_file():
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {"mu", "sigma"} <= set(data.files)
+    except (OSError, ValueError, EOFError):
+        return False
+
+
+def split_name(spec: str) -> tuple[str, str | None]:
+    """``"digits:test"`` → ``("digits", "test")``; ``"digits"`` → ``("digits", None)``."""
+    name, _, split = spec.partition(":")
+    return name, (split or None)
+
+
+def resolve_dataset(name: str, split: str | None, registry: Registry, role: str) -> ResolvedSource:
+    """A dataset plugin's split (its default split when none is given)."""
+    dataset = registry.dataset(name)
+    split = split or dataset.default_split
+    if split not in dataset.splits:
+        raise InputError(
+            f"dataset {name} has no split {split!r} (choose from {', '.join(dataset.splits)})"
+        )
+    spec = f"{name}:{split}"
+    return ResolvedSource(
+        role,
+        spec,
+        source=TensorSource(spec, dataset.load(split)),
+        dataset=dataset,
+        split=split,
+    )
+
+
+def resolve_spec(spec: Any, role: str, registry: Registry) -> ResolvedSource:
+    """Resolve a samples or reference specification (see the module docstring).
+
+    A loaded model is accepted here only as an object; ``--model NAME`` is resolved by the
+    runner, which also knows the number of samples and the seed.
+    """
+    if isinstance(spec, torch.Tensor | np.ndarray):
+        return ResolvedSource(role, f"{role} array", source=array_source(spec, f"{role} array"))
+    if not isinstance(spec, str | Path):
+        raise InputError(
+            f"{role}: expected a path, DATASET[:SPLIT], a statistics file, an image tensor or "
+            f"array, or a loaded model; got {type(spec).__name__}"
+        )
+    path = Path(spec)
+    if path.exists():
+        if is_stats_file(path):
+            stats = load_stats(path)
+            return ResolvedSource(role, str(path), stats_file=stats)
+        return ResolvedSource(role, str(path), source=source_from_path(path))
+    name, split = split_name(str(spec))
+    if name in registry.items("dataset"):
+        return resolve_dataset(name, split, registry, role)
+    looks_like_path = "/" in str(spec) or Path(str(spec)).suffix in (".npz", ".npy")
+    if role == "reference" and not looks_like_path:
+        return ResolvedSource(role, str(spec), published=(name, split))
+    raise InputError(f"path {spec} does not exist (nor is it a dataset name)")
+
+
+def default_extractor(registry: Registry) -> str:
+    """The extractor plugin that declares itself the default (``default = True``)."""
+    claims = sorted(
+        name
+        for name, item in registry.items("extractor").items()
+        if getattr(item.obj, "default", False)
+    )
+    if len(claims) == 1:
+        return claims[0]
+    if not claims:
+        raise InputError("no extractor is installed as the default: choose one with --extractor")
+    raise InputError(
+        f"several extractors declare themselves the default ({', '.join(claims)}): choose one "
+        "with --extractor"
+    )
+
+
+def extractor_for(
+    preferred: str | None,
+    *,
+    explicit: str | None,
+    samples: ResolvedSource,
+    reference: ResolvedSource | None,
+    registry: Registry,
+) -> str:
+    """The extractor a metric's features come from (the one rule of the module docstring)."""
+    if explicit:
+        return explicit
+    for resolved in (reference, samples):
+        if resolved is not None and resolved.dataset is not None:
+            return str(resolved.dataset.default_extractor)
+    for resolved in (reference, samples):
+        if resolved is not None and resolved.stats_file is not None:
+            recorded = (resolved.stats_file.meta or {}).get("extractor")
+            if recorded:
+                return str(recorded)
+    if preferred:
+        return preferred
+    return default_extractor(registry)

@@ -1,0 +1,229 @@
+"""Metric ``ssim``: structural similarity (Wang et al. 2004) of reconstructions and originals.
+
+The functional pieces (:func:`ssim_and_contrast`, :func:`window_taps`) are shared with
+``ms_ssim``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from geneval.api import MetricInputs, Need
+from geneval.errors import InputError
+from geneval.hookspecs import hookimpl
+from geneval.options import Option
+from geneval_plugins.metrics.representation.paired import (
+    DATA_RANGE,
+    SUMMARY_FIELDS,
+    per_image_values,
+    read_pairs,
+    summary,
+)
+
+#: Radius of the Gaussian window in σ, as scikit-image (11 taps for σ = 1.5).
+TRUNCATE = 3.5
+
+
+def default_win_size(gaussian_weights: bool, sigma: float) -> int:
+    """scikit-image's window size: ``2·⌊3.5σ + 0.5⌋ + 1`` (11 for σ = 1.5), or 7 when uniform."""
+    return 2 * int(TRUNCATE * sigma + 0.5) + 1 if gaussian_weights else 7
+
+
+@lru_cache(maxsize=32)
+def window_taps(win_size: int, *, gaussian_weights: bool, sigma: float) -> tuple[float, ...]:
+    """The normalised 1-D window (``win_size`` taps, float64): a sampled Gaussian or a box.
+
+    The 2-D window is its outer product with itself (both are separable).
+    """
+    if not gaussian_weights:
+        return (1.0 / win_size,) * win_size
+    g = [math.exp(-((i - win_size // 2) ** 2) / (2.0 * sigma**2)) for i in range(win_size)]
+    return tuple(v / math.fsum(g) for v in g)
+
+
+def _correlate(x: torch.Tensor, taps: tuple[float, ...], dim: int) -> torch.Tensor:
+    """``Σ_j taps[j]·x[i + j]`` along ``dim`` for every full window: one multiply-add per tap."""
+    size = x.shape[dim] - len(taps) + 1
+    out = x.narrow(dim, 0, size) * taps[0]
+    for j in range(1, len(taps)):
+        out.add_(x.narrow(dim, j, size), alpha=taps[j])
+    return out
+
+
+def filter_valid(planes: torch.Tensor, taps: tuple[float, ...]) -> torch.Tensor:
+    """Separable filtering of (..., H, W) by the 2-D window ``window ⊗ window``, keeping only the
+    positions where the window lies wholly inside (output (..., H − k + 1, W − k + 1)).
+
+    Shifted multiply-adds (a loop over the k taps, vectorised over pixels and images) run
+    several times faster than a float64 ``conv2d`` on a CPU.
+    """
+    return _correlate(_correlate(planes, taps, -1), taps, -2)
+
+
+def ssim_and_contrast(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    taps: tuple[float, ...],
+    *,
+    data_range: float,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    cov_norm: float = 1.0,
+    contrast: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean SSIM and (with ``contrast``) mean contrast–structure term per image and channel,
+    each (n, C) float64; ``taps`` is the 1-D window (:func:`window_taps`).
+
+    With local weighted means μ, variances σ² and covariance σ_xy (times ``cov_norm``),
+    ``SSIM = (2μxμy + C1)(2σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2))`` and
+    ``cs = (2σxy + C2) / (σx² + σy² + C2)``, with ``C1 = (K1·R)²``, ``C2 = (K2·R)²``, averaged
+    over the positions where the window lies wholly inside the image (Wang et al. 2004, eq. 13
+    with α = β = γ = 1; scikit-image's crop of the window radius).
+    """
+    n, c = x.shape[:2]
+    # Four filtered maps suffice: σx² + σy² = w∗(x² + y²) − μx² − μy² (the filter is linear).
+    planes = torch.empty((4, *x.shape), dtype=x.dtype, device=x.device)
+    planes[0], planes[1] = x, y
+    torch.mul(x, x, out=planes[2]).addcmul_(y, y)
+    torch.mul(x, y, out=planes[3])
+    mu_x, mu_y, squares, xy = filter_valid(planes, taps).reshape(4, n, c, -1).unbind(0)
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    mu_xy = mu_x * mu_y
+    mu_x.square_()
+    mu_y.square_()
+    mu_sq = mu_x.add_(mu_y)  # μx² + μy²
+    # cs = (2σxy + C2) / (σx² + σy² + C2), in place on the filtered maps.
+    cs = xy.sub_(mu_xy).mul_(2.0 * cov_norm).add_(c2)
+    cs.div_(squares.sub_(mu_sq).mul_(cov_norm).add_(c2))
+    luminance = mu_xy.mul_(2.0).add_(c1).div_(mu_sq.add_(c1))
+    mean_cs = cs.mean(dim=2) if contrast else None
+    return luminance.mul_(cs).mean(dim=2), mean_cs
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    data_range: float = 1.0,
+    gaussian_weights: bool = True,
+    sigma: float = 1.5,
+    win_size: int | None = None,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    sample_covariance: bool = False,
+) -> torch.Tensor:
+    """Per-image SSIM of image batches ``x``, ``y`` (n, C, H, W), averaged over channels.
+
+    Defaults follow Wang et al. (2004): an 11×11 Gaussian window with σ = 1.5, K1 = 0.01,
+    K2 = 0.03 and population (co)variances; this equals
+    ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=R, channel_axis=-1)``. scikit-image's own defaults
+    are ``gaussian_weights=False, sample_covariance=True`` (7×7 box, covariances × N/(N−1)).
+    The computation is float64 on the device of ``x``.
+
+    ``win_size=None`` takes scikit-image's size (:func:`default_win_size`). A ``win_size`` given
+    with Gaussian weights truncates the Gaussian to that many taps (pytorch-msssim's
+    convention); scikit-image instead keeps its 3.5σ filter and only changes the crop.
+
+    SSIM compares local luminance, contrast and structure; it is insensitive to small uniform
+    shifts of brightness and is not defined for images smaller than the window.
+
+    References
+    ----------
+    .. [1] Z. Wang, A. C. Bovik, H. R. Sheikh, E. P. Simoncelli, "Image quality assessment:
+       from error visibility to structural similarity", IEEE Trans. Image Processing 13(4),
+       2004.
+    """
+    size = default_win_size(gaussian_weights, sigma) if win_size is None else win_size
+    taps = window_taps(size, gaussian_weights=gaussian_weights, sigma=sigma)
+    cov_norm = size * size / (size * size - 1.0) if sample_covariance else 1.0
+    mean_ssim, _ = ssim_and_contrast(
+        x.double(), y.double(), taps, data_range=data_range, k1=k1, k2=k2, cov_norm=cov_norm
+    )
+    return mean_ssim.mean(dim=1)
+
+
+def check_window(metric: str, shape: torch.Size, win_size: int) -> None:
+    """An :class:`InputError` when ``win_size`` is even or exceeds the images' smaller side."""
+    if win_size % 2 == 0:
+        raise InputError(f"--opt {metric}.win_size={win_size}: the window size must be odd")
+    h, w = shape[-2:]
+    if min(h, w) < win_size:
+        largest = min(h, w) if min(h, w) % 2 else min(h, w) - 1
+        raise InputError(
+            f"{metric}: images are {h}×{w}, smaller than the {win_size}×{win_size} window; "
+            f"set --opt {metric}.win_size to an odd size ≤ {largest}"
+        )
+
+
+class StructuralSimilarity:
+    """``ssim``: mean SSIM over the pairs (Wang et al. 2004 settings by default)."""
+
+    name = "ssim"
+    higher_is_better = True
+    interpretation = (
+        "structural similarity of reconstructions to originals, 1 when identical "
+        "(local luminance, contrast and structure; Wang et al. 2004)"
+    )
+    needs = (Need("reconstructions", "samples"),)
+    options: Mapping[str, Option] = {
+        "data_range": DATA_RANGE,
+        "gaussian_weights": Option(
+            True, "Gaussian window (Wang et al. 2004); false: a uniform box (scikit-image default)"
+        ),
+        "sigma": Option(1.5, "σ of the Gaussian window in pixels", low=0.0, low_exclusive=True),
+        "win_size": Option(
+            0, "window size in pixels, odd (0: 2·⌊3.5σ+0.5⌋+1 = 11 if Gaussian, else 7)", low=0
+        ),
+        "sample_covariance": Option(
+            False, "sample (co)variances N/(N−1) (scikit-image default); false: population"
+        ),
+        "k1": Option(0.01, "K1 of C1 = (K1·R)²", low=0.0, low_exclusive=True),
+        "k2": Option(0.03, "K2 of C2 = (K2·R)²", low=0.0, low_exclusive=True),
+    }
+    fields: Mapping[str, str] = {**SUMMARY_FIELDS, "win_size": "window size used in pixels"}
+    uncertainty = "std"
+
+    def compute(
+        self,
+        inputs: MetricInputs,
+        *,
+        data_range: float,
+        gaussian_weights: bool,
+        sigma: float,
+        win_size: int,
+        sample_covariance: bool,
+        k1: float,
+        k2: float,
+    ) -> Mapping[str, Any]:
+        """Mean, std and per-image SSIM; an :class:`InputError` for images below the window."""
+        pairs = read_pairs(inputs, self.name)
+        size = win_size or default_win_size(gaussian_weights, sigma)
+        check_window(self.name, pairs.originals.shape, size)
+        values = per_image_values(
+            pairs,
+            lambda x, y: ssim(
+                x,
+                y,
+                data_range=data_range,
+                gaussian_weights=gaussian_weights,
+                sigma=sigma,
+                win_size=size,
+                k1=k1,
+                k2=k2,
+                sample_covariance=sample_covariance,
+            ),
+            device=inputs.device,
+            metric=self.name,
+        )
+        return {**summary(values, pairs, data_range), "win_size": size}
+
+
+@hookimpl
+def geneval_register_metrics(register) -> None:
+    register(StructuralSimilarity())

@@ -1,0 +1,249 @@
+"""Precision, recall, density and coverage against ``prdc``, torch-fidelity and brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from prdc import compute_prdc
+from torch_fidelity.metric_prc import (
+    calculate_precision_recall_full,
+    calculate_precision_recall_part,
+)
+
+from geneval.errors import InputError
+from geneval.plugins import get_registry
+from geneval_plugins.metrics.sample_quality import manifold
+from geneval_plugins.metrics.sample_quality.manifold import (
+    MANIFOLD_METRICS,
+    ManifoldMetric,
+    coverage,
+    density,
+    manifold_metrics,
+    nearest_neighbour_radii,
+    pairwise_distances,
+    precision,
+    recall,
+)
+from tests.stub_inputs import StubInputs, compute
+
+#: torch-fidelity returns its fractions as float32 ``mean().item()``: 2⁻²⁴ relative round-off.
+FLOAT32_MEAN = 2.0**-24
+
+
+def _mixture(n: int, centres: np.ndarray, seed: int, scale: float = 1.0) -> np.ndarray:
+    """``n`` float32 points drawn around ``centres`` (one of them uniformly at random)."""
+    rng = np.random.default_rng(seed)
+    which = rng.integers(len(centres), size=n)
+    return (centres[which] + scale * rng.standard_normal((n, centres.shape[1]))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def centres() -> np.ndarray:
+    return np.random.default_rng(100).standard_normal((6, 24)) * 4.0
+
+
+@pytest.fixture(scope="module")
+def reference(centres: np.ndarray) -> np.ndarray:
+    return _mixture(500, centres, seed=1)
+
+
+@pytest.fixture(scope="module")
+def samples(centres: np.ndarray) -> np.ndarray:
+    """On-manifold samples (same mixture, slightly wider) plus a quarter in an unseen mode."""
+    on = _mixture(300, centres, seed=2, scale=1.05)
+    off_mode = np.full((1, centres.shape[1]), 12.0)  # far from every reference mode
+    off = _mixture(100, off_mode, seed=3)
+    return np.concatenate([on, off])
+
+
+def _prdc(reference: np.ndarray, samples: np.ndarray, k: int) -> dict[str, float]:
+    return {
+        name: float(v)
+        for name, v in compute_prdc(
+            real_features=reference, fake_features=samples, nearest_k=k
+        ).items()
+    }
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_all_four_equal_prdc(samples: np.ndarray, reference: np.ndarray, k: int) -> None:
+    ours = manifold_metrics(samples, reference, dict.fromkeys(MANIFOLD_METRICS, k), block=96)
+    ref = _prdc(reference, samples, k)
+    assert 0.2 < ref["precision"] < 0.95 and 0.1 < ref["density"] < 1.5  # not trivial values
+    for name in MANIFOLD_METRICS:
+        assert ours[name] == pytest.approx(ref[name], abs=1e-9), name
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_precision_recall_equal_torch_fidelity(
+    samples: np.ndarray, reference: np.ndarray, k: int
+) -> None:
+    s, r = torch.from_numpy(samples), torch.from_numpy(reference)
+    ours = manifold_metrics(s, r, {"precision": k, "recall": k})
+    for calculate in (calculate_precision_recall_full, calculate_precision_recall_part):
+        ref_precision, ref_recall = calculate(s, r, k, batch_size=128)
+        # Same decisions: equal counts; torch-fidelity's fraction is rounded to float32.
+        assert round(ref_precision * len(s)) == round(ours["precision"] * len(s))
+        assert round(ref_recall * len(r)) == round(ours["recall"] * len(r))
+        assert ours["precision"] == pytest.approx(ref_precision, rel=FLOAT32_MEAN, abs=1e-9)
+        assert ours["recall"] == pytest.approx(ref_recall, rel=FLOAT32_MEAN, abs=1e-9)
+
+
+def test_off_manifold_mode_lowers_precision_and_density_not_recall(
+    samples: np.ndarray, reference: np.ndarray
+) -> None:
+    on_manifold = samples[:300]
+    with_mode = manifold_metrics(samples, reference, dict.fromkeys(MANIFOLD_METRICS, 5))
+    without = manifold_metrics(on_manifold, reference, dict.fromkeys(MANIFOLD_METRICS, 5))
+    # A quarter of the samples sit in a mode the reference lacks: none of them is inside the
+    # reference manifold, so precision falls by about that quarter and density with it ...
+    assert with_mode["precision"] == pytest.approx(0.75 * without["precision"], abs=1e-12)
+    assert with_mode["density"] == pytest.approx(0.75 * without["density"], abs=1e-12)
+    assert with_mode["precision"] < without["precision"] - 0.15
+    # ... while the reference is covered just as well: recall and coverage hold.
+    assert with_mode["recall"] >= without["recall"] - 0.02
+    assert with_mode["coverage"] == pytest.approx(without["coverage"], abs=1e-12)
+
+
+def test_radii_equal_brute_force_and_do_not_depend_on_blocks(reference: np.ndarray) -> None:
+    x = reference[:157].astype(np.float64)
+    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    expected = np.sort(d, axis=1)[:, :6]
+    whole = nearest_neighbour_radii(reference[:157], 6)
+    assert whole.shape == (157, 6) and whole.dtype == torch.float32
+    # float32 ‖x‖² + ‖y‖² − 2xᵀy (torch.cdist's matrix-product form) loses ~1e-6 relative.
+    np.testing.assert_allclose(whole.numpy(), expected, rtol=1e-5)
+    for block in (1, 10, 50, 156):
+        np.testing.assert_allclose(
+            nearest_neighbour_radii(reference[:157], 6, block=block).numpy(),
+            expected,
+            rtol=1e-5,
+        )
+
+
+def test_pairwise_distances_are_torch_cdists(samples: np.ndarray, reference: np.ndarray) -> None:
+    x, y = torch.from_numpy(samples[:70]), torch.from_numpy(reference[:90])
+    ours = pairwise_distances(x, y, (x * x).sum(1), (y * y).sum(1))
+    exact = torch.cdist(x.double(), y.double())
+    assert ours.dtype == torch.float32 and ours.shape == (70, 90)
+    np.testing.assert_allclose(ours.numpy(), exact.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours.numpy(), torch.cdist(x, y).numpy(), rtol=1e-5)
+
+
+def test_duplicates_count_as_neighbours_and_ties_follow_each_reference() -> None:
+    base = np.random.default_rng(4).standard_normal((20, 5)).astype(np.float32)
+    # Samples equal to the reference: every sample sits on a reference point (distance 0).
+    same = manifold_metrics(base, base, dict.fromkeys(MANIFOLD_METRICS, 3))
+    assert same == dict.fromkeys(MANIFOLD_METRICS, 1.0) | {"density": same["density"]}
+    assert same["density"] == pytest.approx(_prdc(base, base, 3)["density"], abs=1e-12)
+    # Every point twice: its duplicate is its first neighbour, at distance 0 up to the
+    # float32 round-off of the matrix-product distances.
+    doubled = np.concatenate([base, base])
+    radii = nearest_neighbour_radii(doubled, 2)
+    assert torch.all(radii[:, 0] < 1e-2 * radii[:, 1])
+
+
+def test_single_metric_functions_and_their_defaults(
+    samples: np.ndarray, reference: np.ndarray
+) -> None:
+    all3 = manifold_metrics(samples, reference, dict.fromkeys(MANIFOLD_METRICS, 3))
+    all5 = manifold_metrics(samples, reference, dict.fromkeys(MANIFOLD_METRICS, 5))
+    assert precision(samples, reference) == all3["precision"]
+    assert recall(samples, reference) == all3["recall"]
+    assert density(samples, reference) == all5["density"]
+    assert coverage(samples, reference) == all5["coverage"]
+
+
+def test_bad_input_is_one_line(samples: np.ndarray, reference: np.ndarray) -> None:
+    cases = [
+        (lambda: precision(samples, reference[:, :10]), "different widths \\(24 and 10\\)"),
+        (lambda: precision(samples, reference[:3]), "k=3 .* below the number of reference"),
+        (lambda: recall(samples[:3], reference), "k=3 .* below the number of sample"),
+        (lambda: density(samples, reference, k=0), "k=0 must be at least 1"),
+        (lambda: coverage(samples[0], reference), "non-empty \\(n, d\\)"),
+        (lambda: manifold_metrics(samples, reference, {"fidelity": 3}), "unknown metrics"),
+    ]
+    nan = samples.copy()
+    nan[0, 0] = np.nan
+    cases.append((lambda: precision(nan, reference), "non-finite"))
+    for call, message in cases:
+        with pytest.raises(InputError, match=message) as err:
+            call()
+        assert "\n" not in str(err.value)
+
+
+# -- The metric plugins ------------------------------------------------------------------------
+
+
+def _inputs(samples: np.ndarray, reference: np.ndarray, **run_options: int) -> StubInputs:
+    return StubInputs(
+        {
+            ("features", "samples"): torch.from_numpy(samples),
+            ("features", "reference"): torch.from_numpy(reference),
+        },
+        run_options={name: {"k": k} for name, k in run_options.items()},
+    )
+
+
+def test_plugins_are_registered_with_their_contract() -> None:
+    registry = get_registry()
+    defaults = {"precision": 3, "recall": 3, "density": 5, "coverage": 5}
+    for name, k in defaults.items():
+        metric = registry.metric(name)
+        assert isinstance(metric, ManifoldMetric) and metric.name == name
+        assert metric.higher_is_better and metric.interpretation and metric.uncertainty is None
+        assert {key: o.default for key, o in metric.options.items()} == {"k": k}
+        assert set(metric.fields) == {"k", "n", "n_reference"}
+        assert [(n.kind, n.source, n.extractor) for n in metric.needs] == [
+            ("features", "samples", "vgg16"),
+            ("features", "reference", "vgg16"),
+        ]
+        with pytest.raises(InputError, match=f"{name}.k=0: expected >= 1"):
+            compute(metric, _inputs(np.zeros((5, 2)), np.zeros((5, 2))), k=0)
+
+
+def test_plugins_share_one_pass_per_run(
+    samples: np.ndarray, reference: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = manifold.manifold_metrics
+
+    def counting(*args, **kwargs):
+        calls.append(dict(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(manifold, "manifold_metrics", counting)
+    ranks = {"precision": 3, "recall": 4, "density": 5, "coverage": 2}
+    inputs = _inputs(samples, reference, **ranks)
+    registry = get_registry()
+    results = {name: compute(registry.metric(name), inputs, k=k) for name, k in ranks.items()}
+    assert calls == [ranks]  # one computation, sized by every metric's k
+    expected = _prdc(reference, samples, 3)["precision"]
+    assert results["precision"] == {"value": expected, "k": 3, "n": 400, "n_reference": 500}
+    assert results["coverage"]["value"] == pytest.approx(_prdc(reference, samples, 2)["coverage"])
+    assert results["density"]["value"] == pytest.approx(_prdc(reference, samples, 5)["density"])
+    assert results["recall"]["value"] == pytest.approx(_prdc(reference, samples, 4)["recall"])
+
+
+def test_plugin_errors_name_the_metric(samples: np.ndarray, reference: np.ndarray) -> None:
+    registry = get_registry()
+    with pytest.raises(InputError, match="^recall: k=400 .* sample feature vectors \\(400\\)"):
+        compute(registry.metric("recall"), _inputs(samples, reference), k=400)
+    with pytest.raises(InputError, match="^density: sample and reference .* widths"):
+        compute(registry.metric("density"), _inputs(samples, reference[:, :3]))
+    # Another metric's invalid k is left to that metric: this one still computes.
+    inputs = _inputs(samples, reference, precision=3, recall=1000)
+    assert compute(registry.metric("precision"), inputs)["k"] == 3
+    with pytest.raises(InputError, match="^recall: k=1000"):
+        compute(registry.metric("recall"), inputs, k=1000)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(samples: np.ndarray, reference: np.ndarray) -> None:
+    ks = dict.fromkeys(MANIFOLD_METRICS, 3)
+    cpu = manifold_metrics(samples, reference, ks)
+    gpu = manifold_metrics(samples, reference, ks, device="cuda", block=64)
+    for name in MANIFOLD_METRICS:
+        assert gpu[name] == pytest.approx(cpu[name], abs=1.0 / len(samples) + 1e-12)
