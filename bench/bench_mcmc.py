@@ -24,10 +24,11 @@ import numpy as np
 import torch
 from sklearn.neural_network import BernoulliRBM as SklearnRBM
 
-from geneval_plugins.models.ebm import EBMFamily, langevin_from_options, uniform_noise
-from geneval_plugins.models.grbm import GRBMFamily
-from geneval_plugins.models.mcmc import GibbsSampler, LangevinSampler
-from geneval_plugins.models.rbm import RBMFamily
+from geneval_plugins.models.energy.ebm import EBMFamily
+from geneval_plugins.models.energy.grbm import GRBMFamily
+from geneval_plugins.models.energy.mcmc import GibbsSampler
+from geneval_plugins.models.energy.rbm import RBMFamily
+from geneval_plugins.models.sampling import run_chain
 
 CPU = torch.device("cpu")
 
@@ -49,10 +50,15 @@ def bench_gibbs(batch: int, steps: int) -> None:
         model = family.load(None, device=CPU)
         start = model.net.initial_visible(batch, generator)
         rate = steps_per_second(
-            lambda k, m=model, s=start: GibbsSampler(steps=k).run(m.net, s, generator), steps
+            lambda k, m=model, s=start: run_chain(
+                GibbsSampler(steps=k), m.net, GibbsSampler.start(s), generator, progress=False
+            ),
+            steps,
         )
-        print(f"{family.name:5s} Gibbs     {rate:9.1f} steps/s  (batch {batch}, "
-              f"{model.net.n_visible}×{model.net.n_hidden})")
+        print(
+            f"{family.name:5s} Gibbs     {rate:9.1f} steps/s  (batch {batch}, "
+            f"{model.net.n_visible}×{model.net.n_hidden})"
+        )
         if family.name == "rbm":
             reference = SklearnRBM(n_components=model.net.n_hidden, random_state=0)
             reference.components_ = model.net.weight.detach().double().T.numpy().copy()
@@ -66,35 +72,47 @@ def bench_gibbs(batch: int, steps: int) -> None:
                     v = rbm.gibbs(v)
 
             ref_rate = steps_per_second(sklearn_run, steps)
-            print(f"rbm   sklearn   {ref_rate:9.1f} steps/s  (BernoulliRBM.gibbs, float64)"
-                  f"  ratio ours/sklearn {rate / ref_rate:.2f}")
+            print(
+                f"rbm   sklearn   {ref_rate:9.1f} steps/s  (BernoulliRBM.gibbs, float64)"
+                f"  ratio ours/sklearn {rate / ref_rate:.2f}"
+            )
 
 
 def bench_langevin(batch: int, steps: int) -> None:
     generator = torch.Generator().manual_seed(0)
     model = EBMFamily().load(None, device=CPU)
-    base = langevin_from_options(model.config, sampling=True)
-    start = uniform_noise((batch, *model.image_shape), generator, CPU)
+    base = model.make_sampler()
+    default_steps = base.steps
+    start = base.init(model.net, (batch, *model.image_shape), generator, CPU)
 
     def run(k: int) -> None:
-        sampler = LangevinSampler(
-            steps=k, step_size=base.step_size, noise_scale=base.noise_scale,
-            grad_clip=base.grad_clip, clamp=base.clamp,
-        )
-        sampler.run(model.net, start, generator)
+        base.set_steps(k)
+        run_chain(base, model.net, start, generator, progress=False)
 
     rate = steps_per_second(run, steps, repeats=2)
-    print(f"ebm   Langevin  {rate:9.1f} steps/s  (batch {batch}; bundled default "
-          f"{base.steps} steps → {base.steps / rate:.1f} s per {batch} samples)")
+    print(
+        f"ebm   Langevin  {rate:9.1f} steps/s  (batch {batch}; bundled default "
+        f"{default_steps} steps → {default_steps / rate:.1f} s per {batch} samples)"
+    )
 
 
 def bench_cli() -> None:
     for name in ("rbm", "grbm", "ebm"):
         start = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "geneval", "run", "--model", name, "--metrics", "fid,kid",
-             "--quiet"],
-            check=True, stdout=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "geneval",
+                "run",
+                "--model",
+                name,
+                "--metrics",
+                "fid,kid",
+                "--quiet",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         print(f"geneval run --model {name} --metrics fid,kid: {time.perf_counter() - start:.1f} s")
 

@@ -32,7 +32,7 @@ import torch
 from geneval.plugins import get_registry
 from geneval_plugins.datasets.digits import DigitsDataset
 from geneval_plugins.metrics.sample_quality.fid import frechet_distance
-from geneval_plugins.models.ncsn import NCSNFamily
+from geneval_plugins.models.diffusion.ncsn import NCSNFamily
 
 
 def _moments(extractor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,8 +45,19 @@ def bench_cli(num_samples: int) -> dict[str, float]:
     exe = shutil.which("geneval") or str(Path(sys.executable).with_name("geneval"))
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        cmd = [exe, "run", "--model", "ncsn", "--metrics", "fid,kid", "--quiet",
-               "--num-samples", str(num_samples), "--json", str(report)]
+        cmd = [
+            exe,
+            "run",
+            "--model",
+            "ncsn",
+            "--metrics",
+            "fid,kid",
+            "--quiet",
+            "--num-samples",
+            str(num_samples),
+            "--json",
+            str(report),
+        ]
         cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
@@ -78,11 +89,13 @@ def bench_samplers(num_samples: int) -> None:
         for _ in range(3):
             model.score(x, 0.1)
         forward = (time.process_time() - start) / 3
-    print(f"held-out floor FID(test, train) = {floor:.3f}; L = {levels} levels; "
-          f"one forward of {num_samples} images: {forward:.3f} s CPU")
+    print(
+        f"held-out floor FID(test, train) = {floor:.3f}; L = {levels} levels; "
+        f"one forward of {num_samples} images: {forward:.3f} s CPU"
+    )
     for name in NCSNFamily.samplers:
         sampler = model.make_sampler(name)
-        evals = sampler.num_score_evaluations(levels)
+        evals = sampler.num_score_evaluations()
         g = torch.Generator().manual_seed(0)
         start, start_cpu = time.perf_counter(), time.process_time()
         samples = model.sample(num_samples, batch_size=num_samples, generator=g, sampler=name)
@@ -90,10 +103,12 @@ def bench_samplers(num_samples: int) -> None:
         cpu = time.process_time() - start_cpu
         fid = frechet_distance(*_moments(extractor, samples), *train)
         scale = 1000 / num_samples
-        print(f"{name:18s} {sampler}\n    per 1000 samples: {seconds * scale:.2f} s wall, "
-              f"{cpu * scale:.2f} s CPU; {evals} network evaluations; CPU time / bare "
-              f"forwards = {cpu / (evals * forward):.2f}; FID = {fid:.3f} "
-              f"({fid / floor:.2f}x floor)")
+        print(
+            f"{name:18s} {sampler}\n    per 1000 samples: {seconds * scale:.2f} s wall, "
+            f"{cpu * scale:.2f} s CPU; {evals} network evaluations; CPU time / bare "
+            f"forwards = {cpu / (evals * forward):.2f}; FID = {fid:.3f} "
+            f"({fid / floor:.2f}x floor)"
+        )
 
 
 def main() -> None:
@@ -104,9 +119,11 @@ def main() -> None:
     bench_samplers(args.num_samples)
     if not args.skip_cli:
         result = bench_cli(args.num_samples)
-        print(f"geneval run --model ncsn --metrics fid,kid: {result['seconds']:.1f} s wall, "
-              f"{result['cpu_seconds']:.1f} s CPU, fid = {result['fid']:.3f}, "
-              f"kid = {result['kid']:.5f}")
+        print(
+            f"geneval run --model ncsn --metrics fid,kid: {result['seconds']:.1f} s wall, "
+            f"{result['cpu_seconds']:.1f} s CPU, fid = {result['fid']:.3f}, "
+            f"kid = {result['kid']:.5f}"
+        )
 
 
 if __name__ == "__main__":

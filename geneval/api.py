@@ -255,7 +255,11 @@ class ModelFamily(Protocol):
         force: bool,
         options: Mapping[str, Any],
     ) -> Path:
-        """Train on ``data`` and write a checkpoint to ``output`` (atomically)."""
+        """Train on ``data`` and write a checkpoint to ``output`` (atomically).
+
+        ``options`` are validated values of ``train_options``: every one of them for a new run;
+        with ``resume``, only those given, which override the ones the checkpoint records.
+        """
         ...
 
 

@@ -619,12 +619,20 @@ def compare(reports: Sequence[Path], rtol: float, fail_on_regression: bool) -> i
 
 @cli.command()
 @click.option("--model", required=True, help="Model plugin to train.")
-@click.option("--dataset", required=True, help="DATASET[:SPLIT] to train on (split: train).")
+@click.option(
+    "--dataset",
+    required=True,
+    help="What to train on: DATASET[:SPLIT] (default split: the dataset's), a folder of images "
+    "or an .npy/.npz array. Image size and channels come from the data.",
+)
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Checkpoint.")
-@click.option("--steps", type=POSITIVE, help="Training steps (default: the model's).")
+@click.option("--steps", type=POSITIVE, help="Training steps in total (default: the model's).")
 @_device_option
 @_seed_option
-@click.option("--resume", is_flag=True, help="Continue training the checkpoint at -o.")
+@click.option("--resume", is_flag=True, help="Continue the run saved at -o up to --steps.")
+@click.option(
+    "--checkpoint-every", type=int, metavar="N", help="Also write the checkpoint every N steps."
+)
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Training option.")
 @_force_option
 @_quiet_option
@@ -637,24 +645,42 @@ def train(
     device: str,
     seed: int,
     resume: bool,
+    checkpoint_every: int | None,
     opts: Sequence[str],
     force: bool,
     quiet: bool,
     debug: bool,
 ) -> int:
-    """Train a model plugin on a dataset and write a checkpoint."""
+    """Train a model plugin on a dataset, an image folder or an array, and write a checkpoint.
+
+    Options are checked before any work. A new run gets every option (defaults filled in);
+    with --resume the family gets only the options given, which override the recorded ones.
+    """
+    from geneval.options import parse_assignments
+    from geneval.training import images_from_source
+
     set_quiet(quiet)
     registry = get_registry()
     family = registry.model(model)
-    options = parse_options(opts, declared_options(family, "train_options"), owner=f"model {model}")
-    name, _, split = dataset.partition(":")
-    data = registry.dataset(name).load(split or "train")
+    declared = declared_options(family, "train_options")
+    assignments = list(opts)
+    if checkpoint_every is not None:
+        if "checkpoint_every" not in declared:
+            raise InputError(f"--checkpoint-every: model {model} has no intermediate checkpoints")
+        assignments.append(f"checkpoint_every={checkpoint_every}")
+    options = parse_options(assignments, declared, owner=f"model {model}")
+    if resume:
+        options = {key: options[key] for key in parse_assignments(assignments)}
     if steps is not None and steps < 1:
         raise InputError(f"--steps must be positive, got {steps}")
     if resume and not output.is_file():
         raise InputError(f"--resume: checkpoint {output} does not exist")
     if not resume:
         check_writable(output, force=force, what="checkpoint")
+    resolved = resolve_spec(dataset, "training data", registry)
+    if resolved.source is None or not resolved.has_images:
+        raise InputError(f"--dataset {dataset}: expected images to train on")
+    data = images_from_source(resolved.source)
     path = family.train(
         data,
         output=output,

@@ -38,8 +38,8 @@ class Option:
         One line: what the option does.
     low, high
         Inclusive bounds for numbers (``None``: unbounded on that side).
-    low_exclusive
-        ``True`` makes ``low`` a strict bound (``value > low``).
+    low_exclusive, high_exclusive
+        ``True`` makes ``low`` (``high``) a strict bound (``value > low``, ``value < high``).
     choices
         The allowed values of a string (or number) option.
     allow_nonfinite
@@ -51,6 +51,7 @@ class Option:
     low: float | None = None
     high: float | None = None
     low_exclusive: bool = False
+    high_exclusive: bool = False
     choices: tuple[Any, ...] | None = None
     allow_nonfinite: bool = False
 
@@ -66,7 +67,11 @@ class Option:
         low = (
             None if self.low is None else ("> " if self.low_exclusive else ">= ") + f"{self.low:g}"
         )
-        high = None if self.high is None else f"<= {self.high:g}"
+        high = (
+            None
+            if self.high is None
+            else ("< " if self.high_exclusive else "<= ") + f"{self.high:g}"
+        )
         if low and high:
             return f"{low} and {high}"
         return low or high or ""
@@ -90,7 +95,9 @@ class Option:
             too_low = self.low is not None and (
                 value <= self.low if self.low_exclusive else value < self.low
             )
-            too_high = self.high is not None and value > self.high
+            too_high = self.high is not None and (
+                value >= self.high if self.high_exclusive else value > self.high
+            )
             if too_low or too_high:
                 raise InputError(f"{where}={_shown(value)}: expected {self.describe_bounds()}")
 

@@ -34,3 +34,12 @@ def progress_bar(total: int | None = None, desc: str | None = None, unit: str = 
         dynamic_ncols=True,
         leave=False,
     )
+
+
+def note(message: str) -> None:
+    """Print a one-line summary to stderr (e.g. a training run's final loss) unless quiet.
+
+    Unlike a progress bar it stays on the screen and is written without a terminal as well.
+    """
+    if not _quiet:
+        print(message, file=sys.stderr, flush=True)

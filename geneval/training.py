@@ -1,43 +1,113 @@
-"""Pieces every model family's training and sampling share: EMA weights, minibatches, batching."""
+"""One resumable training loop for every model family, and the pieces it is made of.
+
+A model family derives from :class:`TrainableFamily` and supplies only its network
+(:meth:`~TrainableFamily.build_network`), its loss (:meth:`~TrainableFamily.loss`, which may
+run a sampler and update the family's own state, such as a replay buffer) and its sampler
+defaults (:meth:`~TrainableFamily.sampling`). The loop in :func:`train_family` does the rest,
+the same way for every family:
+
+* options: the given ones are checked against the family's ``train_options`` and completed
+  from the defaults (a new run) or from the checkpoint (``--resume``, where options that fix
+  the architecture may not change);
+* seeding: the weights are initialised under ``torch.manual_seed(seed)``, minibatches come
+  from a generator seeded with ``seed``, every other draw (noise, chains) from one seeded with
+  ``seed + 1``;
+* Adam with an optional linear warm-up, gradient-norm clipping and an exponential moving
+  average of the weights (for families that declare ``ema_decay``);
+* checkpoints in the one layout of :mod:`geneval.checkpoint`, written atomically every
+  ``checkpoint_every`` steps and at the end, holding everything an exact resume needs: raw
+  weights (``net.``), EMA (``ema.``), optimiser moments (``opt.``), random generator states
+  (``rng.``), the data order and the family's state (``state.``). A resumed run equals an
+  uninterrupted one tensor for tensor;
+* a progress bar with the loss, and a closing line with the final loss.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import inspect
+import math
+import sys
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from geneval.api import GenerativeModel, ImageSet
+from geneval.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_weights,
+    prefixed,
+    save_checkpoint,
+)
 from geneval.errors import InputError
-from geneval.progress import progress_bar
+from geneval.io import check_writable
+from geneval.options import Option, declared_options, resolve_options
+from geneval.progress import note, progress_bar
+
+#: Keys of ``state.`` that the loop itself uses (the data order); families use other names.
+DATA_STATE_KEYS = ("data_generator", "data_order", "data_position")
 
 
-def merge_train_options(
-    family: str, defaults: Mapping[str, Any], options: Mapping[str, Any]
-) -> dict[str, Any]:
-    """``defaults`` updated by ``options``; an unknown option is an :class:`InputError`."""
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise InputError(
-            f"--opt {sorted(unknown)[0]}: unknown training option of model {family} "
-            f"(known: {', '.join(sorted(defaults))})"
+def training_options(
+    *,
+    lr: float,
+    batch_size: int,
+    warmup: int = 0,
+    grad_clip: float = 0.0,
+    adam_beta1: float = 0.9,
+    adam_beta2: float = 0.999,
+    ema_decay: float | None = None,
+) -> dict[str, Option]:
+    """The options of the training loop itself, with a family's defaults.
+
+    A family merges them into its ``train_options``; ``ema_decay=None`` leaves out the moving
+    average (the family keeps none).
+    """
+    options = {
+        "lr": Option(lr, "Adam learning rate", low=0.0, low_exclusive=True),
+        "batch_size": Option(batch_size, "training images per step", low=1),
+        "warmup": Option(warmup, "steps of linear learning-rate warm-up (0: none)", low=0),
+        "grad_clip": Option(
+            grad_clip, "clip the gradient's global norm to this value (0: no clipping)", low=0.0
+        ),
+        "adam_beta1": Option(adam_beta1, "Adam β₁", low=0.0, high=1.0, high_exclusive=True),
+        "adam_beta2": Option(adam_beta2, "Adam β₂", low=0.0, high=1.0, high_exclusive=True),
+        "checkpoint_every": Option(
+            0, "write the checkpoint every N steps as well as at the end (0: at the end)", low=0
+        ),
+        "save_training_state": Option(
+            True,
+            "keep what --resume needs (raw weights, optimiser, random states, chains) in the "
+            "final file; false keeps the sampling weights only",
+        ),
+    }
+    if ema_decay is not None:
+        options["ema_decay"] = Option(
+            ema_decay,
+            "decay of the weights' moving average used for sampling",
+            low=0.0,
+            high=1.0,
+            high_exclusive=True,
         )
-    return {**defaults, **options}
+    return options
 
 
-def total_training_steps(steps: int | None, default: int) -> int:
-    """``steps`` (``--steps``), or the family's ``default`` when it is ``None``; must be ≥ 1."""
-    total = default if steps is None else int(steps)
-    if total < 1:
-        raise InputError(f"--steps must be positive, got {total}")
-    return total
+# -- pieces ------------------------------------------------------------------------------------
 
 
 class ExponentialMovingAverage:
     """Shadow weights θ̄ ← d·θ̄ + (1 − d)·θ after each optimiser step (Polyak averaging).
 
     As used for DDPM and NCSN sampling (Ho et al. 2020, App. B; Song & Ermon 2020, technique 5).
+    Buffers are copied, not averaged.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999) -> None:
@@ -58,22 +128,124 @@ class ExponentialMovingAverage:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.shadow.state_dict()
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
         self.shadow.load_state_dict(state)
+
+
+class MinibatchStream:
+    """Endless shuffled minibatches: epochs without replacement, drawn with ``generator``.
+
+    Each epoch draws a permutation and yields its consecutive slices of ``batch_size`` (an
+    incomplete last slice is skipped; with fewer than ``batch_size`` images every batch is the
+    whole, shuffled set). :meth:`state_dict` holds the generator, the epoch's permutation and
+    the position in it, so a restored stream continues exactly where it stopped.
+    """
+
+    def __init__(self, data: torch.Tensor, batch_size: int, generator: torch.Generator) -> None:
+        if data.shape[0] == 0:
+            raise ValueError("no training data")
+        if batch_size < 1:
+            raise ValueError(f"batch size must be positive, got {batch_size}")
+        self.data = data
+        self.batch_size = batch_size
+        self.generator = generator
+        n = data.shape[0]
+        self._stop = n - batch_size + 1 if n >= batch_size else 1
+        self.order: torch.Tensor | None = None
+        self.position = 0
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.order is None or self.position >= self._stop:
+            perm = torch.randperm(
+                self.data.shape[0], generator=self.generator, device=self.generator.device
+            )
+            self.order = perm.to(self.data.device)
+            self.position = 0
+        start = self.position
+        self.position += self.batch_size
+        return self.data[self.order[start : start + self.batch_size]]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        order = self.order if self.order is not None else torch.empty(0, dtype=torch.long)
+        return {
+            "data_generator": self.generator.get_state(),
+            "data_order": order.to("cpu", torch.long),
+            "data_position": torch.tensor([self.position], dtype=torch.long),
+        }
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["data_generator"])
+        order = state["data_order"]
+        self.order = order.to(self.data.device) if order.numel() else None
+        self.position = int(state["data_position"][0])
 
 
 def minibatches(
     data: torch.Tensor, batch_size: int, generator: torch.Generator
 ) -> Iterator[torch.Tensor]:
-    """Endless shuffled minibatches of ``data``: epochs without replacement, drawn with
-    ``generator``."""
-    n = data.shape[0]
-    if n == 0:
-        raise ValueError("no training data")
-    while True:
-        order = torch.randperm(n, generator=generator, device=generator.device).to(data.device)
-        for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
-            yield data[order[start : start + batch_size]]
+    """Endless shuffled minibatches of ``data`` (a :class:`MinibatchStream`)."""
+    return MinibatchStream(data, batch_size, generator)
+
+
+def optimiser_tensors(net: nn.Module, optimiser: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """The optimiser's per-parameter state as ``{"<parameter name>.<field>": tensor}``."""
+    names = dict(enumerate(n for n, _ in net.named_parameters()))
+    return {
+        f"{names[index]}.{key}": torch.as_tensor(value).clone()
+        for index, slot in optimiser.state_dict()["state"].items()
+        for key, value in slot.items()
+    }
+
+
+def restore_optimiser(
+    net: nn.Module, optimiser: torch.optim.Optimizer, tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """Load what :func:`optimiser_tensors` saved back into ``optimiser``."""
+    index = {n: i for i, (n, _) in enumerate(net.named_parameters())}
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, field = key.rsplit(".", 1)
+        slots.setdefault(index[name], {})[field] = value
+    full = optimiser.state_dict()
+    full["state"] = slots
+    optimiser.load_state_dict(full)
+
+
+def data_fingerprint(images: torch.Tensor) -> dict[str, Any]:
+    """Count, shape and sha256 of the training images (float32 bytes): resume checks them."""
+    array = np.ascontiguousarray(images.detach().to("cpu", torch.float32).numpy())
+    return {
+        "count": int(array.shape[0]),
+        "shape": list(array.shape[1:]),
+        "sha256": hashlib.sha256(array.tobytes()).hexdigest(),
+        "range": [float(array.min()), float(array.max())],
+    }
+
+
+def images_from_source(source: Any, *, batch_size: int = 256) -> ImageSet:
+    """Read every image of a sample source (:mod:`geneval.sources`) into one :class:`ImageSet`.
+
+    All images must share one size. A folder of grey images, which the folder loader decodes
+    to RGB, becomes one channel again when all three channels are equal in every image.
+    """
+    parts: list[torch.Tensor] = []
+    for batch in source.batches(batch_size, torch.device("cpu"), None):
+        for part in batch if isinstance(batch, list) else [batch]:
+            if part.ndim == 3:
+                part = part.unsqueeze(0)
+            if parts and part.shape[1:] != parts[0].shape[1:]:
+                raise InputError(
+                    f"{source.description}: training images must share one size, found "
+                    f"{tuple(parts[0].shape[1:])} and {tuple(part.shape[1:])}"
+                )
+            parts.append(part.float())
+    images = torch.cat(parts)
+    if images.shape[1] == 3 and bool((images[:, :1] == images[:, 1:]).all()):
+        images = images[:, :1].contiguous()
+    return ImageSet(images=images, labels=getattr(source, "labels", None))
 
 
 @torch.no_grad()
@@ -101,3 +273,324 @@ def sample_in_batches(
             done += k
             bar.update(k)
     return torch.cat(out)
+
+
+# -- the family base class ---------------------------------------------------------------------
+
+
+@dataclass
+class TrainingStep:
+    """What a family's :meth:`TrainableFamily.loss` sees at one step.
+
+    ``state`` is the family's own state (replay buffer, persistent chains): tensors it created
+    in :meth:`TrainableFamily.initial_state` and may update in place; they are saved under
+    ``state.`` and restored on resume. Every random draw of the loss uses ``generator``.
+    """
+
+    number: int  # 1-based step number
+    options: Mapping[str, Any]
+    arch: Mapping[str, Any]
+    generator: torch.Generator
+    state: dict[str, torch.Tensor]
+    device: torch.device
+
+
+class TrainableFamily:
+    """Base of the bundled model families (:class:`geneval.api.ModelFamily`).
+
+    A subclass sets ``name``, ``samplers``, ``train_options`` (including
+    :func:`training_options`), ``capabilities``, ``default_steps``, ``bundled_file`` (a file
+    beside its module) and ``arch_options`` (options that fix the architecture or the data
+    preparation: a resumed run may not change them), and implements the hooks
+    :meth:`build_network`, :meth:`loss`, :meth:`sampling` and :meth:`make_model`, with
+    :meth:`architecture`, :meth:`prepare`, :meth:`initialise` and :meth:`initial_state`
+    where the defaults do not fit. :meth:`load` and :meth:`train` are shared.
+    """
+
+    name: str = ""
+    dataset: str = "digits"
+    samplers: tuple[str, ...] = ()
+    train_options: Mapping[str, Option] = {}
+    capabilities: tuple[type, ...] = ()
+    default_steps: int = 1000
+    bundled_file: str | None = None
+    arch_options: tuple[str, ...] = ()
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def architecture(self, options: Mapping[str, Any], images: torch.Tensor) -> dict[str, Any]:
+        """The ``arch`` config of a new run: the ``arch_options`` (plus what the data decide)."""
+        return {key: options[key] for key in self.arch_options}
+
+    def build_network(
+        self, arch: Mapping[str, Any], image_shape: tuple[int, int, int]
+    ) -> nn.Module:
+        """The (untrained) network ``arch`` describes, for images of ``image_shape``."""
+        raise NotImplementedError
+
+    def prepare(self, images: torch.Tensor, arch: Mapping[str, Any]) -> torch.Tensor:
+        """The training images as the network sees them (default: unchanged)."""
+        return images
+
+    def initialise(
+        self,
+        net: nn.Module,
+        data: torch.Tensor,
+        options: Mapping[str, Any],
+        generator: torch.Generator,
+    ) -> None:
+        """Data-dependent initialisation of a new network, drawing from ``generator`` (a
+        generator seeded with the run's seed; default: nothing)."""
+
+    def initial_state(
+        self, net: nn.Module, data: torch.Tensor, step: TrainingStep
+    ) -> dict[str, torch.Tensor]:
+        """The family's state at step 0 (replay buffer, persistent chains; default: none)."""
+        return {}
+
+    def loss(self, net: nn.Module, batch: torch.Tensor, step: TrainingStep) -> torch.Tensor:
+        """The scalar loss of one step; the loop back-propagates it and steps Adam."""
+        raise NotImplementedError
+
+    def sampling(
+        self, options: Mapping[str, Any], arch: Mapping[str, Any], data: torch.Tensor
+    ) -> dict[str, Any]:
+        """The ``sampling`` config: ``{"sampler": default, <sampler name>: settings, ...}``."""
+        raise NotImplementedError
+
+    def make_model(
+        self, net: nn.Module, checkpoint: Checkpoint, device: torch.device
+    ) -> GenerativeModel:
+        """The loaded model around ``net`` (weights loaded, on ``device``, in eval mode)."""
+        raise NotImplementedError
+
+    # -- shared --------------------------------------------------------------------------------
+    @property
+    def bundled_checkpoint(self) -> Path:
+        """The checkpoint shipped beside the family's module."""
+        if not self.bundled_file:
+            raise InputError(f"model {self.name} ships no checkpoint: give --checkpoint")
+        return Path(inspect.getfile(type(self))).with_name(self.bundled_file)
+
+    def load(self, checkpoint: Path | None, *, device: torch.device) -> GenerativeModel:
+        """Load ``checkpoint`` (``None``: the bundled one) with its sampling weights."""
+        path = self.bundled_checkpoint if checkpoint is None else Path(checkpoint)
+        loaded = load_checkpoint(path, family=self.name)
+        weights = loaded.sampling_weights()
+        if not weights:
+            raise InputError(f"checkpoint {path} holds no weights (net.* or ema.*)")
+        net = self.build_network(loaded.arch, loaded.image_shape)
+        load_weights(net, weights, path)
+        net.to(device).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return self.make_model(net, loaded, device)
+
+    def train(
+        self,
+        data: ImageSet,
+        *,
+        output: Path,
+        steps: int | None,
+        device: torch.device,
+        seed: int,
+        resume: bool,
+        force: bool,
+        options: Mapping[str, Any],
+    ) -> Path:
+        """Train on ``data`` and write the checkpoint ``output`` (see :func:`train_family`)."""
+        return train_family(
+            self,
+            data,
+            output=output,
+            steps=steps,
+            device=device,
+            seed=seed,
+            resume=resume,
+            force=force,
+            options=options,
+        )
+
+
+def _check_images(images: torch.Tensor, family: str) -> torch.Tensor:
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise InputError(
+            f"model {family}: training data must be non-empty NCHW images, got shape "
+            f"{tuple(images.shape)}"
+        )
+    if not bool(torch.isfinite(images).all()) or images.min() < 0 or images.max() > 1:
+        raise InputError(f"model {family}: training images must lie in [0, 1]")
+    return images.to(torch.float32)
+
+
+def _rng_tensors(noise: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    out = {"rng.noise": noise.get_state(), "rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _restore_rng(tensors: Mapping[str, torch.Tensor], noise: torch.Generator, device) -> None:
+    noise.set_state(tensors["rng.noise"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+
+
+def train_family(
+    family: TrainableFamily,
+    data: ImageSet,
+    *,
+    output: Path,
+    steps: int | None,
+    device: torch.device,
+    seed: int,
+    resume: bool,
+    force: bool,
+    options: Mapping[str, Any],
+) -> Path:
+    """Train ``family`` on ``data`` and write its checkpoint to ``output``.
+
+    ``options`` holds the options given (names of the family's ``train_options``); the rest
+    come from the defaults, or with ``resume`` from the checkpoint at ``output``, which is
+    continued up to ``steps`` in total with its recorded seed. ``steps=None`` means the
+    family's ``default_steps``. Bad options, a missing or weights-only checkpoint to resume,
+    different training data, or a changed architecture option are :class:`InputError`.
+    """
+    output = Path(output)
+    declared = declared_options(family, "train_options")
+    checked = resolve_options(options, declared, owner=f"model {family.name}")
+    given = {key: checked[key] for key in options}
+    images = _check_images(data.images, family.name)
+    fingerprint = data_fingerprint(images)
+    total = family.default_steps if steps is None else int(steps)
+    if total < 1:
+        raise InputError(f"--steps must be positive, got {total}")
+
+    previous: Checkpoint | None = None
+    if resume:
+        previous = load_checkpoint(output, family=family.name)
+        if not previous.has_training_state:
+            raise InputError(
+                f"--resume: checkpoint {output} holds sampling weights only "
+                "(written with save_training_state=false)"
+            )
+        recorded = dict(previous.train.get("options", {}))
+        for key in family.arch_options:
+            if key in given and given[key] != recorded.get(key):
+                raise InputError(
+                    f"--opt {key}={given[key]}: the checkpoint was trained with "
+                    f"{key}={recorded.get(key)} and --resume cannot change it"
+                )
+        if previous.train.get("data", {}).get("sha256") != fingerprint["sha256"]:
+            raise InputError(
+                f"--resume: the training data differ from those checkpoint {output} was "
+                f"trained on ({previous.train.get('data', {}).get('count')} images)"
+            )
+        opts = {**{k: o.default for k, o in declared.items()}, **recorded, **given}
+        seed = int(previous.train["seed"])
+        done = int(previous.train["steps_done"])
+        if done >= total:
+            raise InputError(
+                f"--resume: checkpoint {output} already has {done} steps (--steps {total})"
+            )
+        arch, image_shape = dict(previous.arch), previous.image_shape
+    else:
+        check_writable(output, force=force, what="checkpoint")
+        opts = {**{k: o.default for k, o in declared.items()}, **given}
+        done = 0
+        arch = family.architecture(opts, images)
+        image_shape = tuple(int(v) for v in images.shape[1:])
+
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        net = family.build_network(arch, image_shape).to(device)  # type: ignore[arg-type]
+        prepared = family.prepare(images.to(device), arch)
+        if previous is None:
+            init_generator = torch.Generator(device=device).manual_seed(seed)
+            family.initialise(net, prepared, opts, init_generator)
+        noise = torch.Generator(device=device).manual_seed(seed + 1)
+        data_generator = torch.Generator().manual_seed(seed)
+        stream = MinibatchStream(prepared, int(opts["batch_size"]), data_generator)
+        step = TrainingStep(0, opts, arch, noise, {}, device)
+        ema = (
+            ExponentialMovingAverage(net, float(opts["ema_decay"])) if "ema_decay" in opts else None
+        )
+        optimiser = torch.optim.Adam(
+            net.parameters(),
+            lr=float(opts["lr"]),
+            betas=(float(opts["adam_beta1"]), float(opts["adam_beta2"])),
+        )
+        if previous is None:
+            step.state = family.initial_state(net, prepared, step)
+        else:
+            tensors = previous.tensors
+            load_weights(net, previous.group("net"), output)
+            if ema is not None:
+                ema.load_state_dict(previous.group("ema"))
+            restore_optimiser(net, optimiser, previous.group("opt"))
+            saved = previous.group("state")
+            stream.load_state_dict(saved)
+            step.state = {k: v.to(device) for k, v in saved.items() if k not in DATA_STATE_KEYS}
+            _restore_rng(tensors, noise, device)
+        sampling = family.sampling(opts, arch, prepared)
+        commands = list(previous.train.get("commands", [])) if previous else []
+        commands.append(sys.argv[1:])
+
+        def save(number: int) -> None:
+            keep = number < total or bool(opts["save_training_state"])
+            tensors: dict[str, torch.Tensor] = {}
+            if keep or ema is None:
+                tensors.update(prefixed("net", net.state_dict()))
+            if ema is not None:
+                tensors.update(prefixed("ema", ema.state_dict()))
+            if keep:
+                tensors.update(prefixed("opt", optimiser_tensors(net, optimiser)))
+                tensors.update(_rng_tensors(noise, device))
+                tensors.update(prefixed("state", {**step.state, **stream.state_dict()}))
+            record = {
+                "seed": int(seed),
+                "steps_done": int(number),
+                "options": dict(opts),
+                "data": fingerprint,
+                "commands": commands,
+            }
+            ckpt = Checkpoint(family.name, arch, image_shape, sampling, record, tensors)  # type: ignore[arg-type]
+            save_checkpoint(output, ckpt, force=True)
+
+        warmup = int(opts["warmup"])
+        clip = float(opts["grad_clip"])
+        every = int(opts["checkpoint_every"])
+        recent: deque[float] = deque(maxlen=100)
+        net.train()
+        with progress_bar(total=total, desc=f"{family.name} training", unit="step") as bar:
+            bar.update(done)
+            for number in range(done + 1, total + 1):
+                if warmup:
+                    for group in optimiser.param_groups:
+                        group["lr"] = float(opts["lr"]) * min(1.0, number / warmup)
+                step.number = number
+                loss = family.loss(net, next(stream), step)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise InputError(
+                        f"model {family.name}: the loss became {value} at step {number} "
+                        "(training diverged; try a lower --opt lr)"
+                    )
+                optimiser.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip > 0:
+                    nn.utils.clip_grad_norm_(net.parameters(), clip)
+                optimiser.step()
+                if ema is not None:
+                    ema.update(net)
+                recent.append(value)
+                bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+                bar.update(1)
+                if (every and number % every == 0) or number == total:
+                    save(number)
+    note(
+        f"{family.name}: trained to step {total}; loss {value:.5g} at the last step, "
+        f"{sum(recent) / len(recent):.5g} over the last {len(recent)}"
+    )
+    return output

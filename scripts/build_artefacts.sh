@@ -11,7 +11,8 @@ set -euo pipefail
 export OMP_NUM_THREADS=1
 steps=("$@")
 [ ${#steps[@]} -gt 0 ] || steps=(stats ddpm ncsn rbm grbm ebm)
-out=plugins/models
+diffusion=plugins/models/diffusion
+energy=plugins/models/energy
 for step in "${steps[@]}"; do
   echo "== $step"
   case "$step" in
@@ -21,12 +22,12 @@ for step in "${steps[@]}"; do
           --features --force
       done ;;
     ddpm)  # 12 000 steps, then 24 000 more resumed at a lower learning rate and slower EMA
-      geneval train --model ddpm --dataset digits -o $out/ddpm-digits.safetensors --force \
-        --seed 0 --steps 12000 --opt save_training_state=false
-      geneval train --model ddpm --dataset digits -o $out/ddpm-digits.safetensors --resume \
-        --steps 36000 --opt lr=2e-4 --opt ema_decay=0.9995 --opt checkpoint_every=4000 ;;
+      geneval train --model ddpm --dataset digits -o $diffusion/ddpm-digits.safetensors --force \
+        --seed 0 --steps 12000
+      geneval train --model ddpm --dataset digits -o $diffusion/ddpm-digits.safetensors --resume \
+        --steps 36000 --opt lr=2e-4 --opt ema_decay=0.9995 --opt save_training_state=false ;;
     ncsn)
-      geneval train --model ncsn --dataset digits -o $out/ncsn-digits.safetensors --force \
+      geneval train --model ncsn --dataset digits -o $diffusion/ncsn-digits.safetensors --force \
         --seed 0 --steps 10000 --opt save_training_state=false ;;
     rbm|grbm)
       geneval train --model "$step" --dataset digits -o "$out/$step-digits.safetensors" \

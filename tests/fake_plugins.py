@@ -95,7 +95,6 @@ class Boom:
 
 class ToyNoiseModel:
     image_shape = (1, 6, 6)
-    capabilities = frozenset({"sample"})
     device = torch.device("cpu")
     config = {"default_sampler": "uniform"}
 
@@ -107,7 +106,8 @@ class ToyNoiseFamily:
     name = "toy-noise"
     dataset = "toyset"
     samplers = ("uniform",)
-    train_defaults: dict = {}
+    train_options: dict = {}
+    capabilities: tuple = ()
 
     def load(self, checkpoint, *, device):
         return ToyNoiseModel()

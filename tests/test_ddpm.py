@@ -1,6 +1,7 @@
-"""The ``ddpm`` family: training, checkpoints, resume, samplers, determinism, bundled quality.
+"""The ``ddpm`` family: checkpoints, samplers, determinism, bundled quality.
 
-Fast tests train a tiny network for a few steps. The quality tests (``slow``) sample the bundled
+Fast tests train a tiny network for a few steps (the training loop itself, resume and option
+checks are in ``test_training.py``). The quality tests (``slow``) sample the bundled
 checkpoint and compare it with ``digits:train`` through ``digits-cnn`` with an independent
 float64 FID (eigenvalues of Σ₁^½ Σ₂ Σ₁^½ from numpy).
 """
@@ -20,9 +21,14 @@ from geneval.checkpoint import load_checkpoint
 from geneval.errors import InputError
 from geneval.plugins import get_registry
 from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.models.ddpm import TRAIN_DEFAULTS, DDPMFamily, DDPMModel
-from geneval_plugins.models.ddpm_samplers import SAMPLERS
-from geneval_plugins.models.diffusion import GaussianDiffusion
+from geneval_plugins.models.diffusion.ddpm import (
+    DDPMFamily,
+    DDPMModel,
+    auto_channel_mults,
+    parse_channel_mults,
+)
+from geneval_plugins.models.diffusion.ddpm_samplers import SAMPLERS
+from geneval_plugins.models.diffusion.gaussian_diffusion import GaussianDiffusion
 
 CPU = torch.device("cpu")
 TINY = {
@@ -44,7 +50,13 @@ def digits() -> ImageSet:
 
 def _train(data: ImageSet, out: Path, steps: int, **options) -> Path:
     return DDPMFamily().train(
-        data, output=out, steps=steps, device=CPU, seed=3, resume=False, force=False,
+        data,
+        output=out,
+        steps=steps,
+        device=CPU,
+        seed=3,
+        resume=False,
+        force=False,
         options={**TINY, **options},
     )
 
@@ -64,36 +76,51 @@ def test_family_is_registered_with_its_samplers():
     assert isinstance(family, DDPMFamily)
     assert family.samplers == SAMPLERS and family.samplers[0] == "ddim"
     assert family.dataset == "digits"
-    assert set(family.train_defaults) == set(TRAIN_DEFAULTS)
+    assert family.capabilities == (SupportsELBO,)
+
+
+def test_unet_resolutions_follow_the_image_size():
+    assert auto_channel_mults((1, 8, 8)) == (1, 2, 2)
+    assert auto_channel_mults((3, 16, 16)) == (1, 2, 2, 2)
+    assert auto_channel_mults((3, 64, 48)) == (1, 2, 2, 2)
+    assert auto_channel_mults((1, 4, 4)) == (1, 2)
+    assert parse_channel_mults("1,2", (1, 8, 8)) == (1, 2)
+    with pytest.raises(InputError, match="channel_mults"):
+        parse_channel_mults("1,x", (1, 8, 8))
 
 
 def test_checkpoint_round_trip(tiny_checkpoint: Path):
-    tensors, config = load_checkpoint(tiny_checkpoint, model="ddpm")
-    assert config["trained_steps"] == 6 and config["seed"] == 3
-    assert config["schedule"] == "linear" and config["timesteps"] == 40
-    assert {k.split(".")[0] for k in tensors} == {"ema", "net", "opt", "rng"}
+    ckpt = load_checkpoint(tiny_checkpoint, family="ddpm")
+    assert ckpt.train["steps_done"] == 6 and ckpt.train["seed"] == 3
+    assert ckpt.arch["schedule"] == "linear" and ckpt.arch["timesteps"] == 40
+    assert ckpt.arch["channel_mults"] == [1, 2] and ckpt.image_shape == (1, 8, 8)
+    assert ckpt.sampling["sampler"] == "ddim" and ckpt.sampling["ddim"]["steps"] == 8
+    assert {k.split(".")[0] for k in ckpt.tensors} == {"ema", "net", "opt", "rng", "state"}
     model = DDPMFamily().load(tiny_checkpoint, device=CPU)
     assert isinstance(model, DDPMModel)
     assert isinstance(model, SupportsELBO) and model.likelihood_space == "discrete-8bit"
     assert model.image_shape == (1, 8, 8) and model.diffusion.num_timesteps == 40
-    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    ema = ckpt.group("ema")
     for name, value in model.eps_model.state_dict().items():
         assert torch.equal(value, ema[name])
     # EMA and raw weights differ after training (the EMA is really kept separately)
-    assert any(
-        not torch.equal(tensors[f"net.{k}"], v) for k, v in ema.items() if k.endswith("weight")
-    )
+    net = ckpt.group("net")
+    assert any(not torch.equal(net[k], v) for k, v in ema.items() if k.endswith("weight"))
 
 
-@pytest.mark.parametrize("sampler,steps", [(None, None), ("ddim", 5), ("ancestral", None),
-                                           ("ancestral-fixedsmall", 40)])
+@pytest.mark.parametrize(
+    "sampler,steps", [(None, None), ("ddim", 5), ("ancestral", None), ("ancestral-fixedsmall", 40)]
+)
 def test_sample_shape_range_and_seed_determinism(tiny_checkpoint: Path, sampler, steps):
     model = DDPMFamily().load(tiny_checkpoint, device=CPU)
 
     def draw(seed: int) -> torch.Tensor:
         return model.sample(
-            7, batch_size=4, generator=torch.Generator().manual_seed(seed),
-            sampler=sampler, steps=steps,
+            7,
+            batch_size=4,
+            generator=torch.Generator().manual_seed(seed),
+            sampler=sampler,
+            steps=steps,
         )
 
     a, b, c = draw(0), draw(0), draw(1)
@@ -114,74 +141,35 @@ def test_bad_sampler_options_are_input_errors(tiny_checkpoint: Path):
         model.sample(2, batch_size=2, generator=gen, sampler="ddim", steps=0)
 
 
-def test_resume_continues_exactly(digits: ImageSet, tmp_path: Path):
-    straight = _train(digits, tmp_path / "straight.safetensors", steps=8, checkpoint_every=4)
-    broken = _train(digits, tmp_path / "broken.safetensors", steps=4)
-    DDPMFamily().train(
-        digits, output=broken, steps=8, device=CPU, seed=99, resume=True, force=False, options={}
-    )
-    a, config_a = load_checkpoint(straight, model="ddpm")
-    b, config_b = load_checkpoint(broken, model="ddpm")
-    assert config_b["trained_steps"] == 8 and config_b["seed"] == 3  # the original seed is kept
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
-def test_final_checkpoint_without_training_state_resumes_from_ema(digits, tmp_path: Path):
+def test_final_checkpoint_without_training_state_keeps_the_ema_only(digits, tmp_path: Path):
     out = _train(digits, tmp_path / "ema_only.safetensors", steps=3, save_training_state=False)
     assert {k.split(".")[0] for k in _keys(out)} == {"ema"}
-    DDPMFamily().train(
-        digits, output=out, steps=5, device=CPU, seed=3, resume=True, force=False,
-        options={"save_training_state": True},
-    )
-    _, config = load_checkpoint(out, model="ddpm")
-    assert config["trained_steps"] == 5
-    assert {k.split(".")[0] for k in _keys(out)} == {"ema", "net", "opt", "rng"}
-
-
-def test_training_refuses_bad_input(digits: ImageSet, tiny_checkpoint: Path, tmp_path: Path):
-    with pytest.raises(InputError, match="exists"):
-        _train(digits, tiny_checkpoint, steps=2)
-    with pytest.raises(InputError, match="does not exist"):
-        DDPMFamily().train(
-            digits, output=tmp_path / "none.safetensors", steps=2, device=CPU, seed=0,
-            resume=True, force=False, options={},
-        )
-    with pytest.raises(InputError, match="unknown training option of model ddpm"):
-        _train(digits, tmp_path / "x.safetensors", steps=2, learning_rate=1.0)
-    with pytest.raises(InputError, match="schedule"):
-        _train(digits, tmp_path / "y.safetensors", steps=2, schedule="sigmoid")
-    with pytest.raises(InputError, match="base_channels"):
-        DDPMFamily().train(
-            digits, output=tiny_checkpoint, steps=8, device=CPU, seed=3, resume=True,
-            force=False, options={"base_channels": 12},
-        )
-    with pytest.raises(InputError, match="ddpm"):
-        DDPMFamily().load(Path(__file__), device=CPU)
+    model = DDPMFamily().load(out, device=CPU)
+    assert model.sample(2, batch_size=2, generator=torch.Generator()).shape == (2, 1, 8, 8)
 
 
 def test_cosine_schedule_checkpoint(digits: ImageSet, tmp_path: Path):
     out = _train(digits, tmp_path / "cos.safetensors", steps=2, schedule="cosine")
     model = DDPMFamily().load(out, device=CPU)
-    assert model.config["schedule"] == "cosine"
+    assert model.config["arch"]["schedule"] == "cosine"
     want = GaussianDiffusion.from_schedule("cosine", 40).alphas_cumprod
     assert torch.equal(model.diffusion.alphas_cumprod, want)
 
 
 def test_bundled_checkpoint_is_small_and_samples():
     family = DDPMFamily()
-    path = family.bundled_checkpoint()
+    path = family.bundled_checkpoint
     assert path.is_file() and path.stat().st_size <= 3_100_000
     assert {k.split(".")[0] for k in _keys(path)} == {"ema"}
     model = family.load(None, device=CPU)
-    assert model.config["sampler"] == "ddim" and model.config["dataset"] == "digits"
-    assert model.config["trained_steps"] >= 1000
+    assert model.config["sampling"]["sampler"] == "ddim"
+    assert model.config["train"]["steps_done"] >= 1000
     x = model.sample(4, batch_size=4, generator=torch.Generator().manual_seed(0), steps=10)
     assert x.shape == (4, 1, 8, 8)
 
 
 # -- quality of the bundled checkpoint (slow) --------------------------------------------------
+
 
 def _fid(a: np.ndarray, b: np.ndarray) -> float:
     """Fréchet distance of two feature sets in float64 (eigenvalues of Σ_a^½ Σ_b Σ_a^½)."""
@@ -235,7 +223,8 @@ def test_ddim50_fid_is_within_25_percent_of_ancestral(bundled_quality):
     0, 1, 2), so a 1000-sample comparison would test the seed rather than the sampler.
     """
     model, train, _, _, _ = bundled_quality
-    assert model.config["sampler"] == "ddim" and model.config["sampler_steps"] == 50
+    sampling = model.config["sampling"]
+    assert sampling["sampler"] == "ddim" and sampling["ddim"]["steps"] == 50
     ddim = model.sample(5000, batch_size=1000, generator=torch.Generator().manual_seed(0))
     ancestral = model.sample(
         5000, batch_size=1000, generator=torch.Generator().manual_seed(0), sampler="ancestral"

@@ -13,13 +13,16 @@ import math
 import pytest
 import torch
 
-from geneval_plugins.models.ddpm_samplers import (
+from geneval_plugins.models.diffusion.ddpm_samplers import (
     AncestralSampler,
     DDIMSampler,
     make_sampler,
-    run_sampler,
 )
-from geneval_plugins.models.diffusion import GaussianDiffusion, make_betas
+from geneval_plugins.models.diffusion.gaussian_diffusion import GaussianDiffusion, make_betas
+from geneval_plugins.models.sampling import draw
+
+CPU = torch.device("cpu")
+F64 = torch.float64
 
 MEAN, STD = 0.2, 0.3
 
@@ -117,7 +120,8 @@ def test_posterior_equals_gaussian_conditioning(schedule: str, t: int):
     assert torch.allclose(
         diffusion.model_mean(xt, tt, eps),
         diffusion.posterior_mean_variance(x0_hat, xt, tt)[0],
-        rtol=1e-10, atol=1e-12,
+        rtol=1e-10,
+        atol=1e-12,
     )
 
 
@@ -139,10 +143,12 @@ def test_simple_loss_of_the_optimal_predictor_is_its_closed_form():
 @pytest.mark.parametrize(
     "make",
     [
-        lambda d: AncestralSampler(d, variance="fixedlarge", clip_denoised=False),
-        lambda d: AncestralSampler(d, variance="fixedsmall", clip_denoised=False),
-        lambda d: DDIMSampler(d, steps=1000, eta=0.0, clip_denoised=False),
-        lambda d: DDIMSampler(d, steps=250, eta=1.0, skip="quadratic", clip_denoised=False),
+        lambda d: AncestralSampler(d, variance="fixedlarge", clip_denoised=False, dtype=F64),
+        lambda d: AncestralSampler(d, variance="fixedsmall", clip_denoised=False, dtype=F64),
+        lambda d: DDIMSampler(d, steps=1000, eta=0.0, clip_denoised=False, dtype=F64),
+        lambda d: DDIMSampler(
+            d, steps=250, eta=1.0, skip="quadratic", clip_denoised=False, dtype=F64
+        ),
     ],
     ids=["ancestral-fixedlarge", "ancestral-fixedsmall", "ddim1000", "ddim250-quadratic-eta1"],
 )
@@ -150,10 +156,8 @@ def test_samplers_with_the_optimal_predictor_recover_the_data_distribution(make)
     diffusion = GaussianDiffusion.from_schedule("linear", 1000)
     sampler = make(diffusion)
     gen = torch.Generator().manual_seed(11)
-    x = run_sampler(
-        sampler, GaussianOptimalEps(diffusion, MEAN, STD), (20000, 1, 1, 1),
-        generator=gen, device=torch.device("cpu"), dtype=torch.float64,
-    )
+    x = draw(sampler, GaussianOptimalEps(diffusion, MEAN, STD), (20000, 1, 1, 1), gen, device=CPU)
+    assert x.dtype == F64
     _moments_close(x, MEAN, STD)
 
 
@@ -165,28 +169,26 @@ def test_ddim50_matches_its_exact_gaussian_pushforward(skip: str):
     K² is visibly below s² (coarse steps shrink the variance), so this checks the update itself.
     """
     diffusion = GaussianDiffusion.from_schedule("linear", 1000)
-    sampler = DDIMSampler(diffusion, steps=50, skip=skip, clip_denoised=False)
+    sampler = DDIMSampler(diffusion, steps=50, skip=skip, clip_denoised=False, dtype=F64)
     abar = diffusion.alphas_cumprod.tolist() + [1.0]  # index −1 (t = 0) is ᾱ_0 = 1
     var = STD**2
     big_k = 1.0
-    for t in sampler.timesteps:
+    for t in sampler.schedule:
         t_prev = sampler.previous(t)
         a, ap = abar[t - 1], abar[t_prev - 1]
         big_k *= (math.sqrt(ap * a) * var + math.sqrt((1 - ap) * (1 - a))) / (a * var + 1 - a)
-    want_mean = MEAN - big_k * math.sqrt(abar[sampler.timesteps[0] - 1]) * MEAN
-    x = run_sampler(
-        sampler, GaussianOptimalEps(diffusion, MEAN, STD), (20000, 1, 1, 1),
-        generator=torch.Generator().manual_seed(2), device=torch.device("cpu"), dtype=torch.float64,
-    )
+    want_mean = MEAN - big_k * math.sqrt(abar[sampler.schedule[0] - 1]) * MEAN
+    eps = GaussianOptimalEps(diffusion, MEAN, STD)
+    x = draw(sampler, eps, (20000, 1, 1, 1), torch.Generator().manual_seed(2), device=CPU)
     assert big_k**2 < 0.97 * var  # the test is not vacuous: 50 steps do shrink the variance
     _moments_close(x, want_mean, big_k)
 
 
 def test_ddim_timesteps():
     diffusion = GaussianDiffusion.from_schedule("linear", 1000)
-    uniform = DDIMSampler(diffusion, steps=50).timesteps
+    uniform = DDIMSampler(diffusion, steps=50).schedule
     assert uniform == list(range(981, 0, -20))
-    quad = DDIMSampler(diffusion, steps=20, skip="quadratic").timesteps
+    quad = DDIMSampler(diffusion, steps=20, skip="quadratic").schedule
     assert len(quad) == 20 and quad[-1] == 1 and quad == sorted(quad, reverse=True)
     assert all(1 <= t <= 1000 for t in quad)
     gaps = [a - b for a, b in zip(quad, quad[1:], strict=False)]
@@ -204,12 +206,18 @@ def test_ddim_eta_one_on_every_step_is_ancestral_fixedsmall():
     diffusion = GaussianDiffusion.from_schedule("linear", 100)
     eps = GaussianOptimalEps(diffusion, MEAN, STD)
     shape = (64, 1, 2, 2)
-    ddim = run_sampler(
-        DDIMSampler(diffusion, steps=100, eta=1.0, clip_denoised=False), eps, shape,
-        generator=torch.Generator().manual_seed(5), device=torch.device("cpu"), dtype=torch.float64,
+    ddim = draw(
+        DDIMSampler(diffusion, steps=100, eta=1.0, clip_denoised=False, dtype=F64),
+        eps,
+        shape,
+        torch.Generator().manual_seed(5),
+        device=CPU,
     )
-    ancestral = run_sampler(
-        AncestralSampler(diffusion, variance="fixedsmall", clip_denoised=False), eps, shape,
-        generator=torch.Generator().manual_seed(5), device=torch.device("cpu"), dtype=torch.float64,
+    ancestral = draw(
+        AncestralSampler(diffusion, variance="fixedsmall", clip_denoised=False, dtype=F64),
+        eps,
+        shape,
+        torch.Generator().manual_seed(5),
+        device=CPU,
     )
     assert torch.allclose(ddim, ancestral, rtol=1e-9, atol=1e-9)

@@ -14,7 +14,8 @@ import torch
 from scipy.linalg import solve_discrete_lyapunov
 from scipy.stats import norm
 
-from geneval_plugins.models.mcmc import LangevinSampler
+from geneval_plugins.models.energy.mcmc import LangevinSampler
+from geneval_plugins.models.sampling import run_chain
 
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=torch.float64)
@@ -31,7 +32,7 @@ def test_gaussian_moments():
     sampler = LangevinSampler(steps=1500, step_size=step)
     generator = torch.Generator().manual_seed(0)
     x0 = torch.randn((chains, 2), generator=generator, dtype=torch.float64)
-    x = sampler.run(gaussian_energy, x0, generator).numpy()
+    x = run_chain(sampler, gaussian_energy, x0, generator).numpy()
     mean, cov = x.mean(0), np.cov(x.T)
     sigma = COV.numpy()
     # discretisation: x' = (I − ηΣ⁻¹)x + … + √(2η)z has stationary covariance S = BSBᵀ + 2ηI
@@ -64,7 +65,7 @@ def test_two_component_mixture_long_chains():
     sampler = LangevinSampler(steps=3000, step_size=0.005)
     generator = torch.Generator().manual_seed(1)
     x0 = 2 * torch.randn((chains, 2), generator=generator, dtype=torch.float64)
-    x = sampler.run(mixture_energy, x0, generator).numpy()
+    x = run_chain(sampler, mixture_energy, x0, generator).numpy()
     w = np.array(WEIGHTS)
     m = np.array(CENTRES)
     exact_mean = w @ m
@@ -87,18 +88,18 @@ def test_knobs_gradient_clip_clamp_and_zero_noise():
 
     step = LangevinSampler(steps=1, step_size=0.1, noise_scale=0.0, grad_clip=1.5)
     expected = x - 0.1 * (10 * x).clamp(-1.5, 1.5)
-    torch.testing.assert_close(step.step(energy, x, generator), expected, rtol=0, atol=1e-15)
+    torch.testing.assert_close(step.step(energy, x, 0, generator), expected, rtol=0, atol=1e-15)
     clamped = LangevinSampler(steps=5, step_size=0.5, noise_scale=3.0, clamp=(0.0, 1.0))
-    out = clamped.run(energy, x, generator)
+    out = run_chain(clamped, energy, x, generator)
     assert out.min() >= 0 and out.max() <= 1
 
 
 def test_same_seed_same_chain():
     sampler = LangevinSampler(steps=20, step_size=0.05, noise_scale=0.5, grad_clip=1.0)
     x0 = torch.zeros((50, 2), dtype=torch.float64)
-    a = sampler.run(mixture_energy, x0, torch.Generator().manual_seed(3))
-    b = sampler.run(mixture_energy, x0, torch.Generator().manual_seed(3))
-    c = sampler.run(mixture_energy, x0, torch.Generator().manual_seed(4))
+    a = run_chain(sampler, mixture_energy, x0, torch.Generator().manual_seed(3))
+    b = run_chain(sampler, mixture_energy, x0, torch.Generator().manual_seed(3))
+    c = run_chain(sampler, mixture_energy, x0, torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 

@@ -15,16 +15,15 @@ import math
 import pytest
 import torch
 
-from geneval.errors import InputError
-from geneval_plugins.models.ncsn_samplers import (
+from geneval_plugins.models.diffusion.score_matching import denoising_score_matching_loss
+from geneval_plugins.models.diffusion.score_samplers import (
     SAMPLERS,
     AnnealedLangevinSampler,
     ReverseDiffusionPCSampler,
-    build_sampler,
     geometric_sigmas,
     ncsnv2_step_size,
 )
-from geneval_plugins.models.score_matching import denoising_score_matching_loss
+from geneval_plugins.models.sampling import run_chain
 
 
 class GaussianMixture:
@@ -76,6 +75,12 @@ def _start(generator: torch.Generator) -> torch.Tensor:
     return float(SIGMAS[0]) * torch.randn(N_PARTICLES, 2, generator=generator, dtype=torch.float64)
 
 
+def _run(sampler, score, start: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The sampler's chains from ``start`` (the driver every model uses), then its output."""
+    state = run_chain(sampler, score, start, generator, progress=False)
+    return sampler.output(score, state)
+
+
 def _check_mixture(x: torch.Tensor, mixture: GaussianMixture) -> None:
     """Weights within 4 binomial SE; per-component means and variances within 4 SE."""
     labels = mixture.nearest(x)
@@ -106,15 +111,16 @@ def test_mixture_score_is_gradient_of_log_density() -> None:
 
 def test_annealed_langevin_with_exact_score_reproduces_mixture() -> None:
     g = torch.Generator().manual_seed(1)
-    sampler = AnnealedLangevinSampler(eps=2e-4, steps_per_level=100, denoise=True)
-    x = sampler.sample(MIXTURE_2D.score, _start(g), SIGMAS, g)
+    sampler = AnnealedLangevinSampler(SIGMAS, eps=2e-4, steps_per_level=100, denoise=True)
+    x = _run(sampler, MIXTURE_2D.score, _start(g), g)
     _check_mixture(x, MIXTURE_2D)
 
 
 def test_predictor_corrector_with_exact_score_reproduces_mixture() -> None:
     g = torch.Generator().manual_seed(2)
-    sampler = ReverseDiffusionPCSampler(snr=0.16, corrector_steps=1, denoise=True)
-    x = sampler.sample(MIXTURE_2D.score, _start(g), geometric_sigmas(12.0, 0.05, 300), g)
+    levels = geometric_sigmas(12.0, 0.05, 300)
+    sampler = ReverseDiffusionPCSampler(levels, snr=0.16, corrector_steps=1, denoise=True)
+    x = _run(sampler, MIXTURE_2D.score, _start(g), g)
     _check_mixture(x, MIXTURE_2D)
 
 
@@ -126,8 +132,10 @@ def test_plain_langevin_at_small_sigma_fails_to_mix() -> None:
     """
     g = torch.Generator().manual_seed(1)
     start = _start(g)
-    plain = AnnealedLangevinSampler(eps=2e-4, steps_per_level=100 * len(SIGMAS), denoise=True)
-    x = plain.sample(MIXTURE_2D.score, start, SIGMAS[-1:], g)
+    plain = AnnealedLangevinSampler(
+        SIGMAS[-1:], eps=2e-4, steps_per_level=100 * len(SIGMAS), denoise=True
+    )
+    x = _run(plain, MIXTURE_2D.score, start, g)
     shares = torch.bincount(MIXTURE_2D.nearest(x), minlength=3).double() / N_PARTICLES
     se = torch.sqrt(MIXTURE_2D.weights * (1 - MIXTURE_2D.weights) / N_PARTICLES)
     assert ((shares - MIXTURE_2D.weights).abs() / se).max() > 10
@@ -138,9 +146,8 @@ def test_plain_langevin_samples_one_mode_correctly() -> None:
     one = GaussianMixture(weights=[1.0], means=[[1.0, -2.0]], stds=[0.6])
     g = torch.Generator().manual_seed(3)
     start = one.means[0] + 0.1 * torch.randn(N_PARTICLES, 2, generator=g, dtype=torch.float64)
-    x = AnnealedLangevinSampler(eps=2e-3, steps_per_level=2000, denoise=False).sample(
-        one.score, start, torch.tensor([1e-3], dtype=torch.float64), g
-    )
+    sampler = AnnealedLangevinSampler([1e-3], eps=2e-3, steps_per_level=2000, denoise=False)
+    x = _run(sampler, one.score, start, g)
     _check_mixture(x, one)
 
 
@@ -173,7 +180,10 @@ def test_dsm_loss_of_exact_score_on_gaussian_matches_closed_form() -> None:
         exact_score, x, sigmas, torch.Generator().manual_seed(5), reduce=False
     )
     worse = denoising_score_matching_loss(
-        lambda x, s: 0.9 * exact_score(x, s), x, sigmas, torch.Generator().manual_seed(5),
+        lambda x, s: 0.9 * exact_score(x, s),
+        x,
+        sigmas,
+        torch.Generator().manual_seed(5),
         reduce=False,
     )
     gap = worse - exact
@@ -184,7 +194,7 @@ def test_geometric_sigmas_and_step_size() -> None:
     sigmas = geometric_sigmas(5.0, 0.01, 11)
     assert sigmas[0] == pytest.approx(5.0) and sigmas[-1] == pytest.approx(0.01)
     ratios = sigmas[:-1] / sigmas[1:]
-    torch.testing.assert_close(ratios, torch.full_like(ratios, 500 ** 0.1))
+    torch.testing.assert_close(ratios, torch.full_like(ratios, 500**0.1))
     # technique 4: the variance ratio after T steps is as close to 1 as ε can make it
     gamma, steps = 1.36, 5
     eps = ncsnv2_step_size(gamma, steps, 0.01)
@@ -197,12 +207,25 @@ def test_geometric_sigmas_and_step_size() -> None:
         assert abs(ratio - 1) <= abs(other_ratio - 1)
 
 
-def test_sampler_registry_and_options() -> None:
+def test_sampler_registry_shape_and_invalid_settings() -> None:
     assert list(SAMPLERS) == ["annealed-langevin", "pc"]
-    assert build_sampler("pc", {"snr": 0.1}).snr == 0.1
-    with pytest.raises(InputError, match="unknown sampler"):
-        build_sampler("ode", {})
-    with pytest.raises(InputError, match="no option"):
-        build_sampler("annealed-langevin", {"snr": 0.1})
-    with pytest.raises(InputError, match="eps"):
-        AnnealedLangevinSampler(eps=0.0)
+    ald = AnnealedLangevinSampler([2.0, 1.0, 0.5], eps=1e-3, steps_per_level=4)
+    assert len(ald.schedule) == 12 and ald.num_score_evaluations() == 13
+    assert ald.schedule[0] == (2.0, pytest.approx(1e-3 * 16)) and ald.schedule[-1][1] == 1e-3
+    ald.set_steps(2)
+    assert len(ald.schedule) == 6
+    pc = ReverseDiffusionPCSampler([2.0, 1.0], snr=0.1)
+    assert pc.schedule == [(2.0, 1.0), (1.0, 0.0)]
+    pc.set_steps(0)  # predictor only
+    assert pc.num_score_evaluations() == 2
+    x = pc.init(None, (5, 3), torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert x.shape == (5, 3) and 1.0 < float(x.std()) < 3.5  # N(0, σ_1² I), σ_1 = 2
+    for bad in (
+        lambda: AnnealedLangevinSampler([1.0, 0.5], eps=0.0),
+        lambda: AnnealedLangevinSampler([0.5, 1.0]),  # levels must descend
+        lambda: ald.set_steps(0),
+        lambda: ReverseDiffusionPCSampler([1.0, 0.5], snr=-1.0),
+        lambda: pc.set_steps(-1),
+    ):
+        with pytest.raises(ValueError):
+            bad()

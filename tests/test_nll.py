@@ -26,8 +26,8 @@ from geneval.api import Need
 from geneval.capabilities import SupportsELBO
 from geneval.plugins import get_registry
 from geneval_plugins.metrics.likelihood.nll import NegativeLogLikelihood
-from geneval_plugins.models.ddpm import DDPMModel
-from geneval_plugins.models.diffusion import GaussianDiffusion, make_betas
+from geneval_plugins.models.diffusion.ddpm import DDPMModel
+from geneval_plugins.models.diffusion.gaussian_diffusion import GaussianDiffusion, make_betas
 from tests.stub_inputs import compute
 
 #: Numerical agreement and shipped artefacts: CI runs these again with other CPU kernels.
@@ -156,7 +156,7 @@ def test_nll_metric_is_registered_and_averages_model_elbo():
 @pytest.mark.slow
 def test_nll_of_bundled_ddpm_on_digits_is_finite_and_plausible():
     from geneval_plugins.datasets.digits import DigitsDataset
-    from geneval_plugins.models.ddpm import DDPMFamily
+    from geneval_plugins.models.diffusion.ddpm import DDPMFamily
 
     model = DDPMFamily().load(None, device=torch.device("cpu"))
     test = DigitsDataset().load("test").images

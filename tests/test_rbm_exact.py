@@ -16,10 +16,11 @@ import torch
 from scipy import integrate
 from scipy.special import logsumexp
 
-from geneval_plugins.models.gibbs import GibbsModel
-from geneval_plugins.models.grbm import GaussianRBM
-from geneval_plugins.models.mcmc import GibbsSampler
-from geneval_plugins.models.rbm import BernoulliRBM
+from geneval.capabilities import SupportsEnergy, SupportsLogProb, SupportsLogZ
+from geneval_plugins.models.energy.grbm import GaussianRBM
+from geneval_plugins.models.energy.mcmc import GibbsSampler
+from geneval_plugins.models.energy.rbm import BernoulliRBM, ExactRBMModel, RBMFamily, RBMModel
+from geneval_plugins.models.sampling import run_chain
 
 TOL = 1e-10
 
@@ -126,10 +127,23 @@ def test_log_z_of_float32_model_is_computed_in_float64():
     assert rbm32.log_partition() == pytest.approx(ref.log_z, abs=TOL)
 
 
+CONFIG = {"family": "rbm", "sampling": {"sampler": "gibbs", "gibbs": {"steps": 5}}}
+
+
+def _loaded(rbm: BernoulliRBM, shape: tuple[int, int, int]) -> RBMModel:
+    """The model the rbm family's loader builds around ``rbm``."""
+    family = RBMFamily()
+    cls = family.exact_model_class if rbm.has_exact_log_z else family.model_class
+    return cls(rbm, CONFIG, image_shape=shape, device=torch.device("cpu"))
+
+
 def test_exact_log_prob_and_capabilities(rbm_6x4):
     rbm, ref = rbm_6x4
-    model = GibbsModel(rbm, {"image_shape": [1, 1, 6], "sample_steps": 5}, torch.device("cpu"))
-    assert {"sample", "energy", "log_z", "log_prob"} <= model.capabilities
+    model = _loaded(rbm, (1, 1, 6))
+    assert isinstance(model, ExactRBMModel)
+    for protocol in (SupportsEnergy, SupportsLogZ, SupportsLogProb):
+        assert isinstance(model, protocol)
+    assert model.likelihood_space == "binary" and "0.5" in model.binarization
     images = torch.from_numpy(ref.xs).reshape(-1, 1, 1, 6)
     log_p = model.log_prob(images).numpy()
     np.testing.assert_allclose(log_p, np.log(ref.p_x), rtol=0, atol=TOL)
@@ -139,8 +153,9 @@ def test_exact_log_prob_and_capabilities(rbm_6x4):
 
 def test_large_model_has_no_exact_log_z():
     rbm = BernoulliRBM(64, 30)
-    model = GibbsModel(rbm, {"image_shape": [1, 8, 8], "sample_steps": 5}, torch.device("cpu"))
-    assert "log_z" not in model.capabilities and "log_prob" not in model.capabilities
+    model = _loaded(rbm, (1, 8, 8))
+    assert isinstance(model, SupportsEnergy)
+    assert not isinstance(model, SupportsLogZ) and not isinstance(model, SupportsLogProb)
     with pytest.raises(ValueError):
         rbm.log_partition()
 
@@ -152,13 +167,13 @@ def test_gibbs_chain_matches_exact_marginal():
     generator = torch.Generator().manual_seed(0)
     chains = 20000
     v = torch.bernoulli(torch.full((chains, 6), 0.5, dtype=torch.float64), generator=generator)
-    v = GibbsSampler(steps=100).run(rbm, v, generator).visible  # burn-in
+    state = run_chain(GibbsSampler(steps=100), rbm, GibbsSampler.start(v), generator)  # burn-in
     weights = 2 ** torch.arange(5, -1, -1)  # row index of x in all_binary (lexicographic)
     counts = torch.zeros(64, dtype=torch.float64)
     step = GibbsSampler(steps=2)
     for _ in range(50):
-        v = step.run(rbm, v, generator).visible
-        counts += torch.bincount((v.long() * weights).sum(1), minlength=64).double()
+        state = run_chain(step, rbm, state, generator)
+        counts += torch.bincount((state.visible.long() * weights).sum(1), minlength=64).double()
     empirical = (counts / counts.sum()).numpy()
     tv = 0.5 * np.abs(empirical - ref.p_x).sum()
     assert tv <= 0.02, tv
@@ -175,23 +190,19 @@ def grbm_2x3() -> GaussianRBM:
     grbm = GaussianRBM(2, 3, sigma=0.7).to(torch.float64)
     with torch.no_grad():
         grbm.weight.copy_(torch.from_numpy(0.8 * rng.normal(size=(2, 3))))
-        grbm.visible_offset.copy_(torch.from_numpy(rng.normal(size=2)))
+        grbm.visible_bias.copy_(torch.from_numpy(rng.normal(size=2)))
         grbm.hidden_bias.copy_(torch.from_numpy(rng.normal(size=3)))
-        grbm.sigma.copy_(torch.tensor([0.7, 1.3], dtype=torch.float64))
+        grbm.log_sigma.copy_(torch.tensor([0.7, 1.3], dtype=torch.float64).log())
     return grbm
 
 
 def grbm_energy(grbm: GaussianRBM, v: np.ndarray, h: np.ndarray) -> np.ndarray:
     """E(v, h) from the definition, numpy; v (N, D), h (N, H)."""
     W = grbm.weight.detach().numpy()
-    mu = grbm.visible_offset.detach().numpy()
+    mu = grbm.visible_bias.detach().numpy()
     b = grbm.hidden_bias.detach().numpy()
-    s = grbm.sigma.numpy()
-    return (
-        0.5 * (((v - mu) / s) ** 2).sum(1)
-        - np.einsum("nd,de,ne->n", v / s**2, W, h)
-        - h @ b
-    )
+    s = grbm.sigma.detach().numpy()
+    return 0.5 * (((v - mu) / s) ** 2).sum(1) - np.einsum("nd,de,ne->n", v / s**2, W, h) - h @ b
 
 
 def test_grbm_conditionals_and_free_energy(grbm_2x3):
@@ -216,7 +227,7 @@ def test_grbm_visible_conditional_is_the_stated_gaussian(grbm_2x3):
     """For fixed h, −E(v, h) − log N(v; μ + Wh, σ²) does not depend on v."""
     grbm = grbm_2x3
     rng = np.random.default_rng(6)
-    s = grbm.sigma.numpy()
+    s = grbm.sigma.detach().numpy()
     for h in all_binary(3):
         v = rng.normal(size=(9, 2)) * 3
         mean = grbm.visible_mean(torch.from_numpy(h[None])).detach().numpy()

@@ -7,7 +7,10 @@ Energy E(x, h) = −aᵀx − bᵀh − xᵀWh over x ∈ {0,1}^D, h ∈ {0,1}^H
 * log Z = log Σ_x exp(−F(x)) = log Σ_h exp(bᵀh + Σ_i softplus(a_i + (Wh)_i)), computed
   exactly by enumerating whichever layer is smaller when it has at most 24 units.
 
-Digits are binarised as x = [pixel > 0.5]. Trained by persistent CD (default) or CD-k.
+Images are binarised as x = [pixel > 0.5] (``binarization``), so log-likelihoods are
+probabilities of binarised images (``likelihood_space = "binary"``). Trained by persistent CD
+(default) or CD-k in the core training loop; the parameters are stored under their own names,
+``net.weight``, ``net.visible_bias`` and ``net.hidden_bias``.
 
 References
 ----------
@@ -26,18 +29,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geneval.capabilities import SupportsEnergy
 from geneval.hookspecs import hookimpl
-from geneval_plugins.models.gibbs import (
+from geneval.options import Option
+from geneval.training import TrainingStep
+from geneval_plugins.models.energy.bipartite import (
     ENUMERATION_CHUNK,
     MAX_ENUMERATED_UNITS,
+    BipartiteFamily,
     BipartiteRBM,
-    GibbsFamily,
+    ExactGibbsModel,
+    GibbsModel,
+    bipartite_train_options,
     enumerated_logsumexp,
     float64_copy,
 )
 
-#: Pixels strictly above this value become 1 when digits are binarised.
+#: Pixels strictly above this value become 1 when images are binarised.
 BINARIZE_THRESHOLD = 0.5
+#: How training visibles are made from grey images (``--opt binarize``).
+BINARIZE_MODES = ("threshold", "stochastic")
+#: The binarisation rule, as the ``binarization`` attribute states it.
+BINARIZATION = "x = 1 where the pixel value (in [0, 1]) is > 0.5, else 0; channels flattened"
 
 
 class BernoulliRBM(BipartiteRBM):
@@ -102,7 +115,7 @@ class BernoulliRBM(BipartiteRBM):
         return float(value)
 
     @staticmethod
-    def encode(images: torch.Tensor) -> torch.Tensor:
+    def to_visible(images: torch.Tensor) -> torch.Tensor:
         """Binarise images at 0.5 and flatten: x = [pixel > 0.5], shape (N, C·H·W)."""
         return (images.flatten(1) > BINARIZE_THRESHOLD).to(images.dtype)
 
@@ -124,14 +137,55 @@ class BernoulliRBM(BipartiteRBM):
         self.chain_mean.copy_(rate)
 
 
-class RBMFamily(GibbsFamily):
-    """Family ``rbm``: Bernoulli RBM on digits binarised at 0.5, trained by PCD or CD-k."""
+class RBMModel(GibbsModel):
+    """A loaded RBM: p(x) over binarised images (:data:`BINARIZATION`)."""
+
+    likelihood_space = "binary"
+    binarization = BINARIZATION
+
+
+class ExactRBMModel(ExactGibbsModel, RBMModel):
+    """A loaded RBM with a layer of at most 24 units: exact log Z and log p(x) as well."""
+
+
+class RBMFamily(BipartiteFamily):
+    """Family ``rbm``: Bernoulli RBM on images binarised at 0.5, trained by PCD or CD-k.
+
+    Models offer ``energy`` (the free energy); those with a layer of at most 24 units also
+    ``log_z`` and ``log_prob`` (exact, by enumeration).
+    """
 
     name = "rbm"
     network = BernoulliRBM
-    def make_network(self, config: Mapping[str, Any]) -> BernoulliRBM:
+    train_options = bipartite_train_options(
+        binarize=Option(
+            "threshold",
+            "training visibles: the images binarised at 0.5 (threshold), or a fresh draw "
+            "v ~ Bernoulli(pixel) at every step (stochastic)",
+            choices=BINARIZE_MODES,
+        ),
+    )
+    capabilities = (SupportsEnergy,)
+    bundled_file = "rbm-digits.safetensors"
+    arch_options = ("hidden", "binarize")
+    model_class = RBMModel
+    exact_model_class = ExactRBMModel
+
+    def prepare(self, images: torch.Tensor, arch: Mapping[str, Any]) -> torch.Tensor:
+        """Binarised images, or (``stochastic``) the grey levels the draws are made from."""
+        if arch.get("binarize") == "stochastic":
+            return images.flatten(1)
+        return super().prepare(images, arch)
+
+    def positive(self, batch: torch.Tensor, step: TrainingStep) -> torch.Tensor:
+        """v⁺ ~ Bernoulli(grey level) per pixel when ``binarize=stochastic``."""
+        if step.arch.get("binarize") != "stochastic":
+            return batch
+        return torch.bernoulli(batch, generator=step.generator)
+
+    def make_network(self, arch: Mapping[str, Any], n_visible: int) -> BernoulliRBM:
         """A :class:`BernoulliRBM` of the configured size."""
-        return BernoulliRBM(int(config["n_visible"]), int(config["n_hidden"]))
+        return BernoulliRBM(n_visible, int(arch["hidden"]))
 
 
 @hookimpl

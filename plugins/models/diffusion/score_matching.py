@@ -72,9 +72,9 @@ def denoising_score_matching_loss(
     if sigmas.ndim != 1 or sigmas.numel() == 0:
         raise ValueError(f"sigmas must be a non-empty 1-D tensor, got shape {tuple(sigmas.shape)}")
     n = x.shape[0]
-    levels = torch.randint(
-        sigmas.numel(), (n,), generator=generator, device=generator.device
-    ).to(sigmas.device)
+    levels = torch.randint(sigmas.numel(), (n,), generator=generator, device=generator.device).to(
+        sigmas.device
+    )
     sigma = sigmas[levels].to(device=x.device, dtype=x.dtype)
     z = torch.randn(x.shape, generator=generator, device=generator.device, dtype=x.dtype).to(
         x.device

@@ -1,10 +1,12 @@
 """Samplers of the reverse diffusion, separate from the network (as diffusers separates schedulers).
 
-A sampler is a small configuration object bound to a :class:`GaussianDiffusion`. It lists the
-timesteps it visits (``set_timesteps``) and maps (x_t, ε_θ(x_t, t)) to the next, less noisy state
-(``step``). :func:`run_sampler` drives any sampler with any ε-predictor callable, so the same code
-samples a trained network or an analytic ε (as the closed-form tests do). Allowed option values
-live in :data:`VARIANCES`, :data:`SKIPS` and :data:`SAMPLERS` and nowhere else.
+Each sampler has the shape of :mod:`geneval_plugins.models.sampling`: bound to a
+:class:`GaussianDiffusion`, it lists the timesteps it visits (``schedule``, set by
+``set_steps``), starts from x_T ~ N(0, I) (``init``) and maps x_t to the next, less noisy state
+with one call of the ε-predictor it drives (``step``). Any ε-predictor callable ``eps(x_t, t)``
+plugs in, so the same code samples a trained network or an analytic ε (as the closed-form tests
+do). Allowed option values live in :data:`VARIANCES`, :data:`SKIPS` and :data:`SAMPLERS` and
+nowhere else.
 
 References
 ----------
@@ -18,8 +20,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from geneval.progress import progress_bar
-from geneval_plugins.models.diffusion import EpsPredictor, GaussianDiffusion, at_timesteps
+from geneval_plugins.models.diffusion.gaussian_diffusion import (
+    EpsPredictor,
+    GaussianDiffusion,
+    at_timesteps,
+)
 
 #: Reverse-process variances of the ancestral sampler: σ_t² = β_t or β̃_t (Ho et al. 2020, §3.2).
 VARIANCES = ("fixedlarge", "fixedsmall")
@@ -37,8 +42,29 @@ def _full(t: int, x: torch.Tensor) -> torch.Tensor:
     return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
 
 
+class _FromNoise:
+    """Start of every reverse diffusion: x_T ~ N(0, I), drawn with the generator."""
+
+    dtype: torch.dtype = torch.float32
+
+    def init(
+        self,
+        eps_model: EpsPredictor,
+        shape: tuple[int, ...],
+        generator: torch.Generator,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """x_T ~ N(0, I) of ``shape`` (drawn on the generator's device, moved to ``device``)."""
+        noise = torch.randn(shape, generator=generator, device=generator.device, dtype=self.dtype)
+        return noise.to(device)
+
+    def output(self, eps_model: EpsPredictor, x: torch.Tensor) -> torch.Tensor:
+        """x_0 in the data space [−1, 1] (unclipped)."""
+        return x
+
+
 @dataclass
-class AncestralSampler:
+class AncestralSampler(_FromNoise):
     """Ancestral sampling of p_θ(x_{t−1}|x_t) = N(μ_θ(x_t, t), σ_t² I) for t = T..1 (Algorithm 2).
 
     Parameters
@@ -50,6 +76,8 @@ class AncestralSampler:
     clip_denoised
         Clip x̂_0 to [−1, 1] and take the posterior mean μ̃_t(x̂_0, x_t) (eq. 7), as the
         authors' code does; without clipping this equals μ_θ of eq. 11.
+    dtype
+        Floating type of the chains.
 
     References
     ----------
@@ -59,29 +87,30 @@ class AncestralSampler:
     diffusion: GaussianDiffusion
     variance: str = "fixedlarge"
     clip_denoised: bool = True
-    timesteps: list[int] = field(default_factory=list, init=False)
+    dtype: torch.dtype = torch.float32
+    schedule: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         _check(self.variance, VARIANCES, "variance")
         self._sigma2 = self.diffusion.reverse_variance(self.variance)
-        self.set_timesteps(None)
+        self.set_steps(self.diffusion.num_timesteps)
 
-    def set_timesteps(self, steps: int | None) -> list[int]:
-        """Visit every t = T..1; ``steps`` must be ``None`` or T (nothing is skipped)."""
+    def set_steps(self, steps: int) -> None:
+        """Visit every t = T..1; ``steps`` must be T (the ancestral sampler skips nothing)."""
         big_t = self.diffusion.num_timesteps
-        if steps is not None and steps != big_t:
+        if steps != big_t:
             raise ValueError(
                 f"the ancestral sampler takes all T = {big_t} steps (got steps={steps}); "
                 "use the ddim sampler for fewer steps"
             )
-        self.timesteps = list(range(big_t, 0, -1))
-        return self.timesteps
+        self.schedule = list(range(big_t, 0, -1))
 
     def step(
-        self, x: torch.Tensor, t: int, eps: torch.Tensor, generator: torch.Generator
+        self, eps_model: EpsPredictor, x: torch.Tensor, t: int, generator: torch.Generator
     ) -> torch.Tensor:
         """x_{t−1} = μ + σ_t·z with z ~ N(0, I) drawn from ``generator`` (no noise at t = 1)."""
         tt = _full(t, x)
+        eps = eps_model(x, tt)
         x0 = self.diffusion.predict_x0(x, tt, eps)
         if self.clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
@@ -93,7 +122,7 @@ class AncestralSampler:
 
 
 @dataclass
-class DDIMSampler:
+class DDIMSampler(_FromNoise):
     """The generalised (DDIM) reverse process on a sub-sequence τ of 1..T (Song et al., eq. 12).
 
     x_{τ_{i−1}} = √ᾱ_{τ_{i−1}}·x̂_0 + √(1 − ᾱ_{τ_{i−1}} − σ²)·ε_θ + σ·z, with
@@ -116,6 +145,8 @@ class DDIMSampler:
         Clip x̂_0 to [−1, 1] (and re-derive ε from it) before the update. Off by default, as in
         the authors' code: with few steps the clipped update leaves the DDIM path and gave a
         markedly worse FID on digits (about 4.0 vs 2.7 for 50 steps).
+    dtype
+        Floating type of the chains.
 
     References
     ----------
@@ -127,18 +158,18 @@ class DDIMSampler:
     eta: float = 0.0
     skip: str = "uniform"
     clip_denoised: bool = False
-    timesteps: list[int] = field(default_factory=list, init=False)
+    dtype: torch.dtype = torch.float32
+    schedule: list[int] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         _check(self.skip, SKIPS, "skip")
         if self.eta < 0:
             raise ValueError(f"eta must be non-negative, got {self.eta}")
-        self.set_timesteps(self.steps)
+        self.set_steps(self.steps)
 
-    def set_timesteps(self, steps: int | None) -> list[int]:
-        """Choose τ (descending) of length ``steps`` (``None``: keep the configured number)."""
+    def set_steps(self, steps: int) -> None:
+        """Choose τ (descending) of length ``steps``, 1 ≤ steps ≤ T."""
         big_t = self.diffusion.num_timesteps
-        steps = self.steps if steps is None else steps
         if not 1 <= steps <= big_t:
             raise ValueError(f"DDIM steps must be in 1..{big_t}, got {steps}")
         if self.skip == "uniform":
@@ -153,30 +184,28 @@ class DDIMSampler:
             if tau[-1] > big_t:
                 raise ValueError(f"quadratic skipping cannot fit {steps} steps in T={big_t}")
         self.steps = steps
-        self.timesteps = sorted(tau, reverse=True)
-        return self.timesteps
+        self.schedule = sorted(tau, reverse=True)
 
     def previous(self, t: int) -> int:
         """The timestep after ``t`` in the sequence (0 after the last one, where ᾱ_0 = 1)."""
-        i = self.timesteps.index(t)
-        return self.timesteps[i + 1] if i + 1 < len(self.timesteps) else 0
+        i = self.schedule.index(t)
+        return self.schedule[i + 1] if i + 1 < len(self.schedule) else 0
 
     def step(
-        self, x: torch.Tensor, t: int, eps: torch.Tensor, generator: torch.Generator
+        self, eps_model: EpsPredictor, x: torch.Tensor, t: int, generator: torch.Generator
     ) -> torch.Tensor:
         """One update of eq. 12 from τ_i = ``t`` to τ_{i−1}; z from ``generator`` when σ > 0."""
         abar_all = self.diffusion.alphas_cumprod
         t_prev = self.previous(t)
         abar = abar_all[t - 1].item()
         abar_prev = abar_all[t_prev - 1].item() if t_prev > 0 else 1.0
+        eps = eps_model(x, _full(t, x))
         x0 = self.diffusion.predict_x0(x, _full(t, x), eps)
         if self.clip_denoised:
             x0 = x0.clamp(-1.0, 1.0)
             # Re-derive ε from the clipped x̂_0 so the update stays on the DDIM path.
             eps = (x - abar**0.5 * x0) / (1 - abar) ** 0.5
-        sigma = (
-            self.eta * ((1 - abar_prev) / (1 - abar)) ** 0.5 * (1 - abar / abar_prev) ** 0.5
-        )
+        sigma = self.eta * ((1 - abar_prev) / (1 - abar)) ** 0.5 * (1 - abar / abar_prev) ** 0.5
         direction = max(1 - abar_prev - sigma**2, 0.0) ** 0.5
         out = abar_prev**0.5 * x0 + direction * eps
         if sigma > 0 and t_prev > 0:
@@ -215,27 +244,6 @@ def make_sampler(
         )
     variance = "fixedsmall" if name == "ancestral-fixedsmall" else "fixedlarge"
     sampler = AncestralSampler(diffusion, variance=variance, **clip)
-    sampler.set_timesteps(steps)
+    if steps is not None:
+        sampler.set_steps(steps)
     return sampler
-
-
-@torch.no_grad()
-def run_sampler(
-    sampler: Sampler,
-    eps_model: EpsPredictor,
-    shape: tuple[int, ...],
-    *,
-    generator: torch.Generator,
-    device: torch.device,
-    dtype: torch.dtype = torch.float32,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Start from x_T ~ N(0, I) (drawn from ``generator``) and apply ``sampler.step`` along its
-    timesteps, calling ``eps_model(x_t, t)``; returns x_0 in the data space [−1, 1] (unclipped)."""
-    x = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype).to(device)
-    with progress_bar(total=len(sampler.timesteps) if progress else 0, desc="denoising") as bar:
-        for t in sampler.timesteps:
-            eps = eps_model(x, _full(t, x))
-            x = sampler.step(x, t, eps, generator)
-            bar.update(1)
-    return x

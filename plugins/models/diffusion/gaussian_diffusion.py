@@ -194,6 +194,7 @@ class GaussianDiffusion:
 
 # -- the variational bound -------------------------------------------------------------------
 
+
 def normal_kl(
     mean1: torch.Tensor, var1: torch.Tensor, mean2: torch.Tensor, var2: torch.Tensor
 ) -> torch.Tensor:
@@ -276,8 +277,12 @@ def bound_term(
     mean_q, var_q = diffusion.posterior_mean_variance(x0_64, xt_64, t)
     first = t == 1
     # For t = 1 the posterior variance is 0; use 1 there so the (discarded) KL stays finite.
-    kl = normal_kl(mean_q, torch.where(first.view(-1, *([1] * (x0.ndim - 1))), 1.0, var_q),
-                   mean_model, var_model)
+    kl = normal_kl(
+        mean_q,
+        torch.where(first.view(-1, *([1] * (x0.ndim - 1))), 1.0, var_q),
+        mean_model,
+        var_model,
+    )
     nll = -discretized_gaussian_log_likelihood(
         x0_64, mean_model, 0.5 * torch.log(var_model), bins=bins
     )
