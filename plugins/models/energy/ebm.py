@@ -45,12 +45,12 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from geneval.capabilities import SupportsEnergy
+from geneval.capabilities import SupportsAnnealing, SupportsEnergy
 from geneval.checkpoint import Checkpoint
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
@@ -59,6 +59,9 @@ from geneval.training import TrainableFamily, TrainingStep, training_options
 from geneval_plugins.models.diffusion.score_matching import denoising_score_matching_loss
 from geneval_plugins.models.energy.mcmc import LangevinSampler, ReplayBufferSampler
 from geneval_plugins.models.sampling import SampledModel, draw
+
+if TYPE_CHECKING:
+    from geneval_plugins.metrics.likelihood.annealing import EnergyPath
 
 #: Training objectives of the ``ebm`` family.
 OBJECTIVES = ("cd", "dsm")
@@ -271,6 +274,20 @@ class EBMModel(SampledModel):
         """E_θ(x) of each image, computed in float64, shape (N,)."""
         return self._exact(images.to(self.device, torch.float64))
 
+    def annealing_path(self, images: torch.Tensor) -> EnergyPath:
+        """AIS from a Gaussian fitted to ``images`` and truncated to the data range, to
+        exp(−E_θ) on that box, with Metropolis-adjusted Langevin kernels
+        (:class:`EnergyPath`; Neal 2001). The energy is evaluated in float64."""
+        from geneval_plugins.metrics.likelihood.annealing import (
+            EnergyPath,
+            TruncatedGaussianBase,
+        )
+
+        low, high = (float(v) for v in self.config["arch"]["data_range"])
+        data = images.to(self.device, torch.float64)
+        base = TruncatedGaussianBase.fitted(data, low=low, high=high)
+        return EnergyPath(self._exact, base)
+
 
 class EBMFamily(TrainableFamily):
     """Family ``ebm``: convolutional energy trained by CD with Langevin chains, or by DSM."""
@@ -318,7 +335,7 @@ class EBMFamily(TrainableFamily):
         "sample_step_size": Option(0.0, "Langevin α of sampling (0: step_size)", low=0.0),
         "sample_noise_scale": Option(0.0, "noise scale of sampling (0: noise_scale)", low=0.0),
     }
-    capabilities = (SupportsEnergy,)
+    capabilities = (SupportsEnergy, SupportsAnnealing)
     default_steps = 3000
     bundled_file = "ebm-digits.safetensors"
     arch_options = ("channels", "spectral_norm")

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geneval.capabilities import SupportsEnergy
+from geneval.capabilities import SupportsAnnealing, SupportsEnergy
 from geneval.hookspecs import hookimpl
 from geneval.options import Option
 from geneval_plugins.models.energy.bipartite import (
@@ -45,6 +45,9 @@ from geneval_plugins.models.energy.bipartite import (
     GibbsModel,
     bipartite_train_options,
 )
+
+if TYPE_CHECKING:
+    from geneval_plugins.metrics.likelihood.annealing import GaussianRBMPath
 
 #: Default floor of a learned σ: about the grey-level step of 8×8 digits (1/16), below which
 #: σ only follows the quantisation of nearly constant pixels and v/σ² stalls the chains.
@@ -142,6 +145,17 @@ class GRBMModel(GibbsModel):
 
     likelihood_space = "density"
 
+    def annealing_path(self, images: torch.Tensor) -> GaussianRBMPath:
+        """AIS from the images' per-pixel Gaussian to this GRBM, with block Gibbs kernels at
+        each β (Salakhutdinov & Murray 2008; :class:`GaussianRBMPath`)."""
+        from geneval_plugins.metrics.likelihood.annealing import GaussianRBMPath
+
+        net = self._exact
+        visible = net.to_visible(images.to(self.device)).to(torch.float64)
+        return GaussianRBMPath.from_data(
+            net.weight, net.visible_bias, net.hidden_bias, net.sigma, visible
+        )
+
 
 class ExactGRBMModel(ExactGibbsModel, GRBMModel):
     """A loaded GRBM with at most 24 hidden units: exact log Z and log-density as well."""
@@ -162,7 +176,7 @@ class GRBMFamily(BipartiteFamily):
         learn_sigma=Option(True, "learn a σ per pixel (Cho et al. 2011)"),
         sigma_floor=Option(SIGMA_FLOOR, "smallest value a learned σ may take", low=0.0),
     )
-    capabilities = (SupportsEnergy,)
+    capabilities = (SupportsEnergy, SupportsAnnealing)
     bundled_file = "grbm-digits.safetensors"
     arch_options = ("hidden", "sigma", "learn_sigma", "sigma_floor")
     model_class = GRBMModel

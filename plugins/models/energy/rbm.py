@@ -23,13 +23,13 @@ ICML (exact log Z by enumeration for small hidden layers, §4).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geneval.capabilities import SupportsEnergy
+from geneval.capabilities import SupportsAnnealing, SupportsEnergy
 from geneval.hookspecs import hookimpl
 from geneval.options import Option
 from geneval.training import TrainingStep
@@ -44,6 +44,9 @@ from geneval_plugins.models.energy.bipartite import (
     enumerated_logsumexp,
     float64_copy,
 )
+
+if TYPE_CHECKING:
+    from geneval_plugins.metrics.likelihood.annealing import BernoulliRBMPath
 
 #: Pixels strictly above this value become 1 when images are binarised.
 BINARIZE_THRESHOLD = 0.5
@@ -143,6 +146,15 @@ class RBMModel(GibbsModel):
     likelihood_space = "binary"
     binarization = BINARIZATION
 
+    def annealing_path(self, images: torch.Tensor) -> BernoulliRBMPath:
+        """AIS from the base-rate Bernoulli of the binarised ``images`` to this RBM, with block
+        Gibbs kernels at each β (Salakhutdinov & Murray 2008; :class:`BernoulliRBMPath`)."""
+        from geneval_plugins.metrics.likelihood.annealing import BernoulliRBMPath
+
+        net = self._exact
+        visible = net.to_visible(images.to(self.device)).to(torch.float64)
+        return BernoulliRBMPath.from_data(net.weight, net.visible_bias, net.hidden_bias, visible)
+
 
 class ExactRBMModel(ExactGibbsModel, RBMModel):
     """A loaded RBM with a layer of at most 24 units: exact log Z and log p(x) as well."""
@@ -165,7 +177,7 @@ class RBMFamily(BipartiteFamily):
             choices=BINARIZE_MODES,
         ),
     )
-    capabilities = (SupportsEnergy,)
+    capabilities = (SupportsEnergy, SupportsAnnealing)
     bundled_file = "rbm-digits.safetensors"
     arch_options = ("hidden", "binarize")
     model_class = RBMModel
