@@ -314,6 +314,10 @@ class Dataset(Protocol):
     also offer ``reference_stats(split, extractor) -> Path | None``: statistics files it ships
     (see ``geneval stats``), which the runner uses instead of extracting when their provenance
     matches the run.
+
+    ``load(split)`` takes one of ``splits`` or any further split specification the dataset
+    understands (``dsprites:test,n=2000,scale/2``), and raises :class:`InputError` naming the
+    split for one it does not.
     """
 
     name: str

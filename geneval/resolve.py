@@ -79,15 +79,22 @@ def resolve_dataset(name: str, split: str | None, registry: Registry, role: str)
     """A dataset plugin's split (its default split when none is given)."""
     dataset = registry.dataset(name)
     split = split or dataset.default_split
-    if split not in dataset.splits:
+    try:
+        images = dataset.load(split)
+    except InputError:
+        raise
+    except (KeyError, ValueError):
+        if split in dataset.splits:
+            raise
+        # a split beyond the named ones that the dataset does not understand
         raise InputError(
             f"dataset {name} has no split {split!r} (choose from {', '.join(dataset.splits)})"
-        )
+        ) from None
     spec = f"{name}:{split}"
     return ResolvedSource(
         role,
         spec,
-        source=TensorSource(spec, dataset.load(split)),
+        source=TensorSource(spec, images),
         dataset=dataset,
         split=split,
     )

@@ -308,7 +308,7 @@ class TrainableFamily:
     """
 
     name: str = ""
-    dataset: str = "digits"
+    dataset: str = ""  # the dataset the bundled checkpoint was trained on
     samplers: tuple[str, ...] = ()
     train_options: Mapping[str, Option] = {}
     capabilities: tuple[type, ...] = ()

@@ -29,12 +29,18 @@ for step in "${steps[@]}"; do
     ncsn)
       geneval train --model ncsn --dataset digits -o $diffusion/ncsn-digits.safetensors --force \
         --seed 0 --steps 10000 --opt save_training_state=false ;;
-    rbm|grbm)
-      geneval train --model "$step" --dataset digits -o "$out/$step-digits.safetensors" \
-        --force --seed 0 --steps 10000 ;;
-    ebm)
-      geneval train --model ebm --dataset digits -o $out/ebm-digits.safetensors --force \
-        --seed 0 --steps 3000 ;;
+    rbm)  # exact maximum likelihood (16 hidden units, enumerated at every step)
+      geneval train --model rbm --dataset digits -o $energy/rbm-digits.safetensors --force \
+        --seed 0 --steps 3000 --opt lr=3e-3 --opt weight_decay=0 ;;
+    grbm)  # exact maximum likelihood, fixed σ = 0.3
+      geneval train --model grbm --dataset digits -o $energy/grbm-digits.safetensors --force \
+        --seed 0 --steps 3000 --opt lr=3e-3 --opt weight_decay=0 --opt sigma=0.3 \
+        --opt learn_sigma=false ;;
+    ebm)  # denoising score matching, then 2000 more steps with the sampling defaults set
+      geneval train --model ebm --dataset digits -o $energy/ebm-digits.safetensors --force \
+        --seed 0 --steps 6000 --checkpoint-every 1000
+      geneval train --model ebm --dataset digits -o $energy/ebm-digits.safetensors --resume \
+        --steps 8000 --opt sample_steps=400 --opt sample_step_size=0.00225 ;;
     *) echo "unknown step $step (stats, ddpm, ncsn, rbm, grbm, ebm)" >&2; exit 2 ;;
   esac
 done

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from geneval.api import GenerativeModel, ModelFamily
-from geneval.capabilities import SupportsEnergy, SupportsLogProb, SupportsLogZ
+from geneval.capabilities import SupportsAnnealing, SupportsEnergy, SupportsLogProb, SupportsLogZ
 from geneval.checkpoint import load_checkpoint
 from geneval.errors import InputError
 from geneval.plugins import get_registry
@@ -59,7 +59,7 @@ def test_registered_and_protocols(name):
     assert isinstance(family, type(FAMILIES[name]))
     assert isinstance(family, ModelFamily)
     assert family.dataset == "digits"
-    assert family.capabilities == (SupportsEnergy,)
+    assert family.capabilities == (SupportsEnergy, SupportsAnnealing)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -38,6 +38,7 @@ TINY = {
     ],
     "ddpm": ["base_channels=8", "timesteps=20", "dropout=0.1", "warmup=2", "batch_size=32"],
     "ncsn": ["base_channels=8", "channel_mults=1,2", "batch_size=32"],
+    "vae": ["latent_dim=2", "channels=4", "hidden=8", "beta=2"],
 }
 FAMILIES = sorted(name for name in TINY if "-" not in name)
 

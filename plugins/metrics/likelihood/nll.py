@@ -11,6 +11,11 @@ uniformly drawn t per stratum and image: an unbiased estimate whose Monte-Carlo 
 the reported ``std_err`` (the standard error of the mean over images). ``timesteps=0`` sums all
 terms exactly.
 
+Any model with the ``elbo`` capability is scored the same way: a VAE's bound is
+E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)) with its decoder's likelihood (Kingma & Welling 2014),
+one posterior draw per image. ``space`` says what the bound is a probability of; the options
+reported are those the model's bound takes.
+
 ``std_err`` is the standard error of the mean over images, in bits/dim like ``value``;
 ``std`` is the same number, kept under its earlier name so existing gates stay valid.
 
@@ -72,9 +77,9 @@ class NegativeLogLikelihood:
         "log_likelihood": "mean ELBO in nats per image",
         "space": "the likelihood space of the bound",
         "unit": "bits/dim",
-        "timesteps": "option used",
-        "variance": "option used",
-        "bins": "option used",
+        "timesteps": "option used (models whose bound takes it)",
+        "variance": "option used (models whose bound takes it)",
+        "bins": "option used (models whose bound takes it)",
     }
     uncertainty = "std_err"
 
@@ -119,7 +124,7 @@ class NegativeLogLikelihood:
             "log_likelihood": elbo.mean().item(),
             "space": model.likelihood_space,
             "unit": "bits/dim",
-            **{key: options[key] for key in _ELBO_OPTIONS},
+            **kwargs,  # the options this model's bound took
         }
 
 

@@ -243,6 +243,7 @@ class DDPMFamily(TrainableFamily):
     """The ``ddpm`` model family: a UNet ε-predictor trained with L_simple (Algorithm 1)."""
 
     name = NAME
+    dataset = "digits"
     samplers = SAMPLERS
     train_options = TRAIN_OPTIONS
     capabilities = (SupportsELBO,)

@@ -185,6 +185,7 @@ class NCSNFamily(TrainableFamily):
     """The ``ncsn`` model family: a UNet score model trained by denoising score matching."""
 
     name = NAME
+    dataset = "digits"
     samplers = tuple(SAMPLERS)
     train_options = TRAIN_OPTIONS
     capabilities = (SupportsScore,)

@@ -293,6 +293,7 @@ class EBMFamily(TrainableFamily):
     """Family ``ebm``: convolutional energy trained by CD with Langevin chains, or by DSM."""
 
     name = "ebm"
+    dataset = "digits"
     samplers = EBM_SAMPLERS
     train_options = {
         **training_options(lr=1e-3, batch_size=128),

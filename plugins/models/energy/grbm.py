@@ -165,6 +165,7 @@ class GRBMFamily(BipartiteFamily):
     """Family ``grbm``: Gaussian–Bernoulli RBM on grey-level images, trained by PCD or CD-k."""
 
     name = "grbm"
+    dataset = "digits"
     network = GaussianRBM
     train_options = bipartite_train_options(
         sigma=Option(

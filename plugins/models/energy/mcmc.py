@@ -328,8 +328,15 @@ class ReplayBufferSampler:
         return self.langevin.step(energy, x, point, generator), index
 
     def output(self, energy: EnergyFn, state: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Write the final states back to their buffer slots and return them."""
+        """Write the final states back to their buffer slots and return them.
+
+        A slot drawn by several chains keeps the last of them (a deterministic write: an
+        indexed assignment with repeated indices may keep any of them)."""
         x, index = state
         x = x.detach()
-        self.buffer[index] = x.to(self.buffer.device)
+        positions = torch.arange(index.shape[0], device=index.device)
+        last = torch.full((self.buffer.shape[0],), -1, dtype=torch.long, device=index.device)
+        last.scatter_reduce_(0, index, positions, reduce="amax")
+        slots = torch.nonzero(last >= 0).squeeze(1)
+        self.buffer[slots] = x[last[slots].to(x.device)].to(self.buffer.device)
         return x

@@ -168,6 +168,7 @@ class RBMFamily(BipartiteFamily):
     """
 
     name = "rbm"
+    dataset = "digits"
     network = BernoulliRBM
     train_options = bipartite_train_options(
         binarize=Option(
