@@ -378,12 +378,21 @@ class TrainableFamily:
         weights = loaded.sampling_weights()
         if not weights:
             raise InputError(f"checkpoint {path} holds no weights (net.* or ema.*)")
-        net = self.build_network(loaded.arch, loaded.image_shape)
-        load_weights(net, weights, path)
-        net.to(device).eval()
-        for p in net.parameters():
-            p.requires_grad_(False)
-        return self.make_model(net, loaded, device)
+        try:
+            net = self.build_network(loaded.arch, loaded.image_shape)
+            load_weights(net, weights, path)
+            net.to(device).eval()
+            for p in net.parameters():
+                p.requires_grad_(False)
+            return self.make_model(net, loaded, device)
+        except KeyError as exc:
+            raise InputError(
+                f"checkpoint {path}: its config lacks {exc} (not a complete {self.name} checkpoint)"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(
+                f"checkpoint {path}: its config does not fit model {self.name} ({exc})"
+            ) from None
 
     def train(
         self,

@@ -144,6 +144,45 @@ def _link(ws: Workspace, target: Path, name: str = "link.json") -> Path:
     return link
 
 
+class _CreatesFile:
+    """A pickle payload: unpickling it opens (creates) a file, which would prove code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _payload_npy(ws: Workspace) -> Path:
+    return _save(ws.root / "payload.npy", np.array([_CreatesFile(ws.root / "pwned")], object))
+
+
+def _payload_npz(ws: Workspace, **arrays) -> Path:
+    path = ws.root / "payload.npz"
+    np.savez(path, **arrays, payload=np.array([_CreatesFile(ws.root / "pwned")], object))
+    return path
+
+
+def _checkpoint_without(ws: Workspace, key: str) -> Path:
+    """The bundled ``ddpm`` checkpoint with ``arch[key]`` removed from its config."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from geneval.plugins import get_registry
+
+    source = get_registry().model("ddpm").bundled_checkpoint
+    with safe_open(source, "pt") as f:
+        metadata = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(metadata["geneval"])
+    del config["arch"][key]
+    metadata["geneval"] = json.dumps(config)
+    path = ws.root / "incomplete.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
 def _foreign_folder(ws: Workspace) -> Path:
     return ws.folder("mine", {f"{i}.png": _png(_grey(i)) for i in range(6)})
 
@@ -448,6 +487,61 @@ CASES = [
         lambda ws: _run(ws, "--reference", ws.reference(), samples=ws.samples(1), metrics="fid"),
         "at least 2 samples",
     ),
+    Case(
+        "checkpoint-config-incomplete",
+        lambda ws: [
+            "run",
+            "--model",
+            "ddpm",
+            "--checkpoint",
+            _checkpoint_without(ws, "schedule"),
+            "--metrics",
+            "feat-mean",
+            "--extractor",
+            "counting",
+            "--num-samples",
+            "4",
+            "--json",
+            ws.report,
+        ],  # fmt: skip
+        "lacks 'schedule'",
+    ),
+    # -- pickles: refused, and no code runs (the payload would create a file) ----------------
+    Case("array-pickle-payload", lambda ws: _run(ws, samples=_payload_npy(ws)), "payload.npy"),
+    Case(
+        "npz-pickle-payload",
+        lambda ws: _run(ws, samples=_payload_npz(ws, images=np.zeros((4, 6, 6, 3), np.uint8))),
+        "payload.npz",
+    ),
+    Case(
+        "stats-pickle-payload",
+        lambda ws: _run(
+            ws,
+            "--reference",
+            _payload_npz(ws, mu=np.zeros(FEATURE_DIM), sigma=np.eye(FEATURE_DIM)),
+            metrics="feat-dist",
+        ),
+        "payload.npz",
+    ),
+    Case(
+        "weights-pickle-payload",
+        lambda ws: [
+            "run",
+            "--samples",
+            ws.samples(),
+            "--metrics",
+            "fid",
+            "--reference",
+            ws.reference(),
+            "--extractor",
+            "inception-v3-fid",
+            "--extractor-weights",
+            _torch_save(ws.root / "w.pth", {"x": _CreatesFile(ws.root / "pwned")}),
+            "--json",
+            ws.report,
+        ],  # fmt: skip
+        "w.pth",
+    ),
     Case("device-unknown", lambda ws: _run(ws, "--device", "tpu"), "tpu", held=True),
     Case("resize-fixed", lambda ws: _run(ws, "--resize", "tf1"), "--resize", held=True),
 ]
@@ -507,3 +601,4 @@ def test_bad_input(case: Case, fake, run_cli, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == entries_before  # nothing new written
     assert _snapshot(case.untouched(ws)) == before
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert not (tmp_path / "pwned").exists()  # no pickled code ran

@@ -273,3 +273,48 @@ def test_stdout_reports(fake, run_cli, tmp_path):
     assert res.code == 0, res.err
     assert json.loads(res.out)["metrics"]["feat-mean"]["value"] == 0.0
     assert not (tmp_path / "-").exists() and not Path("-").exists()
+
+
+def test_pyproject_that_is_not_utf8_is_one_line(fake, run_cli, tmp_path, monkeypatch):
+    samples = tmp_path / "s.npy"
+    np.save(samples, np.zeros((4, 6, 6, 3), np.uint8))
+    (tmp_path / "pyproject.toml").write_bytes(b'[tool.geneval.gates]\nfail-if = ["\xff"]\n')
+    monkeypatch.chdir(tmp_path)
+    res = run_cli(
+        "run", "--samples", samples, "--metrics", "feat-mean", "--extractor", "counting",
+        "--json", tmp_path / "r.json",
+    )  # fmt: skip
+    assert res.code == 2 and len(res.err_lines) == 1, res.err
+    assert "pyproject.toml" in res.err and "UTF-8" in res.err
+    assert res.out == "" and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.parametrize("command", ["run", "sample"])
+def test_interrupt_is_exit_130_and_writes_nothing(command, geneval_exe, tmp_path):
+    """SIGINT in the middle of sampling: exit 130, one line, no partial output."""
+    import signal
+    import subprocess
+    import time
+
+    out = tmp_path / ("report.json" if command == "run" else "samples.npz")
+    args = (
+        ["run", "--model", "ddpm", "--metrics", "fid", "--num-samples", "1000000", "--json", out]
+        if command == "run"
+        else ["sample", "--model", "ddpm", "-n", "1000000", "-o", out]
+    )
+    env = {**os.environ, "GENEVAL_LOAD_PLUGINS": ""}
+    process = subprocess.Popen(
+        [*geneval_exe, *map(str, args), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    time.sleep(10)  # past start-up, inside sampling (a million samples take minutes)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, (process.returncode, stderr)
+    assert [line for line in stderr.splitlines() if line.strip()] == ["geneval: aborted"]
+    assert stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -43,12 +43,12 @@ IMAGENET_SIZE = 224
 IMAGENET_CONVENTIONS = ("dgm-eval", "tf1")
 
 
-
 def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     """torchvision's ``normalize`` (imported on use: torchvision costs a second at start)."""
     from torchvision.transforms.functional import normalize
 
     return normalize(images, mean, std)
+
 
 def as_rgb_batch(images: torch.Tensor, name: str) -> torch.Tensor:
     """Check float images ``(N, 1 or 3, H, W)`` and repeat a grey channel to RGB."""
