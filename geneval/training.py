@@ -92,7 +92,7 @@ def training_options(
     if ema_decay is not None:
         options["ema_decay"] = Option(
             ema_decay,
-            "decay of the weights' moving average used for sampling",
+            "decay of the weights' moving average used for sampling (0: the weights themselves)",
             low=0.0,
             high=1.0,
             high_exclusive=True,
@@ -121,7 +121,10 @@ class ExponentialMovingAverage:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         for s, p in zip(self.shadow.parameters(), model.parameters(), strict=True):
-            s.lerp_(p.detach(), 1.0 - self.decay)
+            if self.decay == 0.0:  # no averaging: the weights themselves, exactly
+                s.copy_(p.detach())
+            else:
+                s.lerp_(p.detach(), 1.0 - self.decay)
         for s, b in zip(self.shadow.buffers(), model.buffers(), strict=True):
             s.copy_(b)
 

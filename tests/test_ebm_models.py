@@ -7,8 +7,10 @@ bundled checkpoints in ``test_model_quality.py``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -20,7 +22,12 @@ from geneval.errors import InputError
 from geneval.plugins import get_registry
 from geneval_plugins.datasets.digits import DigitsDataset
 from geneval_plugins.models.diffusion.score_matching import denoising_score_matching_loss
-from geneval_plugins.models.energy.ebm import ConvEnergy, EBMFamily, downsamplings
+from geneval_plugins.models.energy.ebm import (
+    AnnealedEnergyLangevin,
+    ConvEnergy,
+    EBMFamily,
+    downsamplings,
+)
 from geneval_plugins.models.energy.grbm import GRBMFamily
 from geneval_plugins.models.energy.mcmc import LangevinSampler, ReplayBufferSampler
 from geneval_plugins.models.energy.rbm import RBMFamily
@@ -77,7 +84,8 @@ def test_train_is_deterministic_and_round_trips(name, digits, tmp_path):
     assert not hasattr(model, "capabilities")
     # the loaded network holds exactly the stored weights
     state = model.net.state_dict()
-    assert all(torch.equal(state[k[4:]], v) for k, v in ta.items() if k.startswith("net."))
+    weights = "ema." if any(k.startswith("ema.") for k in ta) else "net."  # sampling weights
+    assert all(torch.equal(state[k[4:]], v) for k, v in ta.items() if k.startswith(weights))
     assert model.config["train"]["seed"] == 0 and model.config["train"]["steps_done"] == 4
 
 
@@ -170,6 +178,63 @@ def test_ebm_convolution_stack_follows_the_image_size():
     for side in (8, 16, 12):
         net = ConvEnergy(3, 4, (side, side), spectral_norm=True)
         assert net(torch.rand(2, 3, side, side)).shape == (2,)
+
+
+class _SmoothedGaussianEnergy(torch.nn.Module):
+    """The exact noise-conditional energy of N(μ, τ² I) data smoothed by N(0, σ² I):
+    E(x, σ) = ‖x − μ‖² / 2(τ² + σ²) (up to a constant)."""
+
+    def __init__(self, mean: torch.Tensor, tau: float) -> None:
+        super().__init__()
+        self.mean, self.tau = mean, tau
+
+    def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return ((x - self.mean) ** 2 / (2 * (self.tau**2 + sigma**2))).flatten(1).sum(1)
+
+
+def test_annealed_langevin_on_an_exact_noise_conditional_energy():
+    """Annealed Langevin on −∇ₓE(x, σ) of the exact smoothed Gaussian, ending with the Tweedie
+    step, recovers the data's mean and variance (τ²·τ²/(τ² + σ_L²) after denoising)."""
+    mean, tau, sigma_min = torch.tensor([0.3, -0.2, 0.7]), 0.25, 0.05
+    energy = _SmoothedGaussianEnergy(mean, tau)
+    sigmas = torch.logspace(math.log10(3.0), math.log10(sigma_min), 10).tolist()
+    sampler = AnnealedEnergyLangevin(sigmas, eps=2e-3, steps_per_level=100)
+    out = draw(sampler, energy, (8000, 3), torch.Generator().manual_seed(0), device=CPU)
+    expected_var = tau**2 * tau**2 / (tau**2 + sigma_min**2)
+    se_mean = math.sqrt(expected_var / 8000)
+    assert (out.mean(0) - mean).abs().max() < 4 * se_mean
+    np.testing.assert_allclose(out.var(0).numpy(), expected_var, rtol=0.06)
+
+
+def test_noise_conditional_energy_network():
+    sigmas = [2.0, 1.0, 0.5, 0.1]
+    net = ConvEnergy(1, 4, (8, 8), sigmas=sigmas)
+    x = torch.rand(3, 1, 8, 8)
+    assert net.conditional and net(x).shape == (3,)
+    torch.testing.assert_close(net(x), net(x, 0.1))  # default: the smallest level
+    per_image = net(x, torch.tensor([2.0, 1.0, 0.1]))
+    torch.testing.assert_close(per_image[2], net(x[2:], 0.1)[0])
+    assert not torch.allclose(net(x, 2.0) * 2.0, net(x, 0.1) * 0.1)  # conditioned, not rescaled
+    with pytest.raises(ValueError, match="decrease"):
+        ConvEnergy(1, 4, (8, 8), sigmas=[0.1, 1.0])
+
+
+def test_annealed_sampler_needs_a_noise_conditional_energy(digits, tmp_path):
+    plain = train_tiny("ebm", digits, tmp_path / "plain.safetensors", objective="dsm")
+    model = EBMFamily().load(plain, device=CPU)
+    with pytest.raises(InputError, match="noise-conditional"):
+        model.sample(2, batch_size=2, generator=torch.Generator(), sampler="annealed-langevin")
+    annealed = train_tiny(
+        "ebm", digits, tmp_path / "annealed.safetensors", objective="dsm", noise_levels=3
+    )
+    model = EBMFamily().load(annealed, device=CPU)
+    assert model.config["sampling"]["sampler"] == "annealed-langevin"
+    assert len(model.config["arch"]["sigmas"]) == 3
+    out = model.sample(4, batch_size=4, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (4, 1, 8, 8) and out.min() >= 0 and out.max() <= 1
+    with pytest.raises(InputError, match="objective=dsm"):
+        train_tiny("ebm", digits, tmp_path / "cd.safetensors", objective="cd", noise_levels=3)
 
 
 def test_training_errors_name_the_culprit(digits, tmp_path):

@@ -238,8 +238,13 @@ def test_through_geneval_run_on_folders_and_arrays_equals_scikit_image(run_cli, 
     ]
     expected_ssim = [
         structural_similarity(
-            o / 255, r / 255, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-            data_range=1.0, channel_axis=-1,
+            o / 255,
+            r / 255,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=1.0,
+            channel_axis=-1,
         )  # fmt: skip
         for o, r in zip(originals, reconstructions, strict=True)
     ]

@@ -36,6 +36,7 @@ TINY = {
         "step_size=1",
         "noise_scale=0.007",
     ],
+    "ebm-annealed": ["channels=4", "noise_levels=3", "sample_steps=2"],
     "ddpm": ["base_channels=8", "timesteps=20", "dropout=0.1", "warmup=2", "batch_size=32"],
     "ncsn": ["base_channels=8", "channel_mults=1,2", "batch_size=32"],
     "vae": ["latent_dim=2", "channels=4", "hidden=8", "beta=2"],

@@ -40,7 +40,10 @@ from geneval.hookspecs import hookimpl
 from geneval.options import Option
 from geneval.training import TrainableFamily, TrainingStep, training_options
 from geneval_plugins.models.diffusion.ddpm import parse_channel_mults, unet_for
-from geneval_plugins.models.diffusion.score_matching import denoising_score_matching_loss
+from geneval_plugins.models.diffusion.score_matching import (
+    denoising_score_matching_loss,
+    noise_condition,
+)
 from geneval_plugins.models.diffusion.score_samplers import (
     SAMPLERS,
     geometric_sigmas,
@@ -49,9 +52,6 @@ from geneval_plugins.models.diffusion.score_samplers import (
 from geneval_plugins.models.sampling import SampledModel
 
 NAME = "ncsn"
-#: Largest value of the network's conditioning input c(σ) (reached at σ_1).
-CONDITION_RANGE = 999.0
-
 #: Every training option (``geneval train --opt key=value``).
 TRAIN_OPTIONS: dict[str, Option] = {
     **training_options(lr=1e-3, batch_size=128, warmup=200, grad_clip=1.0, ema_decay=0.999),
@@ -128,8 +128,7 @@ class NoiseConditionalScore(nn.Module):
 
     def condition(self, sigma: torch.Tensor) -> torch.Tensor:
         """c(σ): log σ mapped linearly so that σ_L ↦ 0 and σ_1 ↦ 999."""
-        span = math.log(self.sigma_max) - math.log(self.sigma_min)
-        return (torch.log(sigma) - math.log(self.sigma_min)) * (CONDITION_RANGE / span)
+        return noise_condition(sigma, self.sigma_max, self.sigma_min)
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """The score estimate at ``x`` (N, ...) for noise levels ``sigma`` (scalar or (N,))."""

@@ -21,11 +21,23 @@ NeurIPS 2019.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+#: The range c(σ) of :func:`noise_condition` spans, as a timestep would.
+CONDITION_RANGE = 999.0
+
+
+def noise_condition(sigma: torch.Tensor, sigma_max: float, sigma_min: float) -> torch.Tensor:
+    """c(σ) = 999 (log σ − log σ_L)/(log σ_1 − log σ_L): log σ mapped linearly so that the
+    smallest level σ_L ↦ 0 and the largest σ_1 ↦ 999, the range of a diffusion timestep, for
+    the sinusoidal embedding of noise-conditional networks (score or energy)."""
+    span = math.log(sigma_max) - math.log(sigma_min)
+    return (torch.log(sigma) - math.log(sigma_min)) * (CONDITION_RANGE / span)
 
 
 def denoising_score_matching_loss(

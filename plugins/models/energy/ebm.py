@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -56,8 +56,22 @@ from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
 from geneval.options import Option
 from geneval.training import TrainableFamily, TrainingStep, training_options
-from geneval_plugins.models.diffusion.score_matching import denoising_score_matching_loss
-from geneval_plugins.models.energy.mcmc import LangevinSampler, ReplayBufferSampler
+from geneval_plugins.models.diffusion.ncsn import max_pairwise_distance
+from geneval_plugins.models.diffusion.score_matching import (
+    denoising_score_matching_loss,
+    noise_condition,
+)
+from geneval_plugins.models.diffusion.score_samplers import (
+    AnnealedLangevinSampler,
+    geometric_sigmas,
+    ncsnv2_step_size,
+)
+from geneval_plugins.models.diffusion.unet import sinusoidal_embedding
+from geneval_plugins.models.energy.mcmc import (
+    LangevinSampler,
+    ReplayBufferSampler,
+    energy_gradient,
+)
 from geneval_plugins.models.sampling import SampledModel, draw
 
 if TYPE_CHECKING:
@@ -65,8 +79,11 @@ if TYPE_CHECKING:
 
 #: Training objectives of the ``ebm`` family.
 OBJECTIVES = ("cd", "dsm")
-#: Sampler names accepted by ``sample(sampler=...)``; the first is the default.
-EBM_SAMPLERS = ("langevin", "replay")
+#: Sampler names accepted by ``sample(sampler=...)``; ``annealed-langevin`` needs a
+#: noise-conditional energy (``noise_levels`` > 1).
+EBM_SAMPLERS = ("langevin", "replay", "annealed-langevin")
+#: Width of the sinusoidal embedding of the noise level of a noise-conditional energy.
+CONDITION_EMBEDDING = 32
 #: Where Langevin chains start: the Gaussian fitted to the data, or uniform noise.
 CHAIN_STARTS = ("gaussian", "uniform")
 #: Largest number of principal directions of the chain-start Gaussian.
@@ -91,6 +108,12 @@ class ConvEnergy(nn.Module):
     Langevin dynamics needs. With ``spectral_norm`` every layer's weight is divided by its
     largest singular value (one power iteration per forward pass; Miyato et al. 2018).
 
+    With ``sigmas`` (σ_1 > … > σ_L) the network is noise-conditional, E_θ(x, σ) = f_θ(x, c(σ))/σ:
+    c(σ) is log σ mapped to [0, 999] (:func:`noise_condition`), embedded sinusoidally, and a
+    small MLP of it scales and shifts every convolution's output (FiLM; Perez et al. 2018);
+    the 1/σ output scaling gives the score −∇ₓE the scale of NCSNv2's (Song & Ermon 2020,
+    technique 3).
+
     The buffers ``start_mean`` (D,), ``start_factor`` (D, r) and ``start_noise`` (a scalar s)
     hold a Gaussian fitted to the training images (:meth:`fit_start`), N(mean, F Fᵀ + s² I)
     with F the top r = min(D, 256) principal directions scaled by the square roots of their
@@ -104,6 +127,7 @@ class ConvEnergy(nn.Module):
         channels: int = 32,
         image_size: tuple[int, int] = (8, 8),
         spectral_norm: bool = False,
+        sigmas: Sequence[float] = (),
     ) -> None:
         super().__init__()
         norm: Callable[[nn.Module], nn.Module] = (
@@ -125,15 +149,43 @@ class ConvEnergy(nn.Module):
         layers.append(nn.Flatten())
         self.body = nn.Sequential(*layers)
         self.readout = norm(nn.Linear(width * h * w, 1))
+        self.conditional = len(sigmas) > 0
+        if self.conditional:
+            levels = [float(v) for v in sigmas]
+            if len(levels) < 2 or any(b >= a for a, b in zip(levels, levels[1:], strict=False)):
+                raise ValueError(f"noise levels must decrease and be at least two, got {levels}")
+            self.register_buffer("sigmas", torch.tensor(levels))
+            widths = [m.out_channels for m in self.body if isinstance(m, nn.Conv2d)]
+            self.film_widths = widths
+            self.film = nn.Sequential(
+                nn.Linear(CONDITION_EMBEDDING, 2 * CONDITION_EMBEDDING),
+                nn.SiLU(),
+                nn.Linear(2 * CONDITION_EMBEDDING, 2 * sum(widths)),
+            )
         self.image_shape = (int(in_channels), int(image_size[0]), int(image_size[1]))
         dim = math.prod(self.image_shape)
         self.register_buffer("start_mean", torch.zeros(dim))
         self.register_buffer("start_factor", torch.zeros(dim, min(dim, MAX_START_RANK)))
         self.register_buffer("start_noise", torch.zeros(()))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """E_θ(x), shape (N,)."""
-        return self.readout(self.body(2 * x - 1)).squeeze(-1)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float | None = None) -> torch.Tensor:
+        """E_θ(x), shape (N,); for a noise-conditional network E_θ(x, σ) (``sigma`` a scalar or
+        (N,); ``None``: the smallest level σ_L)."""
+        if not self.conditional:
+            return self.readout(self.body(2 * x - 1)).squeeze(-1)
+        levels = self.sigmas.to(x.dtype)
+        sigma = levels[-1] if sigma is None else torch.as_tensor(sigma, dtype=x.dtype)
+        sigma = sigma.to(x.device).expand(x.shape[0]) if sigma.ndim == 0 else sigma.to(x.device)
+        condition = noise_condition(sigma, float(levels[0]), float(levels[-1]))
+        film = self.film(sinusoidal_embedding(condition, CONDITION_EMBEDDING).to(x.dtype))
+        scales = iter(film.split([2 * w for w in self.film_widths], dim=1))
+        h = 2 * x - 1
+        for layer in self.body:
+            h = layer(h)
+            if isinstance(layer, nn.Conv2d):
+                gain, shift = next(scales).chunk(2, dim=1)
+                h = h * (1 + gain[:, :, None, None]) + shift[:, :, None, None]
+        return self.readout(h).squeeze(-1) / sigma
 
     @torch.no_grad()
     def fit_start(self, images: torch.Tensor, noise: float = 0.0) -> None:
@@ -174,15 +226,18 @@ def contrastive_divergence_loss(
 
 
 def energy_score(net: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """s(x, σ) = −∇ₓE_θ(x) (σ ignored: the energy is not noise-conditional), for DSM.
+    """s(x, σ) = −∇ₓE_θ(x, σ) (σ ignored unless the energy is noise-conditional), for DSM.
 
     The graph is kept (``create_graph``) so that the loss can be differentiated in θ.
     """
 
+    conditional = bool(getattr(net, "conditional", False))
+
     def score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+            energy = net(x, sigma) if conditional else net(x)
+            (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=True)
         return -grad
 
     return score
@@ -218,6 +273,39 @@ def langevin_sampler(settings: Mapping[str, Any]) -> LangevinSampler:
     """A :class:`LangevinSampler` from stored settings (the clamp range stored as a list)."""
     clamp = settings.get("clamp")
     return LangevinSampler(**{**settings, "clamp": None if clamp is None else tuple(clamp)})
+
+
+class AnnealedEnergyLangevin:
+    """Annealed Langevin dynamics (Song & Ermon 2019, Algorithm 1) on a noise-conditional
+    energy: :class:`AnnealedLangevinSampler` driven by the score s(x, σ) = −∇ₓE_θ(x, σ), ending
+    with the Tweedie step at the smallest level. Takes the sampler's settings (``eps``,
+    ``steps_per_level``, ``denoise``) for the energy's levels."""
+
+    def __init__(self, sigmas: Sequence[float], **settings: Any) -> None:
+        self.inner = AnnealedLangevinSampler(list(sigmas), **settings)
+        self.schedule = self.inner.schedule
+
+    def set_steps(self, steps: int) -> None:
+        """Langevin steps per noise level."""
+        self.inner.set_steps(steps)
+        self.schedule = self.inner.schedule
+
+    @staticmethod
+    def score(energy: ConvEnergy) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """s(x, σ) = −∇ₓE(x, σ) per sample."""
+        return lambda x, sigma: -energy_gradient(lambda y: energy(y, sigma), x)
+
+    def init(self, energy: ConvEnergy, shape, generator: torch.Generator, device) -> torch.Tensor:
+        """x ~ N(0, σ_1² I)."""
+        return self.inner.init(self.score(energy), shape, generator, device)
+
+    def step(self, energy: ConvEnergy, x: torch.Tensor, point, generator) -> torch.Tensor:
+        """One Langevin update at one level."""
+        return self.inner.step(self.score(energy), x, point, generator)
+
+    def output(self, energy: ConvEnergy, x: torch.Tensor) -> torch.Tensor:
+        """The Tweedie-denoised chain."""
+        return self.inner.output(self.score(energy), x).detach()
 
 
 class EBMModel(SampledModel):
@@ -258,7 +346,15 @@ class EBMModel(SampledModel):
             # a fresh copy per sampler: sampling writes chains back into the buffer
             return ReplayBufferSampler(langevin(**settings), buffer.clone(), reinit=0.0)
 
-        self.factories = {"langevin": langevin, "replay": replay}
+        def annealed(**settings: Any) -> AnnealedEnergyLangevin:
+            if not net.conditional:
+                raise ValueError(
+                    "annealed-langevin needs a noise-conditional energy (trained with "
+                    "noise_levels > 1)"
+                )
+            return AnnealedEnergyLangevin(net.sigmas.tolist(), **settings)
+
+        self.factories = {"langevin": langevin, "replay": replay, "annealed-langevin": annealed}
         # the replay sampler uses the Langevin settings
         self.config["sampling"] = {
             **self.config["sampling"],
@@ -296,7 +392,7 @@ class EBMFamily(TrainableFamily):
     dataset = "digits"
     samplers = EBM_SAMPLERS
     train_options = {
-        **training_options(lr=1e-3, batch_size=128),
+        **training_options(lr=1e-3, batch_size=128, ema_decay=0.0),
         "objective": Option(
             "dsm",
             "dsm (denoising score matching, walk-jump sampling) or cd (Langevin negatives)",
@@ -332,21 +428,55 @@ class EBMFamily(TrainableFamily):
         "dsm_sigma": Option(
             0.3, "noise level s of the dsm objective and of the jump", low=0.0, low_exclusive=True
         ),
-        "sample_steps": Option(0, "Langevin steps of sampling (0: langevin_steps)", low=0),
-        "sample_step_size": Option(0.0, "Langevin α of sampling (0: step_size)", low=0.0),
+        "noise_levels": Option(
+            1,
+            "dsm noise levels: 1 = one level s (walk-jump sampling); L > 1 = a noise-conditional "
+            "energy E(x, σ) over L geometric levels from sigma_max down to dsm_sigma, sampled by "
+            "annealed Langevin (Song & Ermon 2019)",
+            low=1,
+        ),
+        "sigma_max": Option(
+            0.0,
+            "largest noise level when noise_levels > 1 (0: the largest distance between two "
+            "training images, Song & Ermon 2020 technique 1)",
+            low=0.0,
+        ),
+        "sample_steps": Option(
+            0, "Langevin steps of sampling, per level when annealed (0: langevin_steps)", low=0
+        ),
+        "sample_step_size": Option(
+            0.0,
+            "Langevin α of sampling (0: step_size; annealed: ε at the smallest level, 0 = "
+            "NCSNv2 technique 4)",
+            low=0.0,
+        ),
         "sample_noise_scale": Option(0.0, "noise scale of sampling (0: noise_scale)", low=0.0),
     }
     capabilities = (SupportsEnergy, SupportsAnnealing)
     default_steps = 3000
     bundled_file = "ebm-digits.safetensors"
-    arch_options = ("channels", "spectral_norm")
+    arch_options = ("channels", "spectral_norm", "noise_levels", "sigma_max", "dsm_sigma")
 
     def architecture(self, options: Mapping[str, Any], images: torch.Tensor) -> dict[str, Any]:
-        """Channels, spectral norm, and the data range the chains are clamped to."""
+        """Channels, spectral norm, the data range the chains are clamped to, and the noise
+        levels σ_1 > … > σ_L = dsm_sigma of a noise-conditional energy."""
         low, high = float(images.min()), float(images.max())
         if not low < high:
             raise InputError("model ebm: the training images are all one value")
-        return {**super().architecture(options, images), "data_range": [low, high]}
+        arch = {**super().architecture(options, images), "data_range": [low, high]}
+        levels = int(options["noise_levels"])
+        arch["sigmas"] = []
+        if levels > 1:
+            if options["objective"] != "dsm":
+                raise InputError("--opt noise_levels > 1 needs --opt objective=dsm")
+            sigma_min = float(options["dsm_sigma"])
+            sigma_max = float(options["sigma_max"]) or max_pairwise_distance(images)
+            if not sigma_max > sigma_min:
+                raise InputError(
+                    f"--opt sigma_max={sigma_max:g}: must be above dsm_sigma ({sigma_min:g})"
+                )
+            arch["sigmas"] = geometric_sigmas(sigma_max, sigma_min, levels).tolist()
+        return arch
 
     def build_network(
         self, arch: Mapping[str, Any], image_shape: tuple[int, int, int]
@@ -357,6 +487,7 @@ class EBMFamily(TrainableFamily):
             int(arch["channels"]),
             (int(image_shape[1]), int(image_shape[2])),
             spectral_norm=bool(arch["spectral_norm"]),
+            sigmas=arch.get("sigmas", ()),
         )
 
     def initialise(
@@ -398,8 +529,9 @@ class EBMFamily(TrainableFamily):
             )
             batch = batch + noise * jitter.to(batch)
         if step.options["objective"] == "dsm":
-            sigma = torch.tensor([float(step.options["dsm_sigma"])], device=batch.device)
-            return denoising_score_matching_loss(energy_score(net), batch, sigma, step.generator)
+            levels = step.arch.get("sigmas") or [float(step.options["dsm_sigma"])]
+            sigmas = torch.tensor(levels, dtype=batch.dtype, device=batch.device)
+            return denoising_score_matching_loss(energy_score(net), batch, sigmas, step.generator)
         negatives = draw(
             self._chains(step),
             net,
@@ -416,11 +548,18 @@ class EBMFamily(TrainableFamily):
         self, options: Mapping[str, Any], arch: Mapping[str, Any], data: torch.Tensor
     ) -> dict[str, Any]:
         """Langevin (walk-jump for ``dsm``) with the ``sample_*`` settings (default: the
-        training chains')."""
-        return {
-            "sampler": "langevin",
-            "langevin": langevin_settings(options, arch, sampling=True),
-        }
+        training chains'); for a noise-conditional energy, annealed Langevin by default with
+        ε from NCSNv2 technique 4 unless ``sample_step_size`` is set."""
+        settings = {"langevin": langevin_settings(options, arch, sampling=True)}
+        sigmas = arch.get("sigmas") or []
+        if not sigmas:
+            return {"sampler": "langevin", **settings}
+        steps = int(options["sample_steps"] or options["langevin_steps"])
+        eps = float(options["sample_step_size"]) or ncsnv2_step_size(
+            float(sigmas[0] / sigmas[1]), steps, float(sigmas[-1])
+        )
+        annealed = {"eps": eps, "steps_per_level": steps, "denoise": True}
+        return {"sampler": "annealed-langevin", "annealed-langevin": annealed, **settings}
 
     def make_model(self, net: nn.Module, checkpoint: Checkpoint, device: torch.device) -> EBMModel:
         """The EBM around the energy network (with the replay buffer when it was kept)."""

@@ -138,6 +138,19 @@ EnergyFn = Callable[[torch.Tensor], torch.Tensor]
 LANGEVIN_STARTS = ("uniform", "model")
 
 
+def energy_gradient(energy: EnergyFn, x: torch.Tensor) -> torch.Tensor:
+    """∇ₓE(x) for each sample (the gradient of the batch sum), detached.
+
+    Works inside ``torch.no_grad()`` and ``torch.inference_mode()`` (as callers that only
+    sample use): autograd is re-enabled locally and ``x`` is cloned into a normal tensor. The
+    network's parameters receive no gradient.
+    """
+    with torch.inference_mode(False), torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(x).sum(), x)
+    return grad
+
+
 @dataclass
 class LangevinSampler:
     """Unadjusted Langevin dynamics on an energy E(x) with the practical knobs of deep EBMs.
@@ -232,15 +245,9 @@ class LangevinSampler:
         return (low + (high - low) * draw).to(device)
 
     def energy_grad(self, energy: EnergyFn, x: torch.Tensor) -> torch.Tensor:
-        """∇ₓE(x) for each sample (gradient of the batch sum), clipped when ``grad_clip`` is set.
-
-        Works inside ``torch.no_grad()`` and ``torch.inference_mode()`` (as callers that only
-        sample use): autograd is re-enabled locally and ``x`` is cloned into a normal tensor.
-        The network's parameters receive no gradient.
-        """
-        with torch.inference_mode(False), torch.enable_grad():
-            x = x.detach().clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(energy(x).sum(), x)
+        """∇ₓE(x) for each sample (:func:`energy_gradient`), clipped when ``grad_clip`` is
+        set."""
+        grad = energy_gradient(energy, x)
         if self.grad_clip is not None:
             grad = grad.clamp(-self.grad_clip, self.grad_clip)
         return grad
@@ -258,10 +265,7 @@ class LangevinSampler:
     def output(self, energy: EnergyFn, x: torch.Tensor) -> torch.Tensor:
         """The final (detached) state, or with ``jump`` its denoised estimate x − s²·∇E(x)."""
         if self.jump > 0:
-            with torch.inference_mode(False), torch.enable_grad():
-                y = x.detach().clone().requires_grad_(True)
-                (grad,) = torch.autograd.grad(energy(y).sum(), y)
-            x = x.detach() - self.jump * grad
+            x = x.detach() - self.jump * energy_gradient(energy, x)
         return x.detach()
 
 
