@@ -173,8 +173,9 @@ class Metric(Protocol):
 
     * ``options`` maps each option name to its :class:`geneval.options.Option` (default,
       help, bounds): the single declaration the CLI, the API and the listing use.
-    * ``fields`` maps every output field besides ``value`` to a one-line meaning; gates and
-      comparisons on ``metric.field`` are checked against it before a run.
+    * ``fields`` maps every output field besides ``value`` and the options to a one-line
+      meaning (the runner adds the options the metric ran with to its result); gates and
+      comparisons on ``metric.field`` are checked against both before a run.
     * ``uncertainty`` names the field holding the standard deviation or standard error of
       ``value`` (``None`` when there is none).
     * ``higher_is_better`` is the direction; ``interpretation`` one line on what the number

@@ -127,8 +127,10 @@ def check_gate_metrics(gates: Iterable[Gate], metrics: Mapping[str, Any]) -> Non
                 f"does not compute (--metrics {','.join(sorted(metrics))})"
             )
         fields = getattr(metric, "fields", None)
-        if gate.field != "value" and fields is not None and gate.field not in fields:
-            known = ", ".join(["value", *sorted(fields)])
+        # every report of a metric also holds the options it ran with
+        declared = None if fields is None else {*fields, *getattr(metric, "options", {})}
+        if gate.field != "value" and declared is not None and gate.field not in declared:
+            known = ", ".join(["value", *sorted(declared)])
             raise InputError(
                 f"{gate.origin}: gate {gate.expr!r}: metric {gate.metric} has no field "
                 f"{gate.field!r} (fields: {known})"

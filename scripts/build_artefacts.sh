@@ -37,11 +37,10 @@ for step in "${steps[@]}"; do
       geneval train --model grbm --dataset digits -o $energy/grbm-digits.safetensors --force \
         --seed 0 --steps 3000 --opt lr=3e-3 --opt weight_decay=0 --opt sigma=0.3 \
         --opt learn_sigma=false ;;
-    ebm)  # denoising score matching, then 2000 more steps with the sampling defaults set
+    ebm)  # noise-conditional energy, 12 levels down to 0.1, annealed Langevin sampling
       geneval train --model ebm --dataset digits -o $energy/ebm-digits.safetensors --force \
-        --seed 0 --steps 6000 --checkpoint-every 1000
-      geneval train --model ebm --dataset digits -o $energy/ebm-digits.safetensors --resume \
-        --steps 8000 --opt sample_steps=400 --opt sample_step_size=0.00225 ;;
+        --seed 0 --steps 16000 --opt noise_levels=12 --opt dsm_sigma=0.1 --opt sample_steps=10 \
+        --opt ema_decay=0.999 --opt save_training_state=false ;;
     vae)  # 2000 steps: the validation bound is best there (1257 images overfit soon after)
       geneval train --model vae --dataset digits -o $latent/vae-digits.safetensors --force \
         --seed 0 --steps 2000 --opt save_training_state=false ;;

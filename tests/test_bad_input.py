@@ -542,6 +542,11 @@ CASES = [
         ],  # fmt: skip
         "w.pth",
     ),
+    Case(
+        "model-without-capability",
+        lambda ws: ["run", "--model", "ddpm", "--metrics", "ais", "--json", ws.report],
+        "needs capability 'energy'",
+    ),
     Case("device-unknown", lambda ws: _run(ws, "--device", "tpu"), "tpu", held=True),
     Case("resize-fixed", lambda ws: _run(ws, "--resize", "tf1"), "--resize", held=True),
 ]

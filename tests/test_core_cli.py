@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from geneval.errors import GenevalWarning
+from geneval.errors import GenevalWarning, InputError
 from tests.fake_plugins import FakePlugins
 
 
@@ -577,3 +577,27 @@ def test_train_refuses_to_overwrite(fake, run_cli, tmp_path):
     res = run_cli("train", "--model", "toy-noise", "--dataset", "toyset", "-o", ckpt)
     assert res.code == 2 and "--force" in res.err
     assert ckpt.read_bytes() == b"keep me"
+
+
+def test_deprecated_inception_weights_still_works_with_a_note(fake, run_cli, arrays, tmp_path):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"")
+    res = run_cli(
+        "run", "--samples", arrays["samples"], "--extractor", "counting", "--metrics",
+        "feat-mean", "--inception-weights", weights, "--json", tmp_path / "r.json",
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    notes = [*report.get("warnings", []), res.err]
+    assert any("--inception-weights is deprecated: use --extractor-weights" in n for n in notes)
+
+
+def test_gates_accept_the_options_every_report_holds():
+    from geneval.gates import check_gate_metrics, parse_gate
+    from geneval.plugins import get_registry
+
+    kid = get_registry().metric("kid")
+    check_gate_metrics([parse_gate("kid.degree>2")], {"kid": kid})
+    check_gate_metrics([parse_gate("kid.subset_size<100")], {"kid": kid})
+    with pytest.raises(InputError, match="no field 'nosuch'"):
+        check_gate_metrics([parse_gate("kid.nosuch>2")], {"kid": kid})

@@ -281,12 +281,16 @@ def test_ebm_denoising_score_matching_objective_lowers_its_loss(digits, tmp_path
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_bundled_checkpoint_is_small_and_loads(name):
     family = FAMILIES[name]
-    assert family.bundled_checkpoint.stat().st_size <= 300_000
+    assert family.bundled_checkpoint.stat().st_size <= 600_000
+    keys = load_checkpoint(family.bundled_checkpoint, family=name).tensors
+    assert {k.split(".")[0] for k in keys} <= {"net", "ema", "opt", "rng", "state"}
     model = family.load(None, device=CPU)
     for protocol in family.capabilities:
         assert isinstance(model, protocol)
     if name in ("rbm", "grbm"):  # small enough for exact log Z: the references for AIS
         assert model.net.n_hidden <= 24 and isinstance(model, SupportsLogZ)
+    if name == "ebm":  # noise-conditional, sampled by annealed Langevin
+        assert model.net.conditional and model.config["sampling"]["sampler"] == "annealed-langevin"
     test = DigitsDataset().load("test").images
     noise = torch.rand(test.shape, generator=torch.Generator().manual_seed(0))
     # the model prefers digits to noise

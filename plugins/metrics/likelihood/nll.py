@@ -13,8 +13,8 @@ terms exactly.
 
 Any model with the ``elbo`` capability is scored the same way: a VAE's bound is
 E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)) with its decoder's likelihood (Kingma & Welling 2014),
-one posterior draw per image. ``space`` says what the bound is a probability of; the options
-reported are those the model's bound takes.
+one posterior draw per image. ``space`` says what the bound is a probability of; options the
+model's bound does not take (a VAE takes none) must stay at their defaults.
 
 ``std_err`` is the standard error of the mean over images, in bits/dim like ``value``;
 ``std`` is the same number, kept under its earlier name so existing gates stay valid.
@@ -77,9 +77,9 @@ class NegativeLogLikelihood:
         "log_likelihood": "mean ELBO in nats per image",
         "space": "the likelihood space of the bound",
         "unit": "bits/dim",
-        "timesteps": "option used (models whose bound takes it)",
-        "variance": "option used (models whose bound takes it)",
-        "bins": "option used (models whose bound takes it)",
+        "timesteps": "option used",
+        "variance": "option used",
+        "bins": "option used",
     }
     uncertainty = "std_err"
 
@@ -124,7 +124,7 @@ class NegativeLogLikelihood:
             "log_likelihood": elbo.mean().item(),
             "space": model.likelihood_space,
             "unit": "bits/dim",
-            **kwargs,  # the options this model's bound took
+            **{key: options[key] for key in _ELBO_OPTIONS},
         }
 
 
