@@ -165,6 +165,32 @@ def test_array_metrics_on_dsprites_factors() -> None:
     assert compute(mig.MutualInformationGap(), noise)["value"] < 0.05
 
 
+@pytest.mark.slow
+def test_dci_and_sap_on_dsprites_factors() -> None:
+    """DCI and SAP of the ``dsprites:test`` factors as the representation, of a rotation that
+    mixes them, and of noise; and MIG of the rotation."""
+    data = DSpritesDataset().load("test,n=1500,orientation/4,x/4,y/4")
+    factors = data.factors.numpy()
+    rotated = _standardised(factors.astype(np.float64)) @ _mixing_rotation(factors.shape[1])
+    reps = {
+        "truth": factors.astype(np.float64),
+        "rotated": rotated,
+        "noise": np.random.default_rng(0).standard_normal(factors.shape),
+    }
+    d = {name: compute(dci.DCI(), _inputs(z, factors)) for name, z in reps.items()}
+    assert d["truth"]["value"] >= 0.95
+    assert d["rotated"]["value"] < d["truth"]["value"] - 0.5
+    assert d["noise"]["value"] < 0.1
+    s = {
+        name: compute(sap.SeparatedAttributePredictability(), _inputs(z, factors))
+        for name, z in reps.items()
+    }
+    assert s["truth"]["value"] > s["rotated"]["value"] + 0.1
+    assert s["truth"]["value"] > s["noise"]["value"] + 0.2 and s["noise"]["value"] < 0.05
+    m = {name: compute(mig.MutualInformationGap(), _inputs(z, factors)) for name, z in reps.items()}
+    assert m["rotated"]["value"] < m["truth"]["value"] - 0.5
+
+
 # --- hand-checked examples of the published formulas ----------------------------------------
 
 
