@@ -147,10 +147,11 @@ class MetricInputs(Protocol):
         """The dataset plugin a source was drawn from (declared as ``Need("dataset", ...)``)."""
         ...
 
-    def other_images(self, spec: str, *, default_split: str) -> ImageSet:
+    def other_images(self, spec: str, *, default_split: str, option: str = "") -> ImageSet:
         """Images of a further source named by a metric option (a folder, an array or
         ``DATASET[:SPLIT]``); an empty ``spec`` means the ``default_split`` of the reference
-        dataset. An :class:`InputError` when neither is available."""
+        dataset. An :class:`InputError` when neither is available, naming ``option`` (e.g.
+        ``kde.validation``) as the way to give them."""
         ...
 
     #: The validated options of every metric of this run, by metric name (metrics that share

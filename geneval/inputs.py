@@ -399,8 +399,8 @@ class RunInputs:
     def dataset(self, source: str) -> Any:
         return self._get("dataset", source)
 
-    def other_images(self, spec: str, *, default_split: str) -> ImageSet:
-        return self._run.other_images(spec, default_split=default_split)
+    def other_images(self, spec: str, *, default_split: str, option: str = "") -> ImageSet:
+        return self._run.other_images(spec, default_split=default_split, option=option)
 
     def memo(self, key: Hashable, compute: Callable[[], Any]) -> Any:
         if key not in self._memo:

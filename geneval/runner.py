@@ -261,19 +261,19 @@ class Collection:
             )
         return load_stats(path)
 
-    def other_images(self, spec: str, *, default_split: str) -> ImageSet:
+    def other_images(self, spec: str, *, default_split: str, option: str = "") -> ImageSet:
         """Images of a further source named by a metric option (see ``MetricInputs``)."""
+        how = f"--opt {option}=PATH|DATASET:SPLIT" if option else "the metric's option"
         if not spec:
             reference = self.sources.get("reference")
             if reference is None or reference.dataset is None:
                 raise InputError(
-                    "no validation images: the reference is not a dataset, so name them with "
-                    "the metric's option"
+                    f"no validation images: the reference is not a dataset, so name them with {how}"
                 )
             if default_split not in reference.dataset.splits:
                 raise InputError(
                     f"dataset {reference.dataset.name} has no {default_split!r} split for "
-                    "validation: name the images with the metric's option"
+                    f"validation: name the images with {how}"
                 )
             return reference.dataset.load(default_split)
         resolved = resolve_spec(spec, "validation", self.registry)

@@ -98,7 +98,7 @@ class StubInputs:
             raise InputError(f"the {source} are not a dataset")
         return self._datasets[source]
 
-    def other_images(self, spec: str, *, default_split: str) -> ImageSet:
+    def other_images(self, spec: str, *, default_split: str, option: str = "") -> ImageSet:
         key = spec or default_split
         if key not in self._other:
             raise InputError(f"no images for {key!r} were given to the stub")

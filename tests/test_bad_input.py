@@ -547,6 +547,21 @@ CASES = [
         lambda ws: ["run", "--model", "ddpm", "--metrics", "ais", "--json", ws.report],
         "needs capability 'energy'",
     ),
+    Case(
+        "kde-without-validation",
+        lambda ws: [
+            "run",
+            "--samples",
+            ws.samples(),
+            "--reference",
+            ws.reference(),
+            "--metrics",
+            "kde",
+            "--json",
+            ws.report,
+        ],  # fmt: skip
+        "--opt kde.validation=",
+    ),
     Case("device-unknown", lambda ws: _run(ws, "--device", "tpu"), "tpu", held=True),
     Case("resize-fixed", lambda ws: _run(ws, "--resize", "tf1"), "--resize", held=True),
 ]

@@ -199,7 +199,9 @@ class ParzenWindow:
         warnings = []
         if bandwidth == 0:
             grid = bandwidth_grid(grid_low, grid_high, grid_points)
-            held_out = inputs.other_images(validation, default_split="val").images
+            held_out = inputs.other_images(
+                validation, default_split="val", option=f"{self.name}.validation"
+            ).images
             check_images(held_out, shape=shape, what="validation images", metric="kde")
             bandwidth, values = choose_bandwidth(samples, held_out, grid, device=inputs.device)
             scores = [
