@@ -77,6 +77,7 @@ def geneval_all(folders: list[Path], device: torch.device, batch_size: int) -> d
             resize="tf1",
             device=str(device),
             batch_size=batch_size,
+            cache=False,  # every repeat extracts, as torch-fidelity's cache=False does
         )
     )
     return {name: m["value"] for name, m in report["metrics"].items()}
@@ -92,6 +93,7 @@ def geneval_fid(folders: list[Path], device: torch.device, batch_size: int) -> f
             resize="pytorch-fid",
             device=str(device),
             batch_size=batch_size,
+            cache=False,  # every repeat extracts, as torch-fidelity's cache=False does
         )
     )
     return report["metrics"]["fid"]["value"]

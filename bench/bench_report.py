@@ -51,7 +51,7 @@ def bench_run(samples: int, reference: int) -> None:
         config = RunConfig(
             metrics=["fid", "kid"], samples=s, reference=r, extractor="digits-cnn",
             device="cpu", grid=64 if pictures else 0, neighbours=8 if pictures else 0,
-            options={"kid": {"subsets": 10}},
+            options={"kid": {"subsets": 10}}, cache=False,
         )  # fmt: skip
         evaluation = Evaluation(config)
         report = evaluation.execute()

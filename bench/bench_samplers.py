@@ -11,7 +11,7 @@ so the numbers compare the samplers themselves.
 Usage::
 
     OMP_NUM_THREADS=2 python bench/bench_samplers.py [--num-samples 500] [--batch-size 500]
-        [--families ddpm,ncsn,rbm,grbm,ebm]
+        [--families ddpm,ncsn,rbm,grbm,ebm,vae]
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=500)
-    parser.add_argument("--families", default="ddpm,ncsn,rbm,grbm,ebm")
+    parser.add_argument("--families", default="ddpm,ncsn,rbm,grbm,ebm,vae")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     for name in args.families.split(","):
