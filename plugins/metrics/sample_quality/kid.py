@@ -149,8 +149,14 @@ def kernel_inception_distance(
         idx1 = torch.from_numpy(np.stack([a for a, _ in draws]))
         idx2 = torch.from_numpy(np.stack([b for _, b in draws]))
     else:
-        idx1 = torch.rand(subsets, n1, generator=generator).argsort(dim=1)[:, :m]
-        idx2 = torch.rand(subsets, n2, generator=generator).argsort(dim=1)[:, :m]
+        # subset s of a set of n rows: the m smallest of n uniform keys, drawn row after row
+        # (the draws of torch.rand(subsets, n)); memory O(n + subsets·m), not O(subsets·n)
+        idx1 = torch.stack(
+            [torch.rand(n1, generator=generator).argsort()[:m] for _ in range(subsets)]
+        )
+        idx2 = torch.stack(
+            [torch.rand(n2, generator=generator).argsort()[:m] for _ in range(subsets)]
+        )
     per_chunk = max(1, _CHUNK_ELEMENTS // (3 * m * m + 2 * m * d))
     mmds = []
     for start in range(0, subsets, per_chunk):
