@@ -40,7 +40,8 @@ def _as_features(x: torch.Tensor | np.ndarray, name: str, device: torch.device) 
         raise InputError(
             f"kernel_inception_distance: {name} must be (n, d), got shape {tuple(t.shape)}"
         )
-    return t.to(device=device, dtype=torch.float64)
+    # kept in its own floating type: each subset is gathered, then widened to float64
+    return t.to(device=device, dtype=t.dtype if t.is_floating_point() else torch.float64)
 
 
 def polynomial_mmd2(
@@ -162,7 +163,9 @@ def kernel_inception_distance(
     for start in range(0, subsets, per_chunk):
         i1 = idx1[start : start + per_chunk].to(device)
         i2 = idx2[start : start + per_chunk].to(device)
-        mmds.append(polynomial_mmd2(x[i1], y[i2], degree=degree, gamma=gamma, coef0=coef0))
+        mmds.append(
+            polynomial_mmd2(x[i1].double(), y[i2].double(), degree=degree, gamma=gamma, coef0=coef0)
+        )
     values = torch.cat(mmds)
     return KIDResult(
         value=float(values.mean()),
