@@ -180,7 +180,7 @@ def _check_sigma(sigma: np.ndarray, path: Path) -> None:
         raise InputError(
             f"statistics file {path}: sigma is not symmetric (largest |Σ − Σᵀ| = {asymmetry:.3g})"
         )
-    sym = torch.from_numpy((sigma + sigma.T) / 2)
+    sym = torch.from_numpy(sigma / 2 + sigma.T / 2)  # halves first: no overflow near the max
     # Cholesky of Σ + δI succeeds for every PSD Σ; it is ~20× cheaper than an eigendecomposition,
     # which only runs to report the offending eigenvalue.
     shift = SIGMA_TOLERANCE * max(scale, 1e-300)
