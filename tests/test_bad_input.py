@@ -132,6 +132,14 @@ def _run(ws: Workspace, *extra, samples: Path | None = None, metrics: str = "fea
     ]
 
 
+def _inception_run(ws: Workspace, weights_flag: str, weights: Path) -> list:
+    """FID through the Inception extractor with the given weights file."""
+    return [
+        "run", "--samples", ws.samples(), "--metrics", "fid", "--reference", ws.reference(),
+        "--extractor", "inception-v3-fid", weights_flag, weights, "--json", ws.report,
+    ]  # fmt: skip
+
+
 def _fifo(ws: Workspace) -> Path:
     path = ws.root / "fifo"
     os.mkfifo(path)
@@ -465,21 +473,9 @@ CASES = [
     # -- weights, metrics ----------------------------------------------------------------------
     Case(
         "weights-bare-tensor",
-        lambda ws: [
-            "run",
-            "--samples",
-            ws.samples(),
-            "--metrics",
-            "fid",
-            "--reference",
-            ws.reference(),
-            "--extractor",
-            "inception-v3-fid",
-            "--inception-weights",
-            _torch_save(ws.root / "w.pth", torch.zeros(3)),
-            "--json",
-            ws.report,
-        ],
+        lambda ws: _inception_run(
+            ws, "--inception-weights", _torch_save(ws.root / "w.pth", torch.zeros(3))
+        ),
         "w.pth",
     ),
     Case(
@@ -525,21 +521,11 @@ CASES = [
     ),
     Case(
         "weights-pickle-payload",
-        lambda ws: [
-            "run",
-            "--samples",
-            ws.samples(),
-            "--metrics",
-            "fid",
-            "--reference",
-            ws.reference(),
-            "--extractor",
-            "inception-v3-fid",
+        lambda ws: _inception_run(
+            ws,
             "--extractor-weights",
             _torch_save(ws.root / "w.pth", {"x": _CreatesFile(ws.root / "pwned")}),
-            "--json",
-            ws.report,
-        ],  # fmt: skip
+        ),
         "w.pth",
     ),
     Case(
