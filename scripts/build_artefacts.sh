@@ -26,7 +26,8 @@ for step in "${steps[@]}"; do
       geneval train --model ddpm --dataset digits -o $diffusion/ddpm-digits.safetensors --force \
         --seed 0 --steps 12000
       geneval train --model ddpm --dataset digits -o $diffusion/ddpm-digits.safetensors --resume \
-        --steps 36000 --opt lr=2e-4 --opt ema_decay=0.9995 --opt save_training_state=false ;;
+        --steps 36000 --opt lr=2e-4 --opt ema_decay=0.9995 --opt save_training_state=false \
+        --opt ddim_skip=quadratic ;;
     ncsn)
       geneval train --model ncsn --dataset digits -o $diffusion/ncsn-digits.safetensors --force \
         --seed 0 --steps 10000 --opt save_training_state=false ;;

@@ -389,7 +389,7 @@ def test_bundled_grbm_log_z_agrees_with_hidden_enumeration():
     loaded = get_registry().model("grbm").load(None, device=torch.device("cpu"))
     net = loaded.net
     W, mu, b, sigma = (
-        p.detach().double() for p in (net.weight, net.visible_offset, net.hidden_bias, net.sigma)
+        p.detach().double() for p in (net.weight, net.visible_bias, net.hidden_bias, net.sigma)
     )
 
     def log_weight(h):
