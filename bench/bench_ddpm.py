@@ -47,8 +47,19 @@ def bench_cli(num_samples: int) -> dict[str, float]:
     exe = shutil.which("geneval") or str(Path(sys.executable).with_name("geneval"))
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
-        cmd = [exe, "run", "--model", "ddpm", "--metrics", "fid,kid", "--quiet",
-               "--num-samples", str(num_samples), "--json", str(report)]
+        cmd = [
+            exe,
+            "run",
+            "--model",
+            "ddpm",
+            "--metrics",
+            "fid,kid",
+            "--quiet",
+            "--num-samples",
+            str(num_samples),
+            "--json",
+            str(report),
+        ]
         start = time.perf_counter()
         subprocess.run(cmd, check=True)
         elapsed = time.perf_counter() - start
@@ -68,8 +79,9 @@ def bench_samplers(num_samples: int, batch_size: int) -> dict[str, dict[str, flo
     for label, sampler, steps in (("ddim-50", "ddim", 50), ("ancestral-1000", "ancestral", None)):
         gen = torch.Generator().manual_seed(0)
         start = time.perf_counter()
-        images = model.sample(num_samples, batch_size=batch_size, generator=gen,
-                              sampler=sampler, steps=steps)
+        images = model.sample(
+            num_samples, batch_size=batch_size, generator=gen, sampler=sampler, steps=steps
+        )
         elapsed = time.perf_counter() - start
         out[label] = {"seconds": elapsed, "fid": _fid(_features(images), reference)}
     return out
@@ -84,15 +96,19 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}")
     if not args.skip_cli:
         cli = bench_cli(args.num_samples)
-        print(f"geneval run --model ddpm --metrics fid,kid: {cli['seconds']:.1f} s "
-              f"(target < 60 s; {cli['seconds'] / 60:.2f}× the target), "
-              f"fid {cli['fid']:.3f}, kid {cli['kid']:.5f}")
+        print(
+            f"geneval run --model ddpm --metrics fid,kid: {cli['seconds']:.1f} s "
+            f"(target < 60 s; {cli['seconds'] / 60:.2f}× the target), "
+            f"fid {cli['fid']:.3f}, kid {cli['kid']:.5f}"
+        )
     runs = bench_samplers(args.num_samples, args.batch_size)
     for label, r in runs.items():
         print(f"{label:>15}: {r['seconds']:7.1f} s  FID(digits-cnn vs digits:train) {r['fid']:.3f}")
     ddim, anc = runs["ddim-50"], runs["ancestral-1000"]
-    print(f"ddim-50 / ancestral-1000: time {ddim['seconds'] / anc['seconds']:.3f}×, "
-          f"FID {ddim['fid'] / anc['fid']:.3f}×")
+    print(
+        f"ddim-50 / ancestral-1000: time {ddim['seconds'] / anc['seconds']:.3f}×, "
+        f"FID {ddim['fid'] / anc['fid']:.3f}×"
+    )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,7 @@ def evaluate(
     ``samples``, a loaded model (or ``model="ddpm"`` to load a model family's checkpoint).
     ``fail_if`` takes gate expressions such as ``"fid>30"``; the report's ``passed`` is the
     verdict. Warnings are collected into the report's ``warnings``. ``baseline=True`` adds the
-    held-out split's scores at the same n, as ``--baseline`` does.
-    verdict. Warnings are collected into the report's ``warnings``. ``cache=False`` turns
+    held-out split's scores at the same n, as ``--baseline`` does. ``cache=False`` turns
     the feature cache off; ``precision`` is ``fp32`` (default), ``bf16`` or ``tf32``;
     ``compile=True`` compiles the extractors where they stay exact (:mod:`geneval.precision`).
     """

@@ -50,9 +50,7 @@ def random_shift(
     return padded[batch, 0, rows[:, :, None], cols[:, None, :]].unsqueeze(1)
 
 
-def save_weights(
-    path: Path, net: DigitsCNN, config: Mapping[str, Any], *, force: bool
-) -> Path:
+def save_weights(path: Path, net: DigitsCNN, config: Mapping[str, Any], *, force: bool) -> Path:
     """Write the weights atomically as safetensors, byte-for-byte reproducible.
 
     The record goes into a *single* metadata entry (``config``, sorted JSON): safetensors

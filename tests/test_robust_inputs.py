@@ -289,12 +289,36 @@ def test_pyproject_that_is_not_utf8_is_one_line(fake, run_cli, tmp_path, monkeyp
     assert res.out == "" and not (tmp_path / "r.json").exists()
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far, ``None`` where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_until_busy(process, cpu_seconds: float, wall_limit: float) -> None:
+    """Wait until ``process`` has used ``cpu_seconds`` of CPU (a whole small run uses about 3 s,
+    so it is then sampling whatever the machine's load), at most ``wall_limit`` seconds."""
+    import time
+
+    start = time.monotonic()
+    while time.monotonic() - start < wall_limit and process.poll() is None:
+        used = _cpu_seconds(process.pid)
+        if used is None:  # no /proc: fall back to a generous wall-clock wait
+            time.sleep(min(10.0, wall_limit))
+            return
+        if used >= cpu_seconds:
+            return
+        time.sleep(0.2)
+
+
 @pytest.mark.parametrize("command", ["run", "sample"])
 def test_interrupt_is_exit_130_and_writes_nothing(command, geneval_exe, tmp_path):
     """SIGINT in the middle of sampling: exit 130, one line, no partial output."""
     import signal
     import subprocess
-    import time
 
     out = tmp_path / ("report.json" if command == "run" else "samples.npz")
     args = (
@@ -310,10 +334,19 @@ def test_interrupt_is_exit_130_and_writes_nothing(command, geneval_exe, tmp_path
         text=True,
         env=env,
         cwd=tmp_path,
+        # a test runner started in the background inherits SIGINT ignored; a user's shell
+        # delivers it, so the child gets the default disposition back
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    time.sleep(10)  # past start-up, inside sampling (a million samples take minutes)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+    try:
+        _wait_until_busy(process, cpu_seconds=8.0, wall_limit=120.0)
+        assert process.poll() is None, process.communicate()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, (process.returncode, stderr)
     assert [line for line in stderr.splitlines() if line.strip()] == ["geneval: aborted"]
     assert stdout == ""
