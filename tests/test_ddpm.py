@@ -21,6 +21,7 @@ from geneval.checkpoint import load_checkpoint
 from geneval.errors import InputError
 from geneval.plugins import get_registry
 from geneval_plugins.datasets.digits import DigitsDataset
+from geneval_plugins.extractors.digits_cnn import DigitsCNNExtractor
 from geneval_plugins.models.diffusion.ddpm import (
     DDPMFamily,
     DDPMModel,
@@ -183,7 +184,7 @@ def _fid(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _features(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    extractor = get_registry().extractor("digits-cnn").load(device=CPU)
+    extractor = DigitsCNNExtractor().load(device=CPU)  # not the registry: module scope
     quantised = torch.round(images * 255) / 255  # as the runner does with model samples
     out = extractor(quantised)
     return out["features"].numpy(), out["logits"].numpy()

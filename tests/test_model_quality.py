@@ -19,9 +19,10 @@ import pytest
 import torch
 from sklearn.svm import SVC
 
-from geneval.plugins import get_registry, reset_registry
+from geneval.plugins import get_registry
 from geneval.sources import quantize_to_uint8_levels
 from geneval_plugins.datasets.digits import DigitsDataset
+from geneval_plugins.extractors.digits_cnn import DigitsCNNExtractor
 from geneval_plugins.metrics.sample_quality.fid import frechet_distance
 
 CPU = torch.device("cpu")
@@ -68,11 +69,7 @@ def verdict(judge: SVC, images: torch.Tensor) -> tuple[float, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def moments():
-    with pytest.MonkeyPatch.context() as patch:  # module scope: before the autouse fixtures
-        patch.setenv("GENEVAL_LOAD_PLUGINS", "")  # bundled plugins only
-        reset_registry()
-        extractor = get_registry().extractor("digits-cnn").load(device=CPU)
-        reset_registry()
+    extractor = DigitsCNNExtractor().load(device=CPU)  # not the registry: module scope
 
     def of(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
