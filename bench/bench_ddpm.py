@@ -15,16 +15,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
+from model_run_timing import time_model_run
 
 from geneval.plugins import get_registry
 from geneval_plugins.datasets.digits import DigitsDataset
@@ -40,35 +35,6 @@ def _fid(features: np.ndarray, reference: np.ndarray) -> float:
     mu1, mu2 = features.mean(0), reference.mean(0)
     s1, s2 = np.cov(features, rowvar=False), np.cov(reference, rowvar=False)
     return float(frechet_distance(mu1, s1, mu2, s2))
-
-
-def bench_cli(num_samples: int) -> dict[str, float]:
-    """Wall time of the embedded default run in a fresh process, and the FID/KID it reports."""
-    exe = shutil.which("geneval") or str(Path(sys.executable).with_name("geneval"))
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        cmd = [
-            exe,
-            "run",
-            "--model",
-            "ddpm",
-            "--metrics",
-            "fid,kid",
-            "--quiet",
-            "--num-samples",
-            str(num_samples),
-            "--json",
-            str(report),
-        ]
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True)
-        elapsed = time.perf_counter() - start
-        data = json.loads(report.read_text())
-    return {
-        "seconds": elapsed,
-        "fid": data["metrics"]["fid"]["value"],
-        "kid": data["metrics"]["kid"]["value"],
-    }
 
 
 def bench_samplers(num_samples: int, batch_size: int) -> dict[str, dict[str, float]]:
@@ -95,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}")
     if not args.skip_cli:
-        cli = bench_cli(args.num_samples)
+        cli = time_model_run("ddpm", args.num_samples)
         print(
             f"geneval run --model ddpm --metrics fid,kid: {cli['seconds']:.1f} s "
             f"(target < 60 s; {cli['seconds'] / 60:.2f}× the target), "

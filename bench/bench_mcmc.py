@@ -15,13 +15,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from model_run_timing import time_model_run
 from sklearn.neural_network import BernoulliRBM as SklearnRBM
 
 from geneval_plugins.models.energy.ebm import EBMFamily
@@ -97,24 +96,10 @@ def bench_langevin(batch: int, steps: int) -> None:
 
 
 def bench_cli() -> None:
+    """End-to-end ``geneval run --model NAME --metrics fid,kid`` of each energy model."""
     for name in ("rbm", "grbm", "ebm"):
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "geneval",
-                "run",
-                "--model",
-                name,
-                "--metrics",
-                "fid,kid",
-                "--quiet",
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        print(f"geneval run --model {name} --metrics fid,kid: {time.perf_counter() - start:.1f} s")
+        result = time_model_run(name)
+        print(f"geneval run --model {name} --metrics fid,kid: {result['seconds']:.1f} s")
 
 
 def main() -> None:

@@ -18,16 +18,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from model_run_timing import time_model_run
 
 from geneval.plugins import get_registry
 from geneval_plugins.datasets.digits import DigitsDataset
@@ -38,39 +32,6 @@ from geneval_plugins.models.diffusion.ncsn import NCSNFamily
 def _moments(extractor, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     f = extractor(torch.round(images * 255) / 255)["features"].double()
     return f.mean(0), torch.cov(f.T)
-
-
-def bench_cli(num_samples: int) -> dict[str, float]:
-    """Wall time of ``geneval run --model ncsn --metrics fid,kid`` and the values it reports."""
-    exe = shutil.which("geneval") or str(Path(sys.executable).with_name("geneval"))
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        cmd = [
-            exe,
-            "run",
-            "--model",
-            "ncsn",
-            "--metrics",
-            "fid,kid",
-            "--quiet",
-            "--num-samples",
-            str(num_samples),
-            "--json",
-            str(report),
-        ]
-        cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        elapsed = time.perf_counter() - start
-        cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        data = json.loads(report.read_text())
-    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    return {
-        "seconds": elapsed,
-        "cpu_seconds": cpu,
-        "fid": data["metrics"]["fid"]["value"],
-        "kid": data["metrics"]["kid"]["value"],
-    }
 
 
 def bench_samplers(num_samples: int) -> None:
@@ -118,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     bench_samplers(args.num_samples)
     if not args.skip_cli:
-        result = bench_cli(args.num_samples)
+        result = time_model_run("ncsn", args.num_samples)
         print(
             f"geneval run --model ncsn --metrics fid,kid: {result['seconds']:.1f} s wall, "
             f"{result['cpu_seconds']:.1f} s CPU, fid = {result['fid']:.3f}, "
