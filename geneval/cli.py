@@ -36,6 +36,14 @@ from geneval.gates import (
     gates_from_pyproject,
     parse_gate,
 )
+from geneval.interrupts import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    end_with_parent,
+    parent_from_environment,
+    sigterm_raises,
+)
 from geneval.io import (
     STDOUT,
     check_image_folder,
@@ -51,12 +59,20 @@ from geneval.passes import PassPlan
 from geneval.plugins import get_registry
 from geneval.precision import PRECISIONS
 from geneval.progress import set_quiet
-from geneval.report import printable, to_table
+from geneval.report import to_table
 from geneval.report_files import planned_reports
 from geneval.resolve import extractor_for, resolve_spec
 from geneval.runner import Evaluation, RunConfig
-from geneval.sources import ModelSource
+from geneval.sample_files import (
+    StreamedPNGs,
+    check_sample_output,
+    npz_writer,
+    sample_shape,
+    uint8_blocks,
+)
+from geneval.sources import LAYOUTS, ModelSource
 from geneval.stats import make_meta, save_stats
+from geneval.text import printable, quote, visible
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_PLUGIN = 0, 1, 2, 3
 
@@ -104,7 +120,7 @@ def _without_nproc(args: Sequence[str]) -> list[str]:
 
 def _info(message: str, quiet: bool) -> None:
     if not quiet:
-        click.echo(message, err=True)
+        click.echo(visible(message), err=True)
 
 
 class _PluginCommands(click.Group):
@@ -197,6 +213,14 @@ _extractor_weights_option = click.option(
 _resize_option = click.option(
     "--resize", cls=_ExtractorChoices, help="Resize convention of the extractor."
 )
+_layout_option = click.option(
+    "--layout",
+    type=click.Choice(LAYOUTS),
+    default="auto",
+    show_default=True,
+    help="Axes of image arrays (.npy/.npz): auto reads the one layout with 1 or 3 channels "
+    "and refuses a shape that fits both, such as (N, 3, 3, 3).",
+)
 
 #: Seeds are 63-bit: torch generators take any value in [0, 2^63).
 SEED_RANGE = click.IntRange(0, 2**63 - 1)
@@ -240,6 +264,7 @@ _no_cache_option = click.option(
 @_extractor_option
 @_extractor_weights_option
 @_resize_option
+@_layout_option
 @click.option("--opt", "opts", multiple=True, metavar="METRIC.KEY=VALUE", help="Metric option.")
 @_device_option
 @click.option(
@@ -252,7 +277,13 @@ _no_cache_option = click.option(
 @click.option(
     "--nproc",
     type=POSITIVE,
-    help="Shard the run over N processes on this machine (under torchrun: one per rank).",
+    help="Shard the run over N processes on this machine (under torchrun: one per rank); "
+    "at most the CPU cores this process may use.",
+)
+@click.option(
+    "--oversubscribe",
+    is_flag=True,
+    help="Allow --nproc to start more ranks than there are CPU cores.",
 )
 @_no_cache_option
 @click.option(
@@ -314,12 +345,14 @@ def run(
     extractor: str | None,
     extractor_weights: Path | None,
     resize: str | None,
+    layout: str,
     opts: Sequence[str],
     device: str,
     batch_size: int | None,
     workers: int | None,
     seed: int,
     nproc: int | None,
+    oversubscribe: bool,
     no_cache: bool,
     precision: str,
     compile_: bool,
@@ -342,8 +375,13 @@ def run(
         if under_torchrun():
             raise InputError("--nproc cannot be used under torchrun (it starts the ranks itself)")
         if nproc > 1:
-            from geneval.launch import run_ranks
+            from geneval.launch import check_nproc, run_ranks
 
+            check_nproc(nproc, oversubscribe=oversubscribe)
+            planned = planned_reports(
+                {"json": json_path, "markdown": markdown, "junit": junit, "html": html_path}
+            )
+            check_outputs([out for out, _ in planned], force=force)  # before starting ranks
             _launched.append(True)
             return run_ranks(_without_nproc(_invocation), nproc)
     device = str(_join_ranks(device))
@@ -357,6 +395,7 @@ def run(
         extractor=extractor,
         extractor_weights=extractor_weights,
         resize=resize,
+        layout=layout,
         options=list(opts),
         device=device,
         batch_size=batch_size,
@@ -416,7 +455,7 @@ def _run(
     if not any(out.to_stdout for out, _ in outputs):
         click.echo(to_table(report), nl=False)
     for name, message in report["errors"].items():
-        click.echo(f"geneval: error: metric {name} raised {message}", err=True)
+        _echo_line(f"geneval: error: metric {name} raised {message}")
     if report["errors"]:
         return EXIT_PLUGIN
     return EXIT_GATE if gate_failed else EXIT_OK
@@ -431,6 +470,7 @@ def _run(
 @_extractor_option
 @_extractor_weights_option
 @_resize_option
+@_layout_option
 @click.option(
     "--features/--no-features",
     default=False,
@@ -450,6 +490,7 @@ def stats(
     extractor: str | None,
     extractor_weights: Path | None,
     resize: str | None,
+    layout: str,
     features: bool,
     device: str,
     batch_size: int,
@@ -464,12 +505,12 @@ def stats(
     Under torchrun each rank extracts its shard and rank 0 writes the file."""
     set_quiet(quiet)
     if output.suffix != ".npz":
-        raise InputError(f"-o {output}: statistics files end in .npz")
+        raise InputError(f"-o {quote(output)}: statistics files end in .npz")
     check_writable(output, force=force, what="statistics file")
     registry = get_registry()
-    resolved = resolve_spec(source, "samples", registry)
+    resolved = resolve_spec(source, "samples", registry, layout=layout)
     if not resolved.has_images:
-        raise InputError(f"{source} holds no images to extract features from")
+        raise InputError(f"{quote(source)} holds no images to extract features from")
     name = extractor_for(
         None, explicit=extractor, samples=resolved, reference=None, registry=registry
     )
@@ -494,7 +535,7 @@ def stats(
     ).result
     moments = result.moments[name]
     if moments.n < 2:
-        raise InputError(f"{source}: statistics need at least 2 images, found {moments.n}")
+        raise InputError(f"{quote(source)}: statistics need at least 2 images, found {moments.n}")
     meta = make_meta(
         extractor=name,
         output=output_name,
@@ -523,7 +564,8 @@ def cache() -> None:
 def cache_info(as_json: bool) -> int:
     """Where the feature cache is, how many entries it holds and how large it is."""
     info = FeatureCache.open().info()
-    click.echo(json.dumps(info, indent=2) if as_json else describe_info(info), nl=as_json)
+    text = json.dumps(info, indent=2) if as_json else printable(describe_info(info))
+    click.echo(text, nl=as_json)
     return EXIT_OK
 
 
@@ -532,7 +574,7 @@ def cache_clear() -> int:
     """Delete every entry of the feature cache (downloaded statistics are kept)."""
     store = FeatureCache.open()
     removed = store.clear()
-    click.echo(f"removed {removed} feature cache entries from {store.root}")
+    click.echo(visible(f"removed {removed} feature cache entries from {store.root}"))
     return EXIT_OK
 
 
@@ -634,6 +676,7 @@ def compare(reports: Sequence[Path], rtol: float, fail_on_regression: bool) -> i
     "--checkpoint-every", type=int, metavar="N", help="Also write the checkpoint every N steps."
 )
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE", help="Training option.")
+@_layout_option
 @_force_option
 @_quiet_option
 @_debug_option
@@ -647,6 +690,7 @@ def train(
     resume: bool,
     checkpoint_every: int | None,
     opts: Sequence[str],
+    layout: str,
     force: bool,
     quiet: bool,
     debug: bool,
@@ -674,10 +718,10 @@ def train(
     if steps is not None and steps < 1:
         raise InputError(f"--steps must be positive, got {steps}")
     if resume and not output.is_file():
-        raise InputError(f"--resume: checkpoint {output} does not exist")
-    if not resume:
-        check_writable(output, force=force, what="checkpoint")
-    resolved = resolve_spec(dataset, "training data", registry)
+        raise InputError(f"--resume: checkpoint {quote(output)} does not exist")
+    # a resumed run rewrites its checkpoint: it must be a regular file in a writable folder
+    check_writable(output, force=force or resume, what="checkpoint")
+    resolved = resolve_spec(dataset, "training data", registry, layout=layout)
     if resolved.source is None or not resolved.has_images:
         raise InputError(f"--dataset {dataset}: expected images to train on")
     data = images_from_source(resolved.source)
@@ -696,16 +740,6 @@ def train(
 
 
 # -- sample ------------------------------------------------------------------------------------
-
-
-def _png_writer(image: np.ndarray):
-    """A writer of one uint8 HWC image as PNG (grey when it has one channel)."""
-    from PIL import Image
-
-    def write(path: Path) -> None:
-        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(path, format="PNG")
-
-    return write
 
 
 @cli.command()
@@ -746,14 +780,16 @@ def sample(
     """Draw samples from a model into an .npz (images uint8 NHWC) or a folder of PNGs.
 
     With ``--force`` a folder is refilled only when it holds nothing but an earlier
-    ``geneval sample`` output (which is removed first); an .npz file is replaced.
+    ``geneval sample`` output (which is removed first); an .npz file is replaced. The
+    output's size is checked before sampling, and each block of samples is written as uint8
+    as soon as it is drawn (:mod:`geneval.sample_files`).
     """
     set_quiet(quiet)
     to_npz = output.suffix == ".npz"
     if to_npz:
         check_writable(output, force=force, what="samples file")
     elif output.suffix:
-        raise InputError(f"-o {output}: give an .npz file or a folder name without a suffix")
+        raise InputError(f"-o {quote(output)}: give an .npz file or a folder name without a suffix")
     else:
         check_image_folder(output, force=force, what="-o folder")
     family = get_registry().model(model)
@@ -770,21 +806,15 @@ def sample(
         steps=steps,
         batch_size=batch_size,
     )
-    batches = [b.cpu() for b in source.batches(0, dev, 0)]
-    images = torch.cat(batches)
-    array = (images * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    what = "samples file" if to_npz else "-o folder"
+    check_sample_output(output, num_samples, loaded.image_shape, folder=not to_npz, what=what)
+    blocks = uint8_blocks(source.batches(0, dev, 0))
     if to_npz:
-
-        def _save(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, images=array)
-
-        write_atomic(output, _save, force=force, what="samples file")
+        shape = sample_shape(num_samples, loaded.image_shape)
+        write_atomic(output, npz_writer("images", shape, np.uint8, blocks), force=force, what=what)
     else:
-        width = max(6, len(str(len(array) - 1)))
-        files = [(f"{i:0{width}d}.png", _png_writer(image)) for i, image in enumerate(array)]
-        write_image_folder(output, files, force=force, what="-o folder")
-    _info(f"wrote {len(array)} samples to {output}", quiet)
+        write_image_folder(output, StreamedPNGs(num_samples, blocks), force=force, what=what)
+    _info(f"wrote {num_samples} samples to {output}", quiet)
     return EXIT_OK
 
 
@@ -792,8 +822,10 @@ def sample(
 
 
 def _echo_line(message: str) -> None:
-    """One line on stderr, printable whatever bytes a path held."""
-    click.echo(printable(message.splitlines()[0] if message else message), err=True)
+    """Exactly one line on stderr, whatever a path or a value in ``message`` held: line
+    breaks, ESC and other control characters, and undecodable bytes are shown as escapes
+    (:func:`geneval.text.visible`), never cut the line short nor reach the terminal raw."""
+    click.echo(visible(message), err=True)
 
 
 def _error_line(line: str, exc: BaseException) -> None:
@@ -814,11 +846,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     plugins) are caught: ``run`` puts them in its report; other commands print them as
     ``geneval: warning:`` lines after their output. After an error only the error line is
     printed (``--debug`` adds the traceback).
+
+    SIGTERM ends every command as SIGINT does: ``finally`` blocks remove temporary files and
+    staging folders, nothing is written, one line, exit 143 (SIGINT: 130). A rank that
+    ``run --nproc`` started ends when its launcher dies (:mod:`geneval.interrupts`).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     _invocation[:] = args
     _launched.clear()
     debug = "--debug" in args
+    code: Any = EXIT_OK
+    with sigterm_raises():
+        parent = parent_from_environment()
+        if parent is not None:
+            end_with_parent(parent)
+        try:
+            code = _main(args, debug)
+        except Terminated:  # a second signal while an error line was being printed
+            code = EXIT_TERMINATED
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+def _main(args: list[str], debug: bool) -> Any:
+    """Run the command ``args``; returns its exit code, having printed one line on error."""
     code: Any = EXIT_OK
     with captured_warnings() as caught:
         try:
@@ -827,7 +879,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = exc.exit_code
         except click.exceptions.Abort:
             _echo_line("geneval: aborted")
-            code = 130
+            code = EXIT_INTERRUPTED
+        except Terminated:
+            _echo_line("geneval: terminated")
+            code = EXIT_TERMINATED
         except click.ClickException as exc:
             if debug:
                 traceback.print_exc()
@@ -840,7 +895,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = EXIT_USAGE
         except KeyboardInterrupt:
             _echo_line("geneval: interrupted")
-            code = 130
+            code = EXIT_INTERRUPTED
         except RankError as exc:  # another rank of a sharded run failed
             if debug:
                 traceback.print_exc()
@@ -855,4 +910,4 @@ def main(argv: Sequence[str] | None = None) -> None:
         if (code in (EXIT_OK, EXIT_GATE, None) or debug) and _rank() == 0 and not _launched:
             for note in caught.drain():
                 _echo_line(f"geneval: warning: {note}")
-    sys.exit(code if isinstance(code, int) else EXIT_OK)
+    return code

@@ -3,9 +3,12 @@
 :func:`collect_pass` is what the runner, ``geneval stats`` and the Python API call for each
 source instead of a bare :func:`geneval.passes.run_pass`:
 
-1. with the cache on and a folder, array or dataset source, hash its content (each rank its
-   share of the files) and look up, on rank 0, every extractor of the plan; rank 0 sends what
-   it found to the others (:mod:`geneval.feature_cache`);
+1. with the cache on and a folder, array or dataset source, and in every sharded run, hash its
+   content — each rank what it reads — and make the ranks agree on it before anything is
+   computed or cached (:func:`content_key`; ranks that read different content are exit 2,
+   and :func:`agree_on_sources` settles every source of a run before its first pass); with
+   the cache on, look up, on rank 0, every extractor of the plan; rank 0 sends what it found
+   to the others (:mod:`geneval.feature_cache`);
 2. run the pass for what the cache did not hold — every extractor that missed, and the kept
    images — each rank over its batch-aligned shard; every rank learns of any rank's error;
 3. merge the shards exactly (:func:`geneval.distributed.gather_pass_result`), and rank 0
@@ -15,12 +18,14 @@ source instead of a bare :func:`geneval.passes.run_pass`:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from geneval.api import LoadedExtractor
+from geneval.cache import file_index
 from geneval.distributed import (
     DistContext,
     agree,
@@ -67,6 +72,50 @@ def _precision(loaded: LoadedExtractor) -> str:
     return str(getattr(loaded, "precision", "fp32"))
 
 
+def content_key(
+    source: Any,
+    ctx: DistContext,
+    cache: FeatureCache | None,
+    *,
+    batch_size: int,
+    role: str,
+) -> str | None:
+    """The content key of ``source`` on which every rank agrees
+    (:func:`geneval.feature_cache.source_key`), computed once per source and run: collective
+    in a sharded run; an :class:`InputError` on every rank when the ranks read different
+    content."""
+    unit = source.shard_unit(batch_size) if hasattr(source, "shard_unit") else batch_size
+    stamp = (ctx.rank, ctx.world_size, unit)
+    memo = getattr(source, "_geneval_content_key", None)
+    if memo is not None and memo[0] == stamp:
+        return memo[1]
+    index = cache.index if cache is not None else file_index()
+    key = source_key(source, ctx, index, unit=unit, role=role)
+    source._geneval_content_key = (stamp, key)
+    return key
+
+
+def agree_on_sources(
+    sources: Sequence[tuple[str, Any]],
+    ctx: DistContext | None = None,
+    cache: FeatureCache | None = None,
+    *,
+    batch_size: int,
+) -> None:
+    """In a sharded run, hash every ``(role, source)`` of a run (a sample source or a
+    statistics file) — each rank what it reads — and check that the ranks agree, before the
+    first pass: a run whose ranks disagree on any source computes and caches nothing. A
+    no-op in one process."""
+    ctx = context() if ctx is None else ctx
+    if not ctx.distributed:
+        return
+    for role, source in sources:
+        if source is None:  # still take part: another rank may have a source for this role
+            source_key(None, ctx, file_index(), role=role)
+        else:
+            content_key(source, ctx, cache, batch_size=batch_size, role=role)
+
+
 def collect_pass(
     source: Any,
     plan: PassPlan,
@@ -84,8 +133,10 @@ def collect_pass(
     ctx = context() if ctx is None else ctx
     names = plan.extractors
     key = None
-    if cache is not None and names:
-        key = source_key(source, ctx, cache.index)
+    if ctx.distributed or (cache is not None and names):  # the ranks agree before any pass
+        key = content_key(source, ctx, cache, batch_size=batch_size, role=desc)
+    if cache is None or not names:
+        key = None
 
     fields: dict[str, list[dict[str, Any]]] = {}
     hits: dict[str, list[CachedPart]] = {}

@@ -8,7 +8,11 @@ A change counts as a **regression** when it goes in the worse direction (the rep
   (KID's ``std``, a likelihood's ``std_err``) in both runs;
 * ``rtol · |A|`` otherwise (FID reports none), ``rtol`` = 5 % by default;
 
-and a metric that the base computed and a later run failed to compute is a regression too.
+and a metric that the base computed and a later run failed to compute, lacks, or reports
+without a finite value (null, NaN, a string ...) is a regression too: a gate never passes on
+a number it could not read. Each report's structure is checked first (:func:`check_report`):
+a report of the wrong structure, or a ``higher_is_better`` that is not a JSON boolean, is an
+:class:`InputError` naming the file and the key.
 Notes say when the runs differ in what makes numbers comparable: sample counts (FID and KID
 are biased by n), extractor weights, resize conventions or the reference.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,43 +29,138 @@ from typing import Any
 
 from geneval.errors import InputError
 from geneval.explain import direction
-from geneval.report import fmt, printable
+from geneval.report import fmt
+from geneval.text import printable, quote, visible
 
 DEFAULT_RTOL = 0.05
 
 
+#: The largest report file read: a geneval JSON report is a few kB to a few MB.
+MAX_REPORT_BYTES = 64 << 20
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
-    """A geneval report JSON; a missing file, invalid JSON or anything that is not a geneval
-    report (no ``geneval_version`` and ``metrics`` mapping of results with a ``value``) is an
-    :class:`InputError` naming the file."""
+    """A geneval report JSON, validated by :func:`check_report`; a missing file, a file that
+    is not a regular file, larger than :data:`MAX_REPORT_BYTES`, not UTF-8, invalid (or too
+    deeply nested) JSON, or anything that is not a geneval report is an :class:`InputError`
+    naming the file."""
     path = Path(path)
+    shown = quote(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"report {shown} is a directory, not a JSON report")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"report {shown} is not a regular file")
+        if info.st_size > MAX_REPORT_BYTES:
+            raise InputError(
+                f"report {shown} holds {info.st_size} bytes, more than the {MAX_REPORT_BYTES} "
+                "a geneval report may hold"
+            )
+        with open(path, "rb") as handle:
+            raw = handle.read(min(info.st_size, MAX_REPORT_BYTES) + 1)  # no larger buffer
     except FileNotFoundError:
-        raise InputError(f"report {path} does not exist") from None
-    except IsADirectoryError:
-        raise InputError(f"report {path} is a directory, not a JSON report") from None
+        raise InputError(f"report {shown} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"report {shown}: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) > MAX_REPORT_BYTES:
+        raise InputError(f"report {shown} holds more than {MAX_REPORT_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InputError(
-            f"report {path} is not UTF-8 text (expected a geneval JSON report)"
+            f"report {shown} is not UTF-8 text (expected a geneval JSON report)"
         ) from None
-    except OSError as exc:
-        raise InputError(f"report {path}: {exc.strerror}") from None
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise InputError(f"report {path} is not JSON ({exc})".splitlines()[0]) from None
-    metrics = data.get("metrics") if isinstance(data, dict) else None
-    if (
-        not isinstance(data, dict)
-        or "geneval_version" not in data
-        or not isinstance(metrics, dict)
-        or not all(isinstance(r, dict) and "value" in r for r in metrics.values())
+        raise InputError(visible(f"report {shown} is not JSON ({exc})")) from None
+    except RecursionError:
+        raise _not_a_report(shown, "JSON nested too deeply") from None
+    return check_report(data, shown)
+
+
+def _not_a_report(origin: str, why: str) -> InputError:
+    return InputError(
+        f"{origin} is not a geneval report ({why}; expected the JSON of `geneval run --json`)"
+    )
+
+
+def check_report(data: Any, origin: str) -> dict[str, Any]:
+    """Check the structure ``geneval compare`` reads from a report, and return it.
+
+    A report is a JSON object with ``geneval_version`` and ``metrics``, an object of results,
+    each an object with a ``value`` (any value: one that is not a finite number counts as not
+    computed). ``errors``, when present, maps metric names to messages; ``metric_info`` maps
+    metric names to objects whose ``higher_is_better`` is ``true``, ``false`` or ``null`` and
+    whose ``uncertainty`` is a field name or ``null``; ``config.extractors`` maps metric names
+    to objects. Anything else is an :class:`InputError` naming ``origin`` and the key.
+    """
+    if not isinstance(data, dict):
+        raise _not_a_report(origin, f"a JSON {_json_type(data)}, not an object")
+    if "geneval_version" not in data:
+        raise _not_a_report(origin, "no geneval_version")
+    metrics = data.get("metrics")
+    if not isinstance(metrics, dict):
+        raise _not_a_report(origin, f"metrics is a JSON {_json_type(metrics)}, not an object")
+    for name, result in metrics.items():
+        if not isinstance(result, dict) or "value" not in result:
+            raise _not_a_report(origin, f"metrics.{quote(name)} is not an object with a value")
+    errors = data.get("errors")
+    if errors is not None and (
+        not isinstance(errors, dict) or not all(isinstance(e, str) for e in errors.values())
     ):
-        raise InputError(
-            f"{path} is not a geneval report (expected the JSON of `geneval run --json`)"
-        )
+        raise _not_a_report(origin, "errors is not an object of messages")
+    info = data.get("metric_info")
+    if info is not None and not isinstance(info, dict):
+        raise _not_a_report(origin, f"metric_info is a JSON {_json_type(info)}, not an object")
+    for name, entry in (info or {}).items():
+        key = f"metric_info.{quote(name)}"
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise _not_a_report(origin, f"{key} is a JSON {_json_type(entry)}, not an object")
+        higher = entry.get("higher_is_better")
+        if higher is not None and not isinstance(higher, bool):
+            raise InputError(
+                f"{origin}: {key}.higher_is_better must be true, false or null, found "
+                f"{_json_type(higher)} {_shown(higher)}"
+            )
+        uncertainty = entry.get("uncertainty")
+        if uncertainty is not None and not isinstance(uncertainty, str):
+            raise InputError(
+                f"{origin}: {key}.uncertainty must be a field name or null, found "
+                f"{_json_type(uncertainty)} {_shown(uncertainty)}"
+            )
+    config = data.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise _not_a_report(origin, f"config is a JSON {_json_type(config)}, not an object")
+    extractors = (config or {}).get("extractors")
+    if extractors is not None and (
+        not isinstance(extractors, dict)
+        or not all(isinstance(e, dict | None) for e in extractors.values())
+    ):
+        raise _not_a_report(origin, "config.extractors is not an object of objects")
     return data
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a parsed value: object, array, string, number, boolean or null."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return {dict: "object", list: "array", str: "string"}.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    """A short, one-line rendering of a JSON value for a message (containers by type)."""
+    if isinstance(value, dict | list):
+        return f"of {len(value)} items"
+    text = repr(value) if isinstance(value, str) else str(value)
+    return visible(text if len(text) <= 40 else text[:37] + "...")
 
 
 @dataclass
@@ -130,8 +230,24 @@ def _spread(report: Mapping[str, Any], name: str, registry: Any) -> tuple[str | 
     return field_name, report["metrics"].get(name, {}).get(field_name)
 
 
+def _number(x: Any) -> float | None:
+    """``x`` as a finite float, or ``None`` for anything else (null, NaN, ±inf, a string, a
+    boolean, a container, an integer beyond float64)."""
+    if isinstance(x, bool) or not isinstance(x, int | float):
+        return None
+    try:
+        number = float(x)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return _number(x) is not None
+
+
+def _errors(report: Mapping[str, Any]) -> Mapping[str, str]:
+    return report.get("errors") or {}
 
 
 def judge(
@@ -146,7 +262,7 @@ def judge(
     """Whether ``value`` is a regression from ``base`` (see the module docstring)."""
     delta = value - base
     if spread_name and _finite(spreads[0]) and _finite(spreads[1]):
-        threshold = math.sqrt(spreads[0] ** 2 + spreads[1] ** 2)
+        threshold = math.hypot(float(spreads[0]), float(spreads[1]))  # no overflow in squares
         basis = f"combined {spread_name}"
     else:
         threshold = rtol * abs(base)
@@ -191,7 +307,8 @@ def _comparability_notes(names: Sequence[str], reports: Sequence[Mapping[str, An
         extractors_b = describe(report, "config", "extractors") or {}
         for metric in sorted(set(extractors_a) & set(extractors_b)):
             for key in ("name", "weights_sha256", "resize"):
-                a, b = extractors_a[metric].get(key), extractors_b[metric].get(key)
+                a = (extractors_a[metric] or {}).get(key)
+                b = (extractors_b[metric] or {}).get(key)
                 if a != b:
                     notes.append(
                         f"{metric}: extractor {key} differs ({a} in {base_name}, {b} in "
@@ -209,42 +326,45 @@ def compare_reports(
 ) -> Comparison:
     """Compare every report with the first (see the module docstring).
 
-    ``registry`` (optional) supplies the direction and uncertainty field of metrics whose
-    reports predate ``metric_info``.
+    Each report is checked by :func:`check_report` (named by ``names``). A metric the base
+    computed (a finite value) is a regression in a later run that failed it, lacks it, or
+    gives a value that is not a finite number (null, NaN, a string ...). ``rtol`` must be a
+    finite number ≥ 0. ``registry`` (optional) supplies the direction and uncertainty field of
+    metrics whose reports predate ``metric_info``.
     """
     if len(reports) < 2:
         raise InputError("compare needs at least two reports")
+    if len(names) != len(reports):
+        raise InputError(f"compare: {len(reports)} reports but {len(names)} names")
+    if not (isinstance(rtol, int | float) and math.isfinite(rtol) and rtol >= 0):
+        raise InputError(f"rtol {rtol!r}: expected a finite number ≥ 0")
+    for report, name in zip(reports, names, strict=True):
+        check_report(report, quote(name))
     base = reports[0]
-    order = list(base["metrics"]) + list(base.get("errors", {}))
+    order = list(base["metrics"]) + list(_errors(base))
     for report in reports[1:]:
-        order += [m for m in (*report["metrics"], *report.get("errors", {})) if m not in order]
+        order += [m for m in (*report["metrics"], *_errors(report)) if m not in order]
     rows = []
     for name in dict.fromkeys(order):
         higher = _direction(reports, name, registry)
         base_result = base["metrics"].get(name)
-        base_value = base_result["value"] if base_result else None
+        base_value = _number(base_result["value"]) if base_result else None
         row = MetricRow(name, higher, base_value)
         spread_name, base_spread = _spread(base, name, registry)
         for report in reports[1:]:
             result = report["metrics"].get(name)
-            if result is None or not _finite(result.get("value")):
-                failed = name in report.get("errors", {})
-                change = Change(value=None)
-                if failed and _finite(base_value):
-                    change.regression = True
-                    change.reason = f"failed: {report['errors'][name]}"
-                else:
-                    change.reason = "failed" if failed else "not computed"
-                row.changes.append(change)
+            value = _number(result["value"]) if result is not None else None
+            if value is None:
+                row.changes.append(_not_computed(name, report, result, base_value))
                 continue
-            if not _finite(base_value):
-                row.changes.append(Change(value=float(result["value"]), reason="no base value"))
+            if base_value is None:
+                row.changes.append(Change(value=value, reason="no base value"))
                 continue
             _, spread = _spread(report, name, registry)
             row.changes.append(
                 judge(
-                    float(base_value),
-                    float(result["value"]),
+                    base_value,
+                    value,
                     higher,
                     spreads=(base_spread, spread),
                     spread_name=spread_name,
@@ -255,6 +375,24 @@ def compare_reports(
     return Comparison(list(names), rows, _comparability_notes(names, reports), rtol)
 
 
+def _not_computed(
+    name: str, report: Mapping[str, Any], result: Mapping[str, Any] | None, base: float | None
+) -> Change:
+    """A later run without a finite value of metric ``name``: a regression when the base
+    computed one, whatever the reason (the metric failed, is missing, or its value is null,
+    NaN, infinite or not a number)."""
+    failed = _errors(report).get(name)
+    if failed is not None:
+        why = f"failed: {visible(failed)}"
+    elif result is None:
+        why = "missing"
+    else:
+        why = f"value {_shown(result['value'])} is not a finite number"
+    if base is None:
+        return Change(value=None, reason="failed" if failed is not None else "not computed")
+    return Change(value=None, regression=True, reason=why)
+
+
 def _signed(x: float | None) -> str:
     if x is None:
         return "—"
@@ -263,7 +401,7 @@ def _signed(x: float | None) -> str:
 
 def to_text(comparison: Comparison) -> str:
     """The comparison as a plain-text table, then notes and the verdict."""
-    names = comparison.names
+    names = [visible(name) for name in comparison.names]  # a file name stays in its column
     header = ["metric", "better", *names, *(f"Δ {n}" for n in names[1:]), "verdict"]
     rows = [header]
     for row in comparison.rows:

@@ -1,6 +1,9 @@
 """Errors and warnings, as the CLI and the Python API report them.
 
 * :class:`InputError` — bad usage or bad input: one line naming the culprit (CLI exit 2).
+  A user string in it (a path, an option value) is written through
+  :func:`geneval.text.quote`, so that a line break or an escape sequence in it shows as an
+  escape; the command line prints the message through :func:`geneval.text.visible` as well.
 * :func:`warn` — a one-line caveat about the run (a statistics file of unknown provenance, a
   resized reference ...). Warnings are Python warnings of class :class:`GenevalWarning`;
   :func:`captured_warnings` collects them, and those of torch, PIL and the plugins, into the
@@ -13,6 +16,8 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 
+from geneval.text import visible
+
 
 class InputError(Exception):
     """Bad usage or bad input. The message is one line that names the culprit (exit code 2)."""
@@ -23,8 +28,10 @@ class GenevalWarning(UserWarning):
 
 
 def warn(message: str) -> None:
-    """Emit a one-line :class:`GenevalWarning` (collected into the report of the run)."""
-    warnings.warn(message.splitlines()[0], GenevalWarning, stacklevel=2)
+    """Emit a one-line :class:`GenevalWarning` (collected into the report of the run). A line
+    break or control character in it (from a path, say) is shown as an escape
+    (:func:`geneval.text.visible`) rather than cutting the warning short."""
+    warnings.warn(visible(message), GenevalWarning, stacklevel=2)
 
 
 def _describe(record: warnings.WarningMessage) -> str:

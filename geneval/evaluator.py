@@ -45,7 +45,13 @@ from geneval.inputs import PRODUCERS
 from geneval.passes import PassPlan, SourcePass
 from geneval.resolve import ResolvedSource
 from geneval.runner import Collection, Evaluation, RunConfig
-from geneval.sources import SampleSource
+from geneval.sources import (
+    SampleSource,
+    checked_tensor,
+    host_tensor,
+    image_layout,
+    standard_strides,
+)
 
 
 def _metric_list(metrics: str | Sequence[str]) -> list[str]:
@@ -75,12 +81,15 @@ def evaluate(
     cache: bool = True,
     precision: str = "fp32",
     compile: bool = False,
+    layout: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate ``samples`` against ``reference``; returns the report (as ``--json`` writes it).
 
     ``samples`` and ``reference`` accept a path (folder, ``.npy``/``.npz`` array, statistics
     file), ``DATASET[:SPLIT]``, a uint8 or float image tensor or array (NCHW or NHWC), or, for
     ``samples``, a loaded model (or ``model="ddpm"`` to load a model family's checkpoint).
+    ``layout`` (``"auto"``, ``"nchw"`` or ``"nhwc"``, as ``--layout``) states how image
+    arrays' axes are read; ``"auto"`` refuses a shape that fits both, such as (N, 3, 3, 3).
     ``fail_if`` takes gate expressions such as ``"fid>30"``; the report's ``passed`` is the
     verdict. Warnings are collected into the report's ``warnings``. ``baseline=True`` adds the
     held-out split's scores at the same n, as ``--baseline`` does. ``cache=False`` turns
@@ -108,6 +117,7 @@ def evaluate(
         cache=cache,
         precision=precision,
         compile=compile,
+        layout=layout,
     )
     with captured_warnings() as caught:
         evaluation = Evaluation(config)
@@ -130,25 +140,32 @@ class MetricError(RuntimeError):
     """A metric raised while :meth:`Evaluator.compute` ran (its message names the metric)."""
 
 
-def _as_unit_float(images: Any, device: torch.device) -> torch.Tensor:
-    """Validate an NCHW uint8 or float ``[0, 1]`` batch and bring it to float32 on ``device``."""
+def _as_unit_float(images: Any, device: torch.device, layout: str | None) -> torch.Tensor:
+    """Validate a uint8 or float ``[0, 1]`` batch, NCHW or NHWC by the one rule of
+    :func:`geneval.sources.image_layout`, and bring it to float32 NCHW on ``device``."""
+    what = "update: images"
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images)
+        if images.dtype != np.uint8 and images.dtype.kind != "f":
+            raise InputError(f"update: expected uint8 or float images, got {images.dtype}")
+        images = host_tensor(images)
     if not isinstance(images, torch.Tensor):
         raise InputError(f"update: expected an image tensor or array, got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[1] not in (1, 3) or 0 in images.shape:
-        raise InputError(
-            f"update: expected images (N, 1 or 3, H, W), got shape {tuple(images.shape)}"
-        )
+    images = checked_tensor(images, what)
+    chosen = image_layout(images.shape, layout, what)
+    if 0 in images.shape:
+        raise InputError(f"update: expected images, got shape {tuple(images.shape)}")
+    if chosen == "nhwc":
+        images = images.permute(0, 3, 1, 2)
     if images.dtype == torch.uint8:
-        return images.to(device, non_blocking=True).float().div_(255.0)
-    if not images.is_floating_point():
+        x = images.to(device, non_blocking=True).float().div_(255.0)
+    elif not images.is_floating_point():
         raise InputError(f"update: expected uint8 or float images, got {images.dtype}")
-    x = images.detach().to(device, non_blocking=True).float()
-    low, high = float(x.min()), float(x.max())
-    if not (0.0 <= low and high <= 1.0):  # also refuses NaN
-        raise InputError(f"update: float images must lie in [0, 1], found [{low}, {high}]")
-    return x
+    else:
+        x = images.to(device, non_blocking=True).float()
+        low, high = float(x.min()), float(x.max())
+        if not (0.0 <= low and high <= 1.0):  # also refuses NaN
+            raise InputError(f"update: float images must lie in [0, 1], found [{low}, {high}]")
+    return standard_strides(x) if chosen == "nhwc" else x
 
 
 class Evaluator:
@@ -174,6 +191,7 @@ class Evaluator:
         cache: bool = True,
         precision: str = "fp32",
         compile: bool = False,
+        layout: str = "auto",
     ) -> None:
         config = RunConfig(
             metrics=_metric_list(metrics),
@@ -190,6 +208,7 @@ class Evaluator:
             cache=cache,
             precision=precision,
             compile=compile,
+            layout=layout,
         )
         with captured_warnings() as caught:
             self._evaluation = Evaluation(config)
@@ -214,9 +233,13 @@ class Evaluator:
         extractors = {name: self._run.extractor(name) for name in plan.extractors}
         self._pass = SourcePass(plan, extractors, self._run.device, description="update()")
 
-    def update(self, images: Any) -> None:
-        """Add a batch of samples: NCHW, uint8 or float in ``[0, 1]``, on any device."""
-        batch = _as_unit_float(images, self._run.device)
+    def update(self, images: Any, *, layout: str | None = None) -> None:
+        """Add a batch of samples: uint8 or float in ``[0, 1]``, on any device; NCHW or NHWC
+        by the rule of :func:`geneval.sources.image_layout` (``layout``, default the
+        evaluator's, states it: a shape that fits both, such as (N, 3, 3, 3), needs it)."""
+        batch = _as_unit_float(
+            images, self._run.device, self._run.config.layout if layout is None else layout
+        )
         step = self._run.batch_size
         for start in range(0, batch.shape[0], step):
             self._pass.add(batch[start : start + step])

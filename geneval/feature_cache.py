@@ -16,10 +16,19 @@ instead of running the extractor (``docs/contracts.md`` §12).
 * the geneval and torch versions.
 
 Any change of a file's bytes, of the weights or of the convention changes the key: a miss,
-never a stale hit. File sizes, modification and change times (and inodes) only let the cache
-skip re-hashing a file it has hashed before (:class:`FileHashIndex`); a file modified within
-two seconds of being hashed is not recorded, so a same-size rewrite within one timestamp tick
+never a stale hit. A file's size, modification and change times, inode and device only let
+the cache skip re-hashing a file it has hashed before (:class:`geneval.cache.FileHashIndex`, the
+one index of file hashes, which also serves the weights' sha256); a file modified within two
+seconds of being hashed is not recorded, so a same-size rewrite within one timestamp tick
 cannot hide.
+
+**Sharded runs** (:func:`source_key`): every rank hashes what it reads — a folder's listing
+(relative names and sizes) and the files of its own shard, the whole of an array or
+statistics file, an in-memory array's bytes — and the ranks compare before anything is
+computed or cached, with the cache on or off. Ranks that read different content under one
+path, or different paths, are an :class:`InputError` naming the rank and the path; nothing of
+such a run is computed or cached. A folder's key is built from the hashes of the files the
+ranks actually read.
 
 **Entries** are ``.npz`` files written to a temporary name, flushed to disk and renamed into
 place, so a reader sees a whole entry or none. Each records its key's fields and the sha256 of
@@ -32,14 +41,13 @@ turns the cache off for one run.
 
 from __future__ import annotations
 
+import decimal
 import hashlib
 import json
 import os
 import re
-import sqlite3
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,13 +56,17 @@ import numpy as np
 import torch
 
 from geneval import __version__
-from geneval.cache import geneval_cache_dir
+from geneval.cache import (
+    FEATURES_DIR,
+    INDEX_FILE,
+    FileHashIndex,
+    geneval_cache_dir,
+)
 from geneval.distributed import DistContext, all_gather_objects, collectively, shard_range
 from geneval.errors import InputError, warn
 from geneval.stats import FeatureStatistics
+from geneval.text import quote, size_text
 
-#: Folder below ``$GENEVAL_CACHE`` that holds the entries and the file-hash index.
-FEATURES_DIR = "features"
 #: Environment variable bounding the folder's size: bytes, or a number with kB/MB/GB/TB/KiB/….
 SIZE_ENV = "GENEVAL_CACHE_SIZE"
 DEFAULT_LIMIT = 10 * 1000**3
@@ -62,10 +74,7 @@ DEFAULT_LIMIT = 10 * 1000**3
 HASH_CHUNK = 1024
 #: Version of the key's fields and of the entry layout.
 FORMAT = 1
-INDEX_FILE = "files.sqlite"
 ENTRY_SUFFIX = ".npz"
-#: A file whose mtime or ctime is this close to the hashing time is not recorded.
-RACY_NS = 2_000_000_000
 #: Temporary files of writes that never finished are deleted once this old.
 STALE_TMP_S = 3600.0
 
@@ -83,15 +92,35 @@ _UNITS = {
 }
 
 
+#: The largest bound ``$GENEVAL_CACHE_SIZE`` may state (1 EB): anything larger is a mistake.
+MAX_LIMIT = 1000**6
+
+
 def parse_size(text: str) -> int:
-    """``"10GB"`` → 10 000 000 000; ``"512MiB"``, ``"1e9"`` and plain byte counts too."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    """``"10GB"`` → 10 000 000 000; ``"512MiB"``, ``"1e9"`` and plain byte counts too.
+
+    The number is read exactly (no float rounding or overflow) and must lie in
+    [0, :data:`MAX_LIMIT`]; anything else — a sign, ``inf``, ``nan``, ``1e999``, an unknown
+    unit, garbage — is an :class:`InputError` naming the variable.
+    """
+    match = re.fullmatch(
+        r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]{1,6})?)\s*([A-Za-z]*)\s*", text, re.ASCII
+    )
     unit = match.group(2).lower() if match else None
+    shown = text if len(text) <= 40 else f"{text[:37]}..."
     if match is None or unit not in _UNITS:
         raise InputError(
-            f"{SIZE_ENV}={text!r}: expected a size such as 10GB, 500MB or a number of bytes"
+            f"{SIZE_ENV}={shown!r}: expected a size such as 10GB, 500MB or a number of bytes"
         )
-    return int(float(match.group(1)) * _UNITS[unit])
+    # exact decimal arithmetic: "1e999" is a number, not inf, and cannot overflow
+    exact = decimal.Context(prec=64, Emax=10**7, Emin=-(10**7), traps=[])
+    size = exact.multiply(decimal.Decimal(match.group(1)), _UNITS[unit])
+    if size > MAX_LIMIT:
+        raise InputError(
+            f"{SIZE_ENV}={shown!r}: larger than the largest bound geneval accepts "
+            f"({MAX_LIMIT // 1000**6} EB)"
+        )
+    return int(size)
 
 
 def cache_limit() -> int:
@@ -103,105 +132,6 @@ def cache_limit() -> int:
 def features_dir() -> Path:
     """``$GENEVAL_CACHE/features``."""
     return geneval_cache_dir() / FEATURES_DIR
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
-
-
-# -- hashing files -----------------------------------------------------------------------------
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class FileHashIndex:
-    """sha256 of files, remembered by resolved path, size, mtime, ctime and inode (SQLite).
-
-    The index only saves work: a missing, locked or unreadable index means hashing again.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=60)
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER, "
-            "mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, sha256 TEXT)"
-        )
-        return conn
-
-    def hashes(self, paths: list[Path], *, threads: int = 4) -> list[str]:
-        """The sha256 of each file of ``paths``, in order (an unreadable file is an
-        :class:`InputError` naming it)."""
-        keys, stats = [], []
-        for path in paths:
-            try:
-                stat = os.stat(path)
-            except OSError as exc:
-                raise InputError(f"cannot read image {path}: {exc.strerror}") from None
-            keys.append(os.fsencode(os.path.realpath(path)))  # bytes: any file name
-            stats.append((stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
-        known: dict[bytes, tuple[int, int, int, int, str]] = {}
-        try:
-            with self._connect() as conn:
-                for start in range(0, len(keys), 500):
-                    chunk = keys[start : start + 500]
-                    rows = conn.execute(
-                        "SELECT path, size, mtime_ns, ctime_ns, inode, sha256 FROM files "
-                        f"WHERE path IN ({','.join('?' * len(chunk))})",
-                        chunk,
-                    )
-                    known.update({row[0]: tuple(row[1:]) for row in rows})
-            conn.close()
-        except sqlite3.Error:
-            known = {}
-        out: list[str | None] = []
-        todo = []
-        for i, (key, stat) in enumerate(zip(keys, stats, strict=True)):
-            row = known.get(key)
-            if row is not None and tuple(row[:4]) == stat:
-                out.append(row[4])
-            else:
-                out.append(None)
-                todo.append(i)
-
-        def hash_one(i: int) -> str:
-            try:
-                return _sha256_file(paths[i])
-            except OSError as exc:
-                raise InputError(f"cannot read image {paths[i]}: {exc.strerror}") from None
-
-        if todo:
-            now = time.time_ns()
-            with ThreadPoolExecutor(max_workers=threads) as pool:  # hashlib releases the GIL
-                for i, sha in zip(todo, pool.map(hash_one, todo), strict=True):
-                    out[i] = sha
-            fresh = [
-                (keys[i], *stats[i], out[i])
-                for i in todo
-                if now - stats[i][1] > RACY_NS and now - stats[i][2] > RACY_NS
-            ]
-            if fresh:
-                try:
-                    with self._connect() as conn:
-                        conn.executemany(
-                            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", fresh
-                        )
-                    conn.close()
-                except sqlite3.Error:
-                    pass  # only costs re-hashing next time
-        return [sha for sha in out if sha is not None]
 
 
 # -- content keys of sources -------------------------------------------------------------------
@@ -217,13 +147,13 @@ def _array_digest(array: np.ndarray | torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _folder_chunks(source: Any, ctx: DistContext, index: FileHashIndex) -> list[str]:
-    """Digests of this rank's whole chunks of :data:`HASH_CHUNK` files, each the sha256 of
-    its (relative path, file sha256) pairs."""
-    start, stop = shard_range(source.count, HASH_CHUNK, ctx.rank, ctx.world_size)
-    shas = index.hashes(source.paths[start:stop])
-    names = source.names[start:stop]
-    digests = []
+def _folder_key(count: int, names: list[str], shas: list[str]) -> str:
+    """A folder's content key from every file's (relative path, sha256), in order: the
+    sha256 of the digests of chunks of :data:`HASH_CHUNK` files (one process and any number
+    of ranks give the same key)."""
+    import PIL
+
+    total = hashlib.sha256(f"folder|{count}|pillow {PIL.__version__}|".encode())
     for first in range(0, len(shas), HASH_CHUNK):
         chunk = hashlib.sha256()
         pairs = zip(
@@ -231,48 +161,163 @@ def _folder_chunks(source: Any, ctx: DistContext, index: FileHashIndex) -> list[
         )
         for name, sha in pairs:
             chunk.update(f"{name}\0{sha}\n".encode("utf-8", "surrogateescape"))
-        digests.append(chunk.hexdigest())
-    return digests
+        total.update(chunk.hexdigest().encode())
+    return total.hexdigest()
 
 
-def _local_key_part(source: Any, ctx: DistContext, index: FileHashIndex) -> Any:
-    """What this rank contributes to the content key (no collectives: see
-    :func:`source_key`)."""
+def _folder_listing(source: Any) -> list[tuple[str, int]]:
+    """A folder's (relative path, size) pairs, as this rank sees them."""
+    listing = []
+    for name, path in zip(source.names, source.paths, strict=True):
+        try:
+            size = os.stat(path).st_size
+        except OSError as exc:
+            raise InputError(f"cannot read image {quote(path)}: {exc.strerror or exc}") from None
+        listing.append((name, size))
+    return listing
+
+
+def _listing_digest(listing: list[tuple[str, int]]) -> str:
+    digest = hashlib.sha256()
+    for name, size in listing:
+        digest.update(f"{name}\0{size}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+@dataclass
+class _Seen:
+    """What one rank read of a source: its kind, its description (the path), its count and
+    the digest of its content (a folder: of its listing), and for a folder the sha256 of the
+    files of this rank's shard (raw 32-byte digests)."""
+
+    kind: str
+    description: str
+    count: int | None
+    digest: str | None
+    shard: bytes = b""
+
+
+def _seen(source: Any, ctx: DistContext, index: FileHashIndex, unit: int) -> _Seen:
+    """Hash what this rank reads of ``source`` (no collectives: see :func:`source_key`)."""
     from geneval.sources import ArraySource, FolderSource, TensorSource
+    from geneval.stats import StatsFile
 
+    if source is None:  # a role this rank has no source for
+        return _Seen("none", "nothing", None, None)
+    description = str(getattr(source, "description", None) or getattr(source, "path", ""))
+    count = getattr(source, "count", None)
     if isinstance(source, FolderSource):
-        return _folder_chunks(source, ctx, index)
-    if ctx.rank != 0:
-        return None  # one file or one array: rank 0 hashes it
-    if isinstance(source, ArraySource) and source.has_images:
+        listing = _folder_listing(source)
+        start, stop = shard_range(source.count, unit, ctx.rank, ctx.world_size)
+        shas = index.hashes(source.paths[start:stop])
+        shard = b"".join(bytes.fromhex(sha) for sha in shas)
+        return _Seen("folder", description, count, _listing_digest(listing), shard)
+    if isinstance(source, StatsFile):
+        path = source.path
+        digest = None if path is None else index.hashes([path], what="statistics file")[0]
+        return _Seen("stats", str(path), source.n, digest)
+    if isinstance(source, ArraySource):
         path = getattr(source, "path", None)
         if path is not None:
-            return f"file:{index.hashes([Path(path)])[0]}"
-        return f"array:{_array_digest(source.array)}"
+            return _Seen("file", description, count, index.hashes([path], what="array file")[0])
+        if source.array is None:
+            return _Seen("array", description, count, None)
+        return _Seen("array", description, count, _array_digest(source.array))
     if isinstance(source, TensorSource):
-        return f"tensor:{_array_digest(source.images)}"
+        return _Seen("tensor", description, count, _array_digest(source.images))
+    return _Seen(type(source).__name__, description, count, None)  # a model: its seed decides
+
+
+def _listing_difference(
+    role: str, description: str, listings: list[list[tuple[str, int]]]
+) -> str | None:
+    """The first file whose name or size differs between a rank's listing and rank 0's."""
+    for rank, listing in enumerate(listings[1:], start=1):
+        for (name, size), (name0, size0) in zip(listing, listings[0], strict=False):
+            if (name, size) != (name0, size0):
+                return (
+                    f"{role} {quote(description)}: rank {rank} sees {quote(name)} ({size} "
+                    f"bytes) where rank 0 sees {quote(name0)} ({size0} bytes): every rank must "
+                    "read the same files"
+                )
     return None
 
 
-def source_key(source: Any, ctx: DistContext, index: FileHashIndex) -> str | None:
+def _disagreement(role: str, seen: list[_Seen]) -> str | None:
+    """The one-line message naming the first rank that read other content than rank 0, or
+    ``None`` when all agree."""
+    first = seen[0]
+    for rank, other in enumerate(seen[1:], start=1):
+        if other.kind != first.kind or other.description != first.description:
+            return (
+                f"{role}: rank {rank} read {quote(other.description)} but rank 0 read "
+                f"{quote(first.description)}: every rank must read the same {role}"
+            )
+        if other.count != first.count:
+            return (
+                f"{role} {quote(first.description)}: rank {rank} sees {other.count} images, "
+                f"rank 0 sees {first.count}: every rank must read the same content"
+            )
+        if other.digest != first.digest:
+            what = "files" if first.kind == "folder" else "content"
+            return (
+                f"{role} {quote(first.description)}: rank {rank} read different {what} than "
+                "rank 0 "
+                f"(sha256 {str(other.digest)[:12]}… vs {str(first.digest)[:12]}…): every rank "
+                "must read the same content"
+            )
+    return None
+
+
+def source_key(
+    source: Any,
+    ctx: DistContext,
+    index: FileHashIndex,
+    *,
+    unit: int = HASH_CHUNK,
+    role: str = "source",
+) -> str | None:
     """The content key of a folder, array or dataset source (the same for any number of
-    ranks); ``None`` for sources the cache does not serve (models, streamed batches).
+    ranks); ``None`` for sources the cache does not serve (models, statistics files, files
+    without images).
 
-    Collective in a sharded run: each rank hashes its share of a folder's files, and any
-    rank's failure (an unreadable file) is raised on every rank.
+    Collective in a sharded run, where every rank hashes what it reads: a folder's listing
+    (names and sizes) and the files of its shard of ``unit``-image blocks (the pass's
+    :func:`~geneval.distributed.shard_range`), the whole of an array or statistics file, an
+    in-memory array's bytes. Any rank's failure (an unreadable file) is raised on every
+    rank; ranks that read different paths, counts or content are an :class:`InputError`
+    naming the first such rank and the path, raised on every rank before anything is
+    computed or cached.
     """
-    import PIL
+    from geneval.sources import ArraySource, FolderSource, TensorSource
 
-    from geneval.sources import FolderSource
-
-    mine = collectively(ctx, lambda: _local_key_part(source, ctx, index))
-    parts = all_gather_objects(ctx, mine)
-    if not isinstance(source, FolderSource):
-        return parts[0]
-    total = hashlib.sha256(f"folder|{source.count}|pillow {PIL.__version__}|".encode())
-    for digest in (d for part in parts for d in part):
-        total.update(digest.encode())
-    return total.hexdigest()
+    mine = collectively(ctx, lambda: _seen(source, ctx, index, unit))
+    seen = all_gather_objects(ctx, mine)
+    problem = _disagreement(role, seen)
+    same = {(s.kind, s.description, s.count) for s in seen}
+    if problem is not None and len(same) == 1 and seen[0].kind == "folder":
+        # the same number of files, other names or sizes (every rank takes this branch)
+        listings = all_gather_objects(ctx, _folder_listing(source))
+        problem = _listing_difference(role, seen[0].description, listings) or problem
+    if problem is not None:
+        error = InputError(problem)
+        error.shared = True  # type: ignore[attr-defined]  # every rank raises the same line
+        raise error
+    if isinstance(source, FolderSource):
+        shard = b"".join(s.shard for s in seen)
+        shas = [shard[i : i + 32].hex() for i in range(0, len(shard), 32)]
+        if len(shas) != source.count:
+            raise InputError(
+                f"{quote(source.description)}: the ranks hashed {len(shas)} of {source.count} files"
+            )
+        return _folder_key(source.count, source.names, shas)
+    if isinstance(source, ArraySource) and source.has_images:
+        # key_note: a stated --layout (the same bytes read the other way are other images)
+        note = getattr(source, "key_note", "")
+        return f"{'file' if mine.kind == 'file' else 'array'}:{mine.digest}{note}"
+    if isinstance(source, TensorSource):
+        return f"tensor:{mine.digest}"
+    return None
 
 
 # -- entries -----------------------------------------------------------------------------------
@@ -348,11 +393,13 @@ class FeatureCache:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise InputError(f"feature cache {root}: {exc.strerror or exc} ({hint})") from None
+            raise InputError(
+                f"feature cache {quote(root)}: {exc.strerror or exc} ({hint})"
+            ) from None
         if not root.is_dir():
-            raise InputError(f"feature cache {root} is not a folder ({hint})")
+            raise InputError(f"feature cache {quote(root)} is not a folder ({hint})")
         if not os.access(root, os.R_OK | os.W_OK | os.X_OK):
-            raise InputError(f"feature cache {root} is not readable and writable ({hint})")
+            raise InputError(f"feature cache {quote(root)} is not readable and writable ({hint})")
         return cls(root, cache_limit())
 
     def path(self, key: str) -> Path:
@@ -447,7 +494,10 @@ class FeatureCache:
             os.replace(tmp, final)
         except OSError as exc:
             self._remove(tmp)
-            warn(f"feature cache {self.root}: could not store an entry ({exc.strerror or exc})")
+            warn(
+                f"feature cache {quote(self.root)}: could not store an entry "
+                f"({exc.strerror or exc})"
+            )
             return
         self.evict()
 
@@ -457,7 +507,7 @@ class FeatureCache:
         except FileNotFoundError:
             pass
         except OSError as exc:
-            warn(f"feature cache: could not delete {path} ({exc.strerror or exc})")
+            warn(f"feature cache: could not delete {quote(path)} ({exc.strerror or exc})")
 
     def _entries(self) -> list[tuple[float, int, Path]]:
         found = []
@@ -522,9 +572,9 @@ def describe_info(info: dict[str, Any]) -> str:
     """``geneval cache info`` as text."""
     lines = [
         f"feature cache: {info['path']}",
-        f"entries: {info['entries']}, {_human(info['bytes'])} of {_human(info['limit'])} "
+        f"entries: {info['entries']}, {size_text(info['bytes'])} of {size_text(info['limit'])} "
         f"(set {SIZE_ENV} to change the bound)",
-        f"file-hash index: {_human(info['index_bytes'])}",
+        f"file-hash index: {size_text(info['index_bytes'])}",
     ]
     if info["oldest"] is not None:
         oldest = time.strftime("%Y-%m-%d %H:%M", time.localtime(info["oldest"]))

@@ -7,6 +7,20 @@ gate's expression holds. Gate files hold a list::
     fail-if = ["fid>30", "kid>0.01"]
 
 in a TOML file given by ``--gates``, or under ``[tool.geneval.gates]`` of a ``pyproject.toml``.
+A ``--gates`` file may also be a ``pyproject.toml``: then its ``[tool.geneval.gates]`` is read,
+with any top-level ``fail-if``; a ``--gates`` file without any ``fail-if`` is refused, so that
+a mistyped table never passes silently.
+
+Reading is one place (:func:`_read_toml`, :func:`_table`): a file that is not UTF-8, not
+valid TOML, too large or too deeply nested, a ``tool``, ``tool.geneval`` or
+``tool.geneval.gates`` that is not a table, or a ``fail-if`` that is not a list of strings is
+an :class:`InputError` naming the file and the key.
+
+A gate fails when its expression holds, and also whenever the number it reads is missing or
+not a finite number: a NaN, a field that is ±inf, null, a string or a boolean never passes.
+The one exception is a metric's ``value`` of ±inf, which the runner lets through only for a
+metric that declares ``allows_infinite_value`` (PSNR of identical images); it is compared as
+the number it is.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from geneval.errors import InputError
+from geneval.text import quote, visible
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
@@ -47,22 +63,30 @@ class Gate:
     origin: str  # where it came from: "--fail-if", a file path
 
     def holds(self, value: float) -> bool:
-        """True when the expression holds, i.e. the gate fails; NaN always fails."""
-        if math.isnan(value):
+        """True when the expression holds, i.e. the gate fails; NaN always fails, and so does
+        ±inf in any field but ``value`` (see the module docstring)."""
+        if math.isnan(value) or (math.isinf(value) and self.field != "value"):
             return True
         return _OPS[self.op](value, self.threshold)
 
 
 def parse_gate(expr: str, *, origin: str = "--fail-if") -> Gate:
     """Parse ``"fid>30"``; a malformed expression is an :class:`InputError`."""
+    if not isinstance(expr, str):
+        raise InputError(
+            f"{quote(origin)}: a gate must be a string such as 'fid>30', found "
+            f"{type(expr).__name__}"
+        )
     match = _GATE.match(expr)
     if match is None:
         raise InputError(
-            f"{origin}: malformed gate {expr!r} (expected e.g. 'fid>30' or 'kid.std<=0.01')"
+            f"{quote(origin)}: malformed gate {expr!r} (expected e.g. 'fid>30' or 'kid.std<=0.01')"
         )
     threshold = float(match["number"])
     if not math.isfinite(threshold):
-        raise InputError(f"{origin}: gate {expr!r} has a threshold that is not a finite number")
+        raise InputError(
+            f"{quote(origin)}: gate {expr!r} has a threshold that is not a finite number"
+        )
     return Gate(
         expr=expr.strip(),
         metric=match["metric"],
@@ -73,38 +97,101 @@ def parse_gate(expr: str, *, origin: str = "--fail-if") -> Gate:
     )
 
 
-def _gate_list(table: Any, origin: str) -> list[Gate]:
+#: The largest TOML file read for gates (a pyproject.toml is a few kB).
+MAX_TOML_BYTES = 4 << 20
+
+
+def _fail_if(value: Any, origin: str, key: str) -> list[Gate]:
+    """A ``fail-if`` list of gate strings."""
+    if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+        found = type(value).__name__ if not isinstance(value, list) else "a list holding "
+        if isinstance(value, list):
+            found += ", ".join(sorted({type(e).__name__ for e in value if not isinstance(e, str)}))
+        raise InputError(f"{quote(origin)}: '{key}' must be a list of strings, found {found}")
+    return [parse_gate(e, origin=origin) for e in value]
+
+
+def _gate_list(table: Any, origin: str, where: str = "gates") -> list[Gate]:
     if not isinstance(table, Mapping):
-        raise InputError(f"{origin}: gates must be a table with a 'fail-if' list")
+        raise InputError(
+            f"{quote(origin)}: {where} must be a table with a 'fail-if' list, found "
+            f"{type(table).__name__}"
+        )
     unknown = set(table) - {"fail-if"}
     if unknown:
-        raise InputError(
-            f"{origin}: unknown gate key(s) {', '.join(sorted(unknown))} (use fail-if)"
-        )
-    exprs = table.get("fail-if", [])
-    if not isinstance(exprs, list) or not all(isinstance(e, str) for e in exprs):
-        raise InputError(f"{origin}: 'fail-if' must be a list of strings")
-    return [parse_gate(e, origin=origin) for e in exprs]
+        names = ", ".join(quote(k) for k in sorted(unknown))
+        raise InputError(f"{quote(origin)}: unknown gate key(s) {names} (use fail-if)")
+    return _fail_if(table.get("fail-if", []), origin, "fail-if")
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The one TOML reader of gates: every way a file can be unreadable is an
+    :class:`InputError` naming it."""
+    shown = f"{what} {quote(path)}"
     try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{shown} is a directory, not a TOML file")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{shown} is not a regular file")
+        if info.st_size > MAX_TOML_BYTES:
+            raise InputError(f"{shown} holds {info.st_size} bytes, more than {MAX_TOML_BYTES}")
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            raw = handle.read(min(info.st_size, MAX_TOML_BYTES) + 1)  # no larger buffer
     except FileNotFoundError:
-        raise InputError(f"gates file {path} does not exist") from None
+        raise InputError(f"{shown} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"{shown}: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) > MAX_TOML_BYTES:
+        raise InputError(f"{shown} holds more than {MAX_TOML_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"gates file {path} is not UTF-8 text ({exc.reason})") from None
-    except (tomllib.TOMLDecodeError, OSError) as exc:
-        raise InputError(f"gates file {path} is not valid TOML ({exc})".splitlines()[0]) from None
+        raise InputError(f"{shown} is not UTF-8 text ({exc.reason})") from None
+    try:
+        return tomllib.loads(text)
+    except ValueError as exc:  # TOMLDecodeError, and an integer too long to convert
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{shown} is not valid TOML ({visible(reason)})") from None
+    except RecursionError:
+        raise InputError(f"{shown} is not valid TOML (nested too deeply)") from None
+
+
+def _table(data: Mapping[str, Any], keys: tuple[str, ...], origin: str) -> Any:
+    """The value at ``data[k1][k2]...``, or ``None`` where a key is absent; a level on the way
+    that is not a table is an :class:`InputError` naming the file and the key."""
+    node: Any = data
+    for depth, key in enumerate(keys):
+        if not isinstance(node, Mapping):
+            where = ".".join(keys[:depth])
+            raise InputError(
+                f"{quote(origin)}: '{where}' must be a table, found {type(node).__name__}"
+            )
+        node = node.get(key)
+        if node is None:
+            return None
+    return node
 
 
 def gates_from_file(path: str | Path) -> list[Gate]:
-    """Gates of a ``--gates`` TOML file (top-level ``fail-if``, or ``[tool.geneval.gates]``)."""
+    """Gates of a ``--gates`` TOML file: its top-level ``fail-if``, and ``[tool.geneval.gates]``
+    where it has one (a ``pyproject.toml`` given as the gates file). A file with neither is
+    an :class:`InputError`, as is any key of the wrong type."""
     path = Path(path)
-    data = _read_toml(path)
-    table = data.get("tool", {}).get("geneval", {}).get("gates") if "tool" in data else data
-    return _gate_list(table if table is not None else {}, str(path))
+    data = _read_toml(path, "gates file")
+    origin = str(path)
+    table = _table(data, ("tool", "geneval", "gates"), origin)
+    if "tool" not in data and data:
+        return _gate_list(data, origin)  # a plain gates file: fail-if and nothing else
+    if table is None and "fail-if" not in data:
+        raise InputError(
+            f"gates file {quote(path)} has neither a top-level 'fail-if' nor a "
+            "[tool.geneval.gates] table"
+        )
+    gates = _fail_if(data["fail-if"], origin, "fail-if") if "fail-if" in data else []
+    if table is not None:
+        gates += _gate_list(table, origin, "[tool.geneval.gates]")
+    return gates
 
 
 def gates_from_pyproject(folder: str | Path = ".") -> list[Gate]:
@@ -112,8 +199,9 @@ def gates_from_pyproject(folder: str | Path = ".") -> list[Gate]:
     path = Path(folder) / "pyproject.toml"
     if not path.is_file():
         return []
-    table = _read_toml(path).get("tool", {}).get("geneval", {}).get("gates")
-    return [] if table is None else _gate_list(table, f"{path} [tool.geneval.gates]")
+    origin = f"{path} [tool.geneval.gates]"
+    table = _table(_read_toml(path, "pyproject file"), ("tool", "geneval", "gates"), str(path))
+    return [] if table is None else _gate_list(table, origin)
 
 
 def check_gate_metrics(gates: Iterable[Gate], metrics: Mapping[str, Any]) -> None:
@@ -150,23 +238,35 @@ def check_gate_fields(gates: Iterable[Gate], results: Mapping[str, Mapping[str, 
             )
 
 
+def _float(value: int | float) -> float:
+    """A number as a float; an integer beyond float64 becomes ±inf (and so fails its gate)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def evaluate_gates(
     gates: Iterable[Gate], results: Mapping[str, Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """Evaluate each gate on the metric results: ``[{"expr", "failed", "value", ...}]``.
 
     A gate whose metric or field is missing from the results (the metric raised, or it
-    reports no such field) counts as failed and says why.
+    reports no such field), or whose number is not a finite number (see the module
+    docstring), counts as failed and says why.
     """
     verdicts = []
     for gate in gates:
         entry: dict[str, Any] = {"expr": gate.expr, "source": gate.origin}
         result = results.get(gate.metric)
         value = None if result is None else result.get(gate.field)
-        if not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             entry.update(failed=True, value=None, reason=f"{gate.metric}.{gate.field} not computed")
         else:
-            entry.update(failed=gate.holds(float(value)), value=float(value))
+            number = _float(value)
+            entry.update(failed=gate.holds(number), value=number)
+            if math.isnan(number) or (math.isinf(number) and gate.field != "value"):
+                entry["reason"] = f"{gate.metric}.{gate.field} is not a finite number"
         verdicts.append(entry)
     return verdicts
 

@@ -24,6 +24,7 @@ from geneval.api import INPUT_KINDS, ImageSet, Need, PairedImages
 from geneval.capabilities import SupportsDecode, SupportsEncode
 from geneval.errors import InputError
 from geneval.stats import FeatureStatistics, StatsFile
+from geneval.text import quote
 
 #: Kinds that come from an extractor (and so carry the extractor's name in their key).
 EXTRACTED_KINDS = ("features", "logits", "stats")
@@ -53,6 +54,7 @@ def input_key(need: Need, extractor: str | None) -> InputKey:
 class Run(Protocol):
     """What producers see of a run (implemented by :class:`geneval.runner.Collection`)."""
 
+    config: Any  # the run's RunConfig (``extractor``: the one the user requested, if any)
     sources: dict[str, Any]
     model: Any
     device: torch.device
@@ -78,7 +80,81 @@ class Producer(Protocol):
 
 
 def _no(what: str, resolved: Any, hint: str) -> InputError:
-    return InputError(f"the {resolved.role} ({resolved.description}) {what}{hint}")
+    return InputError(f"the {resolved.role} ({quote(resolved.description)}) {what}{hint}")
+
+
+#: Kinds a source's own ``features`` array serves instead of an extractor.
+FEATURE_KINDS = ("features", "stats")
+
+
+def file_features(key: InputKey, run: Run) -> torch.Tensor | None:
+    """The ``features`` array the key's source carries (an ``.npz``'s), which serves the
+    ``features`` and ``stats`` kinds instead of an extractor; ``None`` when it carries none.
+
+    The one rule for precomputed features: they are used only when no extractor is requested.
+    A source that carries features in a run that names an extractor (``--extractor``,
+    ``extractor=``) is an :class:`InputError`: which of the two was meant cannot be told.
+    """
+    if key.kind not in FEATURE_KINDS:
+        return None
+    resolved = run.source(key.source)
+    carried = resolved.carried("features")
+    if carried is None:
+        return None
+    requested = getattr(getattr(run, "config", None), "extractor", None)
+    if requested:
+        raise InputError(
+            f"the {resolved.role} ({quote(resolved.description)}) carry a 'features' array "
+            f"and --extractor {quote(requested)} was given: drop --extractor to use the "
+            "file's features, or give the images without 'features' to extract them"
+        )
+    return carried
+
+
+def features_from_files(keys: Mapping[Any, InputKey], run: Run) -> dict[str, str]:
+    """Of one metric's input keys, the sources whose features came from their own file:
+    role → the source's description (what the report credits instead of an extractor)."""
+    return {
+        key.source: run.source(key.source).description
+        for key in keys.values()
+        if file_features(key, run) is not None
+    }
+
+
+def uses_extractor(keys: Mapping[Any, InputKey], run: Run) -> bool:
+    """Whether any of one metric's input keys is produced by (or checked against) its
+    extractor, rather than read from a source's own ``features`` array."""
+    return any(
+        key.kind in EXTRACTED_KINDS and file_features(key, run) is None for key in keys.values()
+    )
+
+
+def check_feature_widths(metric: str, keys: Mapping[Any, InputKey], run: Run) -> None:
+    """A metric that compares the samples' features with the reference's needs both of one
+    width: a source's own ``features`` array of another width than the other side (its own
+    array, or the extractor's output, which statistics files are checked against) is an
+    :class:`InputError` naming the file, before any work."""
+    sides: dict[str, tuple[int, bool, str]] = {}
+    for key in keys.values():
+        if key.kind not in FEATURE_KINDS:
+            continue
+        whose = "samples'" if key.source == "samples" else f"{key.source}'s"
+        carried = file_features(key, run)
+        if carried is not None:
+            width = int(carried.shape[1])
+            description = quote(run.source(key.source).description)
+            said = f"the {whose} features array ({description}) is {width}-d"
+        else:
+            plugin = run.extractor_plugin(key.extractor)
+            width = int(plugin.outputs[plugin.feature_output])
+            said = f"the {whose} features (extractor {key.extractor}) are {width}-d"
+        sides[key.source] = (width, carried is not None, said)
+    if len(sides) < 2 or len({width for width, _, _ in sides.values()}) == 1:
+        return
+    ordered = sorted(sides.values(), key=lambda side: not side[1])  # a file first
+    raise InputError(
+        f"metric {metric}: {ordered[0][2]}, but {ordered[1][2]} (both must have one width)"
+    )
 
 
 class ImagesProducer:
@@ -103,7 +179,7 @@ class FeaturesProducer:
 
     def plan(self, key: InputKey, run: Run) -> None:
         resolved = run.source(key.source)
-        if resolved.carried("features") is not None:
+        if file_features(key, run) is not None:
             return
         stats = run.stats_file(key.source, key.extractor)
         if stats is not None:
@@ -119,8 +195,7 @@ class FeaturesProducer:
         run.plan_for(key.source).outputs.setdefault(key.extractor, set()).add(output)
 
     def produce(self, key: InputKey, run: Run) -> torch.Tensor:
-        resolved = run.source(key.source)
-        carried = resolved.carried("features")
+        carried = file_features(key, run)
         if carried is not None:
             return carried
         stats = run.stats_file(key.source, key.extractor)
@@ -156,7 +231,7 @@ class StatsProducer:
 
     def plan(self, key: InputKey, run: Run) -> None:
         resolved = run.source(key.source)
-        if resolved.carried("features") is not None:
+        if file_features(key, run) is not None:
             return
         if run.stats_file(key.source, key.extractor) is not None:
             return
@@ -166,8 +241,7 @@ class StatsProducer:
         run.plan_for(key.source).moments[key.extractor] = output
 
     def produce(self, key: InputKey, run: Run) -> FeatureStatistics:
-        resolved = run.source(key.source)
-        carried = resolved.carried("features")
+        carried = file_features(key, run)
         if carried is not None:
             return FeatureStatistics.from_features(carried.to(run.device))
         stats = run.stats_file(key.source, key.extractor)

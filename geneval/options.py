@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from geneval.errors import InputError
+from geneval.text import quote
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -104,9 +105,8 @@ class Option:
 
 def _shown(value: Any) -> str:
     """A value as an error message shows it: as typed, or quoted when it holds line breaks or
-    other unprintable characters (messages are one line)."""
-    text = str(value)
-    return text if text.isprintable() else repr(text)
+    other unprintable characters (messages are one line; :func:`geneval.text.quote`)."""
+    return quote(value)
 
 
 def _convert(raw: Any, default: Any, *, where: str) -> Any:

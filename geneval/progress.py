@@ -6,6 +6,8 @@ import sys
 
 from tqdm.auto import tqdm
 
+from geneval.text import visible
+
 _quiet = False
 
 
@@ -27,7 +29,7 @@ def progress_bar(total: int | None = None, desc: str | None = None, unit: str = 
     """
     return tqdm(
         total=total,
-        desc=desc,
+        desc=None if desc is None else visible(desc),  # a path's ESC never reaches the terminal
         unit=unit,
         disable=not progress_enabled(),
         file=sys.stderr,
@@ -42,4 +44,4 @@ def note(message: str) -> None:
     Unlike a progress bar it stays on the screen and is written without a terminal as well.
     """
     if not _quiet:
-        print(message, file=sys.stderr, flush=True)
+        print(visible(message), file=sys.stderr, flush=True)

@@ -1,21 +1,26 @@
 """Reports: JSON (docs/contracts.md §5), a terminal table, Markdown and JUnit XML (the HTML
-report is :mod:`geneval.report_html`)."""
+report is :mod:`geneval.report_html`).
+
+Every string a user chose (paths, folder names, dataset specifications) and every string a
+plugin returned reaches the table, the Markdown and the JUnit XML through
+:mod:`geneval.text`: control characters, line breaks and undecodable bytes are shown as
+escapes (a table row stays one row, no escape sequence reaches the terminal, the XML stays
+well-formed), and the Markdown escapes HTML and its own syntax.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
+from geneval.text import markdown_code, markdown_text, printable, visible
+
 _DETAIL_SKIP = {"value", "warnings", "per_image"}
-
-
-def printable(text: str) -> str:
-    """``text`` with undecodable bytes of file names (lone surrogates) shown as escapes, so
-    that it can be written as UTF-8 and printed on any terminal."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def fmt(value: Any) -> str:
@@ -169,11 +174,19 @@ def setup_lines(report: Mapping[str, Any]) -> list[str]:
         lines.append(f"reference: {cfg['reference']} ({count})")
     if cfg.get("extractor"):
         lines.append(f"extractor: {cfg['extractor']} (resize: {cfg.get('resize')})")
+    from_files = {
+        what
+        for entry in (cfg.get("extractors") or {}).values()
+        for what in (entry.get("features_from") or {}).values()
+    }
+    for what in sorted(from_files):
+        lines.append(f"features: {what}")
     lines.append(f"device: {cfg['device']}, seed: {cfg['seed']}")
     return lines
 
 
 def _aligned(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+    rows = [tuple(visible(cell) for cell in row) for row in rows]  # one line per row
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for j, row in enumerate(rows):
@@ -209,7 +222,8 @@ def to_table(report: Mapping[str, Any]) -> str:
         lines.append(f"note: {note}")
     for gate in report.get("gates", []):
         lines.append(f"gate {gate_line(gate)}")
-    return printable("\n".join(lines) + "\n")
+    # A line break or an escape sequence in a path stays inside its own line, visibly.
+    return "\n".join(visible(line) for line in lines) + "\n"
 
 
 def report_notes(report: Mapping[str, Any]) -> list[str]:
@@ -220,17 +234,28 @@ def report_notes(report: Mapping[str, Any]) -> list[str]:
     return notes + baseline_notes(report)
 
 
-def _md(text: str) -> str:
-    """Text safe inside a Markdown table cell."""
-    return text.replace("|", "\\|").replace("\n", " ")
+def _file_name_bytes(name: str) -> bytes:
+    """A file name's bytes: as the OS has them, or (for a surrogate no undecodable byte gives)
+    as UTF-8 would carry it."""
+    try:
+        return os.fsencode(name)
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogatepass")
+
+
+def _md_row(cells: tuple[Any, ...]) -> str:
+    """A Markdown table row of literal text (HTML, Markdown syntax and pipes escaped)."""
+    return "| " + " | ".join(markdown_text(c) for c in cells) + " |"
 
 
 def to_markdown(report: Mapping[str, Any], grid_png: str | None = None) -> str:
     """A Markdown summary: the setup as a list, the metrics (value, uncertainty, direction,
     meaning), the baseline and the gates as tables, and the grid image ``grid_png`` (a path
-    relative to the Markdown file) when there is one."""
+    relative to the Markdown file) when there is one. Every string in it is literal text
+    (:func:`geneval.text.markdown_text`): a folder name holding HTML or Markdown shows as
+    typed and is never interpreted."""
     lines = ["# geneval report", ""]
-    lines += [f"- {_md(line)}" for line in setup_lines(report)]
+    lines += [f"- {markdown_text(line, line_start=True)}" for line in setup_lines(report)]
     lines += [
         "",
         "| metric | value | uncertainty | better | meaning | details |",
@@ -238,31 +263,31 @@ def to_markdown(report: Mapping[str, Any], grid_png: str | None = None) -> str:
     ]
     for name, value, spread, direction, extra in _rows(report):
         meaning = info(report, name).get("interpretation") or ""
-        cells = (name, value, spread, direction, meaning, extra)
-        lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
+        lines.append(_md_row((name, value, spread, direction, meaning, extra)))
     caption = baseline_caption(report)
     if caption:
-        lines += ["", _md(caption)]
+        lines += ["", markdown_text(caption, line_start=True)]
         rows = baseline_rows(report)
         if rows:
             lines += ["", "| metric | samples | held-out |", "|---|---:|---:|"]
-            lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+            lines += [_md_row(row) for row in rows]
     if report.get("gates"):
         lines += ["", "| gate | source | value | verdict |", "|---|---|---:|---|"]
         for gate in report["gates"]:
             verdict = "FAILED" if gate["failed"] else "passed"
             if gate.get("reason"):
                 verdict += f" ({gate['reason']})"
-            cells = (f"`{gate['expr']}`", gate.get("source", ""), fmt(gate.get("value")), verdict)
-            lines.append("| " + " | ".join(_md(str(c)) for c in cells) + " |")
+            cells = (gate.get("source", ""), fmt(gate.get("value")), verdict)
+            lines.append(f"| {markdown_code(gate['expr'])} {_md_row(cells)}")
     if grid_png:
-        lines += [
-            "",
-            f"![The first samples (left) and reference images (right)]({grid_png})",
-        ]
+        # The file name in the link, percent-encoded byte for byte (spaces, parentheses,
+        # undecodable bytes and all).
+        target = urllib.parse.quote(_file_name_bytes(grid_png))
+        lines += ["", f"![The first samples (left) and reference images (right)]({target})"]
     notes = report_notes(report)
     if notes:
-        lines += ["", "Notes:", ""] + [f"- {note}" for note in notes]
+        lines += ["", "Notes:", ""]
+        lines += [f"- {markdown_text(note, line_start=True)}" for note in notes]
     lines += ["", f"**{'passed' if report.get('passed') else 'FAILED'}**", ""]
     return printable("\n".join(lines))
 
@@ -272,7 +297,11 @@ def to_junit(report: Mapping[str, Any]) -> str:
     testcase names where it came from (a ``source`` property, and in the failure message).
 
     Metrics that raised are reported as ``error`` testcases; metric values are properties.
+    Every name and message is :func:`geneval.text.visible` text, so characters XML 1.0
+    forbids (control characters, lone surrogates of undecodable bytes) appear as escapes and
+    the file stays well-formed.
     """
+    x = visible
     gates = report.get("gates", [])
     errors = report.get("errors", {})
     suite = ET.Element(
@@ -285,21 +314,21 @@ def to_junit(report: Mapping[str, Any]) -> str:
     )
     props = ET.SubElement(suite, "properties")
     for name, result in report["metrics"].items():
-        ET.SubElement(props, "property", name=name, value=repr(result["value"]))
+        ET.SubElement(props, "property", name=x(name), value=repr(result["value"]))
     for gate in gates:
-        case = ET.SubElement(suite, "testcase", classname="geneval.gates", name=gate["expr"])
+        case = ET.SubElement(suite, "testcase", classname="geneval.gates", name=x(gate["expr"]))
         source = gate.get("source")
         if source:
             case_props = ET.SubElement(case, "properties")
-            ET.SubElement(case_props, "property", name="source", value=source)
+            ET.SubElement(case_props, "property", name="source", value=x(source))
         if gate["failed"]:
             message = gate.get("reason") or f"value {gate.get('value')} meets {gate['expr']}"
             if source:
                 message += f" (gate from {source})"
-            failure = ET.SubElement(case, "failure", message=message)
-            failure.text = message
+            failure = ET.SubElement(case, "failure", message=x(message))
+            failure.text = x(message)
     for name, message in errors.items():
-        case = ET.SubElement(suite, "testcase", classname="geneval.metrics", name=name)
-        ET.SubElement(case, "error", message=message)
+        case = ET.SubElement(suite, "testcase", classname="geneval.metrics", name=x(name))
+        ET.SubElement(case, "error", message=x(message))
     ET.indent(suite)
     return printable(ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n")

@@ -3,7 +3,8 @@
 Everything is inside the file: styles inline, images as ``data:`` URIs (one PNG per grid,
 :mod:`geneval.grids`), no script, no font, no link to anything outside. A
 Content-Security-Policy of ``default-src 'none'`` (inline styles and ``data:`` images
-allowed) makes the browser refuse any other load should one slip in.
+allowed) makes the browser refuse any other load should one slip in. Every string of the
+report is HTML-escaped, its control characters and undecodable bytes shown as escapes.
 
 The page holds the verdict, the metrics (value, uncertainty, which way is better, what the
 number means, warnings), the gates with their source, a grid of the first samples and one of
@@ -33,6 +34,7 @@ from geneval.report import (
     setup_lines,
     uncertainty,
 )
+from geneval.text import visible
 from geneval.visuals import NEAR_COPY, Visuals
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
@@ -60,7 +62,9 @@ code { font-size: 0.95em; }
 
 
 def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text: one :func:`geneval.text.visible` line (control characters,
+    which HTML forbids, and undecodable bytes shown as escapes), HTML-escaped."""
+    return html.escape(visible(value), quote=True)
 
 
 def _img(images: Sequence[torch.Tensor], alt: str, columns: int | None = None) -> str:
@@ -200,6 +204,14 @@ def _neighbours(visuals: Visuals | None) -> str:
     )
 
 
+def _extractor_cell(entry: Mapping[str, Any]) -> str:
+    """The extractor a metric ran with, or, where a source's own features array served it
+    (``features_from``), those files; both when each side came from its own place."""
+    parts = [str(entry["name"])] if entry.get("name") else []
+    parts += [f"{role}: {what}" for role, what in (entry.get("features_from") or {}).items()]
+    return "; ".join(parts) or "none"
+
+
 def _config(report: Mapping[str, Any]) -> str:
     config = report.get("config", {})
     rows = [
@@ -215,7 +227,7 @@ def _config(report: Mapping[str, Any]) -> str:
         rows = [
             [
                 _e(metric),
-                _e(entry.get("name")),
+                _e(_extractor_cell(entry)),
                 _e(entry.get("resize")),
                 f"<code>{_e(entry.get('weights_sha256'))}</code>",
             ]

@@ -31,6 +31,8 @@ from geneval.errors import InputError
 from geneval.plugins import Registry
 from geneval.sources import SampleSource, TensorSource, array_source, source_from_path
 from geneval.stats import StatsFile, load_stats
+from geneval.stats import is_stats_file as stats_file_named
+from geneval.text import quote
 
 
 @dataclass
@@ -59,14 +61,9 @@ class ResolvedSource:
 
 
 def is_stats_file(path: Path) -> bool:
-    """An ``.npz`` holding ``mu`` and ``sigma`` is a statistics file."""
-    if path.suffix != ".npz" or not path.is_file():
-        return False
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {"mu", "sigma"} <= set(data.files)
-    except (OSError, ValueError, EOFError):
-        return False
+    """An ``.npz`` holding ``mu`` and ``sigma`` is a statistics file (the one test, in
+    :func:`geneval.stats.is_stats_file`: an unreadable file is left to the array reader)."""
+    return stats_file_named(path)
 
 
 def split_name(spec: str) -> tuple[str, str | None]:
@@ -100,32 +97,41 @@ def resolve_dataset(name: str, split: str | None, registry: Registry, role: str)
     )
 
 
-def resolve_spec(spec: Any, role: str, registry: Registry) -> ResolvedSource:
+def resolve_spec(
+    spec: Any, role: str, registry: Registry, *, layout: str | None = "auto"
+) -> ResolvedSource:
     """Resolve a samples or reference specification (see the module docstring).
 
     A loaded model is accepted here only as an object; ``--model NAME`` is resolved by the
-    runner, which also knows the number of samples and the seed.
+    runner, which also knows the number of samples and the seed. ``layout`` (``auto``,
+    ``nchw`` or ``nhwc``: ``--layout``, ``layout=``) states how the axes of an image array,
+    in a file or in memory, are read (:func:`geneval.sources.image_layout`).
     """
     if isinstance(spec, torch.Tensor | np.ndarray):
-        return ResolvedSource(role, f"{role} array", source=array_source(spec, f"{role} array"))
+        what = f"{role} array"
+        return ResolvedSource(role, what, source=array_source(spec, what, layout))
     if not isinstance(spec, str | Path):
         raise InputError(
             f"{role}: expected a path, DATASET[:SPLIT], a statistics file, an image tensor or "
             f"array, or a loaded model; got {type(spec).__name__}"
         )
     path = Path(spec)
-    if path.exists():
+    try:
+        exists = path.exists()
+    except ValueError:  # a NUL byte: no file has that name
+        raise InputError(f"path {quote(spec)} cannot name a file (it holds a NUL byte)") from None
+    if exists:
         if is_stats_file(path):
             stats = load_stats(path)
             return ResolvedSource(role, str(path), stats_file=stats)
-        return ResolvedSource(role, str(path), source=source_from_path(path))
+        return ResolvedSource(role, str(path), source=source_from_path(path, layout))
     name, split = split_name(str(spec))
     if name in registry.items("dataset"):
         return resolve_dataset(name, split, registry, role)
     looks_like_path = "/" in str(spec) or Path(str(spec)).suffix in (".npz", ".npy")
     if role == "reference" and not looks_like_path:
         return ResolvedSource(role, str(spec), published=(name, split))
-    raise InputError(f"path {spec} does not exist (nor is it a dataset name)")
+    raise InputError(f"path {quote(spec)} does not exist (nor is it a dataset name)")
 
 
 def default_extractor(registry: Registry) -> str:

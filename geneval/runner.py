@@ -29,13 +29,23 @@ from geneval import __version__
 from geneval.api import GenerativeModel, ImageSet, LoadedExtractor, Need
 from geneval.baseline import compute_baseline, plan_baseline
 from geneval.capabilities import capabilities_of, capability_name
-from geneval.collect import collect_pass
+from geneval.collect import agree_on_sources, collect_pass
 from geneval.device import resolve_device
 from geneval.distributed import context
 from geneval.errors import InputError, warn
 from geneval.explain import metric_info, minimum_samples, sample_count_warnings, versions
 from geneval.feature_cache import FeatureCache
-from geneval.inputs import EXTRACTED_KINDS, PRODUCERS, InputKey, RunInputs, input_key, needs_of
+from geneval.inputs import (
+    EXTRACTED_KINDS,
+    PRODUCERS,
+    InputKey,
+    RunInputs,
+    check_feature_widths,
+    features_from_files,
+    input_key,
+    needs_of,
+    uses_extractor,
+)
 from geneval.options import parse_metric_options
 from geneval.passes import PassPlan, PassResult, run_pass
 from geneval.plugins import Registry, get_registry
@@ -47,8 +57,9 @@ from geneval.resolve import (
     resolve_spec,
     split_name,
 )
-from geneval.sources import ModelSource
+from geneval.sources import LAYOUTS, ModelSource
 from geneval.stats import StatsFile, check_provenance, load_stats
+from geneval.text import quote
 from geneval.visuals import Visuals, collect_visuals, plan_visuals
 
 DEFAULT_BATCH_SIZE = 64  # images per extractor call
@@ -87,6 +98,7 @@ class RunConfig:
     cache: bool = True  # the feature cache of $GENEVAL_CACHE (docs/contracts.md §12)
     precision: str = "fp32"  # fp32, bf16 or tf32 (geneval.precision)
     compile: bool = False  # torch.compile the extractors where they stay exact
+    layout: str = "auto"  # how image arrays' axes are read: auto, nchw or nhwc (--layout)
 
 
 def _is_model(obj: Any) -> bool:
@@ -113,6 +125,8 @@ def validate_config(config: RunConfig) -> None:
         raise InputError(f"--seed must be an integer in [0, 2^63), got {config.seed}")
     if config.precision not in PRECISIONS:
         raise InputError(f"--precision {config.precision}: choose from {', '.join(PRECISIONS)}")
+    if config.layout not in LAYOUTS:
+        raise InputError(f"--layout {quote(config.layout)}: choose from {', '.join(LAYOUTS)}")
 
 
 def resolve_metrics(registry: Registry, names: Sequence[str]) -> dict[str, Any]:
@@ -149,6 +163,14 @@ def _needs_reference(needs: Sequence[Need], with_model: bool) -> bool:
         or (with_model and need.kind in _FROM_REFERENCE_WITH_A_MODEL)
         for need in needs
     )
+
+
+def _read_by(resolved: ResolvedSource | None) -> Any:
+    """What the ranks read of a resolved source: its sample source, else its statistics
+    file (``None`` when neither is read from a file or memory, e.g. published statistics)."""
+    if resolved is None:
+        return None
+    return resolved.source if resolved.source is not None else resolved.stats_file
 
 
 class Collection:
@@ -276,9 +298,9 @@ class Collection:
                     f"validation: name the images with {how}"
                 )
             return reference.dataset.load(default_split)
-        resolved = resolve_spec(spec, "validation", self.registry)
+        resolved = resolve_spec(spec, "validation", self.registry, layout=self.config.layout)
         if not resolved.has_images:
-            raise InputError(f"validation images {spec}: holds no images")
+            raise InputError(f"validation images {quote(spec)}: holds no images")
         result = run_pass(
             resolved.source,
             PassPlan(keep_images=True),
@@ -298,7 +320,15 @@ class Collection:
 
     # -- collection --------------------------------------------------------------------------
     def run_passes(self, roles: Sequence[str] = SOURCES) -> None:
-        """One pass over each of ``roles`` whose plan is not empty."""
+        """One pass over each of ``roles`` whose plan is not empty (in a sharded run, after
+        the ranks agreed on the content of every source: nothing is computed or cached from
+        ranks that read different content)."""
+        agree_on_sources(
+            [(role, _read_by(self.sources.get(role))) for role in roles],
+            self.ctx,
+            self.cache,
+            batch_size=self.batch_size,
+        )
         for role in roles:
             plan = self.plans.get(role)
             if role not in self.sources or plan is None or plan.empty:
@@ -473,7 +503,9 @@ class Evaluation:
                 model=run.model,
             )
         else:
-            run.sources["samples"] = resolve_spec(config.samples, "samples", self.registry)
+            run.sources["samples"] = resolve_spec(
+                config.samples, "samples", self.registry, layout=config.layout
+            )
         self._check_capabilities(run)
 
     def resolve_reference(self, run: Collection) -> None:
@@ -481,7 +513,7 @@ class Evaluation:
         if any(_needs_reference(needs, run.model is not None) for needs in self.needs.values()):
             if config.reference is not None:
                 run.sources["reference"] = resolve_spec(
-                    config.reference, "reference", self.registry
+                    config.reference, "reference", self.registry, layout=config.layout
                 )
             elif config.model is not None:
                 dataset, split = split_name(self.registry.model(config.model).dataset)
@@ -525,6 +557,8 @@ class Evaluation:
             plan.keys[name] = keys
         for key in dict.fromkeys(k for keys in plan.keys.values() for k in keys.values()):
             PRODUCERS[key.kind].plan(key, run)
+        for name, keys in plan.keys.items():
+            check_feature_widths(name, keys, run)
         if self.config.grid or self.config.neighbours:
             plan_visuals(run, plan, grid=self.config.grid, neighbours=self.config.neighbours)
         if self.config.baseline:
@@ -613,14 +647,22 @@ class Evaluation:
         timings: dict[str, float],
     ) -> dict[str, Any]:
         config = self.config
-        extractors = {
-            metric: {
+        extractors = {}
+        for metric, name in plan.extractors.items():
+            # a source's own features array is credited as such, never to the extractor
+            if not uses_extractor(plan.keys.get(metric, {}), run):
+                name = None
+            extractors[metric] = {
                 "name": name,
                 "resize": run.loaded[name].convention if name in run.loaded else None,
                 "weights_sha256": (run.loaded[name].weights_sha256 if name in run.loaded else None),
             }
-            for metric, name in plan.extractors.items()
-        }
+            from_files = features_from_files(plan.keys.get(metric, {}), run)
+            if from_files:
+                extractors[metric]["features_from"] = {
+                    role: f"the features array of {description}"
+                    for role, description in from_files.items()
+                }
         primary = next(iter(extractors.values()), None)
         reference = run.sources.get("reference")
         report_config: dict[str, Any] = {
@@ -688,6 +730,8 @@ class Evaluation:
         minimums = {}
         for name, metric in self.metrics.items():
             extractor = plan.extractors.get(name)
+            if not uses_extractor(plan.keys.get(name, {}), run):
+                extractor = None  # its features came from the sources' own files
             plugin = self.registry.extractor(extractor) if extractor else None
             minimums[name] = minimum_samples(metric, plugin, datasets)
         return minimums

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,16 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from geneval.api import GenerativeModel, ImageSet
+from geneval.arrayfile import npz_members, open_npy, read_member, reading
 from geneval.errors import InputError
+from geneval.text import quote
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+#: The most decoded pixels one batch of a folder holds (2^26: 64 images of 1024×1024, about
+#: 200 MB as uint8 RGB and 800 MB as float32 on the device). A batch whose images, by their
+#: files' headers, add up to more is cut into consecutive parts that each stay within it; an
+#: image over it on its own is refused (docs/contracts.md §4).
+FOLDER_BATCH_PIXELS = 2**26
 DEFAULT_SAMPLE_BATCH = 500  # samples per model call unless --batch-size says otherwise
 
 Batch = torch.Tensor | list[torch.Tensor]
@@ -147,14 +155,14 @@ def _high_depth_to_unit(img: Image.Image, path: Path) -> np.ndarray:
         low, high = int(array.min()), int(array.max())
         if low < 0 or high > 65535:
             raise InputError(
-                f"image {path}: 32-bit integer pixels in [{low}, {high}] cannot be mapped to "
-                "[0, 1] (expected 16-bit values in [0, 65535])"
+                f"image {quote(path)}: 32-bit integer pixels in [{low}, {high}] cannot be "
+                "mapped to [0, 1] (expected 16-bit values in [0, 65535])"
             )
         return array.astype(np.float32) / 65535.0
     array = array.astype(np.float32)  # mode "F"
     if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
         raise InputError(
-            f"image {path}: float pixels must lie in [0, 1], found "
+            f"image {quote(path)}: float pixels must lie in [0, 1], found "
             f"[{np.nanmin(array)}, {np.nanmax(array)}]"
         )
     return array
@@ -181,15 +189,22 @@ def decode_image(path: Path) -> DecodedImage:
         return _decode(path)
 
 
-def _decode(path: Path) -> DecodedImage:
+def _decode(path: Path, opened: Image.Image | None = None) -> DecodedImage:
+    """:func:`decode_image` without its warnings filter. ``opened``: the file already opened
+    (its header read) by :class:`_FolderChunks`, which checked the batch's pixels with it."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path) if opened is None else opened as img:
             width, height = img.size
             limit = Image.MAX_IMAGE_PIXELS
             if limit is not None and width * height > limit:
                 raise InputError(
-                    f"image {path} has {width}×{height} = {width * height} pixels, over the "
-                    f"decompression-bomb limit of {limit} pixels"
+                    f"image {quote(path)} has {width}×{height} = {width * height} pixels, over "
+                    f"the decompression-bomb limit of {limit} pixels"
+                )
+            if width * height > FOLDER_BATCH_PIXELS:
+                raise InputError(
+                    f"image {quote(path)} has {width}×{height} = {width * height} pixels, over "
+                    f"the {FOLDER_BATCH_PIXELS} decoded pixels geneval holds in one batch"
                 )
             multi_frame = getattr(img, "n_frames", 1) > 1
             img.load()
@@ -198,13 +213,16 @@ def _decode(path: Path) -> DecodedImage:
                 pixels = torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
                 return DecodedImage(pixels, multi_frame)
             rgb = img.convert("RGB")
+            img.close()  # frees the decoded file now (a context's exit does not)
     except Image.DecompressionBombError:
         raise InputError(
-            f"image {path} is over the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels"
+            f"image {quote(path)} is over the decompression-bomb limit of "
+            f"{Image.MAX_IMAGE_PIXELS} pixels"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InputError(f"cannot read image {path}: {exc}".splitlines()[0]) from None
+        raise InputError(f"cannot read image {quote(path)}: {exc}".splitlines()[0]) from None
     array = np.asarray(rgb, dtype=np.uint8)
+    rgb.close()  # PIL's copy is freed before the pixels are copied once more for torch
     return DecodedImage(torch.from_numpy(array.copy()).permute(2, 0, 1), multi_frame)
 
 
@@ -218,27 +236,93 @@ class _FolderBatch:
     stacked: torch.Tensor | None = None
     multi_frame: int = 0
     error: str | None = None
+    #: instead of pixels: the parts (image indices) a batch over the pixel budget is cut into,
+    #: decoded one after the other by the main process
+    parts: list[list[int]] | None = None
 
     def pin_memory(self) -> _FolderBatch:
         """Page-locked copies, so the copy to the GPU runs asynchronously (DataLoader calls
         this in its pinning thread when ``pin_memory=True``)."""
+        if self.parts is not None or self.error is not None:
+            return self
         if self.stacked is not None:
             return _FolderBatch([], self.stacked.pin_memory(), self.multi_frame, self.error)
         return _FolderBatch([im.pin_memory() for im in self.images], None, self.multi_frame)
 
 
-class _FolderDataset(torch.utils.data.Dataset):
-    def __init__(self, paths: list[Path]) -> None:
+def budget_parts(pixels: Sequence[int], budget: int) -> list[range]:
+    """Cut consecutive images of ``pixels`` each into runs whose pixels add up to at most
+    ``budget``, in order; an image over the budget on its own is a run by itself (decoding
+    refuses it). One run when the whole batch fits."""
+    parts: list[range] = []
+    first, total = 0, 0
+    for i, count in enumerate(pixels):
+        if i > first and total + count > budget:
+            parts.append(range(first, i))
+            first, total = i, 0
+        total += count
+    if len(pixels) > first:
+        parts.append(range(first, len(pixels)))
+    return parts
+
+
+def _header_pixels(img: Image.Image | None) -> int:
+    """Width × height from an opened file's header (0 when it could not be opened: decoding
+    then reports the error, in order)."""
+    if img is None:
+        return 0
+    width, height = img.size
+    return int(width) * int(height)
+
+
+class _FolderChunks(torch.utils.data.Dataset):
+    """Item ``b``: batch ``b`` of ``paths`` (``batch_size`` images), decoded by a worker when
+    its pixels, read from the files' headers, stay within ``budget``; else only the parts it
+    is cut into (:func:`budget_parts`), for the main process to decode one at a time."""
+
+    def __init__(self, paths: list[Path], batch_size: int, budget: int) -> None:
         self.paths = paths
+        self.batch_size = batch_size
+        self.budget = budget
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return -(-len(self.paths) // self.batch_size)
 
-    def __getitem__(self, index: int) -> DecodedImage | str:
-        try:
-            return decode_image(self.paths[index])
-        except InputError as exc:
-            return str(exc)
+    def __getitem__(self, index: int) -> _FolderBatch:
+        first = index * self.batch_size
+        indices = range(first, min(first + self.batch_size, len(self.paths)))
+        opened: list[Image.Image | None] = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                for i in indices:
+                    try:
+                        opened.append(Image.open(self.paths[i]))
+                    except Exception:  # unreadable: its decoding reports it, in order
+                        opened.append(None)
+                parts = budget_parts([_header_pixels(img) for img in opened], self.budget)
+                if len(parts) > 1:
+                    return _FolderBatch([], parts=[[first + k for k in part] for part in parts])
+                pairs = zip(indices, opened, strict=True)
+                return _collate([_decode_item(self.paths[i], img) for i, img in pairs])
+            finally:
+                for img in opened:
+                    if img is not None:
+                        img.close()
+
+
+def _decode_item(path: Path, opened: Image.Image | None = None) -> DecodedImage | str:
+    """One image decoded, or the message of its :class:`InputError` (exceptions lose their
+    text crossing the worker boundary)."""
+    try:
+        return _decode(path, opened) if opened is not None else decode_image(path)
+    except InputError as exc:
+        return str(exc)
+
+
+def _as_is(item: _FolderBatch) -> _FolderBatch:
+    """The DataLoader's collate function for items that are whole batches already."""
+    return item
 
 
 def _collate(items: list[DecodedImage | str]) -> _FolderBatch:
@@ -270,12 +354,13 @@ class FolderSource(SampleSource):
 
     def __init__(self, folder: Path) -> None:
         if not folder.exists():
-            raise InputError(f"path {folder} does not exist")
+            raise InputError(f"path {quote(folder)} does not exist")
         if not folder.is_dir():
-            raise InputError(f"{folder} is not a folder")
+            raise InputError(f"{quote(folder)} is not a folder")
         self.paths = list_images(folder)
         if not self.paths:
-            raise InputError(f"folder {folder} contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+            kinds = ", ".join(IMAGE_EXTENSIONS)
+            raise InputError(f"folder {quote(folder)} contains no images ({kinds})")
         self.multi_frame = 0
         super().__init__(
             description=str(folder),
@@ -325,22 +410,37 @@ class FolderSource(SampleSource):
         and copied without blocking when the device is a GPU, converted on the device."""
         paths = self.paths[start:stop]
         loader = torch.utils.data.DataLoader(
-            _FolderDataset(paths),
-            batch_size=batch_size,
+            _FolderChunks(paths, batch_size, FOLDER_BATCH_PIXELS),
+            batch_size=None,
             shuffle=False,
             num_workers=self.default_workers(len(paths)) if workers is None else workers,
-            collate_fn=_collate,
+            collate_fn=_as_is,
             pin_memory=device.type == "cuda",
         )
         self.multi_frame = 0
-        for batch in loader:
-            if batch.error is not None:
-                raise InputError(batch.error)
-            self.multi_frame += batch.multi_frame
-            if batch.stacked is not None:
-                yield _to_unit_float(batch.stacked, device)
-            else:
-                yield [_to_unit_float(im, device) for im in batch.images]
+        for chunk in loader:
+            for batch in self._within_budget(chunk, paths, device):
+                if batch.error is not None:
+                    raise InputError(batch.error)
+                self.multi_frame += batch.multi_frame
+                if batch.stacked is not None:
+                    yield _to_unit_float(batch.stacked, device)
+                else:
+                    yield [_to_unit_float(im, device) for im in batch.images]
+
+    @staticmethod
+    def _within_budget(
+        chunk: _FolderBatch, paths: list[Path], device: torch.device
+    ) -> Iterator[_FolderBatch]:
+        """A decoded batch as it is; a batch cut into parts over the pixel budget, decoded
+        here one part at a time (the parts of one batch are the same in every run and shard,
+        so the numbers are too)."""
+        if chunk.parts is None:
+            yield chunk
+            return
+        for part in chunk.parts:
+            batch = _collate([_decode_item(paths[i]) for i in part])
+            yield batch.pin_memory() if device.type == "cuda" else batch
 
 
 # -- arrays ------------------------------------------------------------------------------------
@@ -348,16 +448,65 @@ class FolderSource(SampleSource):
 #: Arrays an ``.npz`` may carry beside (or instead of) ``images``, with their required form.
 CARRIED_KEYS = ("labels", "factors", "latents", "features")
 
+#: How an image array's axes are read: ``auto`` (by the one rule of :func:`image_layout`),
+#: ``nchw`` or ``nhwc`` (``--layout`` on the command line, ``layout=`` in the Python API).
+LAYOUTS = ("auto", "nchw", "nhwc")
+
+#: Bytes of an array checked at a time (a memory-mapped array is never copied whole).
+_CHECK_BYTES = 32 << 20
+
 
 def _describe(array: np.ndarray) -> str:
     if array.size and np.issubdtype(array.dtype, np.number):
-        return f"shape {array.shape}, dtype {array.dtype}, range [{array.min()}, {array.max()}]"
+        with np.errstate(all="ignore"):
+            low, high = array.min(), array.max()
+        return f"shape {array.shape}, dtype {array.dtype}, range [{low}, {high}]"
     return f"shape {array.shape}, dtype {array.dtype}"
 
 
-def _in_unit_interval(array: np.ndarray, rows: int = 4096) -> bool:
-    """Whether every value is finite and in [0, 1], checked ``rows`` images at a time (a
-    memory-mapped array is never copied whole)."""
+def image_layout(shape: Sequence[int], layout: str | None, what: str) -> str:
+    """The layout, ``"nchw"`` or ``"nhwc"``, of images of ``shape``: the one rule shared by
+    array files, in-memory arrays and tensors (``evaluate()``) and ``Evaluator.update``.
+
+    With ``layout`` ``"nchw"`` or ``"nhwc"`` that layout is read, and its channel axis must
+    hold 1 or 3 channels. With ``"auto"`` (or ``None``) the layout is the one whose channel
+    axis holds 1 or 3 channels; a shape that fits both, such as (N, 3, 3, 3) or (N, 1, 8, 3),
+    is refused with a message saying how to state the layout. Anything else (not 4-D, no
+    layout with 1 or 3 channels) is an :class:`InputError` naming ``what``.
+    """
+    shape = tuple(int(s) for s in shape)
+    if layout is None:
+        layout = "auto"
+    if layout not in LAYOUTS:
+        raise InputError(f"layout {quote(layout)}: choose from {', '.join(LAYOUTS)}")
+    if len(shape) != 4:
+        raise InputError(f"{what} must be 4-D images (NHWC or NCHW), found shape {shape}")
+    fits = {"nchw": shape[1] in (1, 3), "nhwc": shape[3] in (1, 3)}
+    if layout != "auto":
+        if not fits[layout]:
+            axis = 1 if layout == "nchw" else 3
+            raise InputError(
+                f"{what} has shape {shape}: read as {layout.upper()} it has {shape[axis]} "
+                "channels (expected 1 or 3)"
+            )
+        return layout
+    if fits["nchw"] and fits["nhwc"]:
+        raise InputError(
+            f"{what} has shape {shape}, which fits both NCHW and NHWC: state the layout with "
+            "--layout nchw|nhwc (layout='nchw' or 'nhwc' in the Python API)"
+        )
+    if fits["nchw"]:
+        return "nchw"
+    if fits["nhwc"]:
+        return "nhwc"
+    raise InputError(f"{what} must have 1 or 3 channels (NHWC or NCHW), found shape {shape}")
+
+
+def _in_unit_interval(array: np.ndarray) -> bool:
+    """Whether every value is finite and in [0, 1], checked about :data:`_CHECK_BYTES` at a
+    time (a memory-mapped array is never copied whole)."""
+    per_image = max(1, array[:1].nbytes)
+    rows = max(1, _CHECK_BYTES // per_image)
     for start in range(0, array.shape[0], rows):
         chunk = np.asarray(array[start : start + rows])
         if not (np.isfinite(chunk).all() and chunk.min() >= 0.0 and chunk.max() <= 1.0):
@@ -365,35 +514,37 @@ def _in_unit_interval(array: np.ndarray, rows: int = 4096) -> bool:
     return True
 
 
-def check_image_array(array: np.ndarray, what: str) -> np.ndarray:
-    """Validate images (``docs/contracts.md`` §4) and return them as NCHW.
+def check_image_array(array: np.ndarray, what: str, layout: str | None = "auto") -> np.ndarray:
+    """Validate images (``docs/contracts.md`` §4) and return them as NCHW (a view).
 
-    uint8 in [0, 255] or float in [0, 1]; NHWC or NCHW with 1 or 3 channels; at least one
-    image and one pixel. Anything else is an :class:`InputError` naming ``what`` and stating the
-    shape, dtype and range found.
+    uint8 in [0, 255] or real floats (any precision and byte order) in [0, 1]; NHWC or NCHW
+    with 1 or 3 channels, by the rule of :func:`image_layout` (``layout`` states it); at
+    least one image and one pixel. Anything else is an :class:`InputError` naming ``what``
+    and stating the shape, dtype and range found.
     """
     if array.ndim != 4:
         raise InputError(f"{what} must be 4-D images (NHWC or NCHW), found {_describe(array)}")
-    if array.shape[1] in (1, 3) and array.shape[3] not in (1, 3):
-        layout = "NCHW"
-    elif array.shape[3] in (1, 3):
-        layout = "NHWC"
-    else:
+    if array.dtype.fields is not None or array.dtype.hasobject:
         raise InputError(
-            f"{what} must have 1 or 3 channels (NHWC or NCHW), found {_describe(array)}"
+            f"{what} must be uint8 in [0, 255] or float in [0, 1], found {_describe(array)}"
         )
+    chosen = image_layout(array.shape, layout, what)
     if 0 in array.shape:
         raise InputError(f"{what} holds no images or no pixels ({_describe(array)})")
     if array.dtype == np.uint8:
         pass
-    elif np.issubdtype(array.dtype, np.floating):
+    elif array.dtype.kind == "f":
         if not _in_unit_interval(array):
             raise InputError(f"{what}: float images must lie in [0, 1], found {_describe(array)}")
     else:
         raise InputError(
             f"{what} must be uint8 in [0, 255] or float in [0, 1], found {_describe(array)}"
         )
-    return array.transpose(0, 3, 1, 2) if layout == "NHWC" else array
+    return array.transpose(0, 3, 1, 2) if chosen == "nhwc" else array
+
+
+#: The integers an int64 holds, as floats compare with them.
+_INT64_RANGE = (-(2.0**63), 2.0**63)
 
 
 def check_carried(
@@ -401,9 +552,10 @@ def check_carried(
 ) -> dict[str, torch.Tensor]:
     """Validate the arrays carried beside images and return them as tensors.
 
-    ``labels`` (N,) and ``factors`` (N, K) must be integers (int64 on return); ``latents``
-    (N, D) and ``features`` (N, D) finite floats (float32 on return). Every array must have the
-    same N, and ``count`` images when given.
+    ``labels`` (N,) and ``factors`` (N, K) must be integers that fit int64 (int64 on return;
+    integral floats are accepted); ``latents`` (N, D) and ``features`` (N, D) real numbers,
+    finite in float32 (float32 on return). Any byte order is accepted. Every array must have
+    the same N, and ``count`` images when given.
     """
     out: dict[str, torch.Tensor] = {}
     for key, array in arrays.items():
@@ -414,24 +566,35 @@ def check_carried(
             raise InputError(
                 f"{what}: {key} must be a non-empty {shape} array, found {_describe(array)}"
             )
+        kind = array.dtype.kind if array.dtype.fields is None else "V"
         if integer:
-            if np.issubdtype(array.dtype, np.integer):
-                pass
-            elif (
-                np.issubdtype(array.dtype, np.floating)
-                and np.isfinite(array).all()
-                and (array == np.round(array)).all()
-            ):
-                pass
+            if kind in "iu":
+                fits = kind == "i" or array.max() <= np.iinfo(np.int64).max
+            elif kind == "f":
+                fits = bool(
+                    np.isfinite(array).all()
+                    and (array == np.round(array)).all()
+                    and array.min() >= _INT64_RANGE[0]
+                    and array.max() < _INT64_RANGE[1]
+                )
             else:
-                raise InputError(f"{what}: {key} must be integers, found {_describe(array)}")
+                fits = False
+            if not fits:
+                raise InputError(
+                    f"{what}: {key} must be integers that fit int64, found {_describe(array)}"
+                )
             out[key] = torch.from_numpy(np.ascontiguousarray(array).astype(np.int64))
         else:
-            if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.bool_):
-                raise InputError(f"{what}: {key} must be numbers, found {_describe(array)}")
-            if not np.isfinite(array).all():
-                raise InputError(f"{what}: {key} contain non-finite values ({_describe(array)})")
-            out[key] = torch.from_numpy(np.ascontiguousarray(array).astype(np.float32))
+            if kind not in "iuf":
+                raise InputError(f"{what}: {key} must be real numbers, found {_describe(array)}")
+            with np.errstate(over="ignore"):  # beyond float32: refused just below
+                converted = np.ascontiguousarray(array).astype(np.float32)
+            if not np.isfinite(converted).all():
+                raise InputError(
+                    f"{what}: {key} contain non-finite values (or values beyond float32) "
+                    f"({_describe(array)})"
+                )
+            out[key] = torch.from_numpy(converted)
     counts = {key: int(t.shape[0]) for key, t in out.items()}
     if count is not None:
         counts = {"images": count, **counts}
@@ -441,54 +604,85 @@ def check_carried(
     return out
 
 
-def load_array_file(path: Path) -> tuple[np.ndarray | None, dict[str, torch.Tensor]]:
+def load_array_file(
+    path: Path, layout: str | None = "auto"
+) -> tuple[np.ndarray | None, dict[str, torch.Tensor]]:
     """Read a sample array file: images (NCHW, or ``None``) and the arrays carried with them.
 
-    ``.npy`` holds images. ``.npz`` holds ``images`` (or a single array of any other name) and
-    optionally ``labels``, ``factors``, ``latents`` and ``features`` (see
-    :func:`check_carried`); a file with no images must carry at least one of those. Any other
-    key is an :class:`InputError`.
+    ``.npy`` holds images, memory-mapped (read batch by batch, never whole). ``.npz`` holds
+    ``images`` (or a single array of any other name) and optionally ``labels``, ``factors``,
+    ``latents`` and ``features`` (see :func:`check_carried`); a file with no images must carry
+    at least one of those. Any other key is an :class:`InputError`; so is any file that numpy,
+    zipfile or zlib cannot read (truncated, corrupt, a header that claims more than the file
+    holds, Python objects), through the one error boundary of :mod:`geneval.arrayfile`, which
+    also bounds what an ``.npz`` may make geneval allocate. ``layout`` states how the images'
+    axes are read (:func:`image_layout`).
     """
     if not path.exists():
-        raise InputError(f"path {path} does not exist")
+        raise InputError(f"path {quote(path)} does not exist")
+    if not path.is_file():
+        raise InputError(f"array file {quote(path)} is not a regular file")
+    what = f"array file {quote(path)}"
     carried: dict[str, np.ndarray] = {}
-    try:
-        if path.suffix == ".npy":  # memory-mapped: read batch by batch, never whole
-            images = np.load(path, mmap_mode="r", allow_pickle=False)
+    with reading(what):
+        if path.suffix == ".npy":
+            images = open_npy(path, what)
         elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                keys = list(data.files)
-                carried = {k: np.asarray(data[k]) for k in keys if k in CARRIED_KEYS}
+            images = None
+            with zipfile.ZipFile(path) as archive:
+                members = npz_members(archive, path, what)
+                keys = list(members)
                 rest = [k for k in keys if k not in CARRIED_KEYS]
                 if "images" in rest:
-                    images = np.asarray(data["images"])
-                    rest.remove("images")
-                elif len(rest) == 1 and not carried:
-                    images = np.asarray(data[rest.pop()])
+                    image_key: str | None = "images"
+                elif len(rest) == 1 and len(rest) == len(keys):
+                    image_key = rest[0]
                 else:
-                    images = None
+                    image_key = None
+                if image_key is not None:
+                    rest.remove(image_key)
                 if rest:
                     raise InputError(
-                        f"array file {path} has unknown key(s) {', '.join(rest)} (known: "
+                        f"{what} has unknown key(s) {', '.join(map(quote, rest))} (known: "
                         f"images, {', '.join(CARRIED_KEYS)})"
                     )
-                if images is None and not carried:
-                    raise InputError(f"array file {path} holds no arrays")
+                if image_key is None and not keys:
+                    raise InputError(f"{what} holds no arrays")
+                if image_key is not None:
+                    image_layout(members[image_key].shape, layout, f"array {quote(path)}")
+                    images = read_member(archive, members[image_key])
+                carried = {k: read_member(archive, members[k]) for k in keys if k in CARRIED_KEYS}
         else:
-            raise InputError(f"{path}: sample arrays must be .npy or .npz")
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(f"cannot read array file {path}: {exc}".splitlines()[0]) from None
+            raise InputError(f"{quote(path)}: sample arrays must be .npy or .npz")
     if images is not None:
-        images = check_image_array(images, f"array {path}")
+        images = check_image_array(images, f"array {quote(path)}", layout)
     count = int(images.shape[0]) if images is not None else None
-    return images, check_carried(carried, count, f"array file {path}")
+    return images, check_carried(carried, count, what)
+
+
+def host_tensor(array: np.ndarray) -> torch.Tensor:
+    """Images of an array (uint8, or floats of any precision and byte order) as a CPU tensor
+    torch can take, values unchanged: uint8 stays uint8; float16/32/64 in native byte order
+    stay as they are; another byte order becomes native (exactly), a longer float float64.
+    A read-only (memory-mapped) or strided array is copied, so torch never wraps memory it
+    must not write (and warns about none)."""
+    dtype = array.dtype
+    if dtype != np.uint8 and not (
+        dtype.isnative and dtype.kind == "f" and dtype.itemsize in (2, 4, 8)
+    ):
+        native = dtype.kind == "f" and dtype.itemsize in (2, 4, 8)
+        array = array.astype(dtype.newbyteorder("=") if native else np.float64, order="C")
+    if not array.flags.writeable or not array.flags.c_contiguous:
+        array = np.array(array, order="C", copy=True)
+    return torch.from_numpy(array)
 
 
 class ArraySource(SampleSource):
     """Images (and carried arrays) from an ``.npy``/``.npz`` file, or from an in-memory array.
 
     A file may hold no images, only carried arrays (``features``, ``latents`` ...): it then
-    serves the metrics that need those and nothing else.
+    serves the metrics that need those and nothing else. ``layout`` states how a file's image
+    axes are read (:func:`image_layout`); an in-memory ``array`` is already NCHW.
     """
 
     def __init__(
@@ -498,11 +692,17 @@ class ArraySource(SampleSource):
         array: np.ndarray | None = None,
         carried: dict[str, torch.Tensor] | None = None,
         description: str | None = None,
+        layout: str | None = "auto",
     ) -> None:
         self.path = path
+        #: what the feature cache adds to a file's content key: the stated layout of a shape
+        #: that fits both (the same bytes read the other way are other images)
+        self.key_note = ""
         if path is not None:
-            self.array, carried = load_array_file(path)
+            self.array, carried = load_array_file(path, layout)
             description = str(path)
+            if layout in ("nchw", "nhwc"):
+                self.key_note = f"|layout={layout}"
         else:
             self.array = array
         carried = dict(carried or {})
@@ -523,7 +723,7 @@ class ArraySource(SampleSource):
 
     def fetch(self, indices: Sequence[int]) -> list[torch.Tensor]:
         scale = 255.0 if self.array.dtype == np.uint8 else 1.0
-        picked = torch.from_numpy(np.ascontiguousarray(self.array[list(indices)]))
+        picked = host_tensor(self.array[list(indices)])
         return list(picked.float().div_(scale))
 
     def batches(
@@ -542,9 +742,7 @@ class ArraySource(SampleSource):
         stop = self.count if stop is None else min(stop, self.count)
         for first in range(start, stop, batch_size):
             chunk = _standard_strides(
-                torch.from_numpy(
-                    np.ascontiguousarray(self.array[first : min(first + batch_size, stop)])
-                )
+                host_tensor(self.array[first : min(first + batch_size, stop)])
             )
             if device.type == "cuda":
                 chunk = chunk.pin_memory()
@@ -560,11 +758,51 @@ def _standard_strides(t: torch.Tensor) -> torch.Tensor:
     return t if t.stride() == expected else t.clone(memory_format=torch.contiguous_format)
 
 
-def array_source(images: Any, what: str) -> ArraySource:
-    """An in-memory image tensor or array (uint8 or float in [0, 1], NCHW or NHWC) as a source."""
+def standard_strides(t: torch.Tensor) -> torch.Tensor:
+    """Public name of :func:`_standard_strides` (the Python API's ``update`` uses it)."""
+    return _standard_strides(t)
+
+
+#: Float dtypes of torch that numpy holds as they are.
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
+
+
+def checked_tensor(images: torch.Tensor, what: str) -> torch.Tensor:
+    """``images`` detached, refused with an :class:`InputError` naming ``what`` when it holds
+    no plain numbers a pass can read: a tensor on the ``meta`` device (no data), a sparse,
+    nested or quantized tensor, or complex numbers."""
+    if images.device.type == "meta":
+        raise InputError(f"{what} is a tensor on the meta device, which holds no data")
+    if getattr(images, "is_nested", False):
+        raise InputError(f"{what} is a nested tensor: give one dense (N, C, H, W) tensor")
+    if images.layout != torch.strided:
+        raise InputError(f"{what} is a {images.layout} tensor: give a dense one (.to_dense())")
+    if images.is_quantized:
+        raise InputError(f"{what} is a quantized tensor: give it .dequantize()d")
+    if images.is_complex():
+        raise InputError(
+            f"{what} must be uint8 or float in [0, 1], found complex numbers (dtype {images.dtype})"
+        )
+    return images.detach()
+
+
+def array_source(images: Any, what: str, layout: str | None = "auto") -> ArraySource:
+    """An in-memory image tensor or array (uint8 or float in [0, 1], NCHW or NHWC by the rule
+    of :func:`image_layout`) as a source. Tensors that hold no plain numbers are refused
+    (:func:`checked_tensor`); float dtypes numpy lacks (bfloat16 ...) are read as float32."""
     if isinstance(images, torch.Tensor):
-        images = images.detach().cpu().numpy()
-    array = check_image_array(np.asarray(images), what)
+        tensor = checked_tensor(images, what)
+        if tensor.is_floating_point() and tensor.dtype not in _NUMPY_FLOATS:
+            tensor = tensor.float()
+        try:
+            images = tensor.cpu().numpy()
+        except (TypeError, RuntimeError):
+            raise InputError(
+                f"{what} must be uint8 in [0, 255] or float in [0, 1], found dtype {tensor.dtype}"
+            ) from None
+    if not isinstance(images, np.ndarray):
+        raise InputError(f"{what}: expected an image tensor or array, got {type(images).__name__}")
+    array = check_image_array(np.asarray(images), what, layout)
     return ArraySource(array=array, description=what)
 
 
@@ -687,17 +925,18 @@ class ModelSource(SampleSource):
                     steps=self.steps,
                 )
             except ValueError as exc:  # samplers refuse bad settings with ValueError
-                raise InputError(f"{self.description}: {exc}".splitlines()[0]) from None
+                raise InputError(f"{quote(self.description)}: {exc}".splitlines()[0]) from None
             yield quantize_to_uint8_levels(images.to(device).float())
 
 
-def source_from_path(path: str | os.PathLike[str]) -> SampleSource:
-    """A folder or an array file."""
+def source_from_path(path: str | os.PathLike[str], layout: str | None = "auto") -> SampleSource:
+    """A folder or an array file (whose image axes are read by ``layout``: see
+    :func:`image_layout`)."""
     p = Path(path)
     if not p.exists():
-        raise InputError(f"path {p} does not exist")
+        raise InputError(f"path {quote(p)} does not exist")
     if p.is_dir():
         return FolderSource(p)
     if p.suffix in (".npy", ".npz"):
-        return ArraySource(p)
-    raise InputError(f"{p} is neither a folder of images nor an .npy/.npz array")
+        return ArraySource(p, layout=layout)
+    raise InputError(f"{quote(p)} is neither a folder of images nor an .npy/.npz array")

@@ -9,12 +9,16 @@ shards computed on different machines merge exactly by adding their sums. The me
 
 A statistics file is an ``.npz`` with ``mu`` (d,) and ``sigma`` (d, d) float64 — readable by
 pytorch-fid and TTUR — plus ``n``, ``meta`` (a JSON string: extractor, weights sha256, resize
-convention, geneval version) and optionally ``features`` (n, d) float32.
+convention, geneval version) and optionally ``features`` (n, d) float32. It is read through
+the one bounded ``.npz`` reader, :mod:`geneval.arrayfile`; members of other names (other
+tools' arrays) are ignored unread, and one holding Python objects is refused.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +27,15 @@ import numpy as np
 import torch
 
 from geneval import __version__
+from geneval.arrayfile import UNREADABLE, Member, npz_members, read_member, reading
 from geneval.errors import InputError, warn
 from geneval.io import atomic_path
+from geneval.text import quote
+
+
+def _named(path: Path | None) -> str:
+    """``statistics file PATH`` as messages name it (the path quoted when unprintable)."""
+    return f"statistics file {quote(path)}"
 
 
 class FeatureStatistics:
@@ -151,7 +162,7 @@ def save_stats(
     """Write a statistics file atomically (refused if ``path`` exists, unless ``force``)."""
     path = Path(path)
     if path.suffix != ".npz":
-        raise InputError(f"statistics file {path} must end in .npz")
+        raise InputError(f"{_named(path)} must end in .npz")
     arrays: dict[str, Any] = {
         "mu": stats.mean.cpu().numpy(),
         "sigma": stats.cov.cpu().numpy(),
@@ -178,99 +189,218 @@ def _check_sigma(sigma: np.ndarray, path: Path) -> None:
     asymmetry = float(np.abs(sigma - sigma.T).max()) if sigma.size else 0.0
     if asymmetry > SIGMA_TOLERANCE * max(scale, 1e-300):
         raise InputError(
-            f"statistics file {path}: sigma is not symmetric (largest |Σ − Σᵀ| = {asymmetry:.3g})"
+            f"{_named(path)}: sigma is not symmetric (largest |Σ − Σᵀ| = {asymmetry:.3g})"
         )
     sym = torch.from_numpy(sigma / 2 + sigma.T / 2)  # halves first: no overflow near the max
     # Cholesky of Σ + δI succeeds for every PSD Σ; it is ~20× cheaper than an eigendecomposition,
     # which only runs to report the offending eigenvalue.
     shift = SIGMA_TOLERANCE * max(scale, 1e-300)
-    _, info = torch.linalg.cholesky_ex(sym + shift * torch.eye(sym.shape[0], dtype=sym.dtype))
+    shifted = sym.clone()
+    shifted.diagonal().add_(shift)  # Σ + δI without a second d × d temporary
+    _, info = torch.linalg.cholesky_ex(shifted)
+    del shifted
     if int(info) != 0:
         lowest = float(torch.linalg.eigvalsh(sym)[0])
         raise InputError(
-            f"statistics file {path}: sigma is not positive semi-definite (smallest "
+            f"{_named(path)}: sigma is not positive semi-definite (smallest "
             f"eigenvalue {lowest:.3g}, largest |entry| {scale:.3g})"
         )
 
 
-def _scalar_count(value: np.ndarray, path: Path) -> int:
-    if value.shape != () or not np.issubdtype(value.dtype, np.number):
+#: The largest feature dimension a statistics file may hold: ``sigma`` is d × d float64
+#: (512 MiB at 8192; the largest extractors give 4096-d features).
+MAX_STATS_DIM = 8192
+#: The largest count ``n`` a file may record: float64 sums are exact integers up to 2⁵³.
+MAX_COUNT = 2**53
+#: The largest magnitude of an entry of ``mu`` or ``sigma``: rebuilding the running sums
+#: multiplies by n (≤ 2⁵³) and squares ``mu``, which must stay finite in float64.
+MAX_MOMENT = 1e100
+#: The largest ``meta`` string (bytes its header claims) and JSON nesting depth.
+MAX_META_BYTES = 1 << 20
+MAX_META_DEPTH = 32
+#: The arrays a statistics file is read for. Any other member (another tool's arrays, such as
+#: ``arr_0`` or ``mu_s`` of the ADM evaluator's reference batches) is ignored and its data
+#: never read; only one whose header declares Python objects (a pickle) is refused.
+STATS_KEYS = ("mu", "sigma", "n", "meta", "features")
+#: The provenance keys of ``meta`` that are read, each a string when present.
+META_KEYS = ("extractor", "output", "weights_sha256", "resize", "geneval_version")
+
+
+def _real(member: Member, key: str, path: Path) -> None:
+    if member.dtype.kind not in "iuf":
+        raise InputError(f"{_named(path)}: {key} has dtype {member.dtype} (expected real numbers)")
+
+
+def _check_shapes(members: dict[str, Member], path: Path) -> int:
+    """Check what the headers claim (shapes, dtypes, sizes) before any data is read; returns
+    the feature dimension d."""
+    mu, sigma = members["mu"], members["sigma"]
+    _real(mu, "mu", path)
+    _real(sigma, "sigma", path)
+    if len(mu.shape) != 1 or mu.shape[0] < 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise InputError(
-            f"statistics file {path}: n must be a single number, found shape {value.shape} "
-            f"dtype {value.dtype}"
+            f"{_named(path)}: mu {mu.shape} and sigma {sigma.shape} do not match "
+            "(expected (d,) and (d, d))"
         )
-    count = float(value)
-    if not np.isfinite(count) or count != int(count) or count < 2:
-        raise InputError(f"statistics file {path}: n must be an integer ≥ 2, found {value}")
-    return int(count)
+    dim = mu.shape[0]
+    if dim > MAX_STATS_DIM:
+        raise InputError(
+            f"{_named(path)}: mu has {dim} dimensions, more than the {MAX_STATS_DIM} geneval reads"
+        )
+    if "n" in members:
+        n = members["n"]
+        if n.shape != () or n.dtype.kind not in "iuf":
+            raise InputError(f"{_named(path)}: n must be a single number, found {n.describe()}")
+    if "meta" in members:
+        meta = members["meta"]
+        if meta.shape != () or meta.dtype.kind not in "US":
+            raise InputError(f"{_named(path)}: meta must be a JSON string, found {meta.describe()}")
+        if meta.nbytes > MAX_META_BYTES:
+            raise InputError(
+                f"{_named(path)}: meta holds {meta.nbytes} bytes, more than the "
+                f"{MAX_META_BYTES} geneval reads"
+            )
+    if "features" in members:
+        features = members["features"]
+        _real(features, "features", path)
+        if len(features.shape) != 2 or features.shape[1] != dim:
+            raise InputError(
+                f"{_named(path)}: features {features.shape} do not match mu {mu.shape}"
+            )
+    return dim
+
+
+def _scalar_count(value: np.ndarray, path: Path) -> int:
+    """``n``: a single integer in [2, :data:`MAX_COUNT`] (an integral float is accepted)."""
+    number = value[()]
+    if value.dtype.kind == "f":
+        count = float(number)
+        whole = math.isfinite(count) and count.is_integer()
+        integer = int(count) if whole else None
+    else:
+        integer = int(number)
+    if integer is None or not 2 <= integer <= MAX_COUNT:
+        raise InputError(
+            f"{_named(path)}: n must be an integer ≥ 2 and ≤ 2^53, found {value.item()!r}"
+        )
+    return integer
+
+
+def _depth(value: Any) -> int:
+    """The nesting depth of a parsed JSON value (iterative: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_META_DEPTH:
+            break
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
 
 
 def _meta(value: np.ndarray, path: Path) -> dict[str, Any]:
+    """``meta``: a JSON object (at most :data:`MAX_META_DEPTH` deep) whose provenance keys,
+    when present, are strings."""
+    raw = value[()]
     try:
-        meta = json.loads(str(value))
-    except (ValueError, TypeError):
-        raise InputError(f"statistics file {path}: meta is not a JSON string") from None
-    if not isinstance(meta, dict):
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        meta = json.loads(text)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError included
+        raise InputError(f"{_named(path)}: meta is not a JSON string") from None
+    except RecursionError:
         raise InputError(
-            f"statistics file {path}: meta must be a JSON object, found {type(meta).__name__}"
-        )
+            f"{_named(path)}: meta is nested more than {MAX_META_DEPTH} levels deep"
+        ) from None
+    if not isinstance(meta, dict):
+        raise InputError(f"{_named(path)}: meta must be a JSON object, found {type(meta).__name__}")
+    if _depth(meta) > MAX_META_DEPTH:
+        raise InputError(f"{_named(path)}: meta is nested more than {MAX_META_DEPTH} levels deep")
+    for key in META_KEYS:
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise InputError(
+                f"{_named(path)}: meta {key} must be a string, found {type(meta[key]).__name__}"
+            )
     return meta
+
+
+def _moments(array: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """``mu`` or ``sigma`` as native float64, finite and within :data:`MAX_MOMENT`."""
+    out = array.astype(np.float64, copy=False)
+    if not np.isfinite(out).all():
+        raise InputError(f"{_named(path)}: {key} contains non-finite values")
+    largest = float(np.abs(out).max())
+    if largest > MAX_MOMENT:
+        raise InputError(
+            f"{_named(path)}: {key} has an entry of magnitude {largest:.3g}, beyond the "
+            f"{MAX_MOMENT:g} that float64 moments can carry"
+        )
+    return out
+
+
+def is_stats_file(path: Path) -> bool:
+    """Whether ``path`` is an ``.npz`` holding ``mu`` and ``sigma`` (its member names alone are
+    read; an unreadable file is not a statistics file, and its reader says why)."""
+    if path.suffix != ".npz" or not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = {name.removesuffix(".npy") for name in archive.namelist()}
+    except UNREADABLE:
+        return False
+    return {"mu", "sigma"} <= names
 
 
 def load_stats(path: str | Path) -> StatsFile:
     """Read and validate a statistics file.
 
-    ``mu`` (d,) and ``sigma`` (d, d) must be finite, ``sigma`` symmetric and positive
-    semi-definite up to round-off (:data:`SIGMA_TOLERANCE`); ``n``, when present, a single
-    integer ≥ 2; ``meta``, when present, a JSON object; ``features``, when present, finite
-    (n, d). Anything else is an :class:`InputError` naming the file and what was found. A plain
-    pytorch-fid/TTUR file (``mu``, ``sigma`` only) is accepted with a warning that its
-    provenance is unknown.
+    ``mu`` (d,) and ``sigma`` (d, d) must be finite real numbers (d ≤ :data:`MAX_STATS_DIM`,
+    entries within ±:data:`MAX_MOMENT`), ``sigma`` symmetric and positive semi-definite up to
+    round-off (:data:`SIGMA_TOLERANCE`); ``n``, when present, a single integer in
+    [2, 2⁵³]; ``meta``, when present, a JSON object (at most :data:`MAX_META_BYTES`, nested
+    at most :data:`MAX_META_DEPTH` deep, its provenance keys strings); ``features``, when
+    present, finite (n, d). The file is read through the one reader of ``.npz`` files,
+    :mod:`geneval.arrayfile`: every member's header is checked before its data is read, so a
+    file cannot make geneval allocate more than it holds. A member of any other name (another
+    tool's arrays) is ignored and its data never read, but one declaring Python objects (a
+    pickle) is refused.
+    Anything else, and any corrupt or truncated file, is an :class:`InputError` naming the
+    file and the field. A plain pytorch-fid/TTUR file (``mu``, ``sigma`` only) is accepted
+    with a warning that its provenance is unknown.
     """
     path = Path(path)
+    if not path.exists():
+        raise InputError(f"{_named(path)} does not exist")
     if not path.is_file():
-        raise InputError(f"statistics file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = set(data.files)
-            if not {"mu", "sigma"} <= keys:
-                raise InputError(f"statistics file {path} has no 'mu' and 'sigma' arrays")
-            arrays = {key: np.asarray(data[key]) for key in keys}
-    except (OSError, ValueError, EOFError) as exc:
-        raise InputError(
-            f"statistics file {path} is not a readable .npz ({exc})".splitlines()[0]
-        ) from None
-    numeric = {"mu", "sigma", "features"} & keys
-    for key in sorted(numeric):
-        if not np.issubdtype(arrays[key].dtype, np.number):
-            raise InputError(f"statistics file {path}: {key} has dtype {arrays[key].dtype}")
-    mu = arrays["mu"].astype(np.float64)
-    sigma = arrays["sigma"].astype(np.float64)
-    if mu.ndim != 1 or mu.shape[0] < 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise InputError(
-            f"statistics file {path}: mu {mu.shape} and sigma {sigma.shape} do not match"
-        )
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise InputError(f"statistics file {path}: mu or sigma contain non-finite values")
-    _check_sigma(sigma, path)
-    n = _scalar_count(arrays["n"], path) if "n" in keys else None
-    meta = _meta(arrays["meta"], path) if "meta" in keys else None
-    features = None
-    if "features" in keys:
-        features = arrays["features"].astype(np.float32)
-        if features.ndim != 2 or features.shape[1] != mu.shape[0]:
+        raise InputError(f"{_named(path)} is not a regular file")
+    what = _named(path)
+    with reading(what, kind=".npz"), zipfile.ZipFile(path) as archive:
+        members = npz_members(archive, path, what, keys=STATS_KEYS)
+        if not {"mu", "sigma"} <= set(members):
+            raise InputError(f"{what} has no 'mu' and 'sigma' arrays")
+        _check_shapes(members, path)
+        n = _scalar_count(read_member(archive, members["n"]), path) if "n" in members else None
+        if "features" in members and n is not None and members["features"].shape[0] != n:
             raise InputError(
-                f"statistics file {path}: features {features.shape} do not match mu {mu.shape}"
+                f"{_named(path)}: {members['features'].shape[0]} feature rows but n = {n}"
             )
-        if not np.isfinite(features).all():
-            raise InputError(f"statistics file {path}: features contain non-finite values")
-        if n is not None and features.shape[0] != n:
-            raise InputError(
-                f"statistics file {path}: {features.shape[0]} feature rows but n = {n}"
-            )
+        meta = _meta(read_member(archive, members["meta"]), path) if "meta" in members else None
+        mu = _moments(read_member(archive, members["mu"]), "mu", path)
+        sigma = _moments(read_member(archive, members["sigma"]), "sigma", path)
+        _check_sigma(sigma, path)
+        features = None
+        if "features" in members:
+            with np.errstate(over="ignore"):  # beyond float32: refused as non-finite below
+                features = read_member(archive, members["features"]).astype(np.float32, copy=False)
+            if not np.isfinite(features).all():
+                raise InputError(
+                    f"{_named(path)}: features contain non-finite values (or values beyond float32)"
+                )
     if meta is None:
         warn(
-            f"statistics file {path} has no provenance (plain pytorch-fid/TTUR file): "
+            f"{_named(path)} has no provenance (plain pytorch-fid/TTUR file): "
             "make sure it was computed with the same extractor and resize convention"
         )
     return StatsFile(mu=mu, sigma=sigma, n=n, meta=meta, features=features, path=path)
@@ -291,7 +421,7 @@ def check_provenance(stats_file: StatsFile, expected: dict[str, Any], *, dim: in
     if stats_file.dim != dim:
         recorded = (meta or {}).get("extractor", "an unrecorded extractor")
         raise InputError(
-            f"statistics file {stats_file.path} holds {stats_file.dim}-d features "
+            f"{_named(stats_file.path)} holds {stats_file.dim}-d features "
             f"({recorded}), but this run's extractor {expected.get('extractor')} gives "
             f"{dim}-d features"
         )
@@ -304,11 +434,10 @@ def check_provenance(stats_file: StatsFile, expected: dict[str, Any], *, dim: in
             missing.append(f"{key} (this run: {ours})")
         elif ours is not None and theirs != ours:
             raise InputError(
-                f"statistics file {stats_file.path} was computed with {key}={theirs!r} "
+                f"{_named(stats_file.path)} was computed with {key}={theirs!r} "
                 f"but this run uses {key}={ours!r}"
             )
     if missing:
         warn(
-            f"statistics file {stats_file.path} does not record {', '.join(missing)}: make "
-            "sure it matches"
+            f"{_named(stats_file.path)} does not record {', '.join(missing)}: make sure it matches"
         )

@@ -51,9 +51,17 @@ from geneval.errors import InputError
 from geneval.io import check_writable
 from geneval.options import Option, declared_options, resolve_options
 from geneval.progress import note, progress_bar
+from geneval.text import quote
 
 #: Keys of ``state.`` that the loop itself uses (the data order); families use other names.
 DATA_STATE_KEYS = ("data_generator", "data_order", "data_position")
+#: The most elements (parameters and buffers) a network may hold: 2^30, 4 GiB of float32.
+#: A config (a checkpoint's, or a new run's options) that describes more is refused before
+#: anything is allocated (:func:`check_network`).
+MAX_NETWORK_ELEMENTS = 2**30
+#: What building a network from a checkpoint's config may raise when the config does not fit
+#: the family (a missing key is reported apart, as such).
+_CONFIG_ERRORS = (TypeError, ValueError, OverflowError, IndexError, ZeroDivisionError)
 
 
 def training_options(
@@ -261,21 +269,126 @@ def sample_in_batches(
 ) -> torch.Tensor:
     """Call ``draw(k)`` for batches of at most ``batch_size`` until ``n`` samples exist.
 
+    Each batch is copied into one preallocated result as it comes (the samples are held once,
+    not twice as concatenating the batches would); a single batch is returned as drawn.
     Shows a progress bar counted in samples.
     """
     if n < 1:
         raise ValueError(f"number of samples must be positive, got {n}")
     if batch_size < 1:
         raise ValueError(f"batch size must be positive, got {batch_size}")
-    out = []
+    out: torch.Tensor | None = None
     with progress_bar(total=n, desc=desc, unit="img") as bar:
         done = 0
         while done < n:
             k = min(batch_size, n - done)
-            out.append(draw(k))
+            part = draw(k)
+            if part.shape[0] != k:
+                raise RuntimeError(f"{desc}: asked for {k} samples, got {part.shape[0]}")
+            if k == n:
+                out = part
+            else:
+                if out is None:
+                    out = part.new_empty((n, *part.shape[1:]))
+                out[done : done + k] = part
             done += k
             bar.update(k)
-    return torch.cat(out)
+    assert out is not None
+    return out
+
+
+# -- checking a network before it is built ----------------------------------------------------
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_arch_values(family: Any, arch: Mapping[str, Any], where: str) -> None:
+    """Check the scalar values of ``arch`` that the family declares as ``arch_options`` against
+    their :class:`~geneval.options.Option` (type, bounds, choices), e.g. a DDPM's
+    ``timesteps``, which sizes the schedule rather than a tensor of the file. A list where
+    the option is a string (``channel_mults``, resolved from ``auto``) is left to the family."""
+    declared = declared_options(family, "train_options")
+    for key in getattr(family, "arch_options", ()):
+        option = declared.get(key)
+        if option is None or key not in arch or option.type not in (bool, int, float, str):
+            continue
+        if isinstance(arch[key], list) and option.type is str:
+            continue
+        option.convert(arch[key], where=f"{where}: arch.{key}")
+
+
+def check_network(
+    family: Any,
+    arch: Mapping[str, Any],
+    image_shape: tuple[int, int, int],
+    *,
+    weights: Mapping[str, torch.Tensor] | None = None,
+    path: Path | None = None,
+) -> None:
+    """Check, before anything is allocated, the network ``arch`` describes.
+
+    The network is built on the ``meta`` device (shapes only, no memory). It may hold at most
+    :data:`MAX_NETWORK_ELEMENTS` elements; with ``weights`` (a checkpoint's, read from
+    ``path``) its state must have exactly their names and shapes, so a config can describe no
+    more than the file holds. With ``path`` the config is the user's: its scalar
+    ``arch_options`` are checked first (:func:`check_arch_values`) and a config the family
+    cannot build is an :class:`InputError` naming the file; a missing key raises
+    :class:`KeyError` for the caller to name.
+    """
+    where = f"checkpoint {quote(path)}" if path is not None else f"model {family.name}"
+    if path is not None:
+        check_arch_values(family, arch, where)
+    try:
+        with torch.device("meta"):
+            skeleton = family.build_network(arch, image_shape)
+    except KeyError:
+        raise
+    except (*_CONFIG_ERRORS, RuntimeError, NotImplementedError) as exc:
+        if path is None:
+            raise
+        raise InputError(
+            f"{where}: its config does not fit model {family.name} ({_first_line(exc)})"
+        ) from None
+    total = sum(t.numel() for t in [*skeleton.parameters(), *skeleton.buffers()])
+    if total > MAX_NETWORK_ELEMENTS:
+        raise InputError(
+            f"{where}: the network {'its config describes' if path else 'these options describe'}"
+            f" holds {total} parameters and buffers, above the bound of {MAX_NETWORK_ELEMENTS}"
+        )
+    if weights is None:
+        return
+    expected = skeleton.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        what = f"lacks tensor {missing[0]}" if missing else f"has an unexpected {unexpected[0]}"
+        raise InputError(f"{where} does not match its config (it {what})")
+    for key, tensor in expected.items():
+        if tuple(weights[key].shape) != tuple(tensor.shape):
+            raise InputError(
+                f"{where} does not match its config (tensor {key} is "
+                f"{tuple(weights[key].shape)}, the config describes {tuple(tensor.shape)})"
+            )
+
+
+def _check_samplers(model: Any, sampling: Mapping[str, Any], path: Path) -> None:
+    """Make the default sampler and each sampler the ``sampling`` config has settings for, so
+    that settings a sampler refuses are an :class:`InputError` naming the checkpoint when it
+    loads (for models that make samplers from their config, as the bundled ones do)."""
+    make = getattr(model, "make_sampler", None)
+    if make is None:
+        return
+    factories = getattr(model, "factories", {})
+    try:
+        make()
+        for name in sampling:
+            if name != "sampler" and name in factories:
+                make(name)
+    except InputError as exc:
+        raise InputError(f"checkpoint {quote(path)}: {exc}") from None
 
 
 # -- the family base class ---------------------------------------------------------------------
@@ -380,21 +493,26 @@ class TrainableFamily:
         loaded = load_checkpoint(path, family=self.name)
         weights = loaded.sampling_weights()
         if not weights:
-            raise InputError(f"checkpoint {path} holds no weights (net.* or ema.*)")
+            raise InputError(f"checkpoint {quote(path)} holds no weights (net.* or ema.*)")
         try:
+            check_network(self, loaded.arch, loaded.image_shape, weights=weights, path=path)
             net = self.build_network(loaded.arch, loaded.image_shape)
             load_weights(net, weights, path)
             net.to(device).eval()
             for p in net.parameters():
                 p.requires_grad_(False)
-            return self.make_model(net, loaded, device)
+            model = self.make_model(net, loaded, device)
+            _check_samplers(model, loaded.sampling, path)
+            return model
         except KeyError as exc:
             raise InputError(
-                f"checkpoint {path}: its config lacks {exc} (not a complete {self.name} checkpoint)"
+                f"checkpoint {quote(path)}: its config lacks {_first_line(exc)} (not a complete "
+                f"{self.name} checkpoint)"
             ) from None
-        except (TypeError, ValueError) as exc:
+        except _CONFIG_ERRORS as exc:
             raise InputError(
-                f"checkpoint {path}: its config does not fit model {self.name} ({exc})"
+                f"checkpoint {quote(path)}: its config does not fit model {self.name} "
+                f"({_first_line(exc)})"
             ) from None
 
     def train(
@@ -483,10 +601,17 @@ def train_family(
         previous = load_checkpoint(output, family=family.name)
         if not previous.has_training_state:
             raise InputError(
-                f"--resume: checkpoint {output} holds sampling weights only "
+                f"--resume: checkpoint {quote(output)} holds sampling weights only "
                 "(written with save_training_state=false)"
             )
-        recorded = dict(previous.train.get("options", {}))
+        recorded = {
+            key: declared[key].convert(
+                value, where=f"checkpoint {quote(output)}: train.options.{key}"
+            )
+            if key in declared
+            else value
+            for key, value in previous.train.get("options", {}).items()
+        }
         for key in family.arch_options:
             if key in given and given[key] != recorded.get(key):
                 raise InputError(
@@ -495,7 +620,7 @@ def train_family(
                 )
         if previous.train.get("data", {}).get("sha256") != fingerprint["sha256"]:
             raise InputError(
-                f"--resume: the training data differ from those checkpoint {output} was "
+                f"--resume: the training data differ from those checkpoint {quote(output)} was "
                 f"trained on ({previous.train.get('data', {}).get('count')} images)"
             )
         opts = {**{k: o.default for k, o in declared.items()}, **recorded, **given}
@@ -503,15 +628,27 @@ def train_family(
         done = int(previous.train["steps_done"])
         if done >= total:
             raise InputError(
-                f"--resume: checkpoint {output} already has {done} steps (--steps {total})"
+                f"--resume: checkpoint {quote(output)} already has {done} steps (--steps {total})"
             )
         arch, image_shape = dict(previous.arch), previous.image_shape
+        if tuple(image_shape) != tuple(images.shape[1:]):
+            raise InputError(
+                f"--resume: checkpoint {quote(output)} models images of {tuple(image_shape)}, the "
+                f"training data are {tuple(images.shape[1:])}"
+            )
+        try:
+            check_network(family, arch, image_shape, weights=previous.group("net"), path=output)
+        except KeyError as exc:
+            raise InputError(
+                f"checkpoint {quote(output)}: its config lacks {_first_line(exc)}"
+            ) from None
     else:
         check_writable(output, force=force, what="checkpoint")
         opts = {**{k: o.default for k, o in declared.items()}, **given}
         done = 0
         arch = family.architecture(opts, images)
         image_shape = tuple(int(v) for v in images.shape[1:])
+        check_network(family, arch, image_shape)  # type: ignore[arg-type]
 
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):

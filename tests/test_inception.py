@@ -212,17 +212,18 @@ def test_num_batches_tracked_keys_are_accepted(inception_weights: Path, tmp_path
 def test_weights_sha256_is_the_files_and_is_cached(
     inception_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(geneval.cache, "RACY_NS", 0)  # record the file however fresh
     copy = tmp_path / "w.pth"
     copy.write_bytes(inception_weights.read_bytes())
     expected = hashlib.sha256(copy.read_bytes()).hexdigest()
     assert file_sha256(copy) == expected
-    cache = Path(os.environ["GENEVAL_CACHE"]) / "sha256.json"
-    assert expected in cache.read_text()
-    # A cached hash is not recomputed while size and mtime are unchanged ...
+    index = Path(os.environ["GENEVAL_CACHE"]) / "features" / "files.sqlite"
+    assert index.is_file()  # the one file-hash index of sources and weights
+    # A cached hash is not recomputed while the file's identity is unchanged ...
+    real_sha256 = hashlib.sha256
     monkeypatch.setattr(geneval.cache.hashlib, "sha256", None)
     assert file_sha256(copy) == expected
-    monkeypatch.undo()
-    monkeypatch.setenv("GENEVAL_CACHE", str(cache.parent))
+    monkeypatch.setattr(geneval.cache.hashlib, "sha256", real_sha256)
     # ... and is when the file changes.
     copy.write_bytes(b"x" + copy.read_bytes()[1:])
     assert file_sha256(copy) == hashlib.sha256(copy.read_bytes()).hexdigest() != expected

@@ -22,7 +22,7 @@ restrict factors:
 * ``train`` — the subsampled grid every 4th orientation, x and y value (3·6·10·8·8 = 11 520
   images, 190 MB): small enough to train a VAE on a CPU;
 * ``test`` — 10 000 factor vectors drawn uniformly from the full grid (fixed seed), i.i.d. as
-  the disentanglement metrics assume;
+  the disentanglement metrics assume (``n=N`` draws N, at most 100 000);
 * ``grid`` — every combination of the allowed values, in lexicographic factor order (refused
   above 100 000 images: restrict it first).
 
@@ -75,6 +75,8 @@ POSITIONS = np.linspace(MARGIN, IMAGE_SIZE - MARGIN, FACTOR_SIZES[3])
 TEST_SEED = 20170601
 TEST_SIZE = 10_000
 MAX_GRID_IMAGES = 100_000
+#: The most draws ``test,n=N`` may ask for (as many as a grid may hold: 1.6 GB of images).
+MAX_TEST_IMAGES = MAX_GRID_IMAGES
 #: Base restrictions of the named splits: factor → step (every K-th value).
 _BASE_STEPS = {"train": {"orientation": 4, "x": 4, "y": 4}, "test": {}, "grid": {}}
 #: Images rendered per chunk (bounds the float temporaries to ~70 MB each).
@@ -171,8 +173,9 @@ def parse_split(split: str) -> SplitSpec:
     n = TEST_SIZE
     for token in tokens[1:]:
         key, sep, raw = token.partition("=") if "=" in token else token.partition("/")
-        key = key.strip()
-        if not sep or not raw.strip().isdigit():
+        key, raw = key.strip(), raw.strip()
+        # ASCII digits only (str.isdigit admits '²'), and few enough for any bound below
+        if not sep or not raw or len(raw) > 18 or not all("0" <= c <= "9" for c in raw):
             raise InputError(
                 f"dsprites split {split!r}: cannot read {token!r} (FACTOR=I, FACTOR/K or n=N)"
             )
@@ -180,6 +183,11 @@ def parse_split(split: str) -> SplitSpec:
         if key == "n" and sep == "=":
             if base != "test" or value < 1:
                 raise InputError(f"dsprites split {split!r}: n=N (N ≥ 1) applies to test only")
+            if value > MAX_TEST_IMAGES:
+                raise InputError(
+                    f"dsprites split {split!r}: n={value} is above {MAX_TEST_IMAGES} images "
+                    f"({MAX_TEST_IMAGES * IMAGE_SIZE * IMAGE_SIZE * 4 // 10**6} MB)"
+                )
             n = value
             continue
         if key not in FACTOR_NAMES:

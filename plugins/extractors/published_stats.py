@@ -30,15 +30,15 @@ References
 from __future__ import annotations
 
 import urllib.request
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from geneval.cache import geneval_cache_dir, sha256_of
-from geneval.errors import InputError
+from geneval.errors import GenevalWarning, InputError
 from geneval.io import atomic_path
 from geneval.progress import progress_bar
+from geneval.stats import load_stats
 
 INCEPTION = "inception-v3-fid"
 TTUR_BASE = "http://bioinf.jku.at/research/ttur/ttur_stats/"
@@ -78,21 +78,17 @@ PUBLISHED_STATS: dict[tuple[str, str, str, str], PublishedStats] = {
 
 
 def _check_stats_file(path: Path, dim: int) -> None:
-    """Raise :class:`InputError` unless ``path`` has finite ``mu`` (dim,), ``sigma`` (dim, dim)."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            mu, sigma = np.asarray(data["mu"]), np.asarray(data["sigma"])
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(
-            f"reference statistics {path} are not a readable mu/sigma .npz ({exc})"
-        ) from None
+    """Raise :class:`InputError` unless ``path`` is a valid statistics file (read by the one
+    reader, :func:`geneval.stats.load_stats`) with ``mu`` (dim,) and ``sigma`` (dim, dim)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GenevalWarning)  # no provenance: said when it is used
+        stats = load_stats(path)
+    mu, sigma = stats.mu, stats.sigma
     if mu.shape != (dim,) or sigma.shape != (dim, dim):
         raise InputError(
             f"reference statistics {path}: expected mu ({dim},) and sigma ({dim}, {dim}), "
             f"found {mu.shape} and {sigma.shape}"
         )
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise InputError(f"reference statistics {path} contain non-finite values")
 
 
 def _verify(path: Path, entry: PublishedStats, *, first_download: bool) -> None:

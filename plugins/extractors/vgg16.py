@@ -36,6 +36,7 @@ from torch import nn
 from geneval.cache import file_sha256
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
+from geneval.text import quote
 from geneval_plugins.extractors.imagenet import as_rgb_batch, preprocess_imagenet
 from geneval_plugins.extractors.weights import PublishedWeights, load_state_dict
 
@@ -74,7 +75,8 @@ def load_vgg16_fc2(path: Path, device: torch.device) -> nn.Module:
         network.load_state_dict(state, assign=True)
     except RuntimeError as exc:
         raise InputError(
-            f"VGG-16 weights {path}: not torchvision's vgg16 key layout ({exc})".splitlines()[0]
+            f"VGG-16 weights {quote(path)}: not torchvision's vgg16 key layout "
+            f"({exc})".splitlines()[0]
         ) from None
     network.classifier = network.classifier[:4]  # fc1, relu, dropout, fc2
     return network.eval().requires_grad_(False).to(device)

@@ -24,6 +24,7 @@ import torch
 
 from geneval.errors import InputError
 from geneval.progress import progress_enabled
+from geneval.text import quote
 
 
 def hub_checkpoint_dir() -> Path:
@@ -82,7 +83,8 @@ def load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{what} {path} could not be read ({exc})".splitlines()[0]) from None
+        message = f"{what} {quote(path)} could not be read ({exc})"
+        raise InputError(message.splitlines()[0]) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(

@@ -29,6 +29,11 @@ from geneval.errors import InputError
 from geneval.progress import progress_bar
 from geneval.training import sample_in_batches
 
+#: The most steps (timesteps, sweeps, steps per level) a sampler may be given, by ``--steps``
+#: or by an integer setting of a checkpoint's ``sampling`` config: schedules are laid out in
+#: memory, one entry per step.
+MAX_SAMPLER_STEPS = 100_000
+
 
 @runtime_checkable
 class Sampler(Protocol):
@@ -101,12 +106,24 @@ def build_sampler(
     chosen = name or str(sampling["sampler"])
     if chosen not in factories:
         raise InputError(f"--sampler {chosen}: model {family} offers {', '.join(factories)}")
+    if steps is not None and not 1 <= int(steps) <= MAX_SAMPLER_STEPS:
+        raise InputError(f"--steps {steps}: expected 1 to {MAX_SAMPLER_STEPS}")
+    settings = sampling.get(chosen, {})
+    if not isinstance(settings, Mapping):
+        raise InputError(f"model {family}, sampler {chosen}: its settings are not a mapping")
+    for key, value in settings.items():
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_SAMPLER_STEPS:
+            raise InputError(
+                f"model {family}, sampler {chosen}: {key}={value} is above "
+                f"{MAX_SAMPLER_STEPS} (the most steps a sampler may take)"
+            )
     try:
-        sampler = factories[chosen](**dict(sampling.get(chosen, {})))
+        sampler = factories[chosen](**dict(settings))
         if steps is not None:
             sampler.set_steps(int(steps))
-    except ValueError as exc:
-        raise InputError(f"model {family}, sampler {chosen}: {exc}") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # wrong, missing or mistyped settings
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+        raise InputError(f"model {family}, sampler {chosen}: {first}") from None
     return sampler
 
 

@@ -13,8 +13,8 @@ Images are brought to 299×299 by one of the conventions of
 found as :mod:`geneval_plugins.extractors.weights` describes: ``--extractor-weights``,
 ``$GENEVAL_INCEPTION_WEIGHTS``, the torch hub checkpoint cache, then the published URL. The
 file is read with ``torch.load(weights_only=True)`` and its sha256 recorded as
-``weights_sha256`` (cached per path, size and mtime in ``$GENEVAL_CACHE/sha256.json`` so a
-92 MB file is hashed once).
+``weights_sha256`` (:func:`geneval.cache.file_sha256`: remembered while the file's size, mtime,
+ctime, inode and device are unchanged, so a 92 MB file is hashed once and a replaced one again).
 
 At load time every BatchNorm is folded into its convolution and the network runs in
 channels-last layout under ``torch.inference_mode``, on every device: about 1.45× faster on
@@ -42,6 +42,7 @@ from geneval.api import CommandOption
 from geneval.cache import file_sha256
 from geneval.errors import InputError
 from geneval.hookspecs import hookimpl
+from geneval.text import quote
 from geneval_plugins.extractors.inception.network import (
     NUM_CLASSES,
     POOL_DIM,
@@ -83,7 +84,7 @@ def load_inception_network(
     try:
         load_published_state_dict(model, state)
     except (KeyError, RuntimeError) as exc:
-        raise InputError(f"Inception weights {path}: {exc}".splitlines()[0]) from None
+        raise InputError(f"Inception weights {quote(path)}: {exc}".splitlines()[0]) from None
     model.eval().requires_grad_(False)
     if fold_batchnorm:
         model.fold_batchnorm()

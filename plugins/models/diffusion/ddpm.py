@@ -48,6 +48,8 @@ from geneval_plugins.models.diffusion.unet import ConditionalUNet
 from geneval_plugins.models.sampling import SampledModel
 
 NAME = "ddpm"
+#: The most diffusion steps T a model may have (its schedule holds a few arrays of T values).
+MAX_TIMESTEPS = 100_000
 
 #: Every training option (``geneval train --opt key=value``).
 TRAIN_OPTIONS: dict[str, Option] = {
@@ -62,7 +64,7 @@ TRAIN_OPTIONS: dict[str, Option] = {
         0.0, "dropout in the residual blocks", low=0.0, high=1.0, high_exclusive=True
     ),
     "schedule": Option("linear", "β schedule", choices=SCHEDULES),
-    "timesteps": Option(1000, "T, the number of diffusion steps", low=2),
+    "timesteps": Option(1000, "T, the number of diffusion steps", low=2, high=MAX_TIMESTEPS),
     "sampler": Option("ddim", "default sampler stored in the checkpoint", choices=SAMPLERS),
     "sampler_steps": Option(50, "DDIM steps of the default sampling", low=1),
     "ddim_eta": Option(0.0, "DDIM η (0: deterministic)", low=0.0),

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from geneval_plugins.models.langevin import langevin_step
+from geneval_plugins.models.sampling import MAX_SAMPLER_STEPS
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -115,6 +116,11 @@ class AnnealedLangevinSampler(_FromPrior):
         """T = ``steps`` Langevin updates per noise level (at least 1)."""
         if steps < 1:
             raise ValueError(f"steps per noise level must be >= 1, got {steps}")
+        if steps * len(self.levels) > MAX_SAMPLER_STEPS:
+            raise ValueError(
+                f"{steps} steps per level × {len(self.levels)} levels is above "
+                f"{MAX_SAMPLER_STEPS} updates"
+            )
         self.steps_per_level = steps
         sigma_min = self.levels[-1]
         self.schedule = [
