@@ -8,7 +8,7 @@ is only reported, never used for selection.
 Usage (the shipped weights)::
 
     OMP_NUM_THREADS=1 python scripts/train_digits_cnn.py --seed 0 \
-        -o plugins/extractors/digits_cnn.safetensors --force
+        -o geneval_plugins/extractors/digits_cnn.safetensors --force
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def test_explicit_weights_path_is_used(tmp_path, digits):
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_shipped_reference_stats_are_current(extractor, digits, split):
     path = shipped_stats_path("digits", split, "digits-cnn")
-    assert path is not None, f"reference_stats/digits-{split}-digits-cnn.npz is missing"
+    assert path is not None, f"geneval_reference_stats/digits-{split}-digits-cnn.npz is missing"
     stats = load_stats(path)
     features = extractor(digits[split].images)["features"].double().numpy()
     assert_stats_current(stats, features)
