@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geneval.device import resolve_device  # noqa: E402
-from geneval.runner import RunConfig, evaluate  # noqa: E402
+from geneval.runner import RunConfig, run_report  # noqa: E402
 from geneval_plugins.extractors.inception import WEIGHTS_FILENAME  # noqa: E402
 from geneval_plugins.extractors.weights import hub_checkpoint_dir  # noqa: E402
 from tests.inception_fixtures import (  # noqa: E402
@@ -69,7 +69,7 @@ def prepare_weights(weights: Path | None, workdir: Path) -> str:
 def geneval_all(folders: list[Path], device: torch.device, batch_size: int) -> dict[str, float]:
     """geneval as ``geneval run --samples A --reference B --metrics fid,kid,is`` runs it: one
     Inception pass per folder, then FID, KID and IS with their defaults (seed 0)."""
-    report = evaluate(
+    report = run_report(
         RunConfig(
             metrics=["fid", "kid", "is"],
             samples=str(folders[0]),
@@ -85,7 +85,7 @@ def geneval_all(folders: list[Path], device: torch.device, batch_size: int) -> d
 
 def geneval_fid(folders: list[Path], device: torch.device, batch_size: int) -> float:
     """geneval FID with the pytorch-fid resize convention, through the runner."""
-    report = evaluate(
+    report = run_report(
         RunConfig(
             metrics=["fid"],
             samples=str(folders[0]),

@@ -23,11 +23,11 @@ import torch
 from model_run_timing import time_model_run
 from sklearn.neural_network import BernoulliRBM as SklearnRBM
 
+from geneval.sampling import run_chain
 from geneval_plugins.models.energy.ebm import EBMFamily
 from geneval_plugins.models.energy.grbm import GRBMFamily
 from geneval_plugins.models.energy.mcmc import GibbsSampler
 from geneval_plugins.models.energy.rbm import RBMFamily
-from geneval_plugins.models.sampling import run_chain
 
 CPU = torch.device("cpu")
 

@@ -5,7 +5,7 @@
    report's own cost shows), with and without the report's images (``--html``: grids of 64
    and the neighbour panel); prints both
    times, the report step and the HTML size.
-2. :func:`geneval.neighbours.nearest_neighbours` (float32 ``torch.cdist`` blocks) of 8 and of
+2. :func:`geneval.report.neighbours.nearest_neighbours` (float32 ``torch.cdist`` blocks) of 8 and of
    256 queries against ``--ref-rows`` reference features of ``--dim`` dimensions, against
    scikit-learn's ``NearestNeighbors(algorithm="brute")`` on the same features, side by side;
    prints both times, the ratio (above 1: geneval faster) and whether the neighbours agree.
@@ -28,8 +28,8 @@ from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from geneval.neighbours import nearest_neighbours  # noqa: E402
-from geneval.report_html import to_html  # noqa: E402
+from geneval.report.html import to_html  # noqa: E402
+from geneval.report.neighbours import nearest_neighbours  # noqa: E402
 from geneval.runner import Evaluation, RunConfig  # noqa: E402
 
 

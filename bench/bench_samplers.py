@@ -5,7 +5,7 @@ For each registered family with a bundled checkpoint and each sampler it offers,
 is 500) with the checkpoint's default number of steps, after one small warm-up call, and
 prints the steps of one chain, the wall and CPU time, and samples per second. Samplers a
 checkpoint cannot run (e.g. ``replay`` without a stored replay buffer) are listed as skipped.
-Everything runs through the same driver (:func:`geneval_plugins.models.sampling.run_chain`),
+Everything runs through the same driver (:func:`geneval.sampling.run_chain`),
 so the numbers compare the samplers themselves.
 
 Usage::

@@ -51,13 +51,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_fid import best_time, prepare_weights  # noqa: E402
-from geneval.collect import collect_pass  # noqa: E402
+from geneval.api import Need  # noqa: E402
 from geneval.device import resolve_device  # noqa: E402
-from geneval.feature_cache import FeatureCache  # noqa: E402
-from geneval.passes import PassPlan  # noqa: E402
 from geneval.plugins import get_registry  # noqa: E402
-from geneval.precision import precision_mode, with_precision  # noqa: E402
-from geneval.sources import FolderSource  # noqa: E402
+from geneval.precision import precision_mode  # noqa: E402
+from geneval.run import Run, run_config  # noqa: E402
 from tests.inception_fixtures import photo_crops, write_png_folder  # noqa: E402
 
 INCEPTION = "inception-v3-fid"
@@ -69,25 +67,27 @@ def geneval_extract(
     folder: Path,
     device: torch.device,
     batch: int,
-    cache: FeatureCache | None,
+    cache: bool,
     precision: str = "fp32",
-):
-    """One pass as ``geneval run`` makes it: pool3 running moments and unbiased logits per
-    image (what FID + IS need), the extractor in the run's precision mode."""
-    plugin = get_registry().extractor(INCEPTION)
-    loaded = with_precision(plugin.load(device=device, resize="tf1"), precision, device)
-    plan = PassPlan(outputs={INCEPTION: {"logits_unbiased"}}, moments={INCEPTION: "pool"})
-    collected = collect_pass(
-        FolderSource(folder),
-        plan,
-        {INCEPTION: loaded},
-        device,
+) -> int:
+    """One pass as ``geneval run`` makes it, through the run's doors: pool3 running moments
+    and unbiased logits per image (what FID + IS need), in the run's precision mode."""
+    config = run_config(
+        (),
+        samples=str(folder),
+        extractor=INCEPTION,
+        resize="tf1",
+        device=str(device),
         batch_size=batch,
-        workers=None,
-        desc="bench",
         cache=cache,
+        precision=precision,
     )
-    return collected.result.count
+    needs = (Need("features", "samples", stats_ok=True), Need("logits", "samples"))
+    run = Run(config, needs={"bench": needs})
+    run.resolve("samples")
+    run.plan()
+    run.collect(("samples",))
+    return int(next(iter(run.produce().values())).shape[0])
 
 
 def torch_fidelity_extract(folder: Path, device: torch.device, batch: int) -> float:
@@ -108,15 +108,14 @@ def throughput(args, workdir: Path, device: torch.device) -> dict:
     n = args.num_images
     folder = write_png_folder(workdir / "photos", photo_crops(n, seed=1, sizes=((128, 128),)))
     t_ours, _ = best_time(
-        lambda: geneval_extract(folder, device, args.batch_size, None), args.repeat
+        lambda: geneval_extract(folder, device, args.batch_size, False), args.repeat
     )
     t_ref, _ = best_time(
         lambda: torch_fidelity_extract(folder, device, args.batch_size), args.repeat
     )
     os.environ["GENEVAL_CACHE"] = str(workdir / "cache")
-    cache = FeatureCache.open()
-    geneval_extract(folder, device, args.batch_size, cache)  # fills the cache
-    t_hit, _ = best_time(lambda: geneval_extract(folder, device, args.batch_size, cache), 3)
+    geneval_extract(folder, device, args.batch_size, True)  # fills the cache
+    t_hit, _ = best_time(lambda: geneval_extract(folder, device, args.batch_size, True), 3)
     out = {
         "device": str(device),
         "images": n,
@@ -142,8 +141,8 @@ def throughput(args, workdir: Path, device: torch.device) -> dict:
 CHILD = """
 import sys, warnings
 warnings.filterwarnings("ignore")
-from geneval.runner import RunConfig, evaluate
-report = evaluate(RunConfig(metrics=sys.argv[2].split(","), samples=sys.argv[1],
+from geneval.runner import RunConfig, run_report
+report = run_report(RunConfig(metrics=sys.argv[2].split(","), samples=sys.argv[1],
                             reference=sys.argv[3], extractor=sys.argv[4], cache=False,
                             workers=int(sys.argv[5])))
 assert report["inputs"]["samples"]["count"] == int(sys.argv[6]), report["inputs"]
@@ -231,9 +230,9 @@ def gpu(args, workdir: Path) -> dict:
                 for _ in range(calls):
                     network(x)
 
-        geneval_extract(folder, device, batch, None, mode)  # warm-up: cuDNN, workers
+        geneval_extract(folder, device, batch, False, mode)  # warm-up: cuDNN, workers
         t_pipe, _ = best_time(
-            lambda mode=mode: geneval_extract(folder, device, batch, None, mode), args.repeat
+            lambda mode=mode: geneval_extract(folder, device, batch, False, mode), args.repeat
         )
         bare()
         t_bare, _ = best_time(bare, args.repeat)

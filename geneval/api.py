@@ -4,7 +4,13 @@ See ``docs/contracts.md`` §2.
 
 A plugin module implements one or more ``geneval_register_*`` hooks (see
 :mod:`geneval.hookspecs`) and calls ``register(obj)`` with objects that follow the
-protocols below. The core never names a concrete plugin.
+protocols below. The core never names a concrete plugin. Plugin authors import these names
+from :mod:`geneval.plugin`, the one module of the plugin SDK.
+
+Each plugin protocol declares its required attributes and gives its optional ones a default
+(:data:`REQUIRED_ATTRIBUTES`, :data:`OPTIONAL_ATTRIBUTES`): a plugin class may subclass the
+protocol to inherit the defaults, and an object that does not is given them when it is
+registered, so that the core reads every attribute directly.
 
 Conventions shared by every plugin:
 
@@ -20,14 +26,16 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import torch
-
+from geneval.errors import InputError
 from geneval.options import Option
 
-if TYPE_CHECKING:
-    from geneval.stats import FeatureStatistics
+if TYPE_CHECKING:  # torch is imported by the code that runs, not by the declarations
+    import torch
+
+    from geneval.feature_stats import FeatureStatistics
 
 Source = Literal["samples", "reference"]
 
@@ -78,6 +86,11 @@ class Need:
         With ``features``/``logits``/``stats``: the extractor this metric uses when neither
         the run (``--extractor``) nor the reference dataset names one (e.g. ``vgg16`` for
         precision/recall).
+    extractor_required
+        With ``extractor``: the metric works only on that extractor's features (e.g. a CLIP
+        metric), so it wins over ``--extractor``, the dataset's default and a statistics
+        file's; a run where it is not installed or fails to load is exit 2 naming the metric
+        and the extractor.
     """
 
     kind: str
@@ -85,12 +98,15 @@ class Need:
     stats_ok: bool = False
     capabilities: tuple[type, ...] = ()
     extractor: str | None = None
+    extractor_required: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
             raise ValueError(f"unknown input kind {self.kind!r} (one of {', '.join(INPUT_KINDS)})")
         if self.source not in ("samples", "reference"):
             raise ValueError(f"unknown source {self.source!r} (samples or reference)")
+        if self.extractor_required and not self.extractor:
+            raise ValueError("extractor_required=True needs the extractor's name (extractor=)")
 
 
 @dataclass
@@ -167,7 +183,7 @@ class MetricInputs(Protocol):
 
 @runtime_checkable
 class Metric(Protocol):
-    """A metric plugin.
+    """A metric plugin; subclass it to inherit the optional attributes' defaults.
 
     ``compute`` receives the validated options as keyword arguments and returns a mapping
     with at least ``value`` (float, finite) and the declared ``fields``.
@@ -181,11 +197,14 @@ class Metric(Protocol):
       ``value`` (``None`` when there is none).
     * ``higher_is_better`` is the direction; ``interpretation`` one line on what the number
       means.
-    * A metric whose needs depend on its options (e.g. latents or features) may define
-      ``needs_for(options) -> tuple[Need, ...]``, used instead of ``needs``.
     * A result may carry ``warnings``: a list of one-line strings on how far to trust the
       number (e.g. that Parzen estimates are unreliable in high dimensions); the report shows
       them beside the metric.
+
+    Optional, with the defaults below (a metric that does not subclass gets them at
+    registration): ``min_samples``, the sample count below which the estimate is not to be
+    trusted; ``allows_infinite_value``, whether ``value`` may be ±inf; ``needs_for(options)``,
+    the needs under given options (a metric whose needs depend on them overrides it).
     """
 
     name: str
@@ -195,8 +214,14 @@ class Metric(Protocol):
     options: Mapping[str, Option]
     fields: Mapping[str, str]
     uncertainty: str | None
+    min_samples: int | None = None
+    allows_infinite_value: bool = False
 
     def compute(self, inputs: MetricInputs, **options: Any) -> Mapping[str, Any]: ...
+
+    def needs_for(self, options: Mapping[str, Any]) -> tuple[Need, ...]:
+        """The needs under the validated ``options`` (default: ``needs``)."""
+        return tuple(self.needs)
 
 
 @runtime_checkable
@@ -230,16 +255,22 @@ class ModelFamily(Protocol):
     """A model plugin: loads checkpoints (or its bundled default) and trains new ones.
 
     ``samplers`` names the samplers ``sample(sampler=...)`` accepts, the first being the
-    default. ``train_options`` declares each training option (:class:`Option`, typed
-    ``--opt KEY=VALUE``). ``capabilities`` lists the capability protocols its models satisfy;
-    the runner checks a loaded model against them.
+    default.
+
+    Optional, with the defaults below (a family that does not subclass gets them at
+    registration): ``train_options`` declares each training option (:class:`Option`, typed
+    ``--opt KEY=VALUE``); ``capabilities`` lists the capability protocols its models satisfy
+    (the runner checks a loaded model against them); ``arch_options`` names the training
+    options that fix the architecture; ``train`` (a family that only samples keeps the
+    default, which refuses).
     """
 
     name: str
     dataset: str  # the dataset its bundled checkpoint was trained on, e.g. "digits"
     samplers: tuple[str, ...]
-    train_options: Mapping[str, Option]
-    capabilities: tuple[type, ...]
+    train_options: Mapping[str, Option] = MappingProxyType({})
+    capabilities: tuple[type, ...] = ()
+    arch_options: tuple[str, ...] = ()
 
     def load(self, checkpoint: Path | None, *, device: torch.device) -> GenerativeModel:
         """Load ``checkpoint`` (``None``: the bundled one) onto ``device``."""
@@ -261,8 +292,9 @@ class ModelFamily(Protocol):
 
         ``options`` are validated values of ``train_options``: every one of them for a new run;
         with ``resume``, only those given, which override the ones the checkpoint records.
+        The default refuses: the family samples only (exit 2).
         """
-        ...
+        raise InputError(f"model {self.name} cannot be trained (it only samples)")
 
 
 @runtime_checkable
@@ -292,9 +324,11 @@ class FeatureExtractor(Protocol):
     ``None`` when it has no classifier head. ``resize_options`` lists the accepted
     ``--resize`` values, the first being the default; empty when resizing is fixed.
 
-    Optional: ``default = True`` makes it the extractor of runs whose reference names none
-    (one installed extractor may claim this); ``published_stats(dataset, split, convention)
-    -> Path | None`` finds published statistics of a benchmark for ``--reference NAME``.
+    Optional, with the defaults below (an extractor that does not subclass gets them at
+    registration): ``default = True`` makes it the extractor of runs whose reference names
+    none (one installed extractor may claim this); ``min_samples`` replaces the minimum
+    sample count of the metrics it serves; ``published_stats(dataset, split, convention)``
+    finds published statistics of a benchmark for ``--reference NAME``.
     """
 
     name: str
@@ -302,20 +336,29 @@ class FeatureExtractor(Protocol):
     feature_output: str
     logits_output: str | None
     resize_options: tuple[str, ...]
+    default: bool = False
+    min_samples: int | None = None
 
     def load(
         self, *, device: torch.device, weights: Path | None = None, resize: str | None = None
     ) -> LoadedExtractor: ...
+
+    def published_stats(self, dataset: str, split: str | None, convention: str) -> Path | None:
+        """The published statistics file of ``dataset:split`` (default: none)."""
+        return None
 
 
 @runtime_checkable
 class Dataset(Protocol):
     """A dataset plugin: named splits of images (and labels/factors where it has them).
 
-    ``default_extractor`` names the extractor whose features suit its images. A dataset may
-    also offer ``reference_stats(split, extractor) -> Path | None``: statistics files it ships
-    (see ``geneval stats``), which the runner uses instead of extracting when their provenance
-    matches the run.
+    ``default_extractor`` names the extractor whose features suit its images.
+
+    Optional, with the defaults below (a dataset that does not subclass gets them at
+    registration): ``reference_stats(split, extractor) -> Path | None``, statistics files it
+    ships (see ``geneval stats``), which the runner uses instead of extracting when their
+    provenance matches the run; ``min_samples``, which replaces the minimum sample count of
+    the metrics that read it.
 
     ``load(split)`` takes one of ``splits`` or any further split specification the dataset
     understands (``dsprites:test,n=2000,scale/2``), and raises :class:`InputError` naming the
@@ -326,8 +369,13 @@ class Dataset(Protocol):
     splits: tuple[str, ...]
     default_split: str
     default_extractor: str
+    min_samples: int | None = None
 
     def load(self, split: str) -> ImageSet: ...
+
+    def reference_stats(self, split: str, extractor: str) -> Path | None:
+        """The statistics file it ships for ``split`` and ``extractor`` (default: none)."""
+        return None
 
 
 @runtime_checkable
@@ -369,3 +417,35 @@ class CommandOption:
     def name(self) -> str:
         """The option's long name without dashes, under which it is registered."""
         return str(self.option.name).replace("_", "-")
+
+
+#: The protocol each registry kind follows.
+PLUGIN_PROTOCOLS: dict[str, type] = {
+    "metric": Metric,
+    "model": ModelFamily,
+    "extractor": FeatureExtractor,
+    "dataset": Dataset,
+}
+#: What a registered object must declare itself; ``register`` refuses one that lacks any.
+REQUIRED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "metric": (
+        "name",
+        "higher_is_better",
+        "interpretation",
+        "needs",
+        "options",
+        "fields",
+        "uncertainty",
+        "compute",
+    ),
+    "model": ("name", "dataset", "samplers", "load"),
+    "extractor": ("name", "outputs", "feature_output", "logits_output", "resize_options", "load"),
+    "dataset": ("name", "splits", "default_split", "default_extractor", "load"),
+}
+#: What a registered object may leave out: it then gets its protocol's default.
+OPTIONAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "metric": ("min_samples", "allows_infinite_value", "needs_for"),
+    "model": ("train_options", "capabilities", "arch_options", "train"),
+    "extractor": ("default", "min_samples", "published_stats"),
+    "dataset": ("min_samples", "reference_stats"),
+}

@@ -15,7 +15,7 @@ against what the file can hold:
   chunks, into one array of exactly the size its header claims (:func:`read_member`).
 
 It is the one reader of ``.npz`` files: sample arrays (:mod:`geneval.sources`) and statistics
-files (:mod:`geneval.stats`) alike. A reader that wants only some members names them
+files (:mod:`geneval.feature_stats`) alike. A reader that wants only some members names them
 (``keys`` of :func:`npz_members`); the others are ignored and their data never read, but one
 whose header declares Python objects (a pickle) is refused all the same.
 """

@@ -18,14 +18,16 @@ formed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from geneval.api import ImageSet
+from geneval.api import Dataset, ImageSet
 from geneval.errors import InputError
-from geneval.inputs import PRODUCERS, InputKey
-from geneval.resolve import ResolvedSource
-from geneval.sources import TensorSource
-from geneval.stats import FeatureStatistics
+from geneval.feature_stats import FeatureStatistics
+from geneval.run.inputs import InputKey
+
+if TYPE_CHECKING:  # the run imports this module when it plans
+    from geneval.run.pipeline import Run
+    from geneval.run.state import Plan, RunState
 
 #: Splits taken as held out, in order of preference.
 HELD_OUT_SPLITS = ("test", "val")
@@ -33,7 +35,7 @@ HELD_OUT_SPLITS = ("test", "val")
 BASELINE_KINDS = frozenset({"images", "features", "logits", "stats"})
 
 
-def held_out_split(dataset: Any, split: str | None) -> str | None:
+def held_out_split(dataset: Dataset, split: str | None) -> str | None:
     """The first of :data:`HELD_OUT_SPLITS` the dataset has, other than ``split``."""
     for name in HELD_OUT_SPLITS:
         if name in dataset.splits and name != split:
@@ -41,7 +43,7 @@ def held_out_split(dataset: Any, split: str | None) -> str | None:
     return None
 
 
-def _reference_split(run: Any) -> tuple[Any, str] | None:
+def _reference_split(run: RunState) -> tuple[Dataset, str] | None:
     reference = run.sources.get("reference")
     if reference is None or reference.dataset is None:
         return None
@@ -49,7 +51,7 @@ def _reference_split(run: Any) -> tuple[Any, str] | None:
     return None if split is None else (reference.dataset, split)
 
 
-def plan_baseline(run: Any, plan: Any) -> None:
+def plan_baseline(run: RunState, plan: Plan) -> None:
     """Keep the samples' per-sample features where a metric reads only their moments."""
     if _reference_split(run) is None:
         return
@@ -64,7 +66,7 @@ def plan_baseline(run: Any, plan: Any) -> None:
             run.plan_for("samples").outputs.setdefault(key.extractor, set()).add(output)
 
 
-def _first_n(key: InputKey, run: Any, values: dict, n: int) -> Any:
+def _first_n(key: InputKey, run: RunState, values: dict[InputKey, Any], n: int) -> Any:
     """The samples' input ``key`` restricted to the first ``n`` samples (None: not possible)."""
     if key.kind in ("images", "features", "logits"):
         return values[key][:n]
@@ -79,18 +81,17 @@ def _first_n(key: InputKey, run: Any, values: dict, n: int) -> Any:
     return FeatureStatistics.from_features(result.outputs[(key.extractor, output)][:n])
 
 
-def _dispatch_one(evaluation: Any, run: Any, plan: Any, name: str, values: dict) -> Any:
+def _dispatch_one(run: Run, name: str, values: dict[InputKey, Any]) -> dict[str, Any] | str:
     """Run one metric; returns its result, or the one-line message of its failure."""
-    sub = type(plan)(keys={name: plan.keys[name]}, extractors=dict(plan.extractors))
     try:
-        results, errors = evaluation.dispatch(run, sub, values)
+        results, errors = run.dispatch([name], values)
     except InputError as exc:
         return str(exc)
     return results[name] if name in results else errors[name]
 
 
 def compute_baseline(
-    evaluation: Any, run: Any, plan: Any, values: dict, results: dict[str, dict[str, Any]]
+    pipeline: Run, plan: Plan, values: dict[InputKey, Any], results: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     """The ``baseline`` section of the report.
 
@@ -98,6 +99,7 @@ def compute_baseline(
     "held_out": result}}, "skipped": {name: why}, "errors": {name: message}}``, or
     ``{"note": why}`` when the reference has no held-out split.
     """
+    run = pipeline.state
     found = _reference_split(run)
     reference = run.sources.get("reference")
     if found is None:
@@ -131,26 +133,19 @@ def compute_baseline(
         taking_part.append(name)
 
     description = f"{dataset.name}:{split}"
-    held_run = type(run)(run.config, run.registry, run.device)
-    held_run.loaded = run.loaded  # the extractors loaded once for the run
-    held_run.batch_size = run.batch_size
     subset = ImageSet(
         images=held.images[:n],
         labels=None if held.labels is None else held.labels[:n],
         factors=None if held.factors is None else held.factors[:n],
         latents=None if held.latents is None else held.latents[:n],
     )
-    held_run.sources = {
-        "samples": ResolvedSource(
-            "samples", description, source=TensorSource(f"{description} (first {n})", subset)
-        ),
-        "reference": reference,
-    }
-    held_keys = list(dict.fromkeys(key for key in truncated))
-    for key in held_keys:
-        PRODUCERS[key.kind].plan(key, held_run)
-    held_run.run_passes(roles=("samples",))
-    held_values = {key: PRODUCERS[key.kind].produce(key, held_run) for key in held_keys}
+    held_run = pipeline.held_out(subset, f"{description} (first {n})")
+    held_run.resolve("samples")
+    held_run.resolve("reference")
+    held_plan = held_run.plan(taking_part)
+    held_run.collect(("samples",))
+    held_keys = [k for name in taking_part for k in held_plan.keys[name].values()]
+    held_values = held_run.produce(k for k in held_keys if k.source == "samples")
 
     section: dict[str, Any] = {"held_out": description, "n": n, "metrics": {}}
     errors = {}
@@ -158,8 +153,8 @@ def compute_baseline(
         if n == n_samples and name in results:
             ours = results[name]
         else:
-            ours = _dispatch_one(evaluation, run, plan, name, {**values, **truncated})
-        theirs = _dispatch_one(evaluation, held_run, plan, name, {**values, **held_values})
+            ours = _dispatch_one(pipeline, name, {**values, **truncated})
+        theirs = _dispatch_one(held_run, name, {**values, **held_values})
         if isinstance(ours, str) or isinstance(theirs, str):
             errors[name] = ours if isinstance(ours, str) else theirs
             continue

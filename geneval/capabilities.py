@@ -24,11 +24,12 @@ passes them on without inspecting signatures.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from geneval.options import Option
+
+if TYPE_CHECKING:  # annotations only: declaring a capability loads no torch
+    import torch
 
 #: Names of the likelihood spaces (see the module docstring).
 LIKELIHOOD_SPACES = ("density", "discrete-8bit", "binary")

@@ -15,27 +15,13 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
-import torch
 
 from geneval import __version__
 from geneval.api import CommandOption
-from geneval.collect import collect_pass
-from geneval.compare import DEFAULT_RTOL, compare_reports, load_report, to_text
-from geneval.device import resolve_device
-from geneval.distributed import RankError, init_from_env, rank_device, under_torchrun
-from geneval.errors import InputError, WarningLog, captured_warnings, warn
-from geneval.feature_cache import FeatureCache, describe_info
-from geneval.gates import (
-    apply_gates,
-    check_gate_metrics,
-    gates_from_file,
-    gates_from_pyproject,
-    parse_gate,
-)
+from geneval.errors import InputError, RankError, WarningLog, captured_warnings, warn
 from geneval.interrupts import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -55,24 +41,22 @@ from geneval.io import (
 )
 from geneval.listing import plugin_detail, verbose_lines
 from geneval.options import declared_options, parse_options
-from geneval.passes import PassPlan
 from geneval.plugins import get_registry
-from geneval.precision import PRECISIONS
 from geneval.progress import set_quiet
-from geneval.report import to_table
-from geneval.report_files import planned_reports
-from geneval.resolve import extractor_for, resolve_spec
-from geneval.runner import Evaluation, RunConfig
-from geneval.sample_files import (
-    StreamedPNGs,
-    check_sample_output,
-    npz_writer,
-    sample_shape,
-    uint8_blocks,
+from geneval.report.compare import DEFAULT_RTOL, compare_reports, load_report, to_text
+from geneval.report.formats import to_table
+from geneval.report.gates import (
+    apply_gates,
+    check_gate_metrics,
+    gates_from_file,
+    gates_from_pyproject,
+    parse_gate,
 )
-from geneval.sources import LAYOUTS, ModelSource
-from geneval.stats import make_meta, save_stats
+from geneval.run.config import DEFAULTS, LAYOUTS, PRECISIONS, RunConfig, run_config
 from geneval.text import printable, quote, visible
+
+if TYPE_CHECKING:  # the commands import torch and the pipeline when they run, not --help
+    import torch
 
 EXIT_OK, EXIT_GATE, EXIT_USAGE, EXIT_PLUGIN = 0, 1, 2, 3
 
@@ -94,6 +78,9 @@ def _rank() -> int:
 def _join_ranks(device: str) -> torch.device:
     """The device of this rank, joining the process group the environment describes (torchrun,
     ``--nproc``); other ranks than 0 stay quiet."""
+    from geneval.device import resolve_device
+    from geneval.distributed import init_from_env, rank_device
+
     try:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     except ValueError:
@@ -195,7 +182,7 @@ def cli(ctx: click.Context) -> None:
 
 
 _device_option = click.option(
-    "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
+    "--device", default=DEFAULTS["device"], show_default=True, help="auto, cpu, cuda or cuda:N."
 )
 _quiet_option = click.option("--quiet", is_flag=True, help="No progress bars or notes.")
 _debug_option = click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -216,7 +203,7 @@ _resize_option = click.option(
 _layout_option = click.option(
     "--layout",
     type=click.Choice(LAYOUTS),
-    default="auto",
+    default=DEFAULTS["layout"],
     show_default=True,
     help="Axes of image arrays (.npy/.npz): auto reads the one layout with 1 or 3 channels "
     "and refuses a shape that fits both, such as (N, 3, 3, 3).",
@@ -227,7 +214,11 @@ SEED_RANGE = click.IntRange(0, 2**63 - 1)
 POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
 _seed_option = click.option(
-    "--seed", default=0, show_default=True, type=SEED_RANGE, help="Random seed, in [0, 2^63)."
+    "--seed",
+    default=DEFAULTS["seed"],
+    show_default=True,
+    type=SEED_RANGE,
+    help="Random seed, in [0, 2^63).",
 )
 _workers_option = click.option(
     "--workers",
@@ -249,7 +240,7 @@ _no_cache_option = click.option(
 @click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint for --model.")
 @click.option(
     "--num-samples",
-    default=1000,
+    default=DEFAULTS["num_samples"],
     show_default=True,
     type=POSITIVE,
     help="Samples to draw from --model.",
@@ -260,7 +251,12 @@ _no_cache_option = click.option(
 )
 @click.option("--samples", help="Folder of images or .npy/.npz array to evaluate.")
 @click.option("--reference", help="DATASET[:SPLIT], folder, array or statistics .npz.")
-@click.option("--metrics", default="fid", show_default=True, help="Comma-separated metric names.")
+@click.option(
+    "--metrics",
+    default=DEFAULTS["metrics"],
+    show_default=True,
+    help="Comma-separated metric names.",
+)
 @_extractor_option
 @_extractor_weights_option
 @_resize_option
@@ -270,7 +266,14 @@ _no_cache_option = click.option(
 @click.option(
     "--batch-size",
     type=POSITIVE,
-    help="Images per extractor call (default 64) and per model call (default 500).",
+    help=f"Images per extractor call (default {DEFAULTS['batch_size']}); also samples per "
+    "model call unless --sample-batch-size is given.",
+)
+@click.option(
+    "--sample-batch-size",
+    type=POSITIVE,
+    help=f"Samples per call of --model (default: --batch-size if given, else "
+    f"{DEFAULTS['sample_batch_size']}).",
 )
 @_workers_option
 @_seed_option
@@ -289,7 +292,7 @@ _no_cache_option = click.option(
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
-    default="fp32",
+    default=DEFAULTS["precision"],
     show_default=True,
     help="Extraction precision; bf16/tf32 report their deviation from fp32 on this run's data.",
 )
@@ -349,6 +352,7 @@ def run(
     opts: Sequence[str],
     device: str,
     batch_size: int | None,
+    sample_batch_size: int | None,
     workers: int | None,
     seed: int,
     nproc: int | None,
@@ -369,6 +373,9 @@ def run(
     debug: bool,
 ) -> int:
     """Evaluate samples (a folder, an array or a model) against a reference."""
+    from geneval.distributed import under_torchrun
+    from geneval.report.files import planned_reports
+
     set_quiet(quiet)
     pictures = html_path is not None or (markdown is not None and markdown != STDOUT)
     if nproc is not None:
@@ -385,8 +392,8 @@ def run(
             _launched.append(True)
             return run_ranks(_without_nproc(_invocation), nproc)
     device = str(_join_ranks(device))
-    config = RunConfig(
-        metrics=[m for m in metrics.split(",") if m.strip()],
+    config = run_config(
+        metrics,
         model=model,
         checkpoint=checkpoint,
         num_samples=num_samples,
@@ -399,6 +406,7 @@ def run(
         options=list(opts),
         device=device,
         batch_size=batch_size,
+        sample_batch_size=sample_batch_size,
         workers=workers,
         seed=seed,
         sampler=sampler,
@@ -428,6 +436,9 @@ def _run(
     debug: bool,
     caught: WarningLog,
 ) -> int:
+    from geneval.report.files import planned_reports
+    from geneval.runner import Evaluation
+
     # Everything that can be checked before the work is: metrics, options, gates, outputs.
     evaluation = Evaluation(config, debug=debug)
     gates = [parse_gate(expr) for expr in fail_if]
@@ -478,7 +489,7 @@ def _run(
     help="Also store per-sample features (needed by KID, precision/recall ...).",
 )
 @_device_option
-@click.option("--batch-size", default=64, show_default=True, type=POSITIVE)
+@click.option("--batch-size", default=DEFAULTS["batch_size"], show_default=True, type=POSITIVE)
 @_workers_option
 @_no_cache_option
 @_force_option
@@ -504,50 +515,25 @@ def stats(
 
     Under torchrun each rank extracts its shard and rank 0 writes the file."""
     set_quiet(quiet)
-    if output.suffix != ".npz":
-        raise InputError(f"-o {quote(output)}: statistics files end in .npz")
-    check_writable(output, force=force, what="statistics file")
-    registry = get_registry()
-    resolved = resolve_spec(source, "samples", registry, layout=layout)
-    if not resolved.has_images:
-        raise InputError(f"{quote(source)} holds no images to extract features from")
-    name = extractor_for(
-        None, explicit=extractor, samples=resolved, reference=None, registry=registry
-    )
-    plugin = registry.extractor(name)
-    if resize is not None and resize not in plugin.resize_options:
-        allowed = ", ".join(plugin.resize_options) or "none (fixed preprocessing)"
-        raise InputError(f"--resize {resize}: extractor {name} accepts {allowed}")
-    dev = _join_ranks(device)
-    cache = None if no_cache else FeatureCache.open()
-    loaded = plugin.load(device=dev, weights=extractor_weights, resize=resize)
-    output_name = plugin.feature_output
-    plan = PassPlan(outputs={name: {output_name}} if features else {}, moments={name: output_name})
-    result = collect_pass(
-        resolved.source,
-        plan,
-        {name: loaded},
-        dev,
+    from geneval.run.statistics import feature_statistics
+
+    found = feature_statistics(
+        source,
+        output,
+        extractor=extractor,
+        extractor_weights=extractor_weights,
+        resize=resize,
+        layout=layout,
+        features=features,
+        device=_join_ranks(device),
         batch_size=batch_size,
         workers=workers,
-        desc="features",
-        cache=cache,
-    ).result
-    moments = result.moments[name]
-    if moments.n < 2:
-        raise InputError(f"{quote(source)}: statistics need at least 2 images, found {moments.n}")
-    meta = make_meta(
-        extractor=name,
-        output=output_name,
-        weights_sha256=loaded.weights_sha256,
-        convention=loaded.convention,
+        cache=not no_cache,
+        force=force,
     )
-    meta["source"] = resolved.description
-    kept = result.outputs.get((name, output_name))
-    if _rank() != 0:
-        return EXIT_OK
-    save_stats(output, moments, meta, features=kept, force=force)
-    _info(f"wrote {output}: {moments.n} images, {moments.dim}-d {name} features", quiet)
+    if _rank() == 0:
+        name = (found.meta or {}).get("extractor")
+        _info(f"wrote {output}: {found.n} images, {found.dim}-d {name} features", quiet)
     return EXIT_OK
 
 
@@ -563,6 +549,8 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def cache_info(as_json: bool) -> int:
     """Where the feature cache is, how many entries it holds and how large it is."""
+    from geneval.feature_cache import FeatureCache, describe_info
+
     info = FeatureCache.open().info()
     text = json.dumps(info, indent=2) if as_json else printable(describe_info(info))
     click.echo(text, nl=as_json)
@@ -572,6 +560,8 @@ def cache_info(as_json: bool) -> int:
 @cache.command("clear")
 def cache_clear() -> int:
     """Delete every entry of the feature cache (downloaded statistics are kept)."""
+    from geneval.feature_cache import FeatureCache
+
     store = FeatureCache.open()
     removed = store.clear()
     click.echo(visible(f"removed {removed} feature cache entries from {store.root}"))
@@ -700,7 +690,9 @@ def train(
     Options are checked before any work. A new run gets every option (defaults filled in);
     with --resume the family gets only the options given, which override the recorded ones.
     """
+    from geneval.device import resolve_device
     from geneval.options import parse_assignments
+    from geneval.run.resolve import resolve_spec
     from geneval.training import images_from_source
 
     set_quiet(quiet)
@@ -758,7 +750,11 @@ def train(
 @click.option("--sampler", help="Sampler (default: the checkpoint's).")
 @click.option("--steps", type=POSITIVE, help="Sampler steps (default: the checkpoint's).")
 @_seed_option
-@click.option("--batch-size", type=POSITIVE, help="Samples per model call (default 500).")
+@click.option(
+    "--batch-size",
+    type=POSITIVE,
+    help=f"Samples per model call (default {DEFAULTS['sample_batch_size']}).",
+)
 @_device_option
 @_force_option
 @_quiet_option
@@ -784,6 +780,18 @@ def sample(
     output's size is checked before sampling, and each block of samples is written as uint8
     as soon as it is drawn (:mod:`geneval.sample_files`).
     """
+    import numpy as np
+
+    from geneval.device import resolve_device
+    from geneval.sample_files import (
+        StreamedPNGs,
+        check_sample_output,
+        npz_writer,
+        sample_shape,
+        uint8_blocks,
+    )
+    from geneval.sources import ModelSource
+
     set_quiet(quiet)
     to_npz = output.suffix == ".npz"
     if to_npz:

@@ -38,9 +38,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from geneval.errors import InputError
-from geneval.passes import PassPlan, PassResult
-from geneval.stats import FeatureStatistics
+from geneval.errors import InputError, RankError
+from geneval.feature_stats import FeatureStatistics
+from geneval.run.passes import PassPlan, PassResult
 
 T = TypeVar("T")
 
@@ -257,10 +257,6 @@ def gather_rows(ctx: DistContext, rows: torch.Tensor) -> torch.Tensor:
     return torch.cat([p[:n] for p, n in zip(parts, counts, strict=True)]).to(rows.device)
 
 
-class RankError(RuntimeError):
-    """A step failed on another rank with an error that is not bad input (exit 3)."""
-
-
 def agree(ctx: DistContext, error: BaseException | None) -> None:
     """End a step every rank took part in: if any rank failed, raise on every rank.
 
@@ -331,11 +327,11 @@ def gather_pass_result(
         stats = local.moments.get(name)
         if stats is None:
             stats = FeatureStatistics(dims[(name, output)], device)
-        merged = FeatureStatistics(stats.dim, stats.sum.device)
-        merged.n = sum_ints(ctx, [stats.n])[0]
-        merged.sum = sum_tensor(ctx, stats.sum)
-        merged.sum_outer = sum_tensor(ctx, stats.sum_outer)
-        moments[name] = merged
+        moments[name] = FeatureStatistics.from_sums(
+            sum_ints(ctx, [stats.n])[0],
+            sum_tensor(ctx, stats.sum),
+            sum_tensor(ctx, stats.sum_outer),
+        )
     outputs: dict[tuple[str, str], torch.Tensor] = {}
     for name, outs in sorted(plan.outputs.items()):
         for output in sorted(outs):

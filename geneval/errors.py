@@ -23,6 +23,11 @@ class InputError(Exception):
     """Bad usage or bad input. The message is one line that names the culprit (exit code 2)."""
 
 
+class RankError(RuntimeError):
+    """A step failed on another rank of a sharded run with an error that is not bad input
+    (exit 3); raised by :func:`geneval.distributed.agree`."""
+
+
 class GenevalWarning(UserWarning):
     """A caveat about a run's inputs or numbers, shown in its report."""
 

@@ -37,16 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from geneval.device import resolve_device
-from geneval.distributed import gather_pass_result, sum_ints
 from geneval.errors import InputError, captured_warnings
-from geneval.gates import apply_gates, check_gate_metrics, parse_gate
-from geneval.inputs import PRODUCERS
-from geneval.passes import PassPlan, SourcePass
-from geneval.resolve import ResolvedSource
-from geneval.runner import Collection, Evaluation, RunConfig
+from geneval.report.gates import apply_gates, check_gate_metrics, parse_gate
+from geneval.run.config import DEFAULTS, run_config
+from geneval.run.pipeline import Run
+from geneval.runner import Evaluation
 from geneval.sources import (
-    SampleSource,
+    StreamSource,
     checked_tensor,
     host_tensor,
     image_layout,
@@ -54,14 +51,10 @@ from geneval.sources import (
 )
 
 
-def _metric_list(metrics: str | Sequence[str]) -> list[str]:
-    return [m for m in metrics.split(",")] if isinstance(metrics, str) else list(metrics)
-
-
 def evaluate(
     samples: Any = None,
     reference: Any = None,
-    metrics: str | Sequence[str] = ("fid",),
+    metrics: str | Sequence[str] = (DEFAULTS["metrics"],),
     *,
     model: str | None = None,
     checkpoint: str | Path | None = None,
@@ -69,19 +62,20 @@ def evaluate(
     extractor: str | None = None,
     extractor_weights: str | Path | None = None,
     resize: str | None = None,
-    device: str | torch.device = "auto",
-    seed: int = 0,
+    device: str | torch.device = DEFAULTS["device"],
+    seed: int = DEFAULTS["seed"],
     batch_size: int | None = None,
-    num_samples: int = 1000,
+    sample_batch_size: int | None = None,
+    num_samples: int = DEFAULTS["num_samples"],
     workers: int | None = None,
     sampler: str | None = None,
     steps: int | None = None,
     fail_if: Iterable[str] = (),
     baseline: bool = False,
-    cache: bool = True,
-    precision: str = "fp32",
-    compile: bool = False,
-    layout: str = "auto",
+    cache: bool = DEFAULTS["cache"],
+    precision: str = DEFAULTS["precision"],
+    compile: bool = DEFAULTS["compile"],
+    layout: str = DEFAULTS["layout"],
 ) -> dict[str, Any]:
     """Evaluate ``samples`` against ``reference``; returns the report (as ``--json`` writes it).
 
@@ -95,45 +89,20 @@ def evaluate(
     held-out split's scores at the same n, as ``--baseline`` does. ``cache=False`` turns
     the feature cache off; ``precision`` is ``fp32`` (default), ``bf16`` or ``tf32``;
     ``compile=True`` compiles the extractors where they stay exact (:mod:`geneval.precision`).
+    ``batch_size`` is the images per extractor call, ``sample_batch_size`` the samples per
+    model call (default: ``batch_size`` when given); defaults are :data:`geneval.DEFAULTS`.
     """
-    config = RunConfig(
-        metrics=_metric_list(metrics),
-        model=model,
-        checkpoint=Path(checkpoint) if checkpoint is not None else None,
-        num_samples=num_samples,
-        samples=samples,
-        reference=reference,
-        extractor=extractor,
-        extractor_weights=Path(extractor_weights) if extractor_weights is not None else None,
-        resize=resize,
-        options=dict(options or {}),
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        seed=seed,
-        sampler=sampler,
-        steps=steps,
-        baseline=baseline,
-        cache=cache,
-        precision=precision,
-        compile=compile,
-        layout=layout,
-    )
+    settings = dict(locals())
+    gate_expressions = settings.pop("fail_if")
+    config = run_config(**settings)
     with captured_warnings() as caught:
         evaluation = Evaluation(config)
-        gates = [parse_gate(expr, origin="fail_if") for expr in fail_if]
+        gates = [parse_gate(expr, origin="fail_if") for expr in gate_expressions]
         check_gate_metrics(gates, evaluation.metrics)
         report = evaluation.execute()
         apply_gates(report, gates)
         report["warnings"] = caught.drain()
     return report
-
-
-class _Stream(SampleSource):
-    """The samples an :class:`Evaluator` is fed with ``update``."""
-
-    def __init__(self) -> None:
-        super().__init__(description="update() batches", count=0)
 
 
 class MetricError(RuntimeError):
@@ -177,81 +146,60 @@ class Evaluator:
 
     def __init__(
         self,
-        metrics: str | Sequence[str] = ("fid",),
+        metrics: str | Sequence[str] = (DEFAULTS["metrics"],),
         reference: Any = None,
         *,
         options: Mapping[str, Mapping[str, Any]] | None = None,
         extractor: str | None = None,
         extractor_weights: str | Path | None = None,
         resize: str | None = None,
-        device: str | torch.device = "auto",
-        seed: int = 0,
+        device: str | torch.device = DEFAULTS["device"],
+        seed: int = DEFAULTS["seed"],
         batch_size: int | None = None,
         workers: int | None = None,
-        cache: bool = True,
-        precision: str = "fp32",
-        compile: bool = False,
-        layout: str = "auto",
+        cache: bool = DEFAULTS["cache"],
+        precision: str = DEFAULTS["precision"],
+        compile: bool = DEFAULTS["compile"],
+        layout: str = DEFAULTS["layout"],
     ) -> None:
-        config = RunConfig(
-            metrics=_metric_list(metrics),
-            samples=_STREAM_SPEC,
-            reference=reference,
-            extractor=extractor,
-            extractor_weights=Path(extractor_weights) if extractor_weights is not None else None,
-            resize=resize,
-            options=dict(options or {}),
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
-            seed=seed,
-            cache=cache,
-            precision=precision,
-            compile=compile,
-            layout=layout,
-        )
+        settings = dict(locals())
+        del settings["self"]
+        self._stream = StreamSource()
+        config = run_config(samples=self._stream, **settings)
+        self._layout = config.layout
         with captured_warnings() as caught:
-            self._evaluation = Evaluation(config)
-            for name, needs in self._evaluation.needs.items():
+            self._run = Run(config)
+            for name, needs in self._run.needs.items():
                 if any(need.kind == "model" for need in needs):
                     raise InputError(
                         f"metric {name} needs a model: use geneval.evaluate(model=...)"
                     )
-            self._run = Collection(config, self._evaluation.registry, resolve_device(config.device))
-            self._run.sources["samples"] = ResolvedSource(
-                "samples", "update() batches", source=_Stream()
-            )
-            self._evaluation.resolve_reference(self._run)
-            self._plan = self._evaluation.plan(self._run)
-            self._run.run_passes(roles=("reference",))
+            self._run.resolve("samples")
+            self._run.resolve("reference")
+            self._run.plan()
+            self._run.collect(("reference",))
             self.warnings = caught.drain()
         self.reset()
 
     def reset(self) -> None:
         """Forget every image given to :meth:`update` (the reference is kept)."""
-        plan = self._run.plans.get("samples", PassPlan())
-        extractors = {name: self._run.extractor(name) for name in plan.extractors}
-        self._pass = SourcePass(plan, extractors, self._run.device, description="update()")
+        self._stream.reset()
 
     def update(self, images: Any, *, layout: str | None = None) -> None:
         """Add a batch of samples: uint8 or float in ``[0, 1]``, on any device; NCHW or NHWC
         by the rule of :func:`geneval.sources.image_layout` (``layout``, default the
         evaluator's, states it: a shape that fits both, such as (N, 3, 3, 3), needs it)."""
-        batch = _as_unit_float(
-            images, self._run.device, self._run.config.layout if layout is None else layout
-        )
-        step = self._run.batch_size
-        for start in range(0, batch.shape[0], step):
-            self._pass.add(batch[start : start + step])
+        device = self._stream.pass_device
+        self._stream.add(_as_unit_float(images, device, self._layout if layout is None else layout))
 
     @property
     def count(self) -> int:
         """The number of samples given since the last :meth:`reset`."""
-        return self._pass.count
+        return self._stream.received
 
     def state_nbytes(self) -> int:
         """Bytes held for the samples (running sums, and per-sample features where needed)."""
-        return self._pass.nbytes()
+        return self._stream.nbytes()
 
     def compute(self) -> dict[str, dict[str, Any]]:
         """The metrics of the samples given so far: ``{metric: {"value": ..., ...}}``.
@@ -260,28 +208,10 @@ class Evaluator:
         :class:`MetricError` naming it; bad input an :class:`InputError`. Inside a DDP job
         every rank calls it: the samples of all ranks are merged (in rank order) first.
         """
-        run = self._run
-        count = self._pass.count
-        if run.ctx.distributed:
-            count = sum_ints(run.ctx, [count])[0]
-        if count == 0:
-            raise InputError("compute: no samples yet (call update() first)")
         with captured_warnings() as caught:
-            plan = run.plans.get("samples", PassPlan())
-            dims = {
-                (name, output): int(run.extractor(name).outputs[output])
-                for name in plan.extractors
-                for output in run.extractor(name).outputs
-            }
-            run.results["samples"] = gather_pass_result(
-                run.ctx, self._pass.result(), plan, dims, description="update()", device=run.device
-            )
-            values = {}
-            for keys in self._plan.keys.values():
-                for key in keys.values():
-                    if key not in values:
-                        values[key] = PRODUCERS[key.kind].produce(key, self._run)
-            results, errors = self._evaluation.dispatch(self._run, self._plan, values)
+            self._run.collect(("samples",))
+            self._run.produce()
+            results, errors = self._run.dispatch()
             self.warnings = caught.drain()
         if errors:
             raise MetricError(
@@ -289,8 +219,5 @@ class Evaluator:
             )
         return results
 
-
-#: A placeholder for the samples of an :class:`Evaluator` (never resolved as a path).
-_STREAM_SPEC = "<update() batches>"
 
 __all__ = ["Evaluator", "MetricError", "evaluate"]

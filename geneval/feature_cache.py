@@ -64,7 +64,7 @@ from geneval.cache import (
 )
 from geneval.distributed import DistContext, all_gather_objects, collectively, shard_range
 from geneval.errors import InputError, warn
-from geneval.stats import FeatureStatistics
+from geneval.feature_stats import FeatureStatistics
 from geneval.text import quote, size_text
 
 #: Environment variable bounding the folder's size: bytes, or a number with kB/MB/GB/TB/KiB/….
@@ -199,8 +199,8 @@ class _Seen:
 
 def _seen(source: Any, ctx: DistContext, index: FileHashIndex, unit: int) -> _Seen:
     """Hash what this rank reads of ``source`` (no collectives: see :func:`source_key`)."""
+    from geneval.feature_stats import StatsFile
     from geneval.sources import ArraySource, FolderSource, TensorSource
-    from geneval.stats import StatsFile
 
     if source is None:  # a role this rank has no source for
         return _Seen("none", "nothing", None, None)
@@ -443,11 +443,12 @@ class FeatureCache:
             counters = {str(k): int(v) for k, v in meta.get("counters", {}).items()}
             part = CachedPart(count, sizes, counters)
             if fields["kind"] == "moments":
-                stats = FeatureStatistics(int(arrays["sum"].shape[0]))
-                stats.n = int(arrays["n"])
-                stats.sum = torch.from_numpy(arrays["sum"].astype(np.float64))
-                stats.sum_outer = torch.from_numpy(arrays["sum_outer"].astype(np.float64))
-                if stats.n != count or stats.sum_outer.shape != (stats.dim, stats.dim):
+                stats = FeatureStatistics.from_sums(
+                    int(arrays["n"]),
+                    torch.from_numpy(arrays["sum"].astype(np.float64)),
+                    torch.from_numpy(arrays["sum_outer"].astype(np.float64)),
+                )
+                if stats.n != count:
                     raise CorruptEntry("moments do not match the count")
                 part.moments = stats
             else:

@@ -2,18 +2,21 @@
 
 Every hook follows the register-callback pattern: the core calls the hook with a
 ``register`` function and the plugin calls ``register(obj)`` once per object it provides.
-``register`` validates the object's ``name`` (lower-case ``[a-z0-9_-]+``) and refuses a
-name already provided by another distribution, naming both.
+``register`` validates the object's ``name`` (lower-case ``[a-z0-9_-]+``), refuses a name
+already provided by another distribution, naming both, and refuses an object that lacks a
+required attribute of its protocol (:data:`geneval.api.REQUIRED_ATTRIBUTES`), naming the
+distribution and the attribute.
 
-A plugin module only needs to implement the hooks it uses::
+A plugin module imports what it needs from the SDK, :mod:`geneval.plugin`, and implements
+the hooks it uses::
 
-    from geneval import hookimpl
+    from geneval.plugin import hookimpl
 
     @hookimpl
     def geneval_register_metrics(register):
         register(MyMetric())
 
-and to declare itself in its ``pyproject.toml``::
+and declares itself in its ``pyproject.toml``::
 
     [project.entry-points.geneval]
     mymetric = "geneval_mymetric"

@@ -1,9 +1,10 @@
 """``geneval plugins --verbose``: what each installed plugin declares, in words and as JSON.
 
-Metrics: direction, interpretation, uncertainty field, minimum sample count, needs, fields
-and options (default, bounds, help). Models: training dataset, samplers (the first is the
-default), capabilities and training options. Extractors: outputs, resize conventions and
-minimum sample count. Datasets: splits, default split and extractor.
+Metrics: direction, interpretation, uncertainty field, minimum sample count, needs (with the
+extractor a need requires), fields and options (default, bounds, help). Models: training
+dataset, samplers (the first is the default), capabilities and training options. Extractors:
+outputs, resize conventions and minimum sample count. Datasets: splits, default split and
+extractor.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from geneval.api import Dataset, FeatureExtractor, Metric, ModelFamily
 from geneval.capabilities import capability_name
-from geneval.explain import direction
 from geneval.options import Option, declared_options
+from geneval.report.explain import direction
 
 
 def _option(option: Option) -> dict[str, Any]:
@@ -25,14 +27,13 @@ def _option(option: Option) -> dict[str, Any]:
     }
 
 
-def _metric(obj: Any) -> dict[str, Any]:
-    higher = getattr(obj, "higher_is_better", None)
+def _metric(obj: Metric) -> dict[str, Any]:
     return {
-        "higher_is_better": higher,
-        "direction": direction(higher),
-        "interpretation": getattr(obj, "interpretation", None),
-        "uncertainty": getattr(obj, "uncertainty", None),
-        "min_samples": getattr(obj, "min_samples", None),
+        "higher_is_better": obj.higher_is_better,
+        "direction": direction(obj.higher_is_better),
+        "interpretation": obj.interpretation,
+        "uncertainty": obj.uncertainty,
+        "min_samples": obj.min_samples,
         "needs": [
             f"{need.kind} of {need.source}"
             + (
@@ -40,43 +41,44 @@ def _metric(obj: Any) -> dict[str, Any]:
                 if need.capabilities
                 else ""
             )
-            for need in getattr(obj, "needs", ())
+            + (f" (requires extractor {need.extractor})" if need.extractor_required else "")
+            for need in obj.needs
         ],
-        "fields": dict(getattr(obj, "fields", None) or {}),
+        "fields": dict(obj.fields),
         "options": {name: _option(o) for name, o in declared_options(obj).items()},
     }
 
 
-def _model(obj: Any) -> dict[str, Any]:
-    samplers = list(getattr(obj, "samplers", ()))
+def _model(obj: ModelFamily) -> dict[str, Any]:
+    samplers = list(obj.samplers)
     return {
-        "dataset": getattr(obj, "dataset", None),
+        "dataset": obj.dataset,
         "samplers": samplers,
         "default_sampler": samplers[0] if samplers else None,
-        "capabilities": [capability_name(c) for c in getattr(obj, "capabilities", ())],
+        "capabilities": [capability_name(c) for c in obj.capabilities],
         "train_options": {
             name: _option(o) for name, o in declared_options(obj, "train_options").items()
         },
     }
 
 
-def _extractor(obj: Any) -> dict[str, Any]:
+def _extractor(obj: FeatureExtractor) -> dict[str, Any]:
     return {
-        "outputs": dict(getattr(obj, "outputs", {}) or {}),
-        "feature_output": getattr(obj, "feature_output", None),
-        "logits_output": getattr(obj, "logits_output", None),
-        "resize_options": list(getattr(obj, "resize_options", ()) or ()),
-        "default": bool(getattr(obj, "default", False)),
-        "min_samples": getattr(obj, "min_samples", None),
+        "outputs": dict(obj.outputs),
+        "feature_output": obj.feature_output,
+        "logits_output": obj.logits_output,
+        "resize_options": list(obj.resize_options),
+        "default": bool(obj.default),
+        "min_samples": obj.min_samples,
     }
 
 
-def _dataset(obj: Any) -> dict[str, Any]:
+def _dataset(obj: Dataset) -> dict[str, Any]:
     return {
-        "splits": list(getattr(obj, "splits", ())),
-        "default_split": getattr(obj, "default_split", None),
-        "default_extractor": getattr(obj, "default_extractor", None),
-        "min_samples": getattr(obj, "min_samples", None),
+        "splits": list(obj.splits),
+        "default_split": obj.default_split,
+        "default_extractor": obj.default_extractor,
+        "min_samples": obj.min_samples,
     }
 
 

@@ -8,9 +8,6 @@ it, ``geneval plugins --verbose`` lists it, and the plugin receives validated va
 
 Typing follows the default's type: ``bool`` (true/false/yes/no/on/off/1/0), ``int``, ``float``
 (finite unless the option says otherwise) or ``str``.
-
-A plugin that still declares plain ``defaults`` (and ``options_help``) mappings is read through
-:func:`declared_options`, with no bounds beyond finiteness.
 """
 
 from __future__ import annotations
@@ -149,20 +146,22 @@ def _convert(raw: Any, default: Any, *, where: str) -> Any:
     return raw
 
 
-def declared_options(obj: Any, attribute: str = "options") -> dict[str, Option]:
-    """The :class:`Option` declarations of a plugin object.
+def declared_options(obj: object, attribute: str = "options") -> dict[str, Option]:
+    """The :class:`Option` declarations of a plugin object: ``obj.options`` (a metric) or
+    ``obj.train_options`` (a model family), a mapping of names to :class:`Option`.
 
-    ``obj.<attribute>`` maps names to :class:`Option`; a plugin that declares plain
-    ``defaults`` (metrics) or ``train_defaults`` (models) mappings, with optional
-    ``options_help``, gets options with those defaults and no further bounds.
+    A declaration that is not an :class:`Option` is a ``TypeError`` naming the plugin and the
+    option: plain default values carry no help, type or bounds.
     """
-    declared = getattr(obj, attribute, None)
-    if isinstance(declared, Mapping) and all(isinstance(v, Option) for v in declared.values()):
-        return dict(declared)
-    legacy = "train_defaults" if attribute == "train_options" else "defaults"
-    defaults = getattr(obj, legacy, None) or {}
-    helps = getattr(obj, "options_help", None) or {}
-    return {name: Option(default, str(helps.get(name, ""))) for name, default in defaults.items()}
+    options: dict[str, Option] = {}
+    for name, option in getattr(obj, attribute).items():
+        if not isinstance(option, Option):
+            raise TypeError(
+                f"{type(obj).__name__}.{attribute}[{name!r}] is a {type(option).__name__}, "
+                "not a geneval Option"
+            )
+        options[name] = option
+    return options
 
 
 def split_assignment(text: str, *, flag: str = "--opt") -> tuple[str, str]:

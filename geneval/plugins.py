@@ -15,13 +15,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.metadata import EntryPoint, entry_points
+from types import MethodType
 from typing import Any
 
 import pluggy
 
 from geneval import hookspecs
-from geneval.api import CommandOption
+from geneval.api import (
+    OPTIONAL_ATTRIBUTES,
+    PLUGIN_PROTOCOLS,
+    REQUIRED_ATTRIBUTES,
+    CommandOption,
+    Dataset,
+    FeatureExtractor,
+    Metric,
+    ModelFamily,
+)
 from geneval.errors import InputError, warn
+from geneval.options import Option
 
 GROUP = "geneval"
 BUNDLED_DISTRIBUTION = "geneval"
@@ -56,6 +67,44 @@ class Registered:
     name: str
     obj: Any
     provider: Provider
+
+
+def conform(kind: str, obj: Any) -> str | None:
+    """Check ``obj`` against its protocol and give it the optional attributes it lacks.
+
+    Returns ``None`` when it conforms, else what is wrong (``lacks the required attribute
+    'interpretation'``). A required attribute counts as lacking when the object does not have
+    it, or inherits the protocol's unimplemented method. A lacking optional attribute is set
+    on the object to the protocol's default (a method bound to the object), so that the core
+    reads every attribute of :data:`geneval.api.REQUIRED_ATTRIBUTES` and
+    :data:`geneval.api.OPTIONAL_ATTRIBUTES` directly. A metric's ``options`` and a family's
+    ``train_options`` must be :class:`~geneval.options.Option` declarations.
+    """
+    protocol = PLUGIN_PROTOCOLS.get(kind)
+    if protocol is None:  # commands and command options have no protocol of their own
+        return None
+    for attribute in REQUIRED_ATTRIBUTES[kind]:
+        stub = protocol.__dict__.get(attribute)
+        if not hasattr(obj, attribute) or (
+            callable(stub) and getattr(type(obj), attribute, None) is stub
+        ):
+            return f"lacks the required attribute {attribute!r}"
+    for attribute in OPTIONAL_ATTRIBUTES[kind]:
+        if hasattr(obj, attribute):
+            continue
+        default = protocol.__dict__[attribute]
+        try:
+            setattr(obj, attribute, MethodType(default, obj) if callable(default) else default)
+        except (AttributeError, TypeError):  # slots or a frozen dataclass
+            return (
+                f"lacks the optional attribute {attribute!r} and cannot be given its default "
+                f"(subclass geneval.plugin.{protocol.__name__})"
+            )
+    declared = {"metric": "options", "model": "train_options"}.get(kind)
+    for key, option in getattr(obj, declared).items() if declared else ():
+        if not isinstance(option, Option):
+            return f"declares {declared}[{key!r}] as a {type(option).__name__}, not an Option"
+    return None
 
 
 def _allowed(ep: EntryPoint, dist_name: str) -> bool:
@@ -137,12 +186,23 @@ class Registry:
             f"{provider.version} failed to load and was skipped ({message})"
         )
 
+    def _refuse(self, provider: Provider, what: str) -> None:
+        self.failed.append((provider, what))
+        warn(
+            f"plugin {provider.entry_point!r} from distribution {provider.distribution} "
+            f"{provider.version}: {what}; it was skipped"
+        )
+
     def _registrar(self, kind: str, provider: Provider) -> Callable[[Any], None]:
         def register(obj: Any) -> None:
             target = "command_option" if isinstance(obj, CommandOption) else kind
             name = getattr(obj, "name", None)
             if not isinstance(name, str) or not NAME_PATTERN.match(name):
                 raise ValueError(f"{kind} name {name!r} is not lower-case [a-z0-9_-]+")
+            problem = conform(target, obj)
+            if problem is not None:
+                self._refuse(provider, f"{target} {name!r} {problem}")
+                return
             existing = self._items[target].get(name)
             if existing is not None and existing.obj is not obj:
                 raise InputError(
@@ -166,16 +226,20 @@ class Registry:
             choices = ", ".join(sorted(self._items[kind])) or "none installed"
             raise InputError(f"unknown {kind} {name!r} (available: {choices})") from None
 
-    def metric(self, name: str) -> Any:
+    def metric(self, name: str) -> Metric:
+        """The metric ``name``, with every attribute of its protocol (:func:`conform`)."""
         return self.get("metric", name)
 
-    def model(self, name: str) -> Any:
+    def model(self, name: str) -> ModelFamily:
+        """The model family ``name``, with every attribute of its protocol."""
         return self.get("model", name)
 
-    def extractor(self, name: str) -> Any:
+    def extractor(self, name: str) -> FeatureExtractor:
+        """The extractor ``name``, with every attribute of its protocol."""
         return self.get("extractor", name)
 
-    def dataset(self, name: str) -> Any:
+    def dataset(self, name: str) -> Dataset:
+        """The dataset ``name``, with every attribute of its protocol."""
         return self.get("dataset", name)
 
     def listing(self) -> list[dict[str, str]]:

@@ -41,8 +41,8 @@ import torch
 
 from geneval.distributed import DistContext, max_floats, sum_ints, sum_tensor
 from geneval.errors import InputError, warn
+from geneval.run.config import PRECISIONS
 
-PRECISIONS = ("fp32", "bf16", "tf32")
 #: Images per extractor extracted twice (reduced and float32) to measure the deviation.
 PROBE_IMAGES = 256
 #: Largest deviation of a compiled extractor from the eager one, relative to the largest

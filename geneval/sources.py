@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from geneval.api import GenerativeModel, ImageSet
+from geneval.api import GenerativeModel, ImageSet, LoadedExtractor
 from geneval.arrayfile import npz_members, open_npy, read_member, reading
 from geneval.errors import InputError
+from geneval.run.config import DEFAULTS, LAYOUTS
+from geneval.run.passes import PassPlan, PassResult, SourcePass
 from geneval.text import quote
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -31,7 +33,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".
 #: files' headers, add up to more is cut into consecutive parts that each stay within it; an
 #: image over it on its own is refused (docs/contracts.md §4).
 FOLDER_BATCH_PIXELS = 2**26
-DEFAULT_SAMPLE_BATCH = 500  # samples per model call unless --batch-size says otherwise
 
 Batch = torch.Tensor | list[torch.Tensor]
 
@@ -448,9 +449,6 @@ class FolderSource(SampleSource):
 #: Arrays an ``.npz`` may carry beside (or instead of) ``images``, with their required form.
 CARRIED_KEYS = ("labels", "factors", "latents", "features")
 
-#: How an image array's axes are read: ``auto`` (by the one rule of :func:`image_layout`),
-#: ``nchw`` or ``nhwc`` (``--layout`` on the command line, ``layout=`` in the Python API).
-LAYOUTS = ("auto", "nchw", "nhwc")
 
 #: Bytes of an array checked at a time (a memory-mapped array is never copied whole).
 _CHECK_BYTES = 32 << 20
@@ -846,6 +844,73 @@ class TensorSource(SampleSource):
             yield chunk.to(device, non_blocking=True).float()
 
 
+# -- update() batches --------------------------------------------------------------------------
+
+
+class StreamSource(SampleSource):
+    """Samples that arrive one batch at a time (:meth:`geneval.Evaluator.update`).
+
+    A stream is not read by a pass (it has no :meth:`batches`): the run :meth:`open` s it with
+    its planned pass, each :meth:`add` goes through that pass at once, and the run collects
+    :meth:`result`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(description="update() batches", count=0)
+        self._opened: tuple[PassPlan, dict[str, LoadedExtractor], torch.device, int] | None = None
+        self._pass: SourcePass | None = None
+
+    def open(
+        self,
+        plan: PassPlan,
+        extractors: dict[str, LoadedExtractor],
+        device: torch.device,
+        batch_size: int,
+    ) -> None:
+        """Ready the stream for the pass ``plan`` with
+        the loaded ``extractors``, ``batch_size`` images per extractor call; forgets every
+        batch given so far."""
+        self._opened = (plan, extractors, device, batch_size)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every batch given so far."""
+        if self._opened is None:
+            raise RuntimeError("the stream is not opened: plan the run first")
+        plan, extractors, device, _ = self._opened
+        self._pass = SourcePass(plan, extractors, device, description="update()")
+
+    def add(self, images: torch.Tensor) -> None:
+        """Pass a float32 NCHW batch on the run's device through the stream's pass."""
+        if self._opened is None or self._pass is None:
+            raise RuntimeError("the stream is not opened: plan the run first")
+        step = self._opened[3]
+        for start in range(0, images.shape[0], step):
+            self._pass.add(images[start : start + step])
+
+    @property
+    def pass_device(self) -> torch.device:
+        """The device the stream's pass runs on (where :meth:`add` expects its images)."""
+        if self._opened is None:
+            raise RuntimeError("the stream is not opened: plan the run first")
+        return self._opened[2]
+
+    @property
+    def received(self) -> int:
+        """The images added since the last :meth:`reset`."""
+        return 0 if self._pass is None else self._pass.count
+
+    def nbytes(self) -> int:
+        """Bytes held for the images added (running sums, and per-sample outputs)."""
+        return 0 if self._pass is None else self._pass.nbytes()
+
+    def result(self) -> PassResult:
+        """What this process's pass gathered."""
+        if self._pass is None:
+            raise RuntimeError("the stream is not opened: plan the run first")
+        return self._pass.result()
+
+
 # -- models ------------------------------------------------------------------------------------
 
 
@@ -864,7 +929,8 @@ def sample_block_seed(seed: int, index: int) -> int:
 
 
 class ModelSource(SampleSource):
-    """Samples drawn from a loaded model in blocks of ``batch_size`` (default 500) samples.
+    """Samples drawn from a loaded model in blocks of ``batch_size`` samples (default
+    ``DEFAULTS["sample_batch_size"]``: the run's ``sample_batch_size``).
 
     The block that begins at global sample index ``i`` is drawn with a generator seeded with
     :func:`sample_block_seed` ``(seed, i)``: the seed and the block size fix the samples, and
@@ -892,7 +958,7 @@ class ModelSource(SampleSource):
         self.seed = seed
         self.sampler = sampler
         self.steps = steps
-        self.sample_batch = batch_size or DEFAULT_SAMPLE_BATCH
+        self.sample_batch = batch_size or DEFAULTS["sample_batch_size"]
 
     def shard_unit(self, batch_size: int) -> int:
         return self.sample_batch
@@ -907,7 +973,8 @@ class ModelSource(SampleSource):
         stop: int | None = None,
     ) -> Iterator[Batch]:
         """One model call per block of ``sample_batch`` samples from ``start`` (a multiple of
-        it) to ``stop``; the runner's extraction ``batch_size`` does not matter here."""
+        it) to ``stop``, each block yielded in batches of ``batch_size`` images (the run's
+        extraction batch; 0: whole blocks)."""
         if start % self.sample_batch:
             raise ValueError(f"start {start} is not a multiple of {self.sample_batch}")
         stop = self.count if stop is None else min(stop, self.count)
@@ -926,7 +993,10 @@ class ModelSource(SampleSource):
                 )
             except ValueError as exc:  # samplers refuse bad settings with ValueError
                 raise InputError(f"{quote(self.description)}: {exc}".splitlines()[0]) from None
-            yield quantize_to_uint8_levels(images.to(device).float())
+            block = quantize_to_uint8_levels(images.to(device).float())
+            step = batch_size if batch_size > 0 else k
+            for part in range(0, k, step):
+                yield block[part : part + step]
 
 
 def source_from_path(path: str | os.PathLike[str], layout: str | None = "auto") -> SampleSource:

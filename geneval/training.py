@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +52,9 @@ from geneval.io import check_writable
 from geneval.options import Option, declared_options, resolve_options
 from geneval.progress import note, progress_bar
 from geneval.text import quote
+
+if TYPE_CHECKING:
+    from geneval.sources import SampleSource
 
 #: Keys of ``state.`` that the loop itself uses (the data order); families use other names.
 DATA_STATE_KEYS = ("data_generator", "data_order", "data_position")
@@ -236,8 +239,9 @@ def data_fingerprint(images: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def images_from_source(source: Any, *, batch_size: int = 256) -> ImageSet:
-    """Read every image of a sample source (:mod:`geneval.sources`) into one :class:`ImageSet`.
+def images_from_source(source: SampleSource, *, batch_size: int = 256) -> ImageSet:
+    """Read every image of a sample source (:mod:`geneval.sources`) into one :class:`ImageSet`,
+    with the labels, factors and latents the source carries beside them.
 
     All images must share one size. A folder of grey images, which the folder loader decodes
     to RGB, becomes one channel again when all three channels are equal in every image.
@@ -256,7 +260,13 @@ def images_from_source(source: Any, *, batch_size: int = 256) -> ImageSet:
     images = torch.cat(parts)
     if images.shape[1] == 3 and bool((images[:, :1] == images[:, 1:]).all()):
         images = images[:, :1].contiguous()
-    return ImageSet(images=images, labels=getattr(source, "labels", None))
+    carried = source.carried
+    return ImageSet(
+        images=images,
+        labels=carried.get("labels"),
+        factors=carried.get("factors"),
+        latents=carried.get("latents"),
+    )
 
 
 @torch.no_grad()
@@ -305,13 +315,13 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def check_arch_values(family: Any, arch: Mapping[str, Any], where: str) -> None:
+def check_arch_values(family: TrainableFamily, arch: Mapping[str, Any], where: str) -> None:
     """Check the scalar values of ``arch`` that the family declares as ``arch_options`` against
     their :class:`~geneval.options.Option` (type, bounds, choices), e.g. a DDPM's
     ``timesteps``, which sizes the schedule rather than a tensor of the file. A list where
     the option is a string (``channel_mults``, resolved from ``auto``) is left to the family."""
     declared = declared_options(family, "train_options")
-    for key in getattr(family, "arch_options", ()):
+    for key in family.arch_options:
         option = declared.get(key)
         if option is None or key not in arch or option.type not in (bool, int, float, str):
             continue

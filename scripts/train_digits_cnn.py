@@ -29,7 +29,8 @@ from geneval.io import atomic_path
 from geneval.progress import progress_bar
 from geneval.training import minibatches
 from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.extractors.digits_cnn import NAME, DigitsCNN, shipped_weights_path
+from geneval_plugins.extractors.digits_cnn import NAME, shipped_weights_path
+from geneval_plugins.extractors.digits_cnn_network import DigitsCNN
 
 
 def random_shift(

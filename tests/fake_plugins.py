@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from geneval import hookimpl
 from geneval.api import ImageSet, Need
+from geneval.options import Option
+from geneval.plugin import hookimpl
 
 
 class CountingLoaded:
@@ -45,10 +46,12 @@ class CountingExtractor:
 
 class FeatureMean:
     name = "feat-mean"
+    interpretation = "Mean of the samples' features."
     higher_is_better = False
     needs = (Need("features", "samples"),)
-    defaults: dict = {}
-    options_help: dict = {}
+    options: dict = {}
+    fields: dict = {}
+    uncertainty = None
 
     def compute(self, inputs):
         return {"value": float(inputs.features("samples").double().mean())}
@@ -58,13 +61,15 @@ class FeatureMeanDistance:
     """‖μ_samples − μ_reference‖² from the shared statistics."""
 
     name = "feat-dist"
+    interpretation = "Squared distance between the feature means."
     higher_is_better = False
     needs = (
         Need("features", "samples", stats_ok=True),
         Need("features", "reference", stats_ok=True),
     )
-    defaults: dict = {}
-    options_help: dict = {}
+    options: dict = {}
+    fields: dict = {}
+    uncertainty = None
 
     def compute(self, inputs):
         a, b = inputs.stats("samples").mean, inputs.stats("reference").mean
@@ -73,10 +78,12 @@ class FeatureMeanDistance:
 
 class ReferenceCount:
     name = "ref-count"
+    interpretation = "Number of reference features, plus the option offset."
     higher_is_better = True
     needs = (Need("features", "reference"),)
-    defaults = {"offset": 0}
-    options_help = {"offset": "added to the count"}
+    options = {"offset": Option(0, "added to the count")}
+    fields: dict = {}
+    uncertainty = None
 
     def compute(self, inputs, *, offset: int):
         return {"value": float(inputs.features("reference").shape[0] + offset)}
@@ -84,10 +91,12 @@ class ReferenceCount:
 
 class Boom:
     name = "boom"
+    interpretation = "Always raises (a metric that fails)."
     higher_is_better = True
     needs = (Need("images", "samples"),)
-    defaults: dict = {}
-    options_help: dict = {}
+    options: dict = {}
+    fields: dict = {}
+    uncertainty = None
 
     def compute(self, inputs):
         raise RuntimeError("this metric always fails")

@@ -23,7 +23,7 @@ import torch
 from scipy.special import logsumexp, ndtr
 from scipy.stats import multivariate_normal
 
-from geneval_plugins.metrics.likelihood.annealing import (
+from geneval_plugins.models.energy.annealing import (
     BernoulliRBMPath,
     DiagonalGaussianBase,
     EnergyPath,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from geneval.stats import FeatureStatistics, StatsFile
+from geneval.feature_stats import FeatureStatistics, StatsFile
 from geneval_plugins.metrics.sample_quality.fid import frechet_distance
 
 FID_TOLERANCE = 1e-4

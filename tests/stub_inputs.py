@@ -22,8 +22,13 @@ def metric_options(metric: Any, **given: Any) -> dict[str, Any]:
 
 
 def compute(metric: Any, inputs: Any, **given: Any) -> Mapping[str, Any]:
-    """``metric.compute(inputs, **validated options)``."""
-    return metric.compute(inputs, **metric_options(metric, **given))
+    """``metric.compute(inputs, **validated options)``, its result carrying the options it ran
+    with, as the runner adds them (docs/contracts.md §2)."""
+    options = metric_options(metric, **given)
+    result = dict(metric.compute(inputs, **options))
+    for key, value in options.items():
+        result.setdefault(key, value)
+    return result
 
 
 class StubInputs:

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import geneval
-from geneval.compare import compare_reports, judge
-from geneval.report import to_json
+from geneval.report.compare import compare_reports, judge
+from geneval.report.formats import to_json
 from geneval_plugins.datasets.digits import DigitsDataset
 
 

@@ -23,11 +23,11 @@ from PIL import Image
 
 import geneval
 import geneval.cache
-from geneval import hookimpl
 from geneval.cache import FileHashIndex, file_identity, file_sha256
 from geneval.distributed import DistContext
 from geneval.errors import InputError
 from geneval.feature_cache import MAX_LIMIT, SIZE_ENV, cache_limit, parse_size, source_key
+from geneval.plugin import hookimpl
 from tests.fake_plugins import FakePlugins
 from tests.inception_fixtures import inception_weights_fixture  # noqa: F401 - a fixture
 

@@ -129,7 +129,7 @@ def test_duplicate_metric_names_both_distributions(geneval_exe, tmp_path):
 
 
 def test_bad_plugin_name_is_skipped(add_plugin):
-    from geneval import hookimpl
+    from geneval.plugin import hookimpl
     from geneval.plugins import get_registry
 
     class Bad:
@@ -160,9 +160,9 @@ def test_plugins_table_lists_bundled(run_cli):
 def test_extractor_runs_once_per_input(fake, arrays):
     """Three metrics need the same extractor; it runs once over the samples and once over the
     reference (one batch each, since both fit in one batch)."""
-    from geneval.runner import RunConfig, evaluate
+    from geneval.runner import RunConfig, run_report
 
-    report = evaluate(
+    report = run_report(
         RunConfig(
             metrics=["feat-mean", "feat-dist", "ref-count"],
             samples=str(arrays["samples"]),
@@ -179,9 +179,9 @@ def test_extractor_runs_once_per_input(fake, arrays):
 
 
 def test_extractor_batches(fake, arrays):
-    from geneval.runner import RunConfig, evaluate
+    from geneval.runner import RunConfig, run_report
 
-    evaluate(
+    run_report(
         RunConfig(
             metrics=["feat-mean", "feat-dist"],
             samples=str(arrays["samples"]),
@@ -343,7 +343,7 @@ def test_reference_statistics_file(fake, run_cli, arrays, tmp_path):
 
 
 def test_stats_provenance_mismatch(fake, run_cli, arrays, tmp_path):
-    from geneval.stats import FeatureStatistics, make_meta, save_stats
+    from geneval.feature_stats import FeatureStatistics, make_meta, save_stats
 
     path = tmp_path / "other.npz"
     save_stats(
@@ -593,8 +593,8 @@ def test_deprecated_inception_weights_still_works_with_a_note(fake, run_cli, arr
 
 
 def test_gates_accept_the_options_every_report_holds():
-    from geneval.gates import check_gate_metrics, parse_gate
     from geneval.plugins import get_registry
+    from geneval.report.gates import check_gate_metrics, parse_gate
 
     kid = get_registry().metric("kid")
     check_gate_metrics([parse_gate("kid.degree>2")], {"kid": kid})

@@ -13,13 +13,13 @@ import math
 import pytest
 import torch
 
+from geneval.sampling import draw
 from geneval_plugins.models.diffusion.ddpm_samplers import (
+    SAMPLER_FACTORIES,
     AncestralSampler,
     DDIMSampler,
-    make_sampler,
 )
 from geneval_plugins.models.diffusion.gaussian_diffusion import GaussianDiffusion, make_betas
-from geneval_plugins.models.sampling import draw
 
 CPU = torch.device("cpu")
 F64 = torch.float64
@@ -196,9 +196,26 @@ def test_ddim_timesteps():
     with pytest.raises(ValueError, match="skip"):
         DDIMSampler(diffusion, steps=10, skip="cubic")
     with pytest.raises(ValueError, match="ddim"):
-        make_sampler("ancestral", diffusion, steps=50)
-    with pytest.raises(ValueError, match="sampler"):
-        make_sampler("euler", diffusion)
+        SAMPLER_FACTORIES["ancestral"](diffusion).set_steps(50)
+
+
+def test_one_table_names_the_ddpm_samplers():
+    """The family, its training option and a model's samplers all read SAMPLER_FACTORIES."""
+    from geneval_plugins.models.diffusion.ddpm import TRAIN_OPTIONS, DDPMFamily, DDPMModel
+
+    names = tuple(SAMPLER_FACTORIES)
+    assert names == ("ddim", "ancestral", "ancestral-fixedsmall")
+    assert DDPMFamily.samplers == names and TRAIN_OPTIONS["sampler"].choices == names
+    assert TRAIN_OPTIONS["sampler"].default == names[0]
+    diffusion = GaussianDiffusion.from_schedule("linear", 100)
+    model = DDPMModel(GaussianOptimalEps(diffusion, MEAN, STD), diffusion, {})
+    assert tuple(model.factories) == names
+    assert tuple(k for k in model.config["sampling"] if k != "sampler") == names
+    fixedsmall = model.make_sampler("ancestral-fixedsmall")
+    assert isinstance(fixedsmall, AncestralSampler) and fixedsmall.variance == "fixedsmall"
+    assert model.make_sampler("ancestral").variance == "fixedlarge"
+    default = model.make_sampler()
+    assert isinstance(default, DDIMSampler) and len(default.schedule) == 50
 
 
 def test_ddim_eta_one_on_every_step_is_ancestral_fixedsmall():

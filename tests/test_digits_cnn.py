@@ -16,15 +16,11 @@ from safetensors.torch import save_file
 
 from geneval.api import FeatureExtractor, LoadedExtractor
 from geneval.errors import InputError
+from geneval.feature_stats import load_stats
 from geneval.plugins import Registry
-from geneval.stats import load_stats
 from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.extractors.digits_cnn import (
-    DigitsCNN,
-    DigitsCNNExtractor,
-    shipped_weights_path,
-    to_network_input,
-)
+from geneval_plugins.extractors.digits_cnn import DigitsCNNExtractor, shipped_weights_path
+from geneval_plugins.extractors.digits_cnn_network import DigitsCNN, to_network_input
 from geneval_reference_stats import shipped_stats_path
 from tests.shipped_artefacts import assert_stats_current
 

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from geneval.distributed import DistContext, shard_range
-from geneval.passes import PassPlan, PassResult
+from geneval.feature_stats import FeatureStatistics
+from geneval.run.passes import PassPlan, PassResult
 from geneval.sources import ModelSource, sample_block_seed
-from geneval.stats import FeatureStatistics
 from geneval_plugins.datasets.digits import DigitsDataset
 from tests.fake_plugins import ToyNoiseModel
 

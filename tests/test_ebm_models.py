@@ -20,8 +20,8 @@ from geneval.capabilities import SupportsAnnealing, SupportsEnergy, SupportsLogP
 from geneval.checkpoint import load_checkpoint
 from geneval.errors import InputError
 from geneval.plugins import get_registry
+from geneval.sampling import draw
 from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.models.diffusion.score_matching import denoising_score_matching_loss
 from geneval_plugins.models.energy.ebm import (
     AnnealedEnergyLangevin,
     ConvEnergy,
@@ -31,7 +31,7 @@ from geneval_plugins.models.energy.ebm import (
 from geneval_plugins.models.energy.grbm import GRBMFamily
 from geneval_plugins.models.energy.mcmc import LangevinSampler, ReplayBufferSampler
 from geneval_plugins.models.energy.rbm import RBMFamily
-from geneval_plugins.models.sampling import draw
+from geneval_plugins.models.score_matching import denoising_score_matching_loss
 
 CPU = torch.device("cpu")
 TINY = {

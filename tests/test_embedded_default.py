@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from geneval.stats import load_stats
+from geneval.feature_stats import load_stats
 from geneval_reference_stats import shipped_stats_path
 from tests.shipped_artefacts import assert_stats_current
 

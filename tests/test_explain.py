@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import geneval
-from geneval.explain import minimum_samples
 from geneval.plugins import get_registry
+from geneval.report.explain import minimum_samples
 from geneval.runner import Evaluation, RunConfig
 from geneval_plugins.datasets.digits import DigitsDataset
 from geneval_plugins.extractors.digits_cnn import DigitsCNNExtractor

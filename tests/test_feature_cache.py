@@ -27,9 +27,9 @@ from geneval.feature_cache import (
     entry_key,
     parse_size,
 )
+from geneval.feature_stats import FeatureStatistics
 from geneval.hookspecs import hookimpl
 from geneval.sources import FolderSource
-from geneval.stats import FeatureStatistics
 from tests.fake_plugins import FakePlugins
 
 

@@ -11,9 +11,9 @@ import scipy.linalg
 import torch
 
 from geneval.errors import InputError
+from geneval.feature_stats import FeatureStatistics
 from geneval.options import parse_metric_options
 from geneval.plugins import get_registry
-from geneval.stats import FeatureStatistics
 from geneval_plugins.metrics.sample_quality.fid import FrechetInceptionDistance, frechet_distance
 
 #: Numerical agreement and shipped artefacts: CI runs these again with other CPU kernels.

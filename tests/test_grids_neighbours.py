@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
-from geneval.grids import GAP, GAP_COLOUR, MAX_CELL, cell_scale, image_grid, png_bytes
-from geneval.neighbours import nearest_neighbours, typical_distance
+from geneval.report.grids import GAP, GAP_COLOUR, MAX_CELL, cell_scale, image_grid, png_bytes
+from geneval.report.neighbours import nearest_neighbours, typical_distance
 
 
 @pytest.mark.parametrize("block_elements", [7, 1000, 16 * 1024 * 1024])

@@ -14,8 +14,8 @@ import torch
 from scipy.linalg import solve_discrete_lyapunov
 from scipy.stats import norm
 
+from geneval.sampling import run_chain
 from geneval_plugins.models.energy.mcmc import LangevinSampler
-from geneval_plugins.models.sampling import run_chain
 
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
 COV = torch.tensor([[1.0, 0.6], [0.6, 0.8]], dtype=torch.float64)

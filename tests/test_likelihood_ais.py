@@ -32,14 +32,14 @@ from geneval_plugins.metrics.likelihood.ais import (
     piecewise_schedule,
     sigmoid_schedule,
 )
-from geneval_plugins.metrics.likelihood.annealing import (
+from geneval_plugins.metrics.likelihood.ll import ExactLogLikelihood
+from geneval_plugins.models.energy.annealing import (
     BernoulliRBMPath,
     EnergyPath,
     GaussianRBMPath,
     TruncatedGaussianBase,
     UniformBoxBase,
 )
-from geneval_plugins.metrics.likelihood.ll import ExactLogLikelihood
 from tests.likelihood_models import (
     GaussianEnergyModel,
     TinyGRBM,
@@ -272,7 +272,7 @@ def test_ais_metric_on_an_enumerable_rbm():
     assert out["space"] == "binary" and out["bits_per_dim"] is None
     assert any("binarised" in w for w in out["warnings"])
     assert out["num_betas"] == 1451 and out["num_runs"] == 50 and out["n"] == 400
-    assert set(out) - {"value", "warnings"} == set(metric.fields)
+    assert set(out) - {"value", "warnings"} == {*metric.fields, *metric.options}
     # the exact test log-likelihood it is compared with
     ll = compute(ExactLogLikelihood(), inputs)
     assert ll["value"] == pytest.approx(np.mean(-free) - exact, rel=1e-12)

@@ -153,7 +153,7 @@ def test_metric_reports_fields_and_bits_per_dim():
     assert 0.05 < out["ess"] <= 1.0
     assert out["space"] == "density"
     assert out["bits_per_dim"] == pytest.approx(8 - out["value"] / (16 * math.log(2)), rel=1e-12)
-    assert set(out) - {"value", "warnings"} == set(metric.fields)
+    assert set(out) - {"value", "warnings"} == {*metric.fields, *metric.options}
     assert metric.uncertainty == "std_err" and metric.higher_is_better
 
 

@@ -140,7 +140,7 @@ def test_metric_chooses_sigma_on_validation_and_reports_like_sklearn(digits):
     assert [row["bandwidth"] for row in out["validation_scores"]] == list(GRID)
     assert out["grid_points"] == 10 and out["validation"] == ""
     assert any("Theis et al. 2016" in w and "D = 64" in w for w in out["warnings"])
-    assert set(out) - {"value", "warnings"} == set(metric.fields)
+    assert set(out) - {"value", "warnings"} == {*metric.fields, *metric.options}
 
 
 def test_metric_with_a_given_bandwidth_needs_no_validation_set(digits):

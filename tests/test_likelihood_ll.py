@@ -32,7 +32,7 @@ def test_ll_is_the_mean_log_probability_of_a_brute_force_table():
     assert out["value"] == pytest.approx(want.mean(), rel=1e-12)
     assert out["std_err"] == pytest.approx(want.std(ddof=1) / math.sqrt(300), rel=1e-10)
     assert out["n"] == 300 and out["space"] == "binary" and out["bits_per_dim"] is None
-    assert set(out) - {"value", "warnings"} == set(metric.fields)
+    assert set(out) - {"value", "warnings"} == {*metric.fields, *metric.options}
     half = compute(
         metric, StubInputs({("images", "reference"): images}, model=model), max_images=100
     )

@@ -15,15 +15,14 @@ import math
 import pytest
 import torch
 
-from geneval_plugins.models.diffusion.score_matching import denoising_score_matching_loss
-from geneval_plugins.models.diffusion.score_samplers import (
+from geneval.sampling import run_chain
+from geneval_plugins.models.noise_levels import geometric_sigmas, ncsnv2_step_size
+from geneval_plugins.models.score_matching import denoising_score_matching_loss
+from geneval_plugins.models.score_samplers import (
     SAMPLERS,
     AnnealedLangevinSampler,
     ReverseDiffusionPCSampler,
-    geometric_sigmas,
-    ncsnv2_step_size,
 )
-from geneval_plugins.models.sampling import run_chain
 
 
 class GaussianMixture:

@@ -440,8 +440,8 @@ def test_a_real_write_past_the_file_size_limit_is_exit_2(tmp_path, args, limit, 
 def test_known_sizes_are_checked_against_the_free_space_before_writing(
     fake, run_cli, tmp_path, monkeypatch
 ):
-    usage = type("Usage", (), {"free": 100, "total": 10**9, "used": 0})()
-    monkeypatch.setattr(gio.shutil, "disk_usage", lambda path: usage)
+    full = type("Statvfs", (), {"f_frsize": 4, "f_bsize": 4, "f_bavail": 25, "f_files": 0})()
+    monkeypatch.setattr(gio.os, "statvfs", lambda path: full)  # 100 bytes free
     before = _listing(tmp_path)
     line = _one_error(run_cli(*_run(tmp_path, "--json", tmp_path / "r.json")))
     assert "r.json" in line and "needs about" in line and "100 bytes free" in line

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from geneval.errors import InputError
-from geneval.gates import parse_gate
+from geneval.feature_stats import SIGMA_TOLERANCE, load_stats
 from geneval.options import Option
+from geneval.report.gates import parse_gate
 from geneval.sources import ArraySource
-from geneval.stats import SIGMA_TOLERANCE, load_stats
 
 FAST = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from geneval.cache import sha256_of
-from geneval.grids import GAP, MIN_CELL, image_grid
+from geneval.report.grids import GAP, MIN_CELL, image_grid
 from geneval.runner import Evaluation, RunConfig
 from geneval.sources import quantize_to_uint8_levels, sample_block_seed
 from geneval_plugins.datasets.digits import DigitsDataset
@@ -222,7 +222,7 @@ def test_html_refused_without_force_and_written_atomically(run_cli, copies, tmp_
 def test_report_of_10000_samples_stays_under_5_mb(tmp_path):
     """10 000 samples of incompressible noise at the grid's largest cell size (64×64): the
     HTML report (two grids of 64 and the neighbour panel) stays under 5 MB."""
-    from geneval.report_html import to_html
+    from geneval.report.html import to_html
 
     rng = np.random.default_rng(0)
     samples = rng.integers(0, 256, size=(10_000, 64, 64, 3), dtype=np.uint8)

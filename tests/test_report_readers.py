@@ -52,10 +52,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from geneval.compare import check_report, compare_reports, load_report
 from geneval.errors import GenevalWarning, InputError
-from geneval.gates import evaluate_gates, gates_from_file, gates_from_pyproject, parse_gate
-from geneval.stats import MAX_COUNT, SIGMA_TOLERANCE, StatsFile, load_stats
+from geneval.feature_stats import MAX_COUNT, SIGMA_TOLERANCE, StatsFile, load_stats
+from geneval.report.compare import check_report, compare_reports, load_report
+from geneval.report.gates import evaluate_gates, gates_from_file, gates_from_pyproject, parse_gate
 from tests.fake_plugins import FakePlugins
 from tests.test_bad_input import FEATURE_DIM, Workspace, _CreatesFile, _run
 
@@ -395,7 +395,7 @@ def test_extra_members_are_ignored_unread(compression: int, tmp_path: Path, monk
     with zipfile.ZipFile(path) as archive, pytest.raises(zipfile.BadZipFile):
         archive.read("arr_0.npy")  # the damage is real: reading arr_0 would fail
 
-    import geneval.stats as stats_module
+    import geneval.feature_stats as stats_module
 
     read: list[str] = []
     real_read = stats_module.read_member

@@ -426,6 +426,7 @@ def test_sample_streams_the_same_samples_as_before(fake, run_cli, tmp_path, monk
 
 
 def test_sample_refuses_an_output_too_large_before_sampling(fake, run_cli, tmp_path, monkeypatch):
+    import geneval.io
     import geneval.sample_files as sample_files
 
     calls: list[int] = []
@@ -446,7 +447,7 @@ def test_sample_refuses_an_output_too_large_before_sampling(fake, run_cli, tmp_p
         f_bavail = 10  # 40 kB free
         f_files = f_favail = 10**6
 
-    monkeypatch.setattr(sample_files.os, "statvfs", lambda path: Tiny())
+    monkeypatch.setattr(geneval.io.os, "statvfs", lambda path: Tiny())
     res = run_cli("sample", "--model", "toy-noise", "-n", 5000, "-o", tmp_path / "s.npz")
     assert res.code == 2 and "free" in res.err and "s.npz" in res.err, res.err
     res = run_cli("sample", "--model", "toy-noise", "-n", 20, "-o", tmp_path / "pngs")

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from geneval import hookimpl
 from geneval.api import Need
 from geneval.io import SAMPLES_MANIFEST
+from geneval.plugin import hookimpl
 from geneval.sources import decode_image
 from tests.fake_plugins import FakePlugins, ToyNoiseModel
 

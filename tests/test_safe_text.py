@@ -31,10 +31,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from geneval import hookimpl
 from geneval.errors import captured_warnings, warn
-from geneval.report import to_junit, to_markdown, to_table
-from geneval.report_html import to_html
+from geneval.plugin import hookimpl
+from geneval.report.formats import to_junit, to_markdown, to_table
+from geneval.report.html import to_html
 from geneval.text import markdown_code, markdown_text, printable, quote, visible
 from tests.fake_plugins import FakePlugins
 

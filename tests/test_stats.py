@@ -1,4 +1,4 @@
-"""Feature statistics (geneval/stats.py): running sums, merging, files, provenance."""
+"""Feature statistics (geneval/feature_stats.py): running sums, merging, files, provenance."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pytorch_fid.fid_score import calculate_frechet_distance
 
 from geneval import __version__
 from geneval.errors import GenevalWarning, InputError
-from geneval.stats import (
+from geneval.feature_stats import (
     FeatureStatistics,
     check_provenance,
     load_stats,
@@ -56,13 +56,20 @@ def test_shards_merge_exactly() -> None:
     x = _features(400, 16, 1)
     whole = FeatureStatistics.from_features(torch.from_numpy(x))
     shards = [FeatureStatistics.from_features(torch.from_numpy(p)) for p in np.split(x, [50, 310])]
-    merged = shards[0].merge(shards[1]).merge(shards[2])
-    assert merged.n == whole.n
+    # The one merge, as geneval.distributed.gather_pass_result does it over ranks: add the sums.
+    merged = FeatureStatistics.from_sums(
+        sum(s.n for s in shards),
+        sum((s.sum for s in shards), torch.zeros(16, dtype=torch.float64)),
+        sum((s.sum_outer for s in shards), torch.zeros(16, 16, dtype=torch.float64)),
+    )
+    assert merged.n == whole.n and merged.dim == 16
     # Sums of float32 values in float64 are exact up to the order of additions.
     assert torch.allclose(merged.sum, whole.sum, rtol=0, atol=1e-10)
     assert torch.allclose(merged.sum_outer, whole.sum_outer, rtol=1e-15, atol=1e-10)
-    with pytest.raises(ValueError, match="dimension"):
-        merged.merge(FeatureStatistics(3))
+    assert torch.allclose(merged.mean, whole.mean, rtol=0, atol=1e-12)
+    assert torch.allclose(merged.cov, whole.cov, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="do not match"):
+        FeatureStatistics.from_sums(3, merged.sum, merged.sum_outer[:3, :3])
 
 
 def test_from_moments_round_trips() -> None:

@@ -326,6 +326,23 @@ def test_images_from_source_keeps_grey_folders_grey_and_refuses_mixed_sizes(tmp_
     assert images_from_source(ArraySource(array)).images.shape == (4, 3, 5, 5)
 
 
+def test_images_from_source_keeps_the_labels_and_factors_the_source_carries(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = np.array([3, 1, 4, 1, 5], dtype=np.int64)
+    factors = rng.integers(0, 4, size=(5, 2)).astype(np.int64)
+    array = tmp_path / "labelled.npz"
+    np.savez(array, images=rng.random((5, 1, 4, 4)).astype(np.float32), labels=labels,
+             factors=factors)  # fmt: skip
+    data = images_from_source(ArraySource(array), batch_size=2)
+    assert data.labels is not None and data.factors is not None
+    assert data.labels.tolist() == labels.tolist()
+    assert data.factors.tolist() == factors.tolist()
+    assert data.latents is None
+    unlabelled = tmp_path / "plain.npz"
+    np.savez(unlabelled, images=rng.random((2, 1, 4, 4)).astype(np.float32))
+    assert images_from_source(ArraySource(unlabelled)).labels is None
+
+
 def test_minibatch_stream_restores_exactly():
     data = torch.arange(10)
     stream = MinibatchStream(data, 4, torch.Generator().manual_seed(0))

@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from geneval import hookimpl
 from geneval.api import ImageSet, Need
-from geneval.inputs import PRODUCERS
+from geneval.plugin import hookimpl
+from geneval.run.inputs import PRODUCERS
 from tests.fake_plugins import FakePlugins, ToySet
 
 

@@ -12,20 +12,20 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from geneval.api import ImageSet
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
+from geneval.plugin import ImageSet, InputError, hookimpl
 from geneval_reference_stats import shipped_stats_path
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SPLIT_SEED = 0
 
 
 @lru_cache(maxsize=1)
 def _split_indices() -> dict[str, np.ndarray]:
+    import numpy as np
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -54,6 +54,9 @@ class DigitsDataset:
 
     def load(self, split: str) -> ImageSet:
         """Images (float32, ``[0, 1]``) and int64 labels of one split."""
+        import numpy as np
+        import torch
+
         if split not in self.splits:
             raise InputError(
                 f"dataset digits has no split {split!r} (choose from {', '.join(self.splits)})"

@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+from geneval.plugin import ImageSet, InputError, hookimpl
 
-from geneval.api import ImageSet
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 FACTOR_NAMES = ("shape", "scale", "orientation", "x", "y")
 FACTOR_SIZES = (3, 6, 40, 32, 32)
@@ -68,9 +68,6 @@ IMAGE_SIZE = 64
 #: axis); centres span [MARGIN, IMAGE_SIZE − MARGIN].
 HALF_SIZE = 10.0
 MARGIN = 14.0
-SCALES = np.linspace(0.5, 1.0, FACTOR_SIZES[1])
-ORIENTATIONS = np.linspace(0.0, 2.0 * math.pi, FACTOR_SIZES[2])
-POSITIONS = np.linspace(MARGIN, IMAGE_SIZE - MARGIN, FACTOR_SIZES[3])
 
 TEST_SEED = 20170601
 TEST_SIZE = 10_000
@@ -85,6 +82,8 @@ _RENDER_CHUNK = 4096
 
 def _inside(shape: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Inside test of one shape in its canonical frame (unit half-size, y pointing down)."""
+    import torch
+
     if shape == 0:  # square of side 2
         return torch.maximum(u.abs(), v.abs()) <= 1.0
     if shape == 1:  # ellipse with semi-axes 1 and 0.5
@@ -112,12 +111,18 @@ def render(factors: torch.Tensor) -> torch.Tensor:
     vectorised over the batch (in chunks of :data:`_RENDER_CHUNK` images, a loop over the three
     shapes, none over images).
     """
+    import numpy as np
+    import torch
+
     f = torch.as_tensor(factors).long().cpu()
     n = f.shape[0]
     out = torch.empty(n, 1, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.float32)
-    radii = torch.from_numpy(SCALES * HALF_SIZE).float()
-    angles = torch.from_numpy(ORIENTATIONS).float()
-    positions = torch.from_numpy(POSITIONS).float()
+    scales = np.linspace(0.5, 1.0, FACTOR_SIZES[1])
+    orientations = np.linspace(0.0, 2.0 * math.pi, FACTOR_SIZES[2])
+    positions = np.linspace(MARGIN, IMAGE_SIZE - MARGIN, FACTOR_SIZES[3])
+    radii = torch.from_numpy(scales * HALF_SIZE).float()
+    angles = torch.from_numpy(orientations).float()
+    positions = torch.from_numpy(positions).float()
     offsets = torch.arange(_WINDOW)
     side = IMAGE_SIZE + 2 * _PAD
     for start in range(0, n, _RENDER_CHUNK):
@@ -161,6 +166,8 @@ class SplitSpec:
 
 def parse_split(split: str) -> SplitSpec:
     """Parse ``BASE[,FACTOR=I|FACTOR/K|n=N ...]`` (see the module docstring)."""
+    import numpy as np
+
     tokens = [t.strip() for t in split.split(",")]
     base = tokens[0]
     if base not in _BASE_STEPS:
@@ -219,6 +226,9 @@ def parse_split(split: str) -> SplitSpec:
 
 def split_factors(spec: SplitSpec) -> torch.Tensor:
     """The factor index vectors (N, 5) int64 of a parsed split."""
+    import numpy as np
+    import torch
+
     if spec.base == "test":
         rng = np.random.default_rng(TEST_SEED)
         # One uniform column per factor over its allowed values: draws are i.i.d. on the grid.
@@ -251,12 +261,16 @@ class DSpritesDataset:
 
     def sample_factors(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` factor vectors (n, 5) int64, each factor uniform over its values."""
+        import torch
+
         sizes = torch.tensor(FACTOR_SIZES, dtype=torch.float64)
         u = torch.rand(n, len(FACTOR_SIZES), generator=generator, dtype=torch.float64)
         return (u * sizes).floor().long().clamp_(max=sizes.long() - 1)
 
     def images_for_factors(self, factors: torch.Tensor) -> torch.Tensor:
         """The images (n, 1, 64, 64) float32 of factor vectors (n, 5) int64."""
+        import torch
+
         f = torch.as_tensor(factors)
         if f.ndim != 2 or f.shape[1] != len(FACTOR_SIZES):
             raise InputError(

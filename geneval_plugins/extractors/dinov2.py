@@ -42,14 +42,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from geneval.cache import file_sha256
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
+from geneval.plugin import InputError, file_sha256, hookimpl
 from geneval_plugins.extractors.imagenet import (
     IMAGENET_CONVENTIONS,
     IMAGENET_SIZE,
@@ -57,6 +52,10 @@ from geneval_plugins.extractors.imagenet import (
     preprocess_imagenet,
 )
 from geneval_plugins.extractors.weights import PublishedWeights, load_state_dict
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 PATCH_SIZE = 14
 #: The ``--resize`` values; the first is the default.
@@ -112,6 +111,9 @@ def official_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
        (``interpolate_offset=0.1``, ``interpolate_antialias=False`` for the hub models);
        facebookresearch/dino issue 8 on the offset.
     """
+    import torch
+    import torch.nn.functional as F
+
     n = pos_embed.shape[1] - 1
     side = int(math.sqrt(n))
     if pos_embed.ndim != 3 or pos_embed.shape[0] != 1 or side * side != n:
@@ -147,6 +149,7 @@ def build_network(
     The network maps normalised ``image_size``² images to the normalised CLS token (N, D).
     A state in another layout is an :class:`InputError`.
     """
+    import torch
     from timm.models.vision_transformer import VisionTransformer
 
     grid = image_size // PATCH_SIZE
@@ -226,6 +229,8 @@ class LoadedDinoV2:
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"cls": (N, D) float32}`` on the extractor's device."""
+        import torch
+
         x = as_rgb_batch(images, self.name).to(self.device)
         with torch.inference_mode():
             out = self.network(preprocess_imagenet(x, self.convention))
@@ -253,6 +258,8 @@ class DinoV2:
     ) -> LoadedDinoV2:
         """Find and load the weights on ``device``; ``resize``: ``dgm-eval`` (default) or
         ``tf1``."""
+        import torch
+
         convention = CONVENTIONS[0] if resize is None else resize
         if convention not in CONVENTIONS:
             raise InputError(

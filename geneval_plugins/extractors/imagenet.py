@@ -26,14 +26,17 @@ References
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from geneval.errors import InputError
+from geneval.plugin import InputError
 from geneval_plugins.extractors.resize import (
     quantize_to_uint8_levels,
     resize_bicubic_pil_uint8,
     resize_bilinear_tf1,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -34,11 +34,14 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from geneval.cache import geneval_cache_dir, sha256_of
-from geneval.errors import GenevalWarning, InputError
-from geneval.io import atomic_path
-from geneval.progress import progress_bar
-from geneval.stats import load_stats
+from geneval.plugin import (
+    GenevalWarning,
+    InputError,
+    atomic_path,
+    geneval_cache_dir,
+    progress_bar,
+    sha256_of,
+)
 
 INCEPTION = "inception-v3-fid"
 TTUR_BASE = "http://bioinf.jku.at/research/ttur/ttur_stats/"
@@ -79,7 +82,10 @@ PUBLISHED_STATS: dict[tuple[str, str, str, str], PublishedStats] = {
 
 def _check_stats_file(path: Path, dim: int) -> None:
     """Raise :class:`InputError` unless ``path`` is a valid statistics file (read by the one
-    reader, :func:`geneval.stats.load_stats`) with ``mu`` (dim,) and ``sigma`` (dim, dim)."""
+    reader, :func:`geneval.feature_stats.load_stats`) with ``mu`` (dim,) and ``sigma``
+    (dim, dim)."""
+    from geneval.plugin import load_stats
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GenevalWarning)  # no provenance: said when it is used
         stats = load_stats(path)

@@ -31,12 +31,13 @@ References
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from geneval.plugin import InputError
 
-from geneval.errors import InputError
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 #: Every accepted ``--resize`` value; the first is the default.
 RESIZE_CONVENTIONS: tuple[str, ...] = ("tf1", "pytorch-fid", "clean")
@@ -63,6 +64,8 @@ def quantize_to_uint8_levels(images: torch.Tensor) -> torch.Tensor:
     Images already on the 8-bit grid (``k / 255``, as read from PNG files) come back as
     exactly ``k``. The result is float32 in ``[0, 255]``.
     """
+    import torch
+
     return (images.to(torch.float32) * 255.0).round_().clamp_(0.0, 255.0)
 
 
@@ -82,6 +85,8 @@ def resize_bilinear_tf1(images: torch.Tensor, size: tuple[int, int]) -> torch.Te
     size
         Output ``(height, width)``.
     """
+    import torch
+
     out_h, out_w = size
     in_h, in_w = images.shape[-2:]
     x = images.to(torch.float32)
@@ -107,6 +112,9 @@ def resize_bilinear_tf1(images: torch.Tensor, size: tuple[int, int]) -> torch.Te
 
 def resize_bilinear_torch(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(bilinear, align_corners=False)`` without antialiasing (pytorch-fid)."""
+    import torch
+    import torch.nn.functional as F
+
     return F.interpolate(
         images.to(torch.float32), size=size, mode="bilinear", align_corners=False, antialias=False
     )
@@ -132,6 +140,8 @@ def pil_bicubic_weights(n_in: int, n_out: int) -> np.ndarray:
     taps ``j`` in ``[⌊c − r + ½⌋, ⌊c + r + ½⌋)`` with ``r = 2·max(s, 1)`` get weight
     ``k((j − c + ½)/max(s, 1))``, normalised to sum to one, clipped at the borders.
     """
+    import numpy as np
+
     scale = n_in / n_out
     filterscale = max(scale, 1.0)
     support = 2.0 * filterscale
@@ -162,6 +172,8 @@ def resize_bicubic_pil(images: torch.Tensor, size: tuple[int, int]) -> torch.Ten
     size
         Output ``(height, width)``.
     """
+    import torch
+
     out_h, out_w = size
     in_h, in_w = images.shape[-2:]
     x = images.to(torch.float64)
@@ -185,6 +197,8 @@ def pil_bicubic_weights_8bit(n_in: int, n_out: int) -> np.ndarray:
     Each weight ``w`` becomes ``(int)(w · 2²² ± 0.5)`` (rounded half away from zero), as
     Pillow's ``normalize_coeffs_8bpc``; returned as float64 holding those integers.
     """
+    import numpy as np
+
     scaled = pil_bicubic_weights(n_in, n_out) * float(1 << PIL_PRECISION_BITS)
     return np.trunc(scaled + np.where(scaled < 0, -0.5, 0.5))
 
@@ -195,6 +209,8 @@ def _pil_8bit_pass(x: torch.Tensor, weights: np.ndarray) -> torch.Tensor:
     ``clip8((2²¹ + Σ v·k) >> 22)``: every product and partial sum is an integer below 2⁵³, so
     the float64 matrix product is exact whatever its summation order.
     """
+    import torch
+
     k = torch.from_numpy(weights).to(x.device)
     total = x @ k.T + float(1 << (PIL_PRECISION_BITS - 1))
     return torch.floor(total / float(1 << PIL_PRECISION_BITS)).clamp_(0.0, 255.0)
@@ -226,6 +242,8 @@ def resize_bicubic_pil_uint8(images: torch.Tensor, size: tuple[int, int]) -> tor
     torch.Tensor
         Float32 (N, C, height, width) of integer levels in ``[0, 255]``.
     """
+    import torch
+
     out_h, out_w = size
     in_h, in_w = images.shape[-2:]
     x = images.to(torch.float64)

@@ -29,16 +29,15 @@ References
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from geneval.cache import file_sha256
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.text import quote
+from geneval.plugin import InputError, file_sha256, hookimpl, quote
 from geneval_plugins.extractors.imagenet import as_rgb_batch, preprocess_imagenet
 from geneval_plugins.extractors.weights import PublishedWeights, load_state_dict
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 NAME = "vgg16"
 #: The one input convention (torch-fidelity's); also the only ``--resize`` value accepted.
@@ -66,6 +65,7 @@ def load_vgg16_fc2(path: Path, device: torch.device) -> nn.Module:
     torch-fidelity's ``FeatureExtractorVGG16`` after it deletes ``classifier[4:]``. A file in
     another key layout is an :class:`InputError` naming it.
     """
+    import torch
     import torchvision  # imported on use: it costs a second at start
 
     state = load_state_dict(path, "VGG-16 weights")
@@ -99,6 +99,8 @@ class LoadedVGG16:
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"fc2_relu", "fc2"}`` float32 (N, 4096) on the extractor's device."""
+        import torch
+
         x = as_rgb_batch(images, NAME).to(self.device)
         with torch.inference_mode():
             fc2 = self.network(preprocess_imagenet(x, CONVENTION))
@@ -118,6 +120,8 @@ class VGG16:
         self, *, device: torch.device, weights: Path | None = None, resize: str | None = None
     ) -> LoadedVGG16:
         """Find and load the weights on ``device``; ``resize`` may only be ``tf1`` (fixed)."""
+        import torch
+
         if resize not in (None, CONVENTION):
             raise InputError(
                 f"--resize {resize}: extractor {NAME} has a fixed input convention ({CONVENTION})"

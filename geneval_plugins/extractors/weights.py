@@ -19,16 +19,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from geneval.plugin import InputError, progress_enabled, quote
 
-from geneval.errors import InputError
-from geneval.progress import progress_enabled
-from geneval.text import quote
+if TYPE_CHECKING:
+    import torch
 
 
 def hub_checkpoint_dir() -> Path:
     """The torch hub checkpoint cache, ``$TORCH_HOME/hub/checkpoints`` (as torch resolves it)."""
+    import torch
+
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
@@ -51,6 +53,8 @@ class PublishedWeights:
 
     def find(self, weights: str | os.PathLike[str] | None = None, *, download: bool = True) -> Path:
         """The weights file, looked up in the order of the module docstring."""
+        import torch
+
         for given, what in ((weights, self.option), (os.environ.get(self.env), self.env)):
             if given:
                 path = Path(given).expanduser()
@@ -80,6 +84,8 @@ def load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
     A file that cannot be read, or that holds no mapping of tensors, is an
     :class:`InputError` naming it.
     """
+    import torch
+
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001

@@ -34,22 +34,12 @@ References
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
 
-from geneval.api import CommandOption
-from geneval.cache import file_sha256
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.text import quote
-from geneval_plugins.extractors.inception.network import (
-    NUM_CLASSES,
-    POOL_DIM,
-    FIDInceptionV3,
-    empty_network,
-    load_published_state_dict,
-)
+from geneval.plugin import CommandOption, InputError, file_sha256, hookimpl, quote
+from geneval_plugins.extractors.inception.dimensions import NUM_CLASSES, POOL_DIM
 from geneval_plugins.extractors.published_stats import fetch_reference_stats
 from geneval_plugins.extractors.resize import (
     RESIZE_CONVENTIONS,
@@ -57,6 +47,11 @@ from geneval_plugins.extractors.resize import (
     resize_for_inception,
 )
 from geneval_plugins.extractors.weights import PublishedWeights, load_state_dict
+
+if TYPE_CHECKING:
+    import torch
+
+    from geneval_plugins.extractors.inception.network import FIDInceptionV3
 
 WEIGHTS = PublishedWeights(
     what="Inception weights",
@@ -79,6 +74,13 @@ def load_inception_network(
     path: Path, device: torch.device, *, fold_batchnorm: bool = True
 ) -> FIDInceptionV3:
     """Build the FID Inception, load ``path`` (``weights_only=True``), prepare for inference."""
+    import torch
+
+    from geneval_plugins.extractors.inception.network import (
+        empty_network,
+        load_published_state_dict,
+    )
+
     state = load_state_dict(path, "Inception weights")
     model = empty_network()
     try:
@@ -121,6 +123,8 @@ class LoadedInception:
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"pool", "logits_unbiased", "logits"}`` float32 on the extractor's device."""
+        import torch
+
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise InputError(
                 "inception-v3-fid expects images (N, 1 or 3, H, W), "
@@ -157,6 +161,8 @@ class InceptionV3FID:
         self, *, device: torch.device, weights: Path | None = None, resize: str | None = None
     ) -> LoadedInception:
         """Find and load the weights on ``device``, resizing by ``resize`` (default tf1)."""
+        import torch
+
         convention = check_convention(resize)
         path = find_inception_weights(weights)
         network = load_inception_network(path, torch.device(device))

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geneval_plugins.extractors.inception.dimensions import NUM_CLASSES, POOL_DIM
+
 BN_EPS = 0.001
-POOL_DIM = 2048
-NUM_CLASSES = 1008
 
 
 class ConvBN(nn.Module):

@@ -31,17 +31,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from geneval.api import MetricInputs, Need
-from geneval.capabilities import AnnealingPath, SupportsAnnealing, SupportsEnergy, SupportsLogZ
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.progress import progress_bar
+from geneval.plugin import (
+    AnnealingPath,
+    InputError,
+    MetricInputs,
+    Need,
+    Option,
+    SupportsAnnealing,
+    SupportsEnergy,
+    SupportsLogZ,
+    hookimpl,
+    progress_bar,
+)
 from geneval_plugins.metrics.likelihood.common import (
     LIKELIHOOD_FIELDS,
     check_images,
@@ -50,6 +53,10 @@ from geneval_plugins.metrics.likelihood.common import (
     space_warnings,
     summarize_log_likelihoods,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 #: Schedules of inverse temperatures ``ais`` offers.
 SCHEDULES = ("piecewise", "sigmoid", "linear")
@@ -65,6 +72,8 @@ def piecewise_schedule(num_betas: int = DEFAULT_NUM_BETAS) -> np.ndarray:
     """The schedule of Salakhutdinov & Murray (2008): uniform steps of 1e-3 on [0, 0.5],
     1e-4 on [0.5, 0.9] and 1e-5 on [0.9, 1] (14 501 βs); another ``num_betas`` keeps the three
     segments' shares of the steps (500 : 4000 : 10 000)."""
+    import numpy as np
+
     steps = num_betas - 1
     total = DEFAULT_NUM_BETAS - 1
     if steps < len(_PIECEWISE):
@@ -83,6 +92,8 @@ def sigmoid_schedule(
 ) -> np.ndarray:
     """β_t = (σ(δ(2t/T − 1)) − σ(−δ)) / (σ(δ) − σ(−δ)), t = 0 … T (Wu et al. 2017, App. A):
     dense near both ends of the path."""
+    import numpy as np
+
     if num_betas < 2:
         raise InputError(f"ais: a schedule needs at least 2 betas, got {num_betas}")
     x = delta * (2 * np.linspace(0.0, 1.0, num_betas) - 1)
@@ -96,6 +107,8 @@ def sigmoid_schedule(
 def annealing_schedule(kind: str, num_betas: int = 0) -> np.ndarray:
     """The inverse temperatures of a schedule ``kind`` (``piecewise``, ``sigmoid``, ``linear``);
     ``num_betas`` = 0 means :data:`DEFAULT_NUM_BETAS`."""
+    import numpy as np
+
     num_betas = num_betas or DEFAULT_NUM_BETAS
     if kind == "piecewise":
         return piecewise_schedule(num_betas)
@@ -122,6 +135,8 @@ def ais_log_weights(
     ``steps_per_beta`` transitions at β_t (Neal 2001, §2); the runs are one batch. No
     transition follows the last increment (it would not change the weight).
     """
+    import torch
+
     states = path.sample_base(num_runs, generator)
     log_w = torch.zeros(num_runs, dtype=torch.float64, device=states.device)
     betas = [float(b) for b in betas]
@@ -160,6 +175,8 @@ def partition_estimate(log_weights: torch.Tensor, log_z_base: float) -> Partitio
     [log(Ẑ − 3σ̂_Ẑ), log(Ẑ + 3σ̂_Ẑ)] = log Ẑ + [log(1 − 3r), log(1 + 3r)] (Salakhutdinov &
     Murray 2008, §4.1), computed from w / max w so nothing overflows.
     """
+    import torch
+
     log_w = log_weights.detach().to(torch.float64).cpu()
     m = log_w.numel()
     if m < 2:
@@ -223,11 +240,6 @@ class AnnealedImportanceSampling:
         "log_z_high": "log(Ẑ + 3σ̂_Ẑ)",
         "log_z_exact": "the model's exact log Z where it is tractable, else null",
         "num_betas": "inverse temperatures of the schedule, β = 0 and 1 included",
-        "num_runs": "option used",
-        "schedule": "option used",
-        "steps_per_beta": "option used",
-        "batch_size": "option used",
-        "max_images": "option used",
     }
     uncertainty = "std_err"
 
@@ -243,6 +255,8 @@ class AnnealedImportanceSampling:
         max_images: int,
     ) -> Mapping[str, Any]:
         """log Ẑ by AIS along the model's path, then mean −E(x) − log Ẑ over the reference."""
+        import torch
+
         model = inputs.model
         images = first_images(inputs.images("reference"), max_images)
         check_images(images, shape=tuple(model.image_shape), what="reference images", metric="ais")
@@ -278,11 +292,6 @@ class AnnealedImportanceSampling:
             "log_z_high": estimate.log_z_high,
             "log_z_exact": exact_log_partition(model),
             "num_betas": len(betas),
-            "num_runs": num_runs,
-            "schedule": schedule,
-            "steps_per_beta": steps_per_beta,
-            "batch_size": batch_size,
-            "max_images": max_images,
             "warnings": warnings,
         }
 

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from geneval.plugin import LIKELIHOOD_SPACES, InputError
 
-from geneval.capabilities import LIKELIHOOD_SPACES
-from geneval.errors import InputError
+if TYPE_CHECKING:
+    import torch
 
 #: The fields every likelihood metric reports besides ``value`` (and its options).
 LIKELIHOOD_FIELDS: Mapping[str, str] = {
@@ -77,19 +77,27 @@ def summarize_log_likelihoods(per_image: torch.Tensor, *, space: str, dims: int)
     (``nan`` for one image). A non-finite mean raises ``ValueError``: some image has zero
     likelihood under the model (e.g. a pixel outside its support).
     """
-    values = per_image.detach().to(torch.float64).flatten().cpu()
-    n = values.numel()
-    mean = float(values.mean())
+    mean, std_err = mean_with_std_err(per_image)
     if not math.isfinite(mean):
         raise ValueError(f"the mean log-likelihood is not finite ({mean})")
-    std_err = float(values.std() / math.sqrt(n)) if n > 1 else float("nan")
     return {
         "value": mean,
         "std_err": std_err,
         "bits_per_dim": bits_per_dim(mean, space, dims),
-        "n": n,
+        "n": per_image.numel(),
         "space": space,
     }
+
+
+def mean_with_std_err(per_image: torch.Tensor) -> tuple[float, float]:
+    """The mean of per-image values in float64 and its standard error sd / √n, with the
+    n − 1 denominator (``nan`` for one value)."""
+    import torch
+
+    values = per_image.detach().to(torch.float64).flatten().cpu()
+    n = values.numel()
+    std_err = float(values.std() / math.sqrt(n)) if n > 1 else float("nan")
+    return float(values.mean()), std_err
 
 
 def space_warnings(space: str) -> list[str]:
@@ -114,5 +122,7 @@ def first_images(images: torch.Tensor, max_images: int) -> torch.Tensor:
 
 def logmeanexp(values: torch.Tensor, dim: int) -> torch.Tensor:
     """log (1/K) Σ_k exp(v_k) along ``dim`` in float64, without overflow."""
+    import torch
+
     values = values.to(torch.float64)
     return torch.logsumexp(values, dim=dim) - math.log(values.shape[dim])

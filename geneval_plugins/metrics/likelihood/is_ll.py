@@ -24,15 +24,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from geneval.api import MetricInputs, Need
-from geneval.capabilities import SupportsLatentProposal
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.progress import progress_bar
+from geneval.plugin import (
+    MetricInputs,
+    Need,
+    Option,
+    SupportsLatentProposal,
+    hookimpl,
+    progress_bar,
+)
 from geneval_plugins.metrics.likelihood.common import (
     LIKELIHOOD_FIELDS,
     check_images,
@@ -40,6 +41,9 @@ from geneval_plugins.metrics.likelihood.common import (
     space_warnings,
     summarize_log_likelihoods,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 #: The proposals ``is_ll`` draws from: the model's q(z | x), or the prior p(z).
 PROPOSALS = ("posterior", "prior")
@@ -100,6 +104,8 @@ def importance_sampled_log_likelihood(
     A stochastic lower bound: E log p̂ ≤ log p(x), equal to the ELBO at k = 1 (Burda et al.
     2016). When ESS / k is tiny the estimate rests on a few draws and is too low.
     """
+    import torch
+
     if proposal not in PROPOSALS:
         raise ValueError(f"unknown proposal {proposal!r} ({', '.join(PROPOSALS)})")
     n = images.shape[0]
@@ -147,11 +153,6 @@ class ImportanceSampledLogLikelihood:
     fields: Mapping[str, str] = {
         **LIKELIHOOD_FIELDS,
         "ess": "mean effective sample size per image, as a fraction of k",
-        "k": "option used",
-        "proposal": "option used",
-        "k_batch": "option used",
-        "batch_size": "option used",
-        "max_images": "option used",
     }
     uncertainty = "std_err"
 
@@ -166,6 +167,8 @@ class ImportanceSampledLogLikelihood:
         max_images: int,
     ) -> Mapping[str, Any]:
         """Mean of log p̂(x) over the reference images, with its standard error and the ESS."""
+        import torch
+
         model = inputs.model
         images = first_images(inputs.images("reference"), max_images)
         check_images(
@@ -199,11 +202,6 @@ class ImportanceSampledLogLikelihood:
                 torch.cat(values), space=space, dims=math.prod(images.shape[1:])
             ),
             "ess": mean_ess,
-            "k": k,
-            "proposal": proposal,
-            "k_batch": k_batch,
-            "batch_size": batch_size,
-            "max_images": max_images,
             "warnings": warnings,
         }
 

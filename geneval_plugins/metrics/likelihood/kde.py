@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from geneval.api import MetricInputs, Need
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.progress import progress_bar
+from geneval.plugin import InputError, MetricInputs, Need, Option, hookimpl, progress_bar
 from geneval_plugins.metrics.likelihood.common import (
     LIKELIHOOD_FIELDS,
     check_images,
     summarize_log_likelihoods,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 #: Upper bound on float64 elements of one block of squared distances (64 MiB).
 _BLOCK_ELEMENTS = 8 * 1024 * 1024
@@ -49,6 +45,8 @@ HIGH_DIMENSION_WARNING = (
 
 def bandwidth_grid(low: float, high: float, points: int) -> list[float]:
     """σ values ``logspace(log10 low, log10 high, points)``; the protocol's is (0.1, 1, 10)."""
+    import numpy as np
+
     if not 0 < low <= high:
         raise InputError(f"kde: the bandwidth grid needs 0 < grid_low <= grid_high ({low}, {high})")
     return [float(s) for s in np.logspace(math.log10(low), math.log10(high), points)]
@@ -94,6 +92,8 @@ def parzen_log_likelihoods(
     Unreliable in high dimensions (Theis et al. 2016): the estimate converges very slowly
     with n and depends mostly on σ and the nearest samples.
     """
+    import torch
+
     device = torch.device(device) if device is not None else samples.device
     sigmas = torch.tensor([float(s) for s in bandwidths], dtype=torch.float64, device=device)
     if sigmas.numel() == 0 or bool((sigmas <= 0).any()):
@@ -140,6 +140,8 @@ def choose_bandwidth(
     score(σ) = (1/m) Σ_j log p̂_σ(v_j) over the m validation images (Goodfellow et al. 2014);
     ties go to the first grid point. Returns ``(σ, [score(σ) for σ in grid])``.
     """
+    import torch
+
     scores = parzen_log_likelihoods(samples, validation, grid, device=device).mean(dim=1)
     best = int(torch.argmax(scores))
     return float(grid[best]), [float(v) for v in scores.cpu()]
@@ -171,10 +173,6 @@ class ParzenWindow:
         "bandwidth": "the kernel σ used",
         "validation_scores": "mean validation log-likelihood of each grid σ, when σ was chosen",
         "num_samples": "number of samples (kernel centres)",
-        "validation": "option used",
-        "grid_low": "option used",
-        "grid_high": "option used",
-        "grid_points": "option used",
     }
     uncertainty = "std_err"
 
@@ -217,10 +215,6 @@ class ParzenWindow:
             "bandwidth": bandwidth,
             "validation_scores": scores,
             "num_samples": int(samples.shape[0]),
-            "validation": validation,
-            "grid_low": grid_low,
-            "grid_high": grid_high,
-            "grid_points": grid_points,
             "warnings": [HIGH_DIMENSION_WARNING.format(dims=dims), *warnings],
         }
 

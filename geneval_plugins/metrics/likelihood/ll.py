@@ -17,15 +17,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from geneval.api import MetricInputs, Need
-from geneval.capabilities import SupportsLogProb
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.progress import progress_bar
+from geneval.plugin import MetricInputs, Need, Option, SupportsLogProb, hookimpl, progress_bar
 from geneval_plugins.metrics.likelihood.common import (
     LIKELIHOOD_FIELDS,
     check_images,
@@ -34,11 +28,16 @@ from geneval_plugins.metrics.likelihood.common import (
     summarize_log_likelihoods,
 )
 
+if TYPE_CHECKING:
+    import torch
+
 
 def exact_log_likelihoods(
     model: SupportsLogProb, images: torch.Tensor, *, batch_size: int
 ) -> torch.Tensor:
     """log p(x) (nats, float64, on the CPU) of each image, ``batch_size`` images at a time."""
+    import torch
+
     device = getattr(model, "device", images.device)
     values = []
     with torch.no_grad(), progress_bar(total=images.shape[0], desc="ll", unit="img") as bar:
@@ -60,11 +59,7 @@ class ExactLogLikelihood:
         "batch_size": Option(256, "images per batch", low=1),
         "max_images": Option(0, "use only the first N reference images (0 = all)", low=0),
     }
-    fields: Mapping[str, str] = {
-        **LIKELIHOOD_FIELDS,
-        "batch_size": "option used",
-        "max_images": "option used",
-    }
+    fields: Mapping[str, str] = LIKELIHOOD_FIELDS
     uncertainty = "std_err"
 
     def compute(
@@ -78,8 +73,6 @@ class ExactLogLikelihood:
         per_image = exact_log_likelihoods(model, images, batch_size=batch_size)
         return {
             **summarize_log_likelihoods(per_image, space=space, dims=math.prod(images.shape[1:])),
-            "batch_size": batch_size,
-            "max_images": max_images,
             "warnings": space_warnings(space),
         }
 

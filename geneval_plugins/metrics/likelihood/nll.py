@@ -31,17 +31,17 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-from geneval.api import MetricInputs, Need
-from geneval.capabilities import SupportsELBO
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.progress import progress_bar
-
-#: Options of this metric that are passed on to the model's ``elbo`` when it declares them.
-_ELBO_OPTIONS = ("timesteps", "variance", "bins")
+from geneval.plugin import (
+    InputError,
+    MetricInputs,
+    Need,
+    Option,
+    SupportsELBO,
+    hookimpl,
+    progress_bar,
+)
+from geneval_plugins.metrics.likelihood.common import mean_with_std_err, summarize_log_likelihoods
+from geneval_plugins.models.diffusion.elbo_options import ELBO_OPTIONS
 
 
 class NegativeLogLikelihood:
@@ -54,18 +54,10 @@ class NegativeLogLikelihood:
         Need(kind="model", capabilities=(SupportsELBO,)),
         Need(kind="images", source="reference"),
     )
+    #: The DDPM's ``elbo_options`` (passed on to any model whose ``elbo_options`` declares
+    #: them; another model must leave them at their defaults), then the metric's own.
     options: Mapping[str, Option] = {
-        "timesteps": Option(
-            100,
-            "KL terms per image: strata of an unbiased Monte-Carlo estimate; 0 = all T−1",
-            low=0,
-        ),
-        "variance": Option(
-            "fixedsmall",
-            "σ_t² of p_θ in the bound: fixedsmall (β̃_t) or fixedlarge (β_t)",
-            choices=("fixedsmall", "fixedlarge"),
-        ),
-        "bins": Option(256, "levels of the discretised decoder (256 for 8-bit images)", low=2),
+        **ELBO_OPTIONS,
         "batch_size": Option(256, "images per batch", low=1),
         "max_images": Option(0, "use only the first N reference images (0 = all)", low=0),
     }
@@ -77,9 +69,6 @@ class NegativeLogLikelihood:
         "log_likelihood": "mean ELBO in nats per image",
         "space": "the likelihood space of the bound",
         "unit": "bits/dim",
-        "timesteps": "option used",
-        "variance": "option used",
-        "bins": "option used",
     }
     uncertainty = "std_err"
 
@@ -90,15 +79,17 @@ class NegativeLogLikelihood:
         the per-image estimates over √n (it includes the Monte-Carlo noise when ``timesteps``
         > 0).
         """
+        import torch
+
         model = inputs.model
         images = inputs.images("reference")
         if options["max_images"]:
             images = images[: options["max_images"]]
         if images.shape[0] == 0:
             raise InputError("nll: no reference images")
-        declared = getattr(model, "elbo_options", {})
+        declared = model.elbo_options
         kwargs: dict[str, Any] = {}
-        for key in _ELBO_OPTIONS:
+        for key in ELBO_OPTIONS:
             if key in declared:
                 kwargs[key] = declared[key].convert(options[key], where=f"nll.{key}")
             elif options[key] != self.options[key].default:
@@ -113,18 +104,16 @@ class NegativeLogLikelihood:
                 bar.update(batch.shape[0])
         elbo = torch.cat(values)
         dims = math.prod(images.shape[1:])
-        bpd = -elbo / (dims * math.log(2.0))
-        n = bpd.numel()
-        sem = bpd.std().item() / math.sqrt(n) if n > 1 else float("nan")
+        summary = summarize_log_likelihoods(elbo, space=model.likelihood_space, dims=dims)
+        value, std_err = mean_with_std_err(-elbo / (dims * math.log(2.0)))
         return {
-            "value": bpd.mean().item(),
-            "std_err": sem,
-            "std": sem,
-            "n": n,
-            "log_likelihood": elbo.mean().item(),
-            "space": model.likelihood_space,
+            "value": value,
+            "std_err": std_err,
+            "std": std_err,
+            "n": summary["n"],
+            "log_likelihood": summary["value"],
+            "space": summary["space"],
             "unit": "bits/dim",
-            **{key: options[key] for key in _ELBO_OPTIONS},
         }
 
 

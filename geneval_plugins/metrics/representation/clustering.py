@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+from geneval.plugin import InputError, MetricInputs, Need, Option, hookimpl, progress_bar
 
-from geneval.api import MetricInputs, Need
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.progress import progress_bar
+if TYPE_CHECKING:
+    import numpy as np
 
 #: The scores reported, each as mean over seeds and ``<name>_std``.
 SCORES = ("v_measure", "homogeneity", "completeness", "ari", "nmi")
@@ -76,6 +72,7 @@ def kmeans_scores(
     .. [2] L. Hubert, P. Arabie, "Comparing partitions", Journal of Classification 2 (1985).
     .. [3] D. Arthur, S. Vassilvitskii, "k-means++: the advantages of careful seeding", SODA 2007.
     """
+    import numpy as np
     from sklearn.cluster import KMeans
 
     k = k or int(np.unique(labels).size)
@@ -102,6 +99,8 @@ def kmeans_scores(
 
 
 def _labels(inputs: MetricInputs, n: int) -> np.ndarray:
+    import torch
+
     try:
         labels = torch.as_tensor(inputs.labels("samples"))
     except KeyError:
@@ -167,6 +166,8 @@ class Clustering:
         self, inputs: MetricInputs, *, on: str, k: int, seeds: int, n_init: int
     ) -> Mapping[str, Any]:
         """Mean and std over ``seeds`` k-means runs of every score; ``value`` is the V-measure."""
+        import torch
+
         points = torch.as_tensor(
             inputs.latents("samples") if on == "latents" else inputs.features("samples")
         )

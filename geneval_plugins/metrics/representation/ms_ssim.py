@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-
-from geneval.api import MetricInputs, Need
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import InputError, MetricInputs, Need, Option, hookimpl
 from geneval_plugins.metrics.representation.paired import (
     DATA_RANGE,
     SUMMARY_FIELDS,
@@ -20,6 +14,9 @@ from geneval_plugins.metrics.representation.paired import (
     summary,
 )
 from geneval_plugins.metrics.representation.ssim import ssim_and_contrast, window_taps
+
+if TYPE_CHECKING:
+    import torch
 
 #: The 5-scale exponents of Wang et al. (2003), Section 3.2.
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -57,6 +54,9 @@ def ms_ssim(
     .. [1] Z. Wang, E. P. Simoncelli, A. C. Bovik, "Multiscale structural similarity for image
        quality assessment", 37th Asilomar Conference on Signals, Systems and Computers, 2003.
     """
+    import torch
+    import torch.nn.functional as F
+
     taps = window_taps(win_size, gaussian_weights=True, sigma=sigma)
     x, y = x.double(), y.double()
     terms = []

@@ -9,14 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from geneval.plugin import InputError, MetricInputs, Option, PairedImages, progress_bar
 
-from geneval.api import MetricInputs, PairedImages
-from geneval.errors import InputError
-from geneval.options import Option
-from geneval.progress import progress_bar
+if TYPE_CHECKING:
+    import torch
 
 #: Image elements per chunk: on a CPU small enough that a chunk and the few float64 maps
 #: derived from it stay in cache (the filters are memory-bound), on a GPU large enough to keep
@@ -87,6 +85,8 @@ def per_image_values(
     Each chunk's minimum and maximum are tracked on the way (they also catch NaN and ±inf, an
     :class:`InputError`), so the images are read once.
     """
+    import torch
+
     recon, orig = pairs.reconstructions, pairs.originals
     step = chunk_size(recon.shape, device)
     out, lows, highs = [], [], []

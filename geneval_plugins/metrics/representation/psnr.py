@@ -5,13 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from geneval.api import MetricInputs, Need
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import MetricInputs, Need, Option, hookimpl
 from geneval_plugins.metrics.representation.paired import (
     DATA_RANGE,
     SUMMARY_FIELDS,
@@ -19,6 +15,9 @@ from geneval_plugins.metrics.representation.paired import (
     read_pairs,
     summary,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0) -> torch.Tensor:
@@ -36,6 +35,8 @@ def psnr(x: torch.Tensor, y: torch.Tensor, *, data_range: float = 1.0) -> torch.
     .. [1] Z. Wang, A. C. Bovik, "Mean squared error: Love it or leave it?", IEEE Signal
        Processing Magazine 26(1), 2009.
     """
+    import torch
+
     diff = x.double() - y.double()
     mse = diff.square().flatten(1).mean(dim=1)
     return 10.0 * torch.log10(data_range**2 / mse)
@@ -64,6 +65,8 @@ class PeakSignalNoiseRatio:
 
     def compute(self, inputs: MetricInputs, *, data_range: float) -> Mapping[str, Any]:
         """Mean and std of the finite per-image PSNR; ``value`` is ``inf`` when all are equal."""
+        import torch
+
         pairs = read_pairs(inputs, self.name)
         per = per_image_values(
             pairs,

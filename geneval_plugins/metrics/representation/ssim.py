@@ -9,14 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from geneval.api import MetricInputs, Need
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import InputError, MetricInputs, Need, Option, hookimpl
 from geneval_plugins.metrics.representation.paired import (
     DATA_RANGE,
     SUMMARY_FIELDS,
@@ -24,6 +19,9 @@ from geneval_plugins.metrics.representation.paired import (
     read_pairs,
     summary,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 #: Radius of the Gaussian window in σ, as scikit-image (11 taps for σ = 1.5).
 TRUNCATE = 3.5
@@ -63,6 +61,8 @@ BAND_MAX_SIDE = 128
 def _band(size: int, taps: tuple[float, ...], dtype: torch.dtype, device: str) -> torch.Tensor:
     """The (size, size − k + 1) matrix B with B[i + j, i] = taps[j]: x @ B correlates the rows
     of x with the window over every full window position."""
+    import torch
+
     out = size - len(taps) + 1
     band = torch.zeros(size, out, dtype=dtype)
     index = torch.arange(out)
@@ -111,6 +111,8 @@ def ssim_and_contrast(
     over the positions where the window lies wholly inside the image (Wang et al. 2004, eq. 13
     with α = β = γ = 1; scikit-image's crop of the window radius).
     """
+    import torch
+
     n, c = x.shape[:2]
     # Four filtered maps suffice: σx² + σy² = w∗(x² + y²) − μx² − μy² (the filter is linear).
     planes = torch.empty((4, *x.shape), dtype=x.dtype, device=x.device)

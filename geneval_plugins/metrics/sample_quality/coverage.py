@@ -6,7 +6,7 @@ See :mod:`geneval_plugins.metrics.sample_quality.manifold` for the definition (N
 
 from __future__ import annotations
 
-from geneval.hookspecs import hookimpl
+from geneval.plugin import hookimpl
 from geneval_plugins.metrics.sample_quality.manifold import ManifoldMetric
 
 INTERPRETATION = (

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+from geneval.plugin import InputError, MetricInputs, Need, Option, hookimpl
 
-from geneval.api import MetricInputs, Need
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
-ArrayLike = torch.Tensor | np.ndarray
+    ArrayLike = torch.Tensor | np.ndarray
 
 
 def _as_float64(x: ArrayLike, device: torch.device, name: str, ndim: int) -> torch.Tensor:
+    import torch
+
     t = torch.as_tensor(x).to(device=device, dtype=torch.float64)
     if t.ndim != ndim:
         raise InputError(f"frechet_distance: {name} must be {ndim}-D, got shape {tuple(t.shape)}")
@@ -27,6 +27,8 @@ def _as_float64(x: ArrayLike, device: torch.device, name: str, ndim: int) -> tor
 
 def _psd_sqrt(sigma: torch.Tensor) -> torch.Tensor:
     """Symmetric square root of a PSD matrix from its eigendecomposition (negatives clipped)."""
+    import torch
+
     w, v = torch.linalg.eigh(sigma)
     return (v * w.clamp_min(0).sqrt()) @ v.T
 
@@ -40,6 +42,8 @@ def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tens
     fewer samples than dimensions), for which the identity also holds. Eigenvalues below
     the round-off level ``d · ε · λ_max`` (including negative ones) are set to zero.
     """
+    import torch
+
     factor, info = torch.linalg.cholesky_ex(sigma1)
     if int(info) != 0:
         factor = _psd_sqrt(sigma1)
@@ -91,6 +95,8 @@ def frechet_distance(
     .. [2] D. C. Dowson, B. V. Landau, "The Fréchet distance between multivariate normal
        distributions", J. Multivariate Analysis 12 (1982).
     """
+    import torch
+
     if device is None:
         device = mu1.device if isinstance(mu1, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)

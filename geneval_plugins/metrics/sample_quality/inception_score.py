@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from geneval.api import MetricInputs, Need
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import InputError, MetricInputs, Need, Option, hookimpl
 from geneval_plugins.metrics.sample_quality.random_draws import (
     RNG_CHOICES,
     RNG_HELP,
-    Shuffle,
     run_generator,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from geneval_plugins.metrics.sample_quality.random_draws import Shuffle
 
 
 @dataclass(frozen=True)
@@ -69,6 +68,9 @@ def inception_score(
     .. [2] S. Barratt, R. Sharma, "A Note on the Inception Score", 2018 (why the logits,
        splits and classifier must match to compare numbers).
     """
+    import numpy as np
+    import torch
+
     x = torch.as_tensor(logits)
     if x.ndim != 2:
         raise InputError(

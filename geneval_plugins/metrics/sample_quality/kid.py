@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from geneval.api import MetricInputs, Need
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import InputError, MetricInputs, Need, Option, hookimpl
 from geneval_plugins.metrics.sample_quality.random_draws import (
     RNG_CHOICES,
     RNG_HELP,
-    Shuffle,
     run_generator,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from geneval_plugins.metrics.sample_quality.random_draws import Shuffle
 
 #: Upper bound on float64 elements of one chunk of kernel matrices (≈ 256 MiB).
 _CHUNK_ELEMENTS = 32 * 1024 * 1024
@@ -35,6 +34,8 @@ class KIDResult:
 
 
 def _as_features(x: torch.Tensor | np.ndarray, name: str, device: torch.device) -> torch.Tensor:
+    import torch
+
     t = torch.as_tensor(x)
     if t.ndim != 2:
         raise InputError(
@@ -52,6 +53,8 @@ def polynomial_mmd2(
     ``MMD² = Σ_{i≠j} k(xᵢ,xⱼ)/(m(m−1)) + Σ_{i≠j} k(yᵢ,yⱼ)/(m(m−1)) − 2 Σ_{i,j} k(xᵢ,yⱼ)/m²``
     (Gretton et al. 2012, eq. 3; Bińkowski et al. 2018). Returns (b,) float64.
     """
+    import torch
+
     m = x.shape[1]
 
     def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -119,6 +122,9 @@ def kernel_inception_distance(
        ICLR 2018.
     .. [2] A. Gretton et al., "A Kernel Two-Sample Test", JMLR 13 (2012).
     """
+    import numpy as np
+    import torch
+
     if device is None:
         device = f1.device if isinstance(f1, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)

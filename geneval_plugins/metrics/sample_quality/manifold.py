@@ -42,17 +42,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+from geneval.plugin import InputError, MetricInputs, Need, Option, progress_bar
 
-from geneval.api import MetricInputs, Need
-from geneval.errors import InputError
-from geneval.options import Option
-from geneval.progress import progress_bar
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
-ArrayLike = torch.Tensor | np.ndarray
+    ArrayLike = torch.Tensor | np.ndarray
+
 
 #: The four metrics, in the order their results are listed.
 MANIFOLD_METRICS = ("precision", "recall", "density", "coverage")
@@ -78,6 +77,8 @@ def default_block(device: torch.device) -> int:
 
 
 def _as_features(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
+    import torch
+
     t = torch.as_tensor(x)
     if t.ndim != 2 or t.shape[0] == 0 or t.shape[1] == 0:
         raise InputError(f"{name} must be a non-empty (n, d) array, got shape {tuple(t.shape)}")
@@ -116,6 +117,8 @@ def _squared_distances(
     x: torch.Tensor, y: torch.Tensor, x_sq: torch.Tensor, y_sq: torch.Tensor
 ) -> torch.Tensor:
     """``‖x_i‖² + ‖y_j‖² − 2 x_iᵀy_j`` (m, n), float32, not clamped (may be slightly < 0)."""
+    import torch
+
     return torch.addmm(y_sq.unsqueeze(0), x, y.T, alpha=-2.0).add_(x_sq.unsqueeze(1))
 
 
@@ -125,6 +128,8 @@ def _squared_norms(x: torch.Tensor) -> torch.Tensor:
 
 def _keep_smallest(best: torch.Tensor, distances: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k`` smallest of each row of ``best`` (m, k) and ``distances`` (m, c), ascending."""
+    import torch
+
     take = min(k, distances.shape[1])
     candidates = torch.cat([best, distances.topk(take, dim=1, largest=False).values], dim=1)
     return candidates.topk(k, dim=1, largest=False).values
@@ -166,6 +171,8 @@ def nearest_neighbour_radii(
     rows from ``I`` on are computed once and serve the rows of ``I`` and, by columns, the
     later rows, which costs about ``(T + 1) / (2T)`` of the full matrix for ``T`` blocks.
     """
+    import torch
+
     if device is None:
         device = features.device if isinstance(features, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
@@ -180,6 +187,8 @@ def nearest_neighbour_radii(
 def _squared_radii(x: torch.Tensor, x_sq: torch.Tensor, k: int, block: int) -> torch.Tensor:
     """The squares of :func:`nearest_neighbour_radii` of checked features ``x`` (squared
     norms ``x_sq``), clamped at 0."""
+    import torch
+
     n = x.shape[0]
     parts = _row_blocks(n, n, block)
     best = torch.full((n, k), math.inf, device=x.device)
@@ -250,6 +259,8 @@ def manifold_metrics(
     .. [1] Kynkäänniemi et al., NeurIPS 2019 (precision, recall).
     .. [2] Naeem et al., ICML 2020 (density, coverage).
     """
+    import torch
+
     unknown = sorted(set(k) - set(MANIFOLD_METRICS))
     if unknown:
         raise InputError(f"manifold_metrics: unknown metrics {', '.join(unknown)}")

@@ -6,7 +6,7 @@ et al. 2019) and :func:`~geneval_plugins.metrics.sample_quality.manifold.precisi
 
 from __future__ import annotations
 
-from geneval.hookspecs import hookimpl
+from geneval.plugin import hookimpl
 from geneval_plugins.metrics.sample_quality.manifold import ManifoldMetric
 
 INTERPRETATION = (

@@ -18,8 +18,13 @@ References
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    Shuffle = torch.Generator | np.random.RandomState | None
 
 #: The accepted values of the ``rng`` option; the first is the default.
 RNG_CHOICES = ("geneval", "torch-fidelity")
@@ -31,12 +36,14 @@ RNG_HELP = (
 TORCH_FIDELITY_SEED = 2020
 
 #: What the shuffling functions accept: a torch generator, a numpy RandomState, or nothing.
-Shuffle = torch.Generator | np.random.RandomState | None
 
 
 def run_generator(rng: str, seed: int) -> torch.Generator | np.random.RandomState:
     """The generator of the ``rng`` option: a torch generator seeded with ``seed``, or
     ``RandomState(2020)`` for ``torch-fidelity``."""
+    import numpy as np
+    import torch
+
     if rng == "torch-fidelity":
         return np.random.RandomState(TORCH_FIDELITY_SEED)
     if rng != "geneval":

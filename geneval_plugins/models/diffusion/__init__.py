@@ -1,3 +1,3 @@
-"""Diffusion and score-based families: ``ddpm`` and ``ncsn``, with the conditional UNet, the
-Gaussian diffusion and its schedules, the DDPM/DDIM and annealed-Langevin/predictor–corrector
-samplers, and denoising score matching."""
+"""Diffusion and score-based families: ``ddpm`` (with its Gaussian diffusion, schedules and
+DDPM/DDIM samplers) and ``ncsn``. The UNet, score matching, the noise levels and the score
+samplers they build on are shared modules of :mod:`geneval_plugins.models`."""

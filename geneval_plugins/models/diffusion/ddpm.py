@@ -1,13 +1,13 @@
 """Model family ``ddpm``: denoising diffusion probabilistic models (Ho et al. 2020).
 
-A :class:`~geneval_plugins.models.diffusion.unet.ConditionalUNet` predicts the noise ε of
+A :class:`~geneval_plugins.models.unet.ConditionalUNet` predicts the noise ε of
 x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε from (x_t, t); it is trained with L_simple and EMA weights by
 the core training loop (:mod:`geneval.training`), sampled by the samplers of
 :mod:`~geneval_plugins.models.diffusion.ddpm_samplers` (ancestral, DDIM), and its variational
 bound (capability ``elbo``) comes from
 :mod:`~geneval_plugins.models.diffusion.gaussian_diffusion`. Images in ``[0, 1]`` are mapped to
 the model's data space ``[-1, 1]`` by x ↦ 2x − 1. The UNet's resolutions follow the image size
-unless ``channel_mults`` names them (:func:`auto_channel_mults`).
+unless ``channel_mults`` names them (:func:`~geneval_plugins.models.unet.auto_channel_mults`).
 
 References
 ----------
@@ -17,35 +17,38 @@ References
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from geneval.capabilities import SupportsELBO
-from geneval.checkpoint import Checkpoint
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.training import TrainableFamily, TrainingStep, training_options
+from geneval.plugin import (
+    Checkpoint,
+    InputError,
+    Option,
+    SampledModel,
+    SupportsELBO,
+    TrainableFamily,
+    TrainingStep,
+    hookimpl,
+    training_options,
+)
 from geneval_plugins.models.diffusion.ddpm_samplers import (
+    SAMPLER_FACTORIES,
     SAMPLERS,
     SKIPS,
-    VARIANCES,
-    AncestralSampler,
-    DDIMSampler,
+    sampling_config,
 )
+from geneval_plugins.models.diffusion.elbo_options import ELBO_OPTIONS, VARIANCES
 from geneval_plugins.models.diffusion.gaussian_diffusion import (
     SCHEDULES,
     EpsPredictor,
     GaussianDiffusion,
     negative_elbo,
 )
-from geneval_plugins.models.diffusion.unet import ConditionalUNet
-from geneval_plugins.models.sampling import SampledModel
+from geneval_plugins.models.unet import ConditionalUNet, parse_channel_mults, unet_for
 
 NAME = "ddpm"
 #: The most diffusion steps T a model may have (its schedule holds a few arrays of T values).
@@ -65,48 +68,11 @@ TRAIN_OPTIONS: dict[str, Option] = {
     ),
     "schedule": Option("linear", "β schedule", choices=SCHEDULES),
     "timesteps": Option(1000, "T, the number of diffusion steps", low=2, high=MAX_TIMESTEPS),
-    "sampler": Option("ddim", "default sampler stored in the checkpoint", choices=SAMPLERS),
+    "sampler": Option(SAMPLERS[0], "default sampler stored in the checkpoint", choices=SAMPLERS),
     "sampler_steps": Option(50, "DDIM steps of the default sampling", low=1),
     "ddim_eta": Option(0.0, "DDIM η (0: deterministic)", low=0.0),
     "ddim_skip": Option("uniform", "DDIM timestep sub-sequence", choices=SKIPS),
 }
-
-
-def auto_channel_mults(image_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """UNet channel multipliers for an image size: one resolution per halving down to about 2.
-
-    min(4, ⌊log₂ min(H, W)⌋) resolutions with multipliers (1, 2, 2, 2): 8×8 → (1, 2, 2)
-    (8, 4, 2), 16×16 and larger → (1, 2, 2, 2) (as Ho et al. use for 32×32).
-    """
-    side = min(int(image_shape[-1]), int(image_shape[-2]))
-    levels = min(4, max(1, int(math.log2(max(side, 1)))))
-    return (1, 2, 2, 2)[:levels]
-
-
-def parse_channel_mults(value: str, image_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """``"1,2,2"`` → (1, 2, 2); ``"auto"`` → :func:`auto_channel_mults`."""
-    if value == "auto":
-        return auto_channel_mults(image_shape)
-    try:
-        mults = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise InputError(
-            f"--opt channel_mults={value}: expected auto or integers like 1,2,2"
-        ) from None
-    if not mults or min(mults) < 1:
-        raise InputError(f"--opt channel_mults={value}: expected positive integers")
-    return mults
-
-
-def unet_for(arch: Mapping[str, Any], image_shape: tuple[int, ...]) -> ConditionalUNet:
-    """The ConditionalUNet an ``arch`` config describes (shared with ``ncsn``)."""
-    return ConditionalUNet(
-        in_channels=int(image_shape[0]),
-        base_channels=int(arch["base_channels"]),
-        channel_mults=tuple(int(m) for m in arch["channel_mults"]),
-        embedding_dim=int(arch["embedding_dim"]),
-        dropout=float(arch.get("dropout", 0.0)),
-    )
 
 
 @lru_cache(maxsize=8)
@@ -116,12 +82,7 @@ def diffusion_of(schedule: str, timesteps: int) -> GaussianDiffusion:
 
 
 #: Sampling settings of a model without a stored ``sampling`` config (e.g. an analytic ε).
-DEFAULT_SAMPLING = {
-    "sampler": "ddim",
-    "ddim": {"steps": 50, "eta": 0.0, "skip": "uniform"},
-    "ancestral": {},
-    "ancestral-fixedsmall": {},
-}
+DEFAULT_SAMPLING = sampling_config(SAMPLERS[0], {"steps": 50, "eta": 0.0, "skip": "uniform"})
 
 
 class DDPMModel(SampledModel):
@@ -159,19 +120,7 @@ class DDPMModel(SampledModel):
     family = NAME
     likelihood_space = "discrete-8bit"
     #: The options ``elbo`` accepts (declared, so that metrics pass them without inspection).
-    elbo_options = {
-        "timesteps": Option(
-            100,
-            "KL terms per image: strata of an unbiased Monte-Carlo estimate; 0 = all T−1",
-            low=0,
-        ),
-        "variance": Option(
-            "fixedsmall",
-            "σ_t² of p_θ in the bound: fixedsmall (β̃_t) or fixedlarge (β_t)",
-            choices=VARIANCES,
-        ),
-        "bins": Option(256, "levels of the discretised decoder (256 for 8-bit images)", low=2),
-    }
+    elbo_options = ELBO_OPTIONS
 
     def __init__(
         self,
@@ -188,11 +137,7 @@ class DDPMModel(SampledModel):
         self.eps_model = eps_model
         self.diffusion = diffusion
         self.factories = {
-            "ddim": lambda **kw: DDIMSampler(diffusion, **kw),
-            "ancestral": lambda **kw: AncestralSampler(diffusion, variance="fixedlarge", **kw),
-            "ancestral-fixedsmall": lambda **kw: AncestralSampler(
-                diffusion, variance="fixedsmall", **kw
-            ),
+            name: partial(factory, diffusion) for name, factory in SAMPLER_FACTORIES.items()
         }
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -289,16 +234,14 @@ class DDPMFamily(TrainableFamily):
         self, options: Mapping[str, Any], arch: Mapping[str, Any], data: torch.Tensor
     ) -> dict[str, Any]:
         """Default sampler and DDIM settings from the options."""
-        return {
-            "sampler": options["sampler"],
-            "ddim": {
+        return sampling_config(
+            options["sampler"],
+            {
                 "steps": min(int(options["sampler_steps"]), int(arch["timesteps"])),
                 "eta": float(options["ddim_eta"]),
                 "skip": options["ddim_skip"],
             },
-            "ancestral": {},
-            "ancestral-fixedsmall": {},
-        }
+        )
 
     def make_model(self, net: nn.Module, checkpoint: Checkpoint, device: torch.device) -> DDPMModel:
         """The DDPM around the (EMA) UNet."""

@@ -1,12 +1,12 @@
 """Samplers of the reverse diffusion, separate from the network (as diffusers separates schedulers).
 
-Each sampler has the shape of :mod:`geneval_plugins.models.sampling`: bound to a
+Each sampler has the shape of :mod:`geneval.sampling`: bound to a
 :class:`GaussianDiffusion`, it lists the timesteps it visits (``schedule``, set by
 ``set_steps``), starts from x_T ~ N(0, I) (``init``) and maps x_t to the next, less noisy state
 with one call of the ε-predictor it drives (``step``). Any ε-predictor callable ``eps(x_t, t)``
 plugs in, so the same code samples a trained network or an analytic ε (as the closed-form tests
-do). Allowed option values live in :data:`VARIANCES`, :data:`SKIPS` and :data:`SAMPLERS` and
-nowhere else.
+do). Allowed option values live in :data:`VARIANCES`, :data:`SKIPS` and :data:`SAMPLER_FACTORIES`
+(the one table of sampler names) and nowhere else.
 
 References
 ----------
@@ -16,18 +16,20 @@ References
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
 import torch
 
+from geneval_plugins.models.diffusion.elbo_options import VARIANCES
 from geneval_plugins.models.diffusion.gaussian_diffusion import (
     EpsPredictor,
     GaussianDiffusion,
     at_timesteps,
 )
 
-#: Reverse-process variances of the ancestral sampler: σ_t² = β_t or β̃_t (Ho et al. 2020, §3.2).
-VARIANCES = ("fixedlarge", "fixedsmall")
 #: DDIM timestep sub-sequences (Song et al. 2021, App. D.2).
 SKIPS = ("uniform", "quadratic")
 
@@ -216,34 +218,20 @@ class DDIMSampler(_FromNoise):
 
 Sampler = AncestralSampler | DDIMSampler
 
-#: Sampler names a DDPM accepts (``sample(sampler=...)``, ``geneval sample --sampler``):
-#: ``ddim`` (Song et al. 2021), ``ancestral`` (σ_t² = β_t) and ``ancestral-fixedsmall`` (β̃_t).
-SAMPLERS = ("ddim", "ancestral", "ancestral-fixedsmall")
+#: The one table of the samplers a DDPM offers, the default first: name → factory
+#: ``(diffusion, **settings) -> Sampler``, the settings being those the checkpoint's
+#: ``sampling`` config stores under the name. ``ddim`` (Song et al. 2021), ``ancestral``
+#: (σ_t² = β_t) and ``ancestral-fixedsmall`` (σ_t² = β̃_t) (Ho et al. 2020).
+SAMPLER_FACTORIES: dict[str, Callable[..., Sampler]] = {
+    "ddim": DDIMSampler,
+    "ancestral": partial(AncestralSampler, variance="fixedlarge"),
+    "ancestral-fixedsmall": partial(AncestralSampler, variance="fixedsmall"),
+}
+#: Sampler names a DDPM accepts (``sample(sampler=...)``, ``geneval sample --sampler``).
+SAMPLERS = tuple(SAMPLER_FACTORIES)
 
 
-def make_sampler(
-    name: str,
-    diffusion: GaussianDiffusion,
-    *,
-    steps: int | None = None,
-    eta: float = 0.0,
-    skip: str = "uniform",
-    clip_denoised: bool | None = None,
-) -> Sampler:
-    """The sampler called ``name`` (one of :data:`SAMPLERS`) for ``diffusion``.
-
-    ``steps``, ``eta`` and ``skip`` configure DDIM (``steps=None``: 50); the ancestral samplers
-    accept only ``steps`` of ``None`` or T. ``clip_denoised=None`` keeps each sampler's default
-    (ancestral: clip, as Ho et al.'s code; DDIM: no clip, as Song et al.'s code).
-    """
-    clip = {} if clip_denoised is None else {"clip_denoised": clip_denoised}
-    _check(name, SAMPLERS, "sampler")
-    if name == "ddim":
-        return DDIMSampler(
-            diffusion, steps=50 if steps is None else steps, eta=eta, skip=skip, **clip
-        )
-    variance = "fixedsmall" if name == "ancestral-fixedsmall" else "fixedlarge"
-    sampler = AncestralSampler(diffusion, variance=variance, **clip)
-    if steps is not None:
-        sampler.set_steps(steps)
-    return sampler
+def sampling_config(default: str, ddim: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's ``sampling`` config: the ``default`` sampler's name and every sampler's
+    settings (``ddim``'s for DDIM; the ancestral samplers take none)."""
+    return {"sampler": default, **{name: {} for name in SAMPLERS}, "ddim": dict(ddim)}

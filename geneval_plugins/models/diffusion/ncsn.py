@@ -1,16 +1,16 @@
 """Model family ``ncsn``: noise-conditional score networks (Song & Ermon 2019, 2020).
 
-A :class:`~geneval_plugins.models.diffusion.unet.ConditionalUNet` f(x, c) becomes the score model
+A :class:`~geneval_plugins.models.unet.ConditionalUNet` f(x, c) becomes the score model
 
     s_θ(x, σ) = f(x, c(σ)) / σ,   c(σ) = 999 · (log σ − log σ_L) / (log σ_1 − log σ_L),
 
 i.e. the NCSNv2 output scaling (Song & Ermon 2020, technique 3) with the network conditioned on
 log σ mapped onto the timestep range [0, 999] its sinusoidal embedding is built for. It is
 trained by the core training loop (:mod:`geneval.training`) with denoising score matching,
-λ(σ) = σ² (:mod:`~geneval_plugins.models.diffusion.score_matching`), over geometric levels
+λ(σ) = σ² (:mod:`~geneval_plugins.models.score_matching`), over geometric levels
 σ_1 > … > σ_L: σ_1 is the largest pairwise distance of the training data (technique 1) and,
 unless given, L follows technique 2. Sampling uses the EMA weights (technique 5) and the
-samplers of :mod:`~geneval_plugins.models.diffusion.score_samplers`.
+samplers of :mod:`~geneval_plugins.models.score_samplers`.
 
 Images stay in ``[0, 1]`` (the data space of Song & Ermon 2019); samples are clipped to it.
 
@@ -33,23 +33,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from geneval.capabilities import SupportsScore
-from geneval.checkpoint import Checkpoint
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.training import TrainableFamily, TrainingStep, training_options
-from geneval_plugins.models.diffusion.ddpm import parse_channel_mults, unet_for
-from geneval_plugins.models.diffusion.score_matching import (
-    denoising_score_matching_loss,
-    noise_condition,
+from geneval.plugin import (
+    Checkpoint,
+    InputError,
+    Option,
+    SampledModel,
+    SupportsScore,
+    TrainableFamily,
+    TrainingStep,
+    hookimpl,
+    training_options,
 )
-from geneval_plugins.models.diffusion.score_samplers import (
-    SAMPLERS,
+from geneval_plugins.models.noise_levels import (
     geometric_sigmas,
+    max_pairwise_distance,
     ncsnv2_step_size,
+    num_levels_for,
 )
-from geneval_plugins.models.sampling import SampledModel
+from geneval_plugins.models.score_matching import denoising_score_matching_loss, noise_condition
+from geneval_plugins.models.score_samplers import SAMPLERS
+from geneval_plugins.models.unet import parse_channel_mults, unet_for
 
 NAME = "ncsn"
 #: Every training option (``geneval train --opt key=value``).
@@ -67,7 +70,7 @@ TRAIN_OPTIONS: dict[str, Option] = {
     "sigma_min": Option(0.01, "σ_L, the smallest noise level", low=0.0, low_exclusive=True),
     "num_levels": Option(0, "L noise levels (0: technique 2 for the data dimension)", low=0),
     "sampler": Option(
-        "annealed-langevin", "default sampler stored in the checkpoint", choices=tuple(SAMPLERS)
+        next(iter(SAMPLERS)), "default sampler stored in the checkpoint", choices=tuple(SAMPLERS)
     ),
     "langevin_steps": Option(5, "T, annealed Langevin steps per noise level", low=1),
     "langevin_eps": Option(
@@ -78,38 +81,6 @@ TRAIN_OPTIONS: dict[str, Option] = {
     ),
     "pc_corrector_steps": Option(2, "PC corrector steps per noise level", low=0),
 }
-
-
-def max_pairwise_distance(x: torch.Tensor, chunk: int = 2048) -> float:
-    """max_{i,j} ‖x_i − x_j‖₂ over the rows of ``x`` flattened (NCSNv2 technique 1), in float64."""
-    flat = x.flatten(1).to(torch.float64)
-    best = 0.0
-    for start in range(0, flat.shape[0], chunk):
-        best = max(best, float(torch.cdist(flat[start : start + chunk], flat).max()))
-    return best
-
-
-def level_ratio_for_dimension(dim: int) -> float:
-    """γ = σ_{i−1}/σ_i solving Φ(√(2D)(γ−1) + 3γ) − Φ(√(2D)(γ−1) − 3γ) = ½ (NCSNv2 technique 2).
-
-    Neighbouring perturbed distributions of D-dimensional data then overlap enough for
-    annealed Langevin dynamics to pass from one to the next (Song & Ermon 2020, §3.2).
-    """
-
-    from scipy.optimize import brentq
-    from scipy.special import ndtr
-
-    def overlap(gamma: float) -> float:
-        a = math.sqrt(2 * dim) * (gamma - 1)
-        return float(ndtr(a + 3 * gamma) - ndtr(a - 3 * gamma)) - 0.5
-
-    return float(brentq(overlap, 1.0 + 1e-9, 100.0))
-
-
-def num_levels_for(sigma_max: float, sigma_min: float, dim: int) -> int:
-    """L = ⌈1 + log(σ_1/σ_L)/log γ⌉ with γ of :func:`level_ratio_for_dimension` (technique 2)."""
-    gamma = level_ratio_for_dimension(dim)
-    return max(2, math.ceil(1 + math.log(sigma_max / sigma_min) / math.log(gamma)))
 
 
 class NoiseConditionalScore(nn.Module):

@@ -22,12 +22,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from geneval.checkpoint import Checkpoint
-from geneval.errors import InputError
-from geneval.options import Option
-from geneval.training import TrainableFamily, TrainingStep, training_options
+from geneval.plugin import (
+    Checkpoint,
+    InputError,
+    Option,
+    SampledModel,
+    TrainableFamily,
+    TrainingStep,
+    run_chain,
+    training_options,
+)
 from geneval_plugins.models.energy.mcmc import GibbsSampler
-from geneval_plugins.models.sampling import SampledModel, run_chain
 
 #: Largest layer enumerated for an exact log Z (2^24 ≈ 1.7e7 configurations).
 MAX_ENUMERATED_UNITS = 24

@@ -62,32 +62,35 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from geneval.capabilities import SupportsAnnealing, SupportsEnergy
-from geneval.checkpoint import Checkpoint
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.training import TrainableFamily, TrainingStep, training_options
-from geneval_plugins.models.diffusion.ncsn import max_pairwise_distance
-from geneval_plugins.models.diffusion.score_matching import (
-    denoising_score_matching_loss,
-    noise_condition,
+from geneval.plugin import (
+    Checkpoint,
+    InputError,
+    Option,
+    SampledModel,
+    SupportsAnnealing,
+    SupportsEnergy,
+    TrainableFamily,
+    TrainingStep,
+    draw,
+    hookimpl,
+    training_options,
 )
-from geneval_plugins.models.diffusion.score_samplers import (
-    AnnealedLangevinSampler,
-    geometric_sigmas,
-    ncsnv2_step_size,
-)
-from geneval_plugins.models.diffusion.unet import sinusoidal_embedding
 from geneval_plugins.models.energy.mcmc import (
     LangevinSampler,
     ReplayBufferSampler,
     energy_gradient,
 )
-from geneval_plugins.models.sampling import SampledModel, draw
+from geneval_plugins.models.noise_levels import (
+    geometric_sigmas,
+    max_pairwise_distance,
+    ncsnv2_step_size,
+)
+from geneval_plugins.models.score_matching import denoising_score_matching_loss, noise_condition
+from geneval_plugins.models.score_samplers import AnnealedLangevinSampler
+from geneval_plugins.models.unet import sinusoidal_embedding
 
 if TYPE_CHECKING:
-    from geneval_plugins.metrics.likelihood.annealing import EnergyPath
+    from geneval_plugins.models.energy.annealing import EnergyPath
 
 #: Training objectives of the ``ebm`` family.
 OBJECTIVES = ("cd", "dsm")
@@ -386,7 +389,7 @@ class EBMModel(SampledModel):
         """AIS from a Gaussian fitted to ``images`` and truncated to the data range, to
         exp(−E_θ) on that box, with Metropolis-adjusted Langevin kernels
         (:class:`EnergyPath`; Neal 2001). The energy is evaluated in float64."""
-        from geneval_plugins.metrics.likelihood.annealing import (
+        from geneval_plugins.models.energy.annealing import (
             EnergyPath,
             TruncatedGaussianBase,
         )

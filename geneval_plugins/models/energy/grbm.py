@@ -35,9 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geneval.capabilities import SupportsAnnealing, SupportsEnergy
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import Option, SupportsAnnealing, SupportsEnergy, hookimpl
 from geneval_plugins.models.energy.bipartite import (
     BipartiteFamily,
     BipartiteRBM,
@@ -47,7 +45,7 @@ from geneval_plugins.models.energy.bipartite import (
 )
 
 if TYPE_CHECKING:
-    from geneval_plugins.metrics.likelihood.annealing import GaussianRBMPath
+    from geneval_plugins.models.energy.annealing import GaussianRBMPath
 
 #: Default floor of a learned σ: about the grey-level step of 8×8 digits (1/16), below which
 #: σ only follows the quantisation of nearly constant pixels and v/σ² stalls the chains.
@@ -148,7 +146,7 @@ class GRBMModel(GibbsModel):
     def annealing_path(self, images: torch.Tensor) -> GaussianRBMPath:
         """AIS from the images' per-pixel Gaussian to this GRBM, with block Gibbs kernels at
         each β (Salakhutdinov & Murray 2008; :class:`GaussianRBMPath`)."""
-        from geneval_plugins.metrics.likelihood.annealing import GaussianRBMPath
+        from geneval_plugins.models.energy.annealing import GaussianRBMPath
 
         net = self._exact
         visible = net.to_visible(images.to(self.device)).to(torch.float64)

@@ -1,8 +1,8 @@
 """MCMC samplers of the energy-based families, kept separate from the networks.
 
-Each has the shape of :mod:`geneval_plugins.models.sampling` (``set_steps``, ``init``, ``step``,
+Each has the shape of :mod:`geneval.sampling` (``set_steps``, ``init``, ``step``,
 ``output``), so sampling a model, the negative phase of training and the benchmarks run the
-same objects through :func:`geneval_plugins.models.sampling.run_chain`:
+same objects through :func:`geneval.sampling.run_chain`:
 
 * :class:`GibbsSampler` — block Gibbs sampling of a bipartite model (RBM, GRBM):
   h ~ p(h | v), then v ~ p(v | h), repeated (Geman & Geman 1984; Hinton 2002, §3);

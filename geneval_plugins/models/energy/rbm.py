@@ -29,10 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geneval.capabilities import SupportsAnnealing, SupportsEnergy
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.training import TrainingStep
+from geneval.plugin import Option, SupportsAnnealing, SupportsEnergy, TrainingStep, hookimpl
 from geneval_plugins.models.energy.bipartite import (
     ENUMERATION_CHUNK,
     MAX_ENUMERATED_UNITS,
@@ -46,7 +43,7 @@ from geneval_plugins.models.energy.bipartite import (
 )
 
 if TYPE_CHECKING:
-    from geneval_plugins.metrics.likelihood.annealing import BernoulliRBMPath
+    from geneval_plugins.models.energy.annealing import BernoulliRBMPath
 
 #: Pixels strictly above this value become 1 when images are binarised.
 BINARIZE_THRESHOLD = 0.5
@@ -149,7 +146,7 @@ class RBMModel(GibbsModel):
     def annealing_path(self, images: torch.Tensor) -> BernoulliRBMPath:
         """AIS from the base-rate Bernoulli of the binarised ``images`` to this RBM, with block
         Gibbs kernels at each β (Salakhutdinov & Murray 2008; :class:`BernoulliRBMPath`)."""
-        from geneval_plugins.metrics.likelihood.annealing import BernoulliRBMPath
+        from geneval_plugins.models.energy.annealing import BernoulliRBMPath
 
         net = self._exact
         visible = net.to_visible(images.to(self.device)).to(torch.float64)

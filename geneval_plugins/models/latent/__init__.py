@@ -1,3 +1,3 @@
 """Latent-variable model families (variational autoencoders): p(x) = ∫ p(x | z) p(z) dz with an
 encoder q(z | x). Its families train in the core loop (:mod:`geneval.training`) and sample
-through :mod:`geneval_plugins.models.sampling` like the others."""
+through :mod:`geneval.sampling` like the others."""

@@ -45,17 +45,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from geneval.capabilities import (
+from geneval.plugin import (
+    Checkpoint,
+    InputError,
+    Option,
+    SampledModel,
     SupportsDecode,
     SupportsELBO,
     SupportsEncode,
     SupportsLatentProposal,
+    TrainableFamily,
+    TrainingStep,
+    hookimpl,
+    training_options,
 )
-from geneval.checkpoint import Checkpoint
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.training import TrainableFamily, TrainingStep, training_options
 from geneval_plugins.models.latent.decoders import (
     BERNOULLI_BINARIZATION,
     DECODER_SPACES,
@@ -64,7 +67,6 @@ from geneval_plugins.models.latent.decoders import (
     decoder_mean,
 )
 from geneval_plugins.models.latent.networks import MIN_SIDE, VAENetwork
-from geneval_plugins.models.sampling import SampledModel
 
 NAME = "vae"
 #: Sampler names; the first is the default.
@@ -95,7 +97,7 @@ def standard_normal_log_density(noise: torch.Tensor, log_var: torch.Tensor | Non
 class PriorSampler:
     """z ~ N(0, I), then the decoder's mean image, or (``draw``) an image drawn from p(x | z).
 
-    A sampler of one step in the shape of :mod:`geneval_plugins.models.sampling`: it drives a
+    A sampler of one step in the shape of :mod:`geneval.sampling`: it drives a
     :class:`VAEModel`.
     """
 
@@ -249,7 +251,7 @@ class VAEFamily(TrainableFamily):
         ),
         "beta": Option(1.0, "β, the weight of the KL term (1: the VAE)", low=0.0),
         "sampler": Option(
-            "decoder-mean", "default sampler stored in the checkpoint", choices=SAMPLERS
+            SAMPLERS[0], "default sampler stored in the checkpoint", choices=SAMPLERS
         ),
     }
     capabilities = (SupportsELBO, SupportsEncode, SupportsDecode, SupportsLatentProposal)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from geneval.api import FactorDataset, MetricInputs, Need
-from geneval.capabilities import SupportsEncode
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import (
+    FactorDataset,
+    InputError,
+    MetricInputs,
+    Need,
+    Option,
+    SupportsEncode,
+    hookimpl,
+)
 from geneval_plugins.metrics.representation.disentanglement.codes import (
     NUM_TEST,
     NUM_TRAIN,
@@ -24,6 +25,10 @@ from geneval_plugins.metrics.representation.disentanglement.interventions import
     encode_factors,
     factor_dataset_and_encoder,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 
 def beta_vae_points(
@@ -41,6 +46,9 @@ def beta_vae_points(
     that agree on factor k only; the feature is the mean over pairs of ``|z(x₁) − z(x₂)|``
     (disentanglement_lib's ``_generate_training_sample``).
     """
+    import numpy as np
+    import torch
+
     k = len(dataset.factor_sizes)
     fixed = torch.randint(k, (num_points,), generator=generator)
     first = dataset.sample_factors(num_points * batch_size, generator)
@@ -74,6 +82,7 @@ def beta_vae_score(
     .. [1] I. Higgins et al., "β-VAE: Learning Basic Visual Concepts with a Constrained
        Variational Framework", ICLR 2017.
     """
+    import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     if np.unique(train[1]).size < 2:
@@ -118,6 +127,8 @@ class BetaVAEMetric:
         encode_batch: int,
     ) -> Mapping[str, Any]:
         """Draws training then evaluation points with ``inputs.seed`` and scores them."""
+        import torch
+
         dataset, model = factor_dataset_and_encoder(inputs, self.name)
         generator = torch.Generator().manual_seed(int(inputs.seed))
         draw = dict(batch_size=batch_size, generator=generator, encode_batch=encode_batch)

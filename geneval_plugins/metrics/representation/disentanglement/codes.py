@@ -14,14 +14,13 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+from geneval.plugin import InputError, MetricInputs, Option
 
-from geneval.api import MetricInputs
-from geneval.errors import InputError
-from geneval.options import Option
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 #: disentanglement_lib's default sizes (``config/unsupervised_study_v1/metric_configs``).
 NUM_TRAIN = 10_000
@@ -73,6 +72,8 @@ def _as_2d(x: torch.Tensor) -> torch.Tensor:
 
 def check_factors(factors: torch.Tensor | np.ndarray, metric: str) -> np.ndarray:
     """Integer factors (n, K) int64; an :class:`InputError` naming a non-integer column."""
+    import torch
+
     f = _as_2d(torch.as_tensor(factors))
     if f.ndim != 2:
         raise InputError(f"{metric}: factors must be (n, K), got {tuple(f.shape)}")
@@ -98,6 +99,9 @@ def read_codes(inputs: MetricInputs, metric: str) -> Codes:
     factors, non-finite latents. Rows are shuffled so that a split of ordered input (a dataset
     grid) still draws every factor value into both parts.
     """
+    import numpy as np
+    import torch
+
     try:
         latents = _as_2d(torch.as_tensor(inputs.latents("samples")))
     except KeyError:
@@ -128,6 +132,8 @@ def drop_constant_factors(fit: Codes, *others: Codes, metric: str) -> list[Codes
     """Leave out the factors that are constant over the rows of ``fit`` (they have no entropy
     to explain and no classes to predict), in ``fit`` and ``others``, with a warning; an
     :class:`InputError` when none is left."""
+    import numpy as np
+
     varying = np.array([np.unique(col).size > 1 for col in fit.factors.T], dtype=bool)
     if not varying.any():
         raise InputError(f"{metric}: every factor is constant over the {fit.n} rows used")
@@ -177,6 +183,8 @@ def histogram_discretize(latents: np.ndarray, num_bins: int) -> np.ndarray:
     ``np.digitize(z, np.histogram(z, num_bins)[1][:-1])`` per column, as disentanglement_lib's
     ``_histogram_discretize`` (the maximum lands in the last bin).
     """
+    import numpy as np
+
     out = np.empty(latents.shape, dtype=np.int64)
     for i, column in enumerate(latents.T):
         out[:, i] = np.digitize(column, np.histogram_bin_edges(column, num_bins)[:-1])
@@ -189,6 +197,7 @@ def discrete_mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
     ``I(z_i; v_j)`` of the empirical joint distribution (scikit-learn's
     ``mutual_info_score``).
     """
+    import numpy as np
     from sklearn.metrics import mutual_info_score
 
     return np.array(
@@ -198,6 +207,7 @@ def discrete_mutual_info(codes: np.ndarray, factors: np.ndarray) -> np.ndarray:
 
 def discrete_entropy(factors: np.ndarray) -> np.ndarray:
     """Entropy (K,) in nats of each discrete factor (``I(v; v)``)."""
+    import numpy as np
     from sklearn.metrics import mutual_info_score
 
     return np.array([mutual_info_score(f, f) for f in factors.T], dtype=np.float64)

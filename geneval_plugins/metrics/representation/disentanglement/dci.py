@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from geneval.api import MetricInputs, Need
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.progress import progress_bar
+from geneval.plugin import MetricInputs, Need, Option, hookimpl, progress_bar
 from geneval_plugins.metrics.representation.disentanglement.codes import (
     CODE_FIELDS,
     TEST_FIELD,
@@ -24,6 +19,9 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     require,
     split,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: disentanglement_lib adds this to the importances before taking entropies.
 EPSILON = 1e-11
@@ -49,6 +47,7 @@ def importance_matrix(
     learning rate 0.1) per factor on all latents; ``R_ik`` is the impurity-based importance of
     latent i for factor k (disentanglement_lib's ``compute_importance_gbt``).
     """
+    import numpy as np
     from sklearn.ensemble import GradientBoostingClassifier
 
     d, k = train.latents.shape[1], train.factors.shape[1]
@@ -68,6 +67,7 @@ def importance_matrix(
 def disentanglement(importance: np.ndarray) -> float:
     """``D = Σ_i ρ_i (1 − H_K(P_i·))`` with ``P_ik = R_ik / Σ_k R_ik`` and ``ρ_i = Σ_k R_ik / Σ R``
     (entropy in base K; Eastwood & Williams 2018, eq. 2, as disentanglement_lib)."""
+    import numpy as np
     import scipy.stats  # imported on use: it costs seconds at CLI start
 
     per_code = 1.0 - scipy.stats.entropy(importance.T + EPSILON, base=importance.shape[1])
@@ -78,6 +78,7 @@ def disentanglement(importance: np.ndarray) -> float:
 def completeness(importance: np.ndarray) -> float:
     """``C = Σ_k ρ_k (1 − H_D(P̃_·k))`` with ``P̃_ik = R_ik / Σ_i R_ik`` and ``ρ_k = Σ_i R_ik / Σ R``
     (entropy in base D; Eastwood & Williams 2018, eq. 3, as disentanglement_lib)."""
+    import numpy as np
     import scipy.stats
 
     per_factor = 1.0 - scipy.stats.entropy(importance + EPSILON, base=importance.shape[0])

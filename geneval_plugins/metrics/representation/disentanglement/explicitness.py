@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from geneval.api import MetricInputs, Need
-from geneval.errors import InputError
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.progress import progress_bar
+from geneval.plugin import InputError, MetricInputs, Need, Option, hookimpl, progress_bar
 from geneval_plugins.metrics.representation.disentanglement.codes import (
     CODE_FIELDS,
     TEST_FIELD,
@@ -24,6 +18,9 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     split,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 def one_vs_rest_auc(labels: np.ndarray, classes: np.ndarray, scores: np.ndarray) -> float:
     """Macro-averaged one-vs-rest ROC-AUC of class probabilities ``scores`` (n, C).
@@ -33,6 +30,7 @@ def one_vs_rest_auc(labels: np.ndarray, classes: np.ndarray, scores: np.ndarray)
     this is ``roc_auc_score(MultiLabelBinarizer().fit_transform(labels[:, None]), scores)`` as
     disentanglement_lib computes it.
     """
+    import numpy as np
     from sklearn.metrics import roc_auc_score
 
     aucs = []
@@ -59,6 +57,7 @@ def explicitness(train: Codes, test: Codes, *, seed: int = 0) -> tuple[float, fl
     .. [1] K. Ridgeway, M. C. Mozer, "Learning Deep Disentangled Embeddings With the
        F-Statistic Loss", NeurIPS 2018, Section 3.
     """
+    import numpy as np
     from sklearn.linear_model import LogisticRegression
 
     mean = train.latents.mean(axis=0)
@@ -102,6 +101,8 @@ class Explicitness:
 
     def compute(self, inputs: MetricInputs, *, num_train: int, num_test: int) -> Mapping[str, Any]:
         """Explicitness of the training/test split of the (shuffled) rows."""
+        import numpy as np
+
         train, test = split(read_codes(inputs, self.name), num_train, num_test, self.name)
         with collected_warnings(train.warnings):
             test_auc, train_auc = explicitness(train, test, seed=int(inputs.seed))

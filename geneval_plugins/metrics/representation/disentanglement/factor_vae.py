@@ -4,15 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from geneval.api import FactorDataset, MetricInputs, Need
-from geneval.capabilities import SupportsEncode
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import FactorDataset, MetricInputs, Need, Option, SupportsEncode, hookimpl
 from geneval_plugins.metrics.representation.disentanglement.codes import NUM_TEST, NUM_TRAIN
 from geneval_plugins.metrics.representation.disentanglement.interventions import (
     BATCH_SIZE_OPTION,
@@ -21,6 +15,10 @@ from geneval_plugins.metrics.representation.disentanglement.interventions import
     factor_dataset_and_encoder,
     fixed_factor_batches,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 #: disentanglement_lib's ``prune_dims.threshold``: latents whose standard deviation over the
 #: data is below it are taken as collapsed to the prior and left out.
@@ -50,6 +48,8 @@ def votes(
     """Vote counts (K, active latents): for each point, the fixed factor votes for the active
     latent with the smallest variance over the batch relative to ``scale`` (its variance over
     the data), variances with ddof = 1 (disentanglement_lib's ``_generate_training_sample``)."""
+    import numpy as np
+
     fixed, batches = fixed_factor_batches(dataset, num_points, batch_size, generator)
     k = batches.shape[-1]
     z = encode_factors(
@@ -64,6 +64,8 @@ def votes(
 def majority_vote_accuracy(train_votes: np.ndarray, test_votes: np.ndarray) -> tuple[float, float]:
     """Accuracy on ``test_votes`` and ``train_votes`` (K, D) of the classifier that maps each
     latent to the factor that voted for it most often in training (first on ties)."""
+    import numpy as np
+
     classifier = train_votes.argmax(axis=0)
     columns = np.arange(train_votes.shape[1])
 
@@ -104,6 +106,8 @@ def factor_vae_score(
     ----------
     .. [1] H. Kim, A. Mnih, "Disentangling by Factorising", ICML 2018.
     """
+    import numpy as np
+
     sample = dataset.sample_factors(num_variance_estimate, generator)
     scale = encode_factors(dataset, model, sample, batch=encode_batch, desc="factor_vae").var(
         axis=0, ddof=1
@@ -169,6 +173,8 @@ class FactorVAEMetric:
         encode_batch: int,
     ) -> Mapping[str, Any]:
         """Variance estimate, training and evaluation votes drawn with ``inputs.seed``."""
+        import torch
+
         dataset, model = factor_dataset_and_encoder(inputs, self.name)
         scores = factor_vae_score(
             dataset,

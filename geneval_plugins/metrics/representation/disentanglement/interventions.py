@@ -8,14 +8,20 @@ from arrays cannot provide them.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from geneval.api import FactorDataset, MetricInputs
-from geneval.capabilities import SupportsEncode
-from geneval.errors import InputError
-from geneval.options import Option
-from geneval.progress import progress_bar
+from geneval.plugin import (
+    FactorDataset,
+    InputError,
+    MetricInputs,
+    Option,
+    SupportsEncode,
+    progress_bar,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 ENCODE_BATCH_OPTION = Option(1024, "images rendered and encoded per call", low=1)
 BATCH_SIZE_OPTION = Option(64, "images per fixed-factor batch (one training point)", low=2)
@@ -55,6 +61,9 @@ def encode_factors(
     desc: str,
 ) -> np.ndarray:
     """Latents (m, D) float64 of the images of factor vectors (m, K), ``batch`` at a time."""
+    import numpy as np
+    import torch
+
     out = []
     with torch.inference_mode(), progress_bar(total=factors.shape[0], desc=desc, unit="img") as bar:
         for start in range(0, factors.shape[0], batch):
@@ -79,6 +88,8 @@ def fixed_factor_batches(
     """For each of ``num_points`` points: a factor index k uniform over the K factors and a
     batch (batch_size, K) of factor vectors drawn from the dataset with factor k set to that
     of the batch's first row. Returns ``k`` (P,) and the batches (P, batch_size, K)."""
+    import torch
+
     k = len(dataset.factor_sizes)
     fixed = torch.randint(k, (num_points,), generator=generator)
     batches = dataset.sample_factors(num_points * batch_size, generator).view(

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from geneval.api import MetricInputs, Need
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import MetricInputs, Need, Option, hookimpl
 from geneval_plugins.metrics.representation.disentanglement.codes import (
     CODE_FIELDS,
     NUM_BINS_OPTION,
@@ -22,6 +18,9 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     read_codes,
     require,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def mutual_information_gap(
@@ -43,6 +42,8 @@ def mutual_information_gap(
     .. [1] R. T. Q. Chen, X. Li, R. Grosse, D. Duvenaud, "Isolating Sources of Disentanglement
        in Variational Autoencoders", NeurIPS 2018.
     """
+    import numpy as np
+
     mi = discrete_mutual_info(histogram_discretize(latents, num_bins), factors)
     top = np.sort(mi, axis=0)[::-1]
     gaps = (top[0] - top[1]) / discrete_entropy(factors)

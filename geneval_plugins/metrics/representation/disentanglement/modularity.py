@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from geneval.api import MetricInputs, Need
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
+from geneval.plugin import MetricInputs, Need, Option, hookimpl
 from geneval_plugins.metrics.representation.disentanglement.codes import (
     CODE_FIELDS,
     NUM_BINS_OPTION,
@@ -22,6 +18,9 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     require,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 def modularity_per_code(mutual_information: np.ndarray) -> np.ndarray:
     """Modularity of each latent from its mutual information (D, K) with the K factors.
@@ -30,6 +29,8 @@ def modularity_per_code(mutual_information: np.ndarray) -> np.ndarray:
     the most information with latent i, and ``modularity_i = 1 − δ_i``; a latent that shares no
     information with any factor scores 0 (disentanglement_lib's ``modularity``).
     """
+    import numpy as np
+
     squared = np.square(mutual_information)
     top = squared.max(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -51,6 +52,8 @@ def modularity(latents: np.ndarray, factors: np.ndarray, *, num_bins: int = 20) 
     .. [1] K. Ridgeway, M. C. Mozer, "Learning Deep Disentangled Embeddings With the
        F-Statistic Loss", NeurIPS 2018, Section 3.
     """
+    import numpy as np
+
     mi = discrete_mutual_info(histogram_discretize(latents, num_bins), factors)
     return float(np.mean(modularity_per_code(mi)))
 

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from geneval.api import MetricInputs, Need
-from geneval.hookspecs import hookimpl
-from geneval.options import Option
-from geneval.progress import progress_bar
+from geneval.plugin import MetricInputs, Need, Option, hookimpl, progress_bar
 from geneval_plugins.metrics.representation.disentanglement.codes import (
     CODE_FIELDS,
     TEST_FIELD,
@@ -24,6 +19,9 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     split,
 )
 
+if TYPE_CHECKING:
+    import numpy as np
+
 #: disentanglement_lib's classifier of one factor from one latent.
 SVC_C = 0.01
 
@@ -35,6 +33,7 @@ def sap_score_matrix(train: Codes, test: Codes, *, seed: int = 0) -> np.ndarray:
     the training rows of ``z_i`` alone and scored by its accuracy on the test rows
     (disentanglement_lib's ``compute_score_matrix`` for discrete factors).
     """
+    import numpy as np
     from sklearn.svm import LinearSVC
 
     d, k = train.latents.shape[1], train.factors.shape[1]
@@ -52,6 +51,8 @@ def sap_score_matrix(train: Codes, test: Codes, *, seed: int = 0) -> np.ndarray:
 
 def sap_from_matrix(matrix: np.ndarray) -> tuple[float, np.ndarray]:
     """SAP = mean over factors of the gap between the two best latents' scores, and the gaps."""
+    import numpy as np
+
     top = np.sort(matrix, axis=0)
     gaps = top[-1] - top[-2]
     return float(gaps.mean()), gaps

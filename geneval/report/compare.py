@@ -25,12 +25,15 @@ import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from geneval.errors import InputError
-from geneval.explain import direction
-from geneval.report import fmt
+from geneval.report.explain import direction
+from geneval.report.formats import fmt
 from geneval.text import printable, quote, visible
+
+if TYPE_CHECKING:
+    from geneval.plugins import Registry
 
 DEFAULT_RTOL = 0.05
 
@@ -209,22 +212,26 @@ def _info(report: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return (report.get("metric_info") or {}).get(name) or {}
 
 
-def _direction(reports: Sequence[Mapping[str, Any]], name: str, registry: Any) -> bool | None:
+def _direction(
+    reports: Sequence[Mapping[str, Any]], name: str, registry: Registry | None
+) -> bool | None:
     for report in reversed(reports):
         higher = _info(report, name).get("higher_is_better")
         if higher is not None:
             return bool(higher)
     if registry is not None and name in registry.items("metric"):
-        higher = getattr(registry.metric(name), "higher_is_better", None)
+        higher = registry.metric(name).higher_is_better
         return None if higher is None else bool(higher)
     return None
 
 
-def _spread(report: Mapping[str, Any], name: str, registry: Any) -> tuple[str | None, Any]:
+def _spread(
+    report: Mapping[str, Any], name: str, registry: Registry | None
+) -> tuple[str | None, Any]:
     field_name = _info(report, name).get("uncertainty")
     if field_name is None and "metric_info" not in report and registry is not None:
         if name in registry.items("metric"):
-            field_name = getattr(registry.metric(name), "uncertainty", None)
+            field_name = registry.metric(name).uncertainty
     if field_name is None:
         return None, None
     return field_name, report["metrics"].get(name, {}).get(field_name)
@@ -322,7 +329,7 @@ def compare_reports(
     names: Sequence[str],
     *,
     rtol: float = DEFAULT_RTOL,
-    registry: Any = None,
+    registry: Registry | None = None,
 ) -> Comparison:
     """Compare every report with the first (see the module docstring).
 

@@ -9,7 +9,7 @@ runner's:
    neither a metric, a carried ``features`` array nor a statistics file provides them.
 2. :func:`collect_visuals` (after the passes): the first images of each source, and for the
    first few samples the nearest reference images in the feature space of the run's first
-   metric that compares samples with the reference (:mod:`geneval.neighbours`), their
+   metric that compares samples with the reference (:mod:`geneval.report.neighbours`), their
    images fetched by index from the reference source.
 
 What cannot be shown is said in a note instead (a statistics-file reference holds no images).
@@ -18,13 +18,16 @@ What cannot be shown is said in a note instead (a statistics-file reference hold
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from geneval.inputs import InputKey
-from geneval.neighbours import nearest_neighbours, typical_distance
-from geneval.passes import same_size_groups
+from geneval.report.neighbours import nearest_neighbours, typical_distance
+from geneval.run.inputs import InputKey
+from geneval.run.passes import same_size_groups
+
+if TYPE_CHECKING:  # the run imports this module when it plans
+    from geneval.run.state import Plan, RunState
 
 #: Reference images shown beside each sample of the neighbour panel.
 NEIGHBOURS_PER_SAMPLE = 4
@@ -60,7 +63,7 @@ class Visuals:
     notes: dict[str, str] = field(default_factory=dict)  # part → why it is not shown
 
 
-def _neighbour_extractor(plan: Any) -> str | None:
+def _neighbour_extractor(plan: Plan) -> str | None:
     """The extractor of the run's first metric that reads features or statistics of both
     the samples and the reference."""
     for name, keys in plan.keys.items():
@@ -73,7 +76,7 @@ def _neighbour_extractor(plan: Any) -> str | None:
     return None
 
 
-def _reference_features_ready(run: Any, plan: Any, extractor: str) -> bool:
+def _reference_features_ready(run: RunState, plan: Plan, extractor: str) -> bool:
     """Whether the whole reference's features in ``extractor``'s space come without a pass."""
     reference = run.sources["reference"]
     key = InputKey("features", "reference", extractor)
@@ -85,7 +88,7 @@ def _reference_features_ready(run: Any, plan: Any, extractor: str) -> bool:
     return stats is not None and stats.features is not None
 
 
-def plan_visuals(run: Any, plan: Any, *, grid: int, neighbours: int) -> None:
+def plan_visuals(run: RunState, plan: Plan, *, grid: int, neighbours: int) -> None:
     """Ask the passes for what :func:`collect_visuals` will need (see the module docstring)."""
     first = max(grid, neighbours)
     for role, resolved in run.sources.items():
@@ -103,7 +106,7 @@ def plan_visuals(run: Any, plan: Any, *, grid: int, neighbours: int) -> None:
         run.plan_for("reference").outputs.setdefault(extractor, set()).add(output)
 
 
-def _first_images(run: Any, role: str, count: int) -> list[torch.Tensor]:
+def _first_images(run: RunState, role: str, count: int) -> list[torch.Tensor]:
     resolved = run.sources.get(role)
     if resolved is None or resolved.source is None or not resolved.source.has_images:
         return []
@@ -116,7 +119,9 @@ def _first_images(run: Any, role: str, count: int) -> list[torch.Tensor]:
     return []
 
 
-def _reference_features(run: Any, values: dict, extractor: str) -> torch.Tensor | None:
+def _reference_features(
+    run: RunState, values: dict[InputKey, Any], extractor: str
+) -> torch.Tensor | None:
     reference = run.sources["reference"]
     key = InputKey("features", "reference", extractor)
     if key in values:
@@ -135,7 +140,7 @@ def _reference_features(run: Any, values: dict, extractor: str) -> torch.Tensor 
 
 
 def _sample_features(
-    run: Any, values: dict, extractor: str, images: list[torch.Tensor]
+    run: RunState, values: dict[InputKey, Any], extractor: str, images: list[torch.Tensor]
 ) -> torch.Tensor:
     """Features of the first ``len(images)`` samples in the space of ``extractor``."""
     k = len(images)
@@ -155,7 +160,11 @@ def _sample_features(
 
 
 def _neighbour_panel(
-    run: Any, plan: Any, values: dict, samples: list[torch.Tensor], visuals: Visuals
+    run: RunState,
+    plan: Plan,
+    values: dict[InputKey, Any],
+    samples: list[torch.Tensor],
+    visuals: Visuals,
 ) -> None:
     reference = run.sources.get("reference")
     if reference is None:
@@ -203,7 +212,9 @@ def _neighbour_panel(
         )
 
 
-def collect_visuals(run: Any, plan: Any, values: dict, *, grid: int, neighbours: int) -> Visuals:
+def collect_visuals(
+    run: RunState, plan: Plan, values: dict[InputKey, Any], *, grid: int, neighbours: int
+) -> Visuals:
     """The grids and the neighbour panel of a finished run (see the module docstring)."""
     visuals = Visuals()
     first = max(grid, neighbours)

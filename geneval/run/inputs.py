@@ -20,10 +20,10 @@ from typing import Any, Protocol
 
 import torch
 
-from geneval.api import INPUT_KINDS, ImageSet, Need, PairedImages
+from geneval.api import INPUT_KINDS, ImageSet, Metric, Need, PairedImages
 from geneval.capabilities import SupportsDecode, SupportsEncode
 from geneval.errors import InputError
-from geneval.stats import FeatureStatistics, StatsFile
+from geneval.feature_stats import FeatureStatistics, StatsFile
 from geneval.text import quote
 
 #: Kinds that come from an extractor (and so carry the extractor's name in their key).
@@ -39,10 +39,9 @@ class InputKey:
     extractor: str | None = None
 
 
-def needs_of(metric: Any, options: Mapping[str, Any]) -> tuple[Need, ...]:
-    """A metric's needs under its options (``needs_for(options)`` where it depends on them)."""
-    needs_for = getattr(metric, "needs_for", None)
-    return tuple(needs_for(options)) if needs_for is not None else tuple(metric.needs)
+def needs_of(metric: Metric, options: Mapping[str, Any]) -> tuple[Need, ...]:
+    """A metric's needs under its options (``needs_for(options)``: ``needs`` by default)."""
+    return tuple(metric.needs_for(options))
 
 
 def input_key(need: Need, extractor: str | None) -> InputKey:
@@ -51,14 +50,15 @@ def input_key(need: Need, extractor: str | None) -> InputKey:
     return InputKey(kind, need.source, extractor if kind in EXTRACTED_KINDS else None)
 
 
-class Run(Protocol):
-    """What producers see of a run (implemented by :class:`geneval.runner.Collection`)."""
+class RunView(Protocol):
+    """What producers see of a run (implemented by :class:`geneval.run.state.RunState`)."""
 
     config: Any  # the run's RunConfig (``extractor``: the one the user requested, if any)
     sources: dict[str, Any]
     model: Any
     device: torch.device
     batch_size: int
+    extract_only: bool  # no input from a statistics file or a carried features array
 
     def plan_for(self, role: str) -> Any: ...
 
@@ -74,9 +74,9 @@ class Run(Protocol):
 class Producer(Protocol):
     """Plans and produces one input kind (see the module docstring)."""
 
-    def plan(self, key: InputKey, run: Run) -> None: ...
+    def plan(self, key: InputKey, run: RunView) -> None: ...
 
-    def produce(self, key: InputKey, run: Run) -> Any: ...
+    def produce(self, key: InputKey, run: RunView) -> Any: ...
 
 
 def _no(what: str, resolved: Any, hint: str) -> InputError:
@@ -87,7 +87,7 @@ def _no(what: str, resolved: Any, hint: str) -> InputError:
 FEATURE_KINDS = ("features", "stats")
 
 
-def file_features(key: InputKey, run: Run) -> torch.Tensor | None:
+def file_features(key: InputKey, run: RunView) -> torch.Tensor | None:
     """The ``features`` array the key's source carries (an ``.npz``'s), which serves the
     ``features`` and ``stats`` kinds instead of an extractor; ``None`` when it carries none.
 
@@ -99,7 +99,7 @@ def file_features(key: InputKey, run: Run) -> torch.Tensor | None:
         return None
     resolved = run.source(key.source)
     carried = resolved.carried("features")
-    if carried is None:
+    if carried is None or run.extract_only:
         return None
     requested = getattr(getattr(run, "config", None), "extractor", None)
     if requested:
@@ -111,7 +111,7 @@ def file_features(key: InputKey, run: Run) -> torch.Tensor | None:
     return carried
 
 
-def features_from_files(keys: Mapping[Any, InputKey], run: Run) -> dict[str, str]:
+def features_from_files(keys: Mapping[Any, InputKey], run: RunView) -> dict[str, str]:
     """Of one metric's input keys, the sources whose features came from their own file:
     role → the source's description (what the report credits instead of an extractor)."""
     return {
@@ -121,7 +121,7 @@ def features_from_files(keys: Mapping[Any, InputKey], run: Run) -> dict[str, str
     }
 
 
-def uses_extractor(keys: Mapping[Any, InputKey], run: Run) -> bool:
+def uses_extractor(keys: Mapping[Any, InputKey], run: RunView) -> bool:
     """Whether any of one metric's input keys is produced by (or checked against) its
     extractor, rather than read from a source's own ``features`` array."""
     return any(
@@ -129,7 +129,7 @@ def uses_extractor(keys: Mapping[Any, InputKey], run: Run) -> bool:
     )
 
 
-def check_feature_widths(metric: str, keys: Mapping[Any, InputKey], run: Run) -> None:
+def check_feature_widths(metric: str, keys: Mapping[Any, InputKey], run: RunView) -> None:
     """A metric that compares the samples' features with the reference's needs both of one
     width: a source's own ``features`` array of another width than the other side (its own
     array, or the extractor's output, which statistics files are checked against) is an
@@ -160,13 +160,13 @@ def check_feature_widths(metric: str, keys: Mapping[Any, InputKey], run: Run) ->
 class ImagesProducer:
     """``images``: the source's images in ``[0, 1]``, NCHW, kept by the pass."""
 
-    def plan(self, key: InputKey, run: Run) -> None:
+    def plan(self, key: InputKey, run: RunView) -> None:
         resolved = run.source(key.source)
         if not resolved.has_images and resolved.model is None:
             raise _no("hold no images", resolved, ", which a requested metric needs")
         run.plan_for(key.source).keep_images = True
 
-    def produce(self, key: InputKey, run: Run) -> torch.Tensor:
+    def produce(self, key: InputKey, run: RunView) -> torch.Tensor:
         return run.result(key.source).images
 
 
@@ -177,7 +177,7 @@ class FeaturesProducer:
     from the extractor's feature output during the pass.
     """
 
-    def plan(self, key: InputKey, run: Run) -> None:
+    def plan(self, key: InputKey, run: RunView) -> None:
         resolved = run.source(key.source)
         if file_features(key, run) is not None:
             return
@@ -194,7 +194,7 @@ class FeaturesProducer:
         output = run.extractor_plugin(key.extractor).feature_output
         run.plan_for(key.source).outputs.setdefault(key.extractor, set()).add(output)
 
-    def produce(self, key: InputKey, run: Run) -> torch.Tensor:
+    def produce(self, key: InputKey, run: RunView) -> torch.Tensor:
         carried = file_features(key, run)
         if carried is not None:
             return carried
@@ -208,13 +208,13 @@ class FeaturesProducer:
 class LogitsProducer:
     """``logits``: the extractor's classifier output (n, classes), float32 on the host."""
 
-    def _output(self, key: InputKey, run: Run) -> str:
+    def _output(self, key: InputKey, run: RunView) -> str:
         plugin = run.extractor_plugin(key.extractor)
         if plugin.logits_output is None:
             raise InputError(f"extractor {key.extractor} has no classifier logits")
         return plugin.logits_output
 
-    def plan(self, key: InputKey, run: Run) -> None:
+    def plan(self, key: InputKey, run: RunView) -> None:
         resolved = run.source(key.source)
         if not resolved.has_images and resolved.model is None:
             raise _no("hold no images", resolved, ", from which the logits are computed")
@@ -222,14 +222,14 @@ class LogitsProducer:
             self._output(key, run)
         )
 
-    def produce(self, key: InputKey, run: Run) -> torch.Tensor:
+    def produce(self, key: InputKey, run: RunView) -> torch.Tensor:
         return run.result(key.source).outputs[(key.extractor, self._output(key, run))]
 
 
 class StatsProducer:
     """``stats``: float64 running moments of the features, from a file or from the pass."""
 
-    def plan(self, key: InputKey, run: Run) -> None:
+    def plan(self, key: InputKey, run: RunView) -> None:
         resolved = run.source(key.source)
         if file_features(key, run) is not None:
             return
@@ -240,7 +240,7 @@ class StatsProducer:
         output = run.extractor_plugin(key.extractor).feature_output
         run.plan_for(key.source).moments[key.extractor] = output
 
-    def produce(self, key: InputKey, run: Run) -> FeatureStatistics:
+    def produce(self, key: InputKey, run: RunView) -> FeatureStatistics:
         carried = file_features(key, run)
         if carried is not None:
             return FeatureStatistics.from_features(carried.to(run.device))
@@ -261,7 +261,7 @@ class CarriedProducer:
     def __init__(self, kind: str) -> None:
         self.kind = kind
 
-    def _encodes(self, key: InputKey, run: Run) -> bool:
+    def _encodes(self, key: InputKey, run: RunView) -> bool:
         resolved = run.source(key.source)
         return (
             self.kind == "latents"
@@ -269,7 +269,7 @@ class CarriedProducer:
             and isinstance(run.model, SupportsEncode)
         )
 
-    def _holder(self, key: InputKey, run: Run) -> Any:
+    def _holder(self, key: InputKey, run: RunView) -> Any:
         resolved = run.source(key.source)
         if resolved.carried(self.kind) is not None:
             return resolved
@@ -279,7 +279,7 @@ class CarriedProducer:
                 return reference
         return None
 
-    def plan(self, key: InputKey, run: Run) -> None:
+    def plan(self, key: InputKey, run: RunView) -> None:
         if self._encodes(key, run):
             reference = run.source("reference")
             if not reference.has_images:
@@ -294,7 +294,7 @@ class CarriedProducer:
                 f" (give an .npz with a '{self.kind}' array, or a dataset that has them)",
             )
 
-    def produce(self, key: InputKey, run: Run) -> torch.Tensor:
+    def produce(self, key: InputKey, run: RunView) -> torch.Tensor:
         if self._encodes(key, run):
             images = run.result("reference").images
             with torch.no_grad():
@@ -317,10 +317,10 @@ class ReconstructionsProducer:
     path (two folders); a count or name mismatch is an :class:`InputError` naming the first.
     """
 
-    def _model(self, run: Run) -> bool:
+    def _model(self, run: RunView) -> bool:
         return isinstance(run.model, SupportsEncode) and isinstance(run.model, SupportsDecode)
 
-    def plan(self, key: InputKey, run: Run) -> None:
+    def plan(self, key: InputKey, run: RunView) -> None:
         if "reference" not in run.sources:
             raise InputError("paired reconstructions need a reference: use --reference")
         reference = run.source("reference")
@@ -335,7 +335,7 @@ class ReconstructionsProducer:
         _check_pairing(samples, reference)
         run.plan_for("samples").keep_images = True
 
-    def produce(self, key: InputKey, run: Run) -> PairedImages:
+    def produce(self, key: InputKey, run: RunView) -> PairedImages:
         originals = run.result("reference").images
         if self._model(run):
             with torch.no_grad():
@@ -375,7 +375,7 @@ def _check_pairing(samples: Any, reference: Any) -> None:
 class DatasetProducer:
     """``dataset``: the dataset plugin of a source given as ``DATASET[:SPLIT]``."""
 
-    def plan(self, key: InputKey, run: Run) -> None:
+    def plan(self, key: InputKey, run: RunView) -> None:
         resolved = run.source(key.source)
         if resolved.dataset is None:
             raise InputError(
@@ -383,18 +383,18 @@ class DatasetProducer:
                 f"(DATASET[:SPLIT]), not {resolved.description}"
             )
 
-    def produce(self, key: InputKey, run: Run) -> Any:
+    def produce(self, key: InputKey, run: RunView) -> Any:
         return run.source(key.source).dataset
 
 
 class ModelProducer:
     """``model``: the loaded model (its capabilities were checked when it loaded)."""
 
-    def plan(self, key: InputKey, run: Run) -> None:
+    def plan(self, key: InputKey, run: RunView) -> None:
         if run.model is None:
             raise InputError("a requested metric needs a model: use --model")
 
-    def produce(self, key: InputKey, run: Run) -> Any:
+    def produce(self, key: InputKey, run: RunView) -> Any:
         return run.model
 
 

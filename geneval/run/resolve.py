@@ -11,14 +11,18 @@ nowhere else:
 * for the reference only, any other ``NAME[:SPLIT]`` is looked up as published statistics of
   the run's extractor (``FeatureExtractor.published_stats``), once the extractor is known.
 
-The extractor of a metric follows one rule (:func:`extractor_for`): ``--extractor``, else the
-reference dataset's default extractor (or the samples' dataset's), else the extractor recorded
-in a reference statistics file, else the metric's own preference (``Need.extractor``), else the
-extractor plugin that declares itself the default (``default = True``).
+The extractor of a metric follows one rule (:func:`metric_extractor`): the extractor the
+metric requires (``Need(extractor=..., extractor_required=True)``), else ``--extractor``, else
+the reference dataset's default extractor (or the samples' dataset's), else the extractor
+recorded in a reference statistics file, else the metric's own preference (``Need.extractor``),
+else the extractor plugin that declares itself the default (``default = True``). A required
+extractor that is not installed or fails to load is an :class:`InputError` naming the metric
+and the extractor (:func:`metric_extractor`, :func:`load_required_extractor`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +30,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from geneval.api import GenerativeModel
+from geneval.api import Dataset, GenerativeModel, Need
 from geneval.errors import InputError
+from geneval.feature_stats import StatsFile, load_stats
+from geneval.feature_stats import is_stats_file as stats_file_named
 from geneval.plugins import Registry
 from geneval.sources import SampleSource, TensorSource, array_source, source_from_path
-from geneval.stats import StatsFile, load_stats
-from geneval.stats import is_stats_file as stats_file_named
 from geneval.text import quote
 
 
@@ -43,7 +47,7 @@ class ResolvedSource:
     description: str
     source: SampleSource | None = None  # images and the arrays carried with them
     stats_file: StatsFile | None = None  # a statistics file given as the source
-    dataset: Any = None  # the dataset plugin, when the source is DATASET[:SPLIT]
+    dataset: Dataset | None = None  # the dataset plugin, when the source is DATASET[:SPLIT]
     split: str | None = None
     model: GenerativeModel | None = None  # the samples are drawn from this model
     published: tuple[str, str | None] | None = None  # NAME[:SPLIT] to look up as statistics
@@ -62,7 +66,7 @@ class ResolvedSource:
 
 def is_stats_file(path: Path) -> bool:
     """An ``.npz`` holding ``mu`` and ``sigma`` is a statistics file (the one test, in
-    :func:`geneval.stats.is_stats_file`: an unreadable file is left to the array reader)."""
+    :func:`geneval.feature_stats.is_stats_file`: an unreadable file is left to the array reader)."""
     return stats_file_named(path)
 
 
@@ -107,6 +111,8 @@ def resolve_spec(
     ``nchw`` or ``nhwc``: ``--layout``, ``layout=``) states how the axes of an image array,
     in a file or in memory, are read (:func:`geneval.sources.image_layout`).
     """
+    if isinstance(spec, SampleSource):  # e.g. update() batches, a held-out split's images
+        return ResolvedSource(role, spec.description, source=spec)
     if isinstance(spec, torch.Tensor | np.ndarray):
         what = f"{role} array"
         return ResolvedSource(role, what, source=array_source(spec, what, layout))
@@ -139,7 +145,7 @@ def default_extractor(registry: Registry) -> str:
     claims = sorted(
         name
         for name, item in registry.items("extractor").items()
-        if getattr(item.obj, "default", False)
+        if registry.extractor(name).default
     )
     if len(claims) == 1:
         return claims[0]
@@ -151,6 +157,69 @@ def default_extractor(registry: Registry) -> str:
     )
 
 
+def required_extractor(needs: Sequence[Need]) -> str | None:
+    """The extractor a metric's needs require (``extractor_required=True``), if any."""
+    for need in needs:
+        if need.extractor_required:
+            return need.extractor
+    return None
+
+
+def preferred_extractor(needs: Sequence[Need]) -> str | None:
+    """The extractor a metric's needs prefer (the first ``Need.extractor``), if any."""
+    for need in needs:
+        if need.extractor:
+            return need.extractor
+    return None
+
+
+def metric_extractor(
+    metric: str,
+    needs: Sequence[Need],
+    *,
+    explicit: str | None,
+    samples: ResolvedSource,
+    reference: ResolvedSource | None,
+    registry: Registry,
+) -> str:
+    """The extractor of ``metric``'s features (the rule of the module docstring).
+
+    A required extractor wins over every other; one that is not installed is an
+    :class:`InputError` naming the metric and the extractor.
+    """
+    required = required_extractor(needs)
+    if required is None:
+        return extractor_for(
+            preferred_extractor(needs),
+            explicit=explicit,
+            samples=samples,
+            reference=reference,
+            registry=registry,
+        )
+    if required not in registry.items("extractor"):
+        installed = ", ".join(sorted(registry.items("extractor"))) or "none"
+        raise InputError(
+            f"metric {metric} requires extractor {required}, which is not installed "
+            f"(installed: {installed})"
+        )
+    return required
+
+
+def load_required_extractor(metric: str, extractor: str, load: Callable[[str], object]) -> None:
+    """Load the extractor ``metric`` requires now, with ``load`` (the run's loader), so that a
+    failure is an :class:`InputError` naming the metric and the extractor."""
+    try:
+        load(extractor)
+    except InputError as exc:
+        raise InputError(f"metric {metric} requires extractor {extractor}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - missing weights, a package it lacks, ...
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise InputError(
+            f"metric {metric} requires extractor {extractor}, which failed to load "
+            f"({type(exc).__name__}: {first})"
+        ) from None
+
+
 def extractor_for(
     preferred: str | None,
     *,
@@ -159,7 +228,8 @@ def extractor_for(
     reference: ResolvedSource | None,
     registry: Registry,
 ) -> str:
-    """The extractor a metric's features come from (the one rule of the module docstring)."""
+    """The extractor of features whose metric requires none: ``explicit`` (``--extractor``),
+    else the datasets' default, a statistics file's, ``preferred``, the installed default."""
     if explicit:
         return explicit
     for resolved in (reference, samples):

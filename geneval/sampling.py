@@ -1,8 +1,9 @@
 """Samplers in one shape, one driver for all of them, and the sampling side of a loaded model.
 
-Every sampler of the bundled families — DDPM ancestral and DDIM, annealed Langevin and the
-predictor–corrector of score models, block Gibbs, Langevin and replay-buffer MCMC — is a small
-configuration object, separate from the network, in the manner of diffusers' schedulers:
+Part of the plugin SDK (model families import it from :mod:`geneval.plugin`). A sampler —
+ancestral or DDIM steps of a diffusion, annealed Langevin or predictor–corrector steps of a
+score model, block Gibbs, Langevin or replay-buffer MCMC — is a small configuration object,
+separate from the network, in the manner of diffusers' schedulers:
 
 * ``set_steps(n)`` chooses the number of steps (what a step is depends on the sampler: a
   timestep, Langevin steps per noise level, a Gibbs sweep) and lays out ``schedule``, the

@@ -12,10 +12,14 @@ equal resolutions (Ronneberger et al. 2015). Sized for small images such as 8×8
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from geneval.plugin import InputError
 
 
 def sinusoidal_embedding(
@@ -132,3 +136,41 @@ class ConditionalUNet(nn.Module):
                 h = F.interpolate(h, size=skip.shape[-2:], mode="nearest")
             h = block(torch.cat([h, skip], dim=1), emb)
         return self.out(F.silu(self.out_norm(h)))
+
+
+def auto_channel_mults(image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """UNet channel multipliers for an image size: one resolution per halving down to about 2.
+
+    min(4, ⌊log₂ min(H, W)⌋) resolutions with multipliers (1, 2, 2, 2): 8×8 → (1, 2, 2)
+    (8, 4, 2), 16×16 and larger → (1, 2, 2, 2) (as Ho et al. use for 32×32).
+    """
+    side = min(int(image_shape[-1]), int(image_shape[-2]))
+    levels = min(4, max(1, int(math.log2(max(side, 1)))))
+    return (1, 2, 2, 2)[:levels]
+
+
+def parse_channel_mults(value: str, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``"1,2,2"`` → (1, 2, 2); ``"auto"`` → :func:`auto_channel_mults`."""
+    if value == "auto":
+        return auto_channel_mults(image_shape)
+    try:
+        mults = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise InputError(
+            f"--opt channel_mults={value}: expected auto or integers like 1,2,2"
+        ) from None
+    if not mults or min(mults) < 1:
+        raise InputError(f"--opt channel_mults={value}: expected positive integers")
+    return mults
+
+
+def unet_for(arch: Mapping[str, Any], image_shape: tuple[int, ...]) -> ConditionalUNet:
+    """The ConditionalUNet an ``arch`` config (``base_channels``, ``channel_mults``,
+    ``embedding_dim``, optional ``dropout``) describes."""
+    return ConditionalUNet(
+        in_channels=int(image_shape[0]),
+        base_channels=int(arch["base_channels"]),
+        channel_mults=tuple(int(m) for m in arch["channel_mults"]),
+        embedding_dim=int(arch["embedding_dim"]),
+        dropout=float(arch.get("dropout", 0.0)),
+    )

@@ -19,10 +19,8 @@ import platform
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-import torch
-
 from geneval import __version__
+from geneval.api import Dataset, FeatureExtractor, Metric
 
 
 def direction(higher_is_better: bool | None) -> str:
@@ -33,7 +31,7 @@ def direction(higher_is_better: bool | None) -> str:
 
 
 def metric_info(
-    metrics: Mapping[str, Any], minimums: Mapping[str, tuple[int | None, str]] | None = None
+    metrics: Mapping[str, Metric], minimums: Mapping[str, tuple[int | None, str]] | None = None
 ) -> dict[str, dict[str, Any]]:
     """``{name: {"higher_is_better", "interpretation", "uncertainty", "min_samples",
     "min_samples_from"}}`` of the metric plugins ``metrics`` (name → plugin); a value a plugin
@@ -41,12 +39,12 @@ def metric_info(
     minimum that applies in a run, else the metric's own is recorded."""
     info = {}
     for name, metric in metrics.items():
-        higher = getattr(metric, "higher_is_better", None)
+        higher = metric.higher_is_better
         minimum, who = (minimums or {}).get(name) or minimum_samples(metric, None, [])
         info[name] = {
             "higher_is_better": None if higher is None else bool(higher),
-            "interpretation": getattr(metric, "interpretation", None),
-            "uncertainty": getattr(metric, "uncertainty", None),
+            "interpretation": metric.interpretation,
+            "uncertainty": metric.uncertainty,
             "min_samples": minimum,
             "min_samples_from": who or None,
         }
@@ -54,7 +52,7 @@ def metric_info(
 
 
 def minimum_samples(
-    metric: Any, extractor: Any | None, datasets: list[Any]
+    metric: Metric, extractor: FeatureExtractor | None, datasets: list[Dataset]
 ) -> tuple[int | None, str]:
     """The sample count below which ``metric``'s number is not to be trusted, and who says so.
 
@@ -63,19 +61,19 @@ def minimum_samples(
     wins; else the first dataset of ``datasets`` (the reference's, then the samples') that
     declares one; else the metric's own.
     """
-    own = getattr(metric, "min_samples", None)
+    own = metric.min_samples
     if own is None:
         return None, ""
-    if extractor is not None and getattr(extractor, "min_samples", None) is not None:
+    if extractor is not None and extractor.min_samples is not None:
         return int(extractor.min_samples), f"the minimum of extractor {extractor.name}"
     for dataset in datasets:
-        if getattr(dataset, "min_samples", None) is not None:
+        if dataset.min_samples is not None:
             return int(dataset.min_samples), f"the minimum of dataset {dataset.name}"
     return int(own), f"the minimum of metric {metric.name}"
 
 
 def sample_count_warnings(
-    metric: Any, counts: Mapping[str, int | None], minimum: int | None, who: str
+    metric: Metric, counts: Mapping[str, int | None], minimum: int | None, who: str
 ) -> list[str]:
     """Warnings for each source ``metric`` reads that holds fewer images than ``minimum``.
 
@@ -91,7 +89,7 @@ def sample_count_warnings(
     """
     if minimum is None:
         return []
-    roles = dict.fromkeys(need.source for need in getattr(metric, "needs", ()))
+    roles = dict.fromkeys(need.source for need in metric.needs)
     out = []
     for role in roles:
         count = counts.get(role)
@@ -105,7 +103,11 @@ def sample_count_warnings(
 
 
 def versions() -> dict[str, str]:
-    """The versions of the software that produced a report."""
+    """The versions of the software that produced a report (torch and numpy are imported
+    here, not with the module, so that the command line starts without them)."""
+    import numpy as np
+    import torch
+
     return {
         "geneval": __version__,
         "python": platform.python_version(),

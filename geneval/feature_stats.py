@@ -61,14 +61,22 @@ class FeatureStatistics:
         self.sum_outer += x.T @ x
         return self
 
-    def merge(self, other: FeatureStatistics) -> FeatureStatistics:
-        """Add another shard's sums to these (exact: sums are additive)."""
-        if other.dim != self.dim:
-            raise ValueError(f"cannot merge statistics of dimension {other.dim} into {self.dim}")
-        self.n += other.n
-        self.sum += other.sum.to(self.sum.device)
-        self.sum_outer += other.sum_outer.to(self.sum.device)
-        return self
+    @classmethod
+    def from_sums(cls, n: int, total: torch.Tensor, outer: torch.Tensor) -> FeatureStatistics:
+        """Statistics holding the given sums: ``n``, ``Σx`` (d,) and ``Σxxᵀ`` (d, d), float64.
+
+        Shards merge by adding their sums (:func:`geneval.distributed.gather_pass_result`
+        all-reduces them) and building one :class:`FeatureStatistics` from the totals.
+        """
+        if total.ndim != 1 or outer.shape != (total.shape[0], total.shape[0]):
+            raise ValueError(
+                f"sums of shapes {tuple(total.shape)} and {tuple(outer.shape)} do not match"
+            )
+        stats = cls(int(total.shape[0]), device=total.device)
+        stats.n = int(n)
+        stats.sum = total.to(torch.float64)
+        stats.sum_outer = outer.to(device=total.device, dtype=torch.float64)
+        return stats
 
     @property
     def mean(self) -> torch.Tensor:
@@ -97,11 +105,7 @@ class FeatureStatistics:
         """Rebuild the sums from a mean, an unbiased covariance and a count."""
         mu_t = torch.as_tensor(np.asarray(mu, dtype=np.float64))
         sigma_t = torch.as_tensor(np.asarray(sigma, dtype=np.float64))
-        stats = cls(mu_t.shape[0])
-        stats.n = int(n)
-        stats.sum = mu_t * n
-        stats.sum_outer = sigma_t * (n - 1) + n * torch.outer(mu_t, mu_t)
-        return stats
+        return cls.from_sums(n, mu_t * n, sigma_t * (n - 1) + n * torch.outer(mu_t, mu_t))
 
     def to(self, device: torch.device | str) -> FeatureStatistics:
         out = FeatureStatistics(self.dim, device=device)

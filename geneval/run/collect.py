@@ -1,7 +1,7 @@
 """Collecting one source: the feature cache, this rank's shard of the pass, the merge.
 
 :func:`collect_pass` is what the runner, ``geneval stats`` and the Python API call for each
-source instead of a bare :func:`geneval.passes.run_pass`:
+source instead of a bare :func:`geneval.run.passes.run_pass`:
 
 1. with the cache on and a folder, array or dataset source, and in every sharded run, hash its
    content — each rank what it reads — and make the ranks agree on it before anything is
@@ -38,7 +38,7 @@ from geneval.distributed import (
 )
 from geneval.errors import InputError
 from geneval.feature_cache import CachedPart, FeatureCache, entry_fields, source_key
-from geneval.passes import PassPlan, PassResult, run_pass
+from geneval.run.passes import PassPlan, PassResult, run_pass
 
 
 @dataclass

@@ -23,8 +23,8 @@ import torch
 
 from geneval.api import LoadedExtractor
 from geneval.errors import InputError
+from geneval.feature_stats import FeatureStatistics
 from geneval.progress import progress_bar
-from geneval.stats import FeatureStatistics
 
 Batch = torch.Tensor | list[torch.Tensor]
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from geneval.api import Metric
 from geneval.errors import InputError
 from geneval.text import quote, visible
 
@@ -204,7 +205,7 @@ def gates_from_pyproject(folder: str | Path = ".") -> list[Gate]:
     return [] if table is None else _gate_list(table, origin)
 
 
-def check_gate_metrics(gates: Iterable[Gate], metrics: Mapping[str, Any]) -> None:
+def check_gate_metrics(gates: Iterable[Gate], metrics: Mapping[str, Metric]) -> None:
     """Refuse, before a run, a gate on a metric the run does not compute or on a field the
     metric does not declare (``metrics``: name → Metric plugin)."""
     for gate in gates:
@@ -214,10 +215,9 @@ def check_gate_metrics(gates: Iterable[Gate], metrics: Mapping[str, Any]) -> Non
                 f"{gate.origin}: gate {gate.expr!r} is on metric {gate.metric!r}, which this run "
                 f"does not compute (--metrics {','.join(sorted(metrics))})"
             )
-        fields = getattr(metric, "fields", None)
         # every report of a metric also holds the options it ran with
-        declared = None if fields is None else {*fields, *getattr(metric, "options", {})}
-        if gate.field != "value" and declared is not None and gate.field not in declared:
+        declared = {*metric.fields, *metric.options}
+        if gate.field != "value" and gate.field not in declared:
             known = ", ".join(["value", *sorted(declared)])
             raise InputError(
                 f"{gate.origin}: gate {gate.expr!r}: metric {gate.metric} has no field "

@@ -1,7 +1,7 @@
 """The HTML report (``--html PATH``): one self-contained file a person can open anywhere.
 
 Everything is inside the file: styles inline, images as ``data:`` URIs (one PNG per grid,
-:mod:`geneval.grids`), no script, no font, no link to anything outside. A
+:mod:`geneval.report.grids`), no script, no font, no link to anything outside. A
 Content-Security-Policy of ``default-src 'none'`` (inline styles and ``data:`` images
 allowed) makes the browser refuse any other load should one slip in. Every string of the
 report is HTML-escaped, its control characters and undecodable bytes shown as escapes.
@@ -21,21 +21,20 @@ from typing import Any
 
 import torch
 
-from geneval.grids import data_uri, image_grid, png_bytes
-from geneval.report import (
+from geneval.report.formats import (
     baseline_caption,
     baseline_rows,
     better,
     details,
     fmt,
     info,
-    printable,
     report_notes,
     setup_lines,
     uncertainty,
 )
-from geneval.text import visible
-from geneval.visuals import NEAR_COPY, Visuals
+from geneval.report.grids import data_uri, image_grid, png_bytes
+from geneval.report.visuals import NEAR_COPY, Visuals
+from geneval.text import printable, visible
 
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 

@@ -14,11 +14,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from geneval.grids import image_grid, png_bytes, side_by_side
 from geneval.io import STDOUT, Content, Output
-from geneval.report import to_json, to_junit, to_markdown
-from geneval.report_html import to_html
-from geneval.visuals import Visuals
+from geneval.report.formats import to_json, to_junit, to_markdown
+from geneval.report.grids import image_grid, png_bytes, side_by_side
+from geneval.report.html import to_html
+from geneval.report.visuals import Visuals
 
 Renderer = Callable[[Mapping[str, Any], Visuals | None], Content | None]
 

@@ -1,6 +1,6 @@
 """Samplers for noise-conditional score models, separate from the network.
 
-Each sampler has the shape of :mod:`geneval_plugins.models.sampling`: it holds the noise levels
+Each sampler has the shape of :mod:`geneval.sampling`: it holds the noise levels
 σ_1 > … > σ_L it anneals through, starts chains from the prior N(0, σ_1² I) of the
 variance-exploding SDE (``init``) and drives any score callable ``score(x, sigma) -> Tensor``
 (``sigma`` of shape (N,)) one update at a time (``step``). A trained network and the
@@ -28,24 +28,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from geneval.plugin import MAX_SAMPLER_STEPS
 from geneval_plugins.models.langevin import langevin_step
-from geneval_plugins.models.sampling import MAX_SAMPLER_STEPS
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def geometric_sigmas(sigma_max: float, sigma_min: float, num_levels: int) -> torch.Tensor:
-    """Noise levels σ_i = σ_1 (σ_L/σ_1)^((i−1)/(L−1)), i = 1 … L, descending, float64.
-
-    Song & Ermon (2019), §4.2; the ratio between neighbours is constant.
-    """
-    if not 0 < sigma_min < sigma_max:
-        raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
-    if num_levels < 2:
-        raise ValueError(f"need at least 2 noise levels, got {num_levels}")
-    return torch.logspace(
-        math.log10(sigma_max), math.log10(sigma_min), num_levels, dtype=torch.float64
-    )
 
 
 def _per_sample(sigma: float, x: torch.Tensor) -> torch.Tensor:
@@ -236,20 +222,3 @@ class ReverseDiffusionPCSampler(_FromPrior):
 
 #: Sampler names a score model accepts, each with its class; the first is the default.
 SAMPLERS = {"annealed-langevin": AnnealedLangevinSampler, "pc": ReverseDiffusionPCSampler}
-
-
-def ncsnv2_step_size(gamma: float, steps_per_level: int, sigma_min: float) -> float:
-    """ε for annealed Langevin by NCSNv2 technique 4 (Song & Ermon 2020, Eq. 4).
-
-    Chooses ε = x σ_L² minimising |f(x) − 1| with
-    f(x) = (1 − x)^{2T} (γ² − 2x/(1 − (1 − x)²)) + 2x/(1 − (1 − x)²),
-    the ratio of the sample variance reached after T steps at one level to σ_i² when the
-    level's distribution is Gaussian; γ = σ_{i−1}/σ_i is the ratio of neighbouring levels.
-    """
-    if gamma <= 1 or steps_per_level < 1:
-        raise ValueError(f"need gamma > 1 and steps_per_level >= 1, got {gamma}, {steps_per_level}")
-    x = torch.linspace(1e-6, 0.999, 200_000, dtype=torch.float64)
-    c = 2 * x / (1 - (1 - x) ** 2)
-    f = (1 - x) ** (2 * steps_per_level) * (gamma**2 - c) + c
-    best = int(torch.argmin((f - 1).abs()))
-    return float(x[best]) * sigma_min**2

@@ -1,5 +1,5 @@
 """Reports: JSON (docs/contracts.md §5), a terminal table, Markdown and JUnit XML (the HTML
-report is :mod:`geneval.report_html`).
+report is :mod:`geneval.report.html`).
 
 Every string a user chose (paths, folder names, dataset specifications) and every string a
 plugin returned reaches the table, the Markdown and the JUnit XML through
@@ -84,7 +84,7 @@ def _rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
 
 def explanations(report: Mapping[str, Any]) -> list[str]:
     """One line per metric: its name, which way is better, and what the number means."""
-    from geneval.explain import direction
+    from geneval.report.explain import direction
 
     lines = []
     for name in [*report["metrics"], *report.get("errors", {})]:

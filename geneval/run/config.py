@@ -1,0 +1,136 @@
+"""What a run is asked to do: :class:`RunConfig`, and :data:`DEFAULTS`, its one set of defaults.
+
+The command line's options, :func:`geneval.evaluate` and :class:`geneval.Evaluator` read their
+defaults from :data:`DEFAULTS` (as torch-fidelity's ``DEFAULTS``) and build their
+:class:`RunConfig` with :func:`run_config`. This module imports neither torch nor any plugin,
+so that the command line's ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geneval.errors import InputError
+from geneval.text import quote
+
+if TYPE_CHECKING:
+    import torch
+
+#: Extraction precisions (:mod:`geneval.precision`): ``--precision`` and ``precision=``.
+PRECISIONS = ("fp32", "bf16", "tf32")
+#: How an image array's axes are read: ``auto`` (by the one rule of
+#: :func:`geneval.sources.image_layout`), ``nchw`` or ``nhwc`` (``--layout`` on the command
+#: line, ``layout=`` in the Python API).
+LAYOUTS = ("auto", "nchw", "nhwc")
+
+#: The defaults of a run's settings, shared by the command line and the Python API.
+DEFAULTS: dict[str, Any] = {
+    "metrics": "fid",
+    "num_samples": 1000,  # samples drawn from a model
+    "batch_size": 64,  # images per extractor call
+    "sample_batch_size": 500,  # samples per model call
+    "device": "auto",
+    "seed": 0,
+    "precision": "fp32",  # fp32, bf16 or tf32 (geneval.precision)
+    "layout": "auto",  # how image arrays' axes are read: auto, nchw or nhwc
+    "cache": True,  # the feature cache of $GENEVAL_CACHE (docs/contracts.md §12)
+    "compile": False,  # torch.compile the extractors where they stay exact
+}
+
+
+@dataclass
+class RunConfig:
+    """Everything ``geneval run`` was asked to do (the Python API mirrors the CLI).
+
+    ``samples`` and ``reference`` are paths, ``DATASET[:SPLIT]``, statistics files, in-memory
+    image tensors or arrays, sample sources, or (samples only) a loaded model; ``model`` names
+    a model family instead. ``options`` are ``METRIC.KEY=VALUE`` strings or
+    ``{metric: {key: value}}``. ``batch_size`` is the number of images per extractor call,
+    ``sample_batch_size`` the number of samples per model call.
+    """
+
+    metrics: Sequence[str]
+    model: str | None = None
+    checkpoint: Path | None = None
+    num_samples: int = DEFAULTS["num_samples"]
+    samples: Any = None
+    reference: Any = None
+    extractor: str | None = None
+    extractor_weights: Path | None = None
+    resize: str | None = None
+    options: Sequence[str] | Mapping[str, Mapping[str, Any]] = ()
+    device: str | torch.device = DEFAULTS["device"]
+    batch_size: int = DEFAULTS["batch_size"]
+    sample_batch_size: int = DEFAULTS["sample_batch_size"]
+    workers: int | None = None  # None: chosen by the folder's size
+    seed: int = DEFAULTS["seed"]
+    sampler: str | None = None
+    steps: int | None = None
+    # -- what a report shows besides the numbers (geneval/report/visuals.py, baseline.py) --
+    grid: int = 0  # the first images of each source kept for grids
+    neighbours: int = 0  # samples whose nearest reference images are shown
+    baseline: bool = False  # score a held-out split of the reference dataset at the same n
+    cache: bool = DEFAULTS["cache"]
+    precision: str = DEFAULTS["precision"]
+    compile: bool = DEFAULTS["compile"]
+    layout: str = DEFAULTS["layout"]
+
+
+def run_config(
+    metrics: str | Sequence[str],
+    *,
+    batch_size: int | None = None,
+    sample_batch_size: int | None = None,
+    checkpoint: str | Path | None = None,
+    extractor_weights: str | Path | None = None,
+    options: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
+    **settings: Any,
+) -> RunConfig:
+    """The :class:`RunConfig` of the command line's or the Python API's arguments.
+
+    ``metrics`` may be a comma-separated string; paths may be strings. ``batch_size`` (images
+    per extractor call) also sets the samples per model call unless ``sample_batch_size`` is
+    given (as ``--batch-size`` always has); each falls back to its :data:`DEFAULTS` entry.
+    """
+    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    if sample_batch_size is None:
+        sample_batch_size = batch_size
+    return RunConfig(
+        metrics=[name for name in names if name.strip()],
+        checkpoint=Path(checkpoint) if checkpoint is not None else None,
+        extractor_weights=Path(extractor_weights) if extractor_weights is not None else None,
+        options=list(options) if isinstance(options, list | tuple) else dict(options or {}),
+        batch_size=DEFAULTS["batch_size"] if batch_size is None else batch_size,
+        sample_batch_size=(
+            DEFAULTS["sample_batch_size"] if sample_batch_size is None else sample_batch_size
+        ),
+        **settings,
+    )
+
+
+def validate_config(config: RunConfig) -> None:
+    """Cheap checks on the combination of options, before anything heavy runs."""
+    if (config.model is None) == (config.samples is None):
+        raise InputError("give exactly one of --model NAME or --samples PATH")
+    if config.checkpoint is not None and config.model is None:
+        raise InputError("--checkpoint needs --model")
+    for name, value, low in (
+        ("--batch-size", config.batch_size, 1),
+        ("--sample-batch-size", config.sample_batch_size, 1),
+        ("--workers", config.workers, 0),
+        ("--num-samples", config.num_samples, 1),
+        ("--steps", config.steps, 1),
+        ("--grid", config.grid, 0),
+        ("--neighbours", config.neighbours, 0),
+    ):
+        if value is not None and (not isinstance(value, int) or value < low):
+            raise InputError(f"{name} must be an integer ≥ {low}, got {value}")
+    if not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
+        raise InputError(f"--seed must be an integer in [0, 2^63), got {config.seed}")
+    if config.precision not in PRECISIONS:
+        raise InputError(f"--precision {config.precision}: choose from {', '.join(PRECISIONS)}")
+    if config.layout not in LAYOUTS:
+        raise InputError(f"--layout {quote(config.layout)}: choose from {', '.join(LAYOUTS)}")

@@ -1,0 +1,367 @@
+"""The run as one typed object: :class:`Run` and its five doors.
+
+1. ``resolve(role)``: the samples (a model, a folder, an array, a dataset, an in-memory tensor,
+   ``update()`` batches) or, if a metric needs it, the reference (:mod:`geneval.run.resolve`);
+2. ``plan(metrics)``: each metric's needs become typed input keys, with the extractor of the
+   one rule of :func:`geneval.run.resolve.metric_extractor`; the producer of each kind
+   (:data:`geneval.run.inputs.PRODUCERS`) says what the single pass over each source must gather;
+3. ``collect(roles)``: one pass over each source (:mod:`geneval.run.passes`) runs every extractor
+   the run needs once per batch;
+4. ``produce(keys)``: every input key is produced once;
+5. ``dispatch(metrics)``: every metric gets the inputs it declared and its validated options;
+   a metric that raises (or returns a non-finite value) is reported and the others still run.
+
+Callers drive these doors and nothing else of the run's state (:class:`geneval.run.state.RunState`).
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from geneval.api import GenerativeModel, ImageSet, Metric, Need
+from geneval.capabilities import capabilities_of, capability_name
+from geneval.device import resolve_device
+from geneval.errors import InputError
+from geneval.options import parse_metric_options
+from geneval.plugins import Registry, get_registry
+from geneval.run.config import RunConfig, validate_config
+from geneval.run.inputs import (
+    EXTRACTED_KINDS,
+    PRODUCERS,
+    InputKey,
+    RunInputs,
+    check_feature_widths,
+    input_key,
+    needs_of,
+)
+from geneval.run.resolve import (
+    ResolvedSource,
+    load_required_extractor,
+    metric_extractor,
+    required_extractor,
+    resolve_dataset,
+    resolve_spec,
+    split_name,
+)
+from geneval.run.state import SOURCES, Plan, RunState
+from geneval.sources import ModelSource, TensorSource
+
+
+def resolve_metrics(registry: Registry, names: Sequence[str]) -> dict[str, Metric]:
+    """Look the metric names up; duplicates are dropped, order is kept."""
+    out: dict[str, Metric] = {}
+    for name in names:
+        name = name.strip().lower()
+        if name and name not in out:
+            out[name] = registry.metric(name)
+    if not out:
+        raise InputError("--metrics: no metric requested")
+    return out
+
+
+def _uses_extractor(needs: Sequence[Need]) -> bool:
+    return any(input_key(need, "").kind in EXTRACTED_KINDS for need in needs)
+
+
+#: Kinds that a model run produces from the reference (its images, labels or factors).
+_FROM_REFERENCE_WITH_A_MODEL = ("latents", "labels", "factors", "reconstructions")
+
+
+def _needs_reference(needs: Sequence[Need], with_model: bool) -> bool:
+    return any(
+        need.source == "reference"
+        or need.kind == "reconstructions"
+        or (with_model and need.kind in _FROM_REFERENCE_WITH_A_MODEL)
+        for need in needs
+    )
+
+
+class MetricValueError(Exception):
+    """A metric returned a result that is not a number (reported as that metric's error)."""
+
+
+def checked_result(name: str, metric: Metric, result: Mapping[str, Any]) -> dict[str, Any]:
+    """A metric's result as a dict with a float ``value``; a missing or non-finite value is a
+    :class:`MetricValueError` (a NaN is never a pass). A metric that declares
+    ``allows_infinite_value = True`` (e.g. PSNR of identical images) may return ±inf."""
+    out = dict(result)
+    if "value" not in out:
+        raise MetricValueError(f"metric {name} returned no 'value'")
+    try:
+        value = float(out["value"])
+    except (TypeError, ValueError):
+        raise MetricValueError(f"metric {name} returned a value that is not a number") from None
+    if math.isnan(value) or (math.isinf(value) and not metric.allows_infinite_value):
+        raise MetricValueError(f"metric {name} returned a non-finite value ({value})")
+    out["value"] = value
+    return out
+
+
+class Run:
+    """One run: its metrics resolved and their options validated at construction; the work
+    is done through the doors :meth:`resolve`, :meth:`plan`, :meth:`collect`, :meth:`produce`
+    and :meth:`dispatch` (see the module docstring).
+
+    ``needs`` replaces the metrics by named needs (``geneval stats`` plans the features of
+    one source without a metric); such a run plans, collects and produces, and dispatches
+    nothing.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        registry: Registry | None = None,
+        *,
+        debug: bool = False,
+        needs: Mapping[str, Sequence[Need]] | None = None,
+        parent: Run | None = None,
+    ) -> None:
+        """``parent``: the run whose resolved reference and loaded extractors this one
+        shares (see :meth:`held_out`)."""
+        validate_config(config)
+        self.config = config
+        self.debug = debug
+        self.registry = registry or get_registry()
+        if needs is None:
+            self.metrics = resolve_metrics(self.registry, config.metrics)
+            self.options = parse_metric_options(config.options, self.metrics)
+            #: each metric's needs under its validated options
+            self.needs = {n: needs_of(m, self.options[n]) for n, m in self.metrics.items()}
+        else:
+            self.metrics, self.options = {}, {}
+            self.needs = {name: tuple(found) for name, found in needs.items()}
+        if config.model is not None:
+            family = self.registry.model(config.model)
+            if config.sampler is not None and config.sampler not in family.samplers:
+                raise InputError(
+                    f"--sampler {config.sampler}: model {family.name} offers "
+                    f"{', '.join(family.samplers)}"
+                )
+        if parent is None:
+            device = resolve_device(config.device)
+            self.state = RunState(config, self.registry, device, extract_only=needs is not None)
+        else:
+            device, loaded = parent.state.device, parent.state.loaded
+            self.state = RunState(config, self.registry, device, loaded=loaded)
+        self._parent = parent
+        self._plan = Plan()
+        self._values: dict[InputKey, Any] = {}
+
+    def held_out(self, images: ImageSet, description: str) -> Run:
+        """A run of the same metrics and settings whose samples are ``images`` and whose
+        reference is this run's, resolved and extracted already (``--baseline``)."""
+        config = replace(
+            self.config,
+            model=None,
+            checkpoint=None,
+            samples=TensorSource(description, images),
+            grid=0,
+            neighbours=0,
+            baseline=False,
+        )
+        return Run(config, self.registry, debug=self.debug, parent=self)
+
+    # -- 1. resolve --------------------------------------------------------------------------
+    def resolve(self, role: str) -> None:
+        """Resolve the source of ``role``: ``samples`` or ``reference`` (the latter only when
+        a metric needs it)."""
+        if role == "samples":
+            self._resolve_samples()
+        elif role == "reference":
+            self._resolve_reference()
+        else:
+            raise ValueError(f"no source role {role!r}: choose from {', '.join(SOURCES)}")
+
+    def _load_model(self) -> GenerativeModel:
+        family = self.registry.model(self.config.model)
+        model = family.load(self.config.checkpoint, device=self.state.device)
+        for protocol in family.capabilities:
+            if not isinstance(model, protocol):
+                raise InputError(
+                    f"model plugin {family.name} declares capability "
+                    f"{capability_name(protocol)!r}, which its loaded model does not offer"
+                )
+        self.state.model_name = family.name
+        return model
+
+    def _check_capabilities(self) -> None:
+        model = self.state.model
+        for name, needs in self.needs.items():
+            for need in needs:
+                for protocol in need.capabilities:
+                    if model is not None and not isinstance(model, protocol):
+                        offered = ", ".join(capabilities_of(model)) or "none"
+                        raise InputError(
+                            f"metric {name} needs capability "
+                            f"{capability_name(protocol)!r}, which model "
+                            f"{self.state.model_name or 'object'} does not have (it offers: "
+                            f"{offered})"
+                        )
+
+    def _resolve_samples(self) -> None:
+        config, state = self.config, self.state
+        if config.model is not None or isinstance(config.samples, GenerativeModel):
+            state.model = self._load_model() if config.model is not None else config.samples
+            name = config.model or "object"
+            state.sources["samples"] = ResolvedSource(
+                "samples",
+                f"model:{name}",
+                source=ModelSource(
+                    f"model:{name}",
+                    state.model,
+                    config.num_samples,
+                    seed=config.seed,
+                    sampler=config.sampler,
+                    steps=config.steps,
+                    batch_size=config.sample_batch_size,
+                ),
+                model=state.model,
+            )
+        else:
+            state.sources["samples"] = resolve_spec(
+                config.samples, "samples", self.registry, layout=config.layout
+            )
+        self._check_capabilities()
+
+    def _resolve_reference(self) -> None:
+        config, state = self.config, self.state
+        if self._parent is not None:
+            reference = self._parent.state.sources.get("reference")
+            if reference is not None:
+                state.sources["reference"] = reference
+            return
+        if any(_needs_reference(needs, state.model is not None) for needs in self.needs.values()):
+            if config.reference is not None:
+                state.sources["reference"] = resolve_spec(
+                    config.reference, "reference", self.registry, layout=config.layout
+                )
+            elif config.model is not None:
+                dataset, split = split_name(self.registry.model(config.model).dataset)
+                state.sources["reference"] = resolve_dataset(
+                    dataset, split, self.registry, "reference"
+                )
+            else:
+                raise InputError("the requested metrics need a reference: use --reference")
+        if config.extractor_weights is not None:
+            used = {
+                self._extractor(name)
+                for name, needs in self.needs.items()
+                if _uses_extractor(needs)
+            }
+            if len(used) > 1:
+                raise InputError(
+                    f"--extractor-weights is ambiguous: this run uses the extractors "
+                    f"{', '.join(sorted(used))} (choose one with --extractor)"
+                )
+
+    def _extractor(self, metric: str) -> str:
+        if "samples" not in self.state.sources:
+            raise RuntimeError("resolve the samples before planning")
+        return metric_extractor(
+            metric,
+            self.needs[metric],
+            explicit=self.config.extractor,
+            samples=self.state.sources["samples"],
+            reference=self.state.sources.get("reference"),
+            registry=self.registry,
+        )
+
+    # -- 2. plan -----------------------------------------------------------------------------
+    def plan(self, metrics: Iterable[str] | None = None) -> Plan:
+        """Plan the typed inputs of ``metrics`` (default: all of the run's); returns the plan
+        of every metric planned so far. The report's grids, neighbours and baseline are
+        planned with all the metrics."""
+        from geneval.baseline import plan_baseline
+        from geneval.report.visuals import plan_visuals
+
+        names = list(self.needs) if metrics is None else list(metrics)
+        planned: dict[str, dict[tuple[str, str], InputKey]] = {}
+        for name in names:
+            needs = self.needs[name]
+            extractor = self._extractor(name) if _uses_extractor(needs) else None
+            if extractor is not None:
+                self._plan.extractors[name] = extractor
+                if required_extractor(needs) is not None:
+                    load_required_extractor(name, extractor, self.state.extractor)
+            keys = {}
+            for need in needs:
+                key = input_key(need, extractor)
+                keys[(key.kind, key.source)] = key
+            planned[name] = self._plan.keys[name] = keys
+        state = self.state
+        for key in dict.fromkeys(k for keys in planned.values() for k in keys.values()):
+            PRODUCERS[key.kind].plan(key, state)
+        for name, keys in planned.items():
+            check_feature_widths(name, keys, state)
+        config = self.config
+        if metrics is None and (config.grid or config.neighbours):
+            plan_visuals(state, self._plan, grid=config.grid, neighbours=config.neighbours)
+        if metrics is None and config.baseline:
+            plan_baseline(state, self._plan)
+        state.open_streams()
+        return self._plan
+
+    # -- 3. collect --------------------------------------------------------------------------
+    def collect(self, roles: Sequence[str] = SOURCES) -> None:
+        """One pass over each source of ``roles`` that a planned input reads (for ``update()``
+        batches: gather what they gave). Inputs produced before are produced again."""
+        self.state.run_passes(roles)
+        self._values = {}
+
+    # -- 4. produce --------------------------------------------------------------------------
+    def produce(self, keys: Iterable[InputKey] | None = None) -> dict[InputKey, Any]:
+        """Produce each of ``keys`` (default: every planned key) once; returns them."""
+        if keys is None:
+            keys = [key for found in self._plan.keys.values() for key in found.values()]
+        out: dict[InputKey, Any] = {}
+        for key in keys:
+            if key not in self._values:
+                self._values[key] = PRODUCERS[key.kind].produce(key, self.state)
+            out[key] = self._values[key]
+        return out
+
+    # -- 5. dispatch -------------------------------------------------------------------------
+    def dispatch(
+        self,
+        metrics: Iterable[str] | None = None,
+        values: Mapping[InputKey, Any] | None = None,
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """Compute ``metrics`` (default: every planned metric) on ``values`` (default: the
+        inputs :meth:`produce` made); returns ``(results, errors)``, each by metric name. A metric's
+        result carries the options it ran with."""
+        values = self._values if values is None else values
+        chosen = set(self._plan.keys if metrics is None else metrics)
+        names = [name for name in self.metrics if name in chosen and name in self._plan.keys]
+        results: dict[str, dict[str, Any]] = {}
+        errors: dict[str, str] = {}
+        memo: dict[Any, Any] = {}
+        for name in names:
+            metric = self.metrics[name]
+            inputs = RunInputs(
+                self._plan.keys[name],
+                values,
+                run=self.state,
+                device=self.state.device,
+                seed=self.config.seed,
+                run_options=self.options,
+                memo=memo,
+            )
+            try:
+                results[name] = checked_result(
+                    name, metric, metric.compute(inputs, **self.options[name])
+                )
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one metric's failure must not hide the rest
+                errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+                if self.debug:
+                    traceback.print_exc()
+        for name, opts in self.options.items():
+            if name in results:
+                for key, val in opts.items():
+                    results[name].setdefault(key, val)
+        return results, errors
