@@ -167,6 +167,34 @@ def write_failure(
     return InputError(f"{_WRITE_ERRNOS[number]} writing {what} {quote(path)}")
 
 
+def read_small_text(path: Path, *, shown: str, kind: str, limit: int) -> str:
+    """The UTF-8 text of a small file a user names (a report, a gates file), read with one
+    bounded buffer. ``shown`` names the file in messages (``report 'a.json'``), ``kind`` says
+    what it should be (``a JSON report``). A directory, a device or FIFO, a missing or
+    unreadable file, more than ``limit`` bytes, or bytes that are not UTF-8 are an
+    :class:`InputError` naming it."""
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise InputError(f"{shown} is a directory, not {kind}")
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{shown} is not a regular file")
+        if info.st_size > limit:
+            raise InputError(f"{shown} holds {info.st_size} bytes, more than the {limit} allowed")
+        with open(path, "rb") as handle:
+            raw = handle.read(min(info.st_size, limit) + 1)  # no larger buffer
+    except FileNotFoundError:
+        raise InputError(f"{shown} does not exist") from None
+    except OSError as exc:
+        raise InputError(f"{shown}: {exc.strerror or type(exc).__name__}") from None
+    if len(raw) > limit:
+        raise InputError(f"{shown} holds more than the {limit} bytes allowed")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{shown} is not UTF-8 text ({exc.reason}; expected {kind})") from None
+
+
 def existing_folder(path: Path) -> Path:
     """The nearest existing folder that holds, or will hold, ``path`` (its file system)."""
     folder = _parent(path)

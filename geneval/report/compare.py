@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import json
 import math
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geneval.errors import InputError
+from geneval.io import read_small_text
 from geneval.report.explain import direction
 from geneval.report.formats import fmt
 from geneval.text import printable, quote, visible
@@ -49,31 +49,9 @@ def load_report(path: str | Path) -> dict[str, Any]:
     naming the file."""
     path = Path(path)
     shown = quote(path)
-    try:
-        info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise InputError(f"report {shown} is a directory, not a JSON report")
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"report {shown} is not a regular file")
-        if info.st_size > MAX_REPORT_BYTES:
-            raise InputError(
-                f"report {shown} holds {info.st_size} bytes, more than the {MAX_REPORT_BYTES} "
-                "a geneval report may hold"
-            )
-        with open(path, "rb") as handle:
-            raw = handle.read(min(info.st_size, MAX_REPORT_BYTES) + 1)  # no larger buffer
-    except FileNotFoundError:
-        raise InputError(f"report {shown} does not exist") from None
-    except OSError as exc:
-        raise InputError(f"report {shown}: {exc.strerror or type(exc).__name__}") from None
-    if len(raw) > MAX_REPORT_BYTES:
-        raise InputError(f"report {shown} holds more than {MAX_REPORT_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InputError(
-            f"report {shown} is not UTF-8 text (expected a geneval JSON report)"
-        ) from None
+    text = read_small_text(
+        path, shown=f"report {shown}", kind="a JSON report", limit=MAX_REPORT_BYTES
+    )
     try:
         data = json.loads(text)
     except ValueError as exc:

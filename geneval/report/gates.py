@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import operator
 import re
-import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from typing import Any
 
 from geneval.api import Metric
 from geneval.errors import InputError
+from geneval.io import read_small_text
 from geneval.text import quote, visible
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -129,26 +129,7 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
     """The one TOML reader of gates: every way a file can be unreadable is an
     :class:`InputError` naming it."""
     shown = f"{what} {quote(path)}"
-    try:
-        info = path.stat()
-        if stat.S_ISDIR(info.st_mode):
-            raise InputError(f"{shown} is a directory, not a TOML file")
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{shown} is not a regular file")
-        if info.st_size > MAX_TOML_BYTES:
-            raise InputError(f"{shown} holds {info.st_size} bytes, more than {MAX_TOML_BYTES}")
-        with open(path, "rb") as handle:
-            raw = handle.read(min(info.st_size, MAX_TOML_BYTES) + 1)  # no larger buffer
-    except FileNotFoundError:
-        raise InputError(f"{shown} does not exist") from None
-    except OSError as exc:
-        raise InputError(f"{shown}: {exc.strerror or type(exc).__name__}") from None
-    if len(raw) > MAX_TOML_BYTES:
-        raise InputError(f"{shown} holds more than {MAX_TOML_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{shown} is not UTF-8 text ({exc.reason})") from None
+    text = read_small_text(path, shown=shown, kind="a TOML file", limit=MAX_TOML_BYTES)
     try:
         return tomllib.loads(text)
     except ValueError as exc:  # TOMLDecodeError, and an integer too long to convert
