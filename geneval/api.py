@@ -48,6 +48,7 @@ INPUT_KINDS = (
     "labels",
     "factors",
     "latents",
+    "captions",
     "reconstructions",
     "dataset",
     "model",
@@ -69,6 +70,8 @@ class Need:
         * ``labels`` (n,) int64, ``factors`` (n, K) int64 ground-truth factors,
           ``latents`` (n, D) float: from an ``.npz``, a dataset, or a model's ``encode``
           of the reference images;
+        * ``captions`` — one text per image (a list of n strings): the prompts a text-to-image
+          model drew the samples from (``--prompts``);
         * ``reconstructions`` — images paired one to one with the reference images (by
           index for arrays, by sorted relative path for folders, or a model's
           ``decode(encode(reference))``);
@@ -153,6 +156,8 @@ class MetricInputs(Protocol):
     def factors(self, source: Source) -> torch.Tensor: ...
 
     def latents(self, source: Source) -> torch.Tensor: ...
+
+    def captions(self, source: Source) -> list[str]: ...
 
     def reconstructions(self) -> PairedImages: ...
 
@@ -262,11 +267,12 @@ class ModelFamily(Protocol):
     ``--opt KEY=VALUE``); ``capabilities`` lists the capability protocols its models satisfy
     (the runner checks a loaded model against them); ``arch_options`` names the training
     options that fix the architecture; ``train`` (a family that only samples keeps the
-    default, which refuses).
+    default, which refuses); ``adopt(obj, device=)``, a Python object (e.g. a pipeline) as a
+    model of the family, or ``None`` (the default).
     """
 
     name: str
-    dataset: str  # the dataset its bundled checkpoint was trained on, e.g. "digits"
+    dataset: str  # the dataset its bundled checkpoint was trained on, e.g. "digits" ("": none)
     samplers: tuple[str, ...]
     train_options: Mapping[str, Option] = MappingProxyType({})
     capabilities: tuple[type, ...] = ()
@@ -275,6 +281,12 @@ class ModelFamily(Protocol):
     def load(self, checkpoint: Path | None, *, device: torch.device) -> GenerativeModel:
         """Load ``checkpoint`` (``None``: the bundled one) onto ``device``."""
         ...
+
+    def adopt(self, obj: Any, *, device: torch.device) -> GenerativeModel | None:
+        """``obj`` as a loaded model of this family, when it is one this family can sample
+        (e.g. a pipeline object the Python API was given as ``samples=``); the default
+        adopts nothing (``None``)."""
+        return None
 
     def train(
         self,
@@ -445,7 +457,7 @@ REQUIRED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 #: What a registered object may leave out: it then gets its protocol's default.
 OPTIONAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "metric": ("min_samples", "allows_infinite_value", "needs_for"),
-    "model": ("train_options", "capabilities", "arch_options", "train"),
+    "model": ("train_options", "capabilities", "arch_options", "train", "adopt"),
     "extractor": ("default", "min_samples", "published_stats"),
     "dataset": ("min_samples", "reference_stats"),
 }

@@ -171,6 +171,50 @@ class SupportsAnnealing(Protocol):
     def annealing_path(self, images: torch.Tensor) -> AnnealingPath: ...
 
 
+# -- what sampling accepts beyond (n, generator) -------------------------------------------------
+
+
+@runtime_checkable
+class SupportsClassLabels(Protocol):
+    """A class-conditional model: ``sample(n, ..., labels=y)`` draws image i of class
+    ``y[i]`` (a LongTensor of n labels in ``[0, num_classes)``).
+
+    The run draws the labels balanced over the classes, or reads them from ``--labels FILE``,
+    and the labels travel with the samples as the ``labels`` input.
+    """
+
+    num_classes: int
+
+
+@runtime_checkable
+class SupportsPrompts(Protocol):
+    """A text-to-image model: ``sample(n, ..., prompts=p)`` draws image i for the prompt
+    ``p[i]`` (a list of n strings). The run reads the prompts from ``--prompts FILE``, and they
+    travel with the samples as the ``captions`` input."""
+
+    takes_prompts: bool
+
+
+@runtime_checkable
+class SupportsSampleOptions(Protocol):
+    """``sample(..., **options)`` accepts the options ``sample_options`` declares (name →
+    :class:`geneval.options.Option`, e.g. a guidance scale), given as ``--opt model.KEY=VALUE``
+    or ``options={"model": {...}}``."""
+
+    sample_options: Mapping[str, Option]
+
+
+@runtime_checkable
+class SupportsPerSampleGenerators(Protocol):
+    """``sample(n, ..., generator=[g_0, …, g_{n−1}])``: one generator per image, as diffusers
+    pipelines accept, so that image i depends only on the run's seed and i — not on the batch
+    size nor on the shard that draws it. The run seeds g_i with
+    :func:`geneval.sources.sample_block_seed` ``(seed, i)``. ``per_sample_generators`` is
+    ``True``."""
+
+    per_sample_generators: bool
+
+
 #: Every capability protocol, by the short name used in listings and messages.
 CAPABILITIES: dict[str, type] = {
     "elbo": SupportsELBO,
@@ -182,6 +226,10 @@ CAPABILITIES: dict[str, type] = {
     "score": SupportsScore,
     "latent_proposal": SupportsLatentProposal,
     "annealing": SupportsAnnealing,
+    "class_labels": SupportsClassLabels,
+    "prompts": SupportsPrompts,
+    "sample_options": SupportsSampleOptions,
+    "per_sample_generators": SupportsPerSampleGenerators,
 }
 
 

@@ -8,6 +8,7 @@ plugin raised (the other metrics are still reported).
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 import os
@@ -235,9 +236,38 @@ _no_cache_option = click.option(
 # -- run ---------------------------------------------------------------------------------------
 
 
+_CONDITION_OPTIONS = (
+    click.option(
+        "--labels",
+        type=click.Path(path_type=Path),
+        help="Class labels of a class-conditional --model: .npy or one integer per line "
+        "(default: balanced over its classes, seeded).",
+    ),
+    click.option(
+        "--prompts",
+        type=click.Path(path_type=Path),
+        help="Text prompts of a text-to-image --model: one per line, or .jsonl with 'prompt'.",
+    ),
+)
+
+
+def _condition_options(function: Any) -> Any:
+    for option in reversed(_CONDITION_OPTIONS):
+        function = option(function)
+    return function
+
+
 @cli.command()
-@click.option("--model", help="Model plugin to sample from (its bundled checkpoint by default).")
-@click.option("--checkpoint", type=click.Path(path_type=Path), help="Checkpoint for --model.")
+@click.option(
+    "--model",
+    help="Model to sample from: a model family (its bundled checkpoint by default), "
+    "FAMILY:CHECKPOINT, or your generator as module.path:attribute.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Checkpoint of the --model family: a file, a folder or a hub id.",
+)
 @click.option(
     "--num-samples",
     default=DEFAULTS["num_samples"],
@@ -249,6 +279,7 @@ _no_cache_option = click.option(
 @click.option(
     "--steps", type=POSITIVE, help="Sampler steps of --model (default: the checkpoint's)."
 )
+@_condition_options
 @click.option("--samples", help="Folder of images or .npy/.npz array to evaluate.")
 @click.option("--reference", help="DATASET[:SPLIT], folder, array or statistics .npz.")
 @click.option(
@@ -261,7 +292,13 @@ _no_cache_option = click.option(
 @_extractor_weights_option
 @_resize_option
 @_layout_option
-@click.option("--opt", "opts", multiple=True, metavar="METRIC.KEY=VALUE", help="Metric option.")
+@click.option(
+    "--opt",
+    "opts",
+    multiple=True,
+    metavar="METRIC.KEY=VALUE",
+    help="Metric option; model.KEY=VALUE is a sample option of --model.",
+)
 @_device_option
 @click.option(
     "--batch-size",
@@ -342,6 +379,8 @@ def run(
     num_samples: int,
     sampler: str | None,
     steps: int | None,
+    labels: Path | None,
+    prompts: Path | None,
     samples: str | None,
     reference: str | None,
     metrics: str,
@@ -391,7 +430,7 @@ def run(
             check_outputs([out for out, _ in planned], force=force)  # before starting ranks
             _launched.append(True)
             return run_ranks(_without_nproc(_invocation), nproc)
-    device = str(_join_ranks(device))
+    device = _join_ranks(device)  # resolved here, once: the run takes the torch.device
     config = run_config(
         metrics,
         model=model,
@@ -411,6 +450,8 @@ def run(
         seed=seed,
         sampler=sampler,
         steps=steps,
+        labels=labels,
+        prompts=prompts,
         grid=grid if pictures else 0,
         neighbours=NEIGHBOUR_ROWS if html_path is not None else 0,
         baseline=baseline,
@@ -735,9 +776,15 @@ def train(
 
 
 @cli.command()
-@click.option("--model", required=True, help="Model plugin to sample from.")
 @click.option(
-    "--checkpoint", type=click.Path(path_type=Path), help="Checkpoint (default: bundled)."
+    "--model",
+    required=True,
+    help="Model to sample from: a model family, FAMILY:CHECKPOINT, or module.path:attribute.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    help="Checkpoint: a file, a folder or a hub id (default: the family's bundled one).",
 )
 @click.option("-n", "--num-samples", required=True, type=POSITIVE, help="Number of samples.")
 @click.option(
@@ -749,6 +796,10 @@ def train(
 )
 @click.option("--sampler", help="Sampler (default: the checkpoint's).")
 @click.option("--steps", type=POSITIVE, help="Sampler steps (default: the checkpoint's).")
+@_condition_options
+@click.option(
+    "--opt", "opts", multiple=True, metavar="model.KEY=VALUE", help="Sample option of --model."
+)
 @_seed_option
 @click.option(
     "--batch-size",
@@ -766,6 +817,9 @@ def sample(
     output: Path,
     sampler: str | None,
     steps: int | None,
+    labels: Path | None,
+    prompts: Path | None,
+    opts: Sequence[str],
     seed: int,
     batch_size: int | None,
     device: str,
@@ -783,14 +837,15 @@ def sample(
     import numpy as np
 
     from geneval.device import resolve_device
+    from geneval.generators import load_model, model_source, parse_model, split_model_options
     from geneval.sample_files import (
         StreamedPNGs,
+        carried_arrays,
         check_sample_output,
         npz_writer,
         sample_shape,
         uint8_blocks,
     )
-    from geneval.sources import ModelSource
 
     set_quiet(quiet)
     to_npz = output.suffix == ".npz"
@@ -800,26 +855,48 @@ def sample(
         raise InputError(f"-o {quote(output)}: give an .npz file or a folder name without a suffix")
     else:
         check_image_folder(output, force=force, what="-o folder")
-    family = get_registry().model(model)
-    if sampler is not None and sampler not in family.samplers:
-        raise InputError(f"--sampler {sampler}: model {model} offers {', '.join(family.samplers)}")
+    registry = get_registry()
+    spec = parse_model(model, checkpoint, registry)
+    if spec.family is not None:
+        family = registry.model(spec.family)
+        if sampler is not None and sampler not in family.samplers:
+            raise InputError(
+                f"--sampler {sampler}: model {model} offers {', '.join(family.samplers)}"
+            )
+    metric_side, model_options = split_model_options(list(opts))
+    if metric_side:
+        raise InputError(f"--opt {metric_side[0]}: geneval sample takes model.KEY=VALUE only")
     dev = resolve_device(device)
-    loaded = family.load(checkpoint, device=dev)
-    source = ModelSource(
-        f"model:{model}",
+    loaded = load_model(spec, registry, dev)
+    source = model_source(
         loaded,
+        spec.name,
         num_samples,
         seed=seed,
         sampler=sampler,
         steps=steps,
         batch_size=batch_size,
+        labels=labels,
+        prompts=prompts,
+        options=model_options,
     )
     what = "samples file" if to_npz else "-o folder"
-    check_sample_output(output, num_samples, loaded.image_shape, folder=not to_npz, what=what)
+    if source.carried and not to_npz:
+        raise InputError(
+            f"-o {quote(output)}: the samples are conditioned on "
+            f"{' and '.join(sorted(source.carried))}; write an .npz, which keeps them"
+        )
     blocks = uint8_blocks(source.batches(0, dev, 0))
+    image_shape = loaded.image_shape
+    if image_shape is None:  # a generator's image shape is known once it has drawn
+        first = next(blocks)
+        blocks = itertools.chain([first], blocks)
+        image_shape = (first.shape[3], first.shape[1], first.shape[2])
+    check_sample_output(output, num_samples, image_shape, folder=not to_npz, what=what)
     if to_npz:
-        shape = sample_shape(num_samples, loaded.image_shape)
-        write_atomic(output, npz_writer("images", shape, np.uint8, blocks), force=force, what=what)
+        shape = sample_shape(num_samples, image_shape)
+        writer = npz_writer("images", shape, np.uint8, blocks, extra=carried_arrays(source.carried))
+        write_atomic(output, writer, force=force, what=what)
     else:
         write_image_folder(output, StreamedPNGs(num_samples, blocks), force=force, what=what)
     _info(f"wrote {num_samples} samples to {output}", quiet)

@@ -70,6 +70,8 @@ def evaluate(
     workers: int | None = None,
     sampler: str | None = None,
     steps: int | None = None,
+    labels: str | Path | Sequence[int] | None = None,
+    prompts: str | Path | Sequence[str] | None = None,
     fail_if: Iterable[str] = (),
     baseline: bool = False,
     cache: bool = DEFAULTS["cache"],
@@ -81,7 +83,12 @@ def evaluate(
 
     ``samples`` and ``reference`` accept a path (folder, ``.npy``/``.npz`` array, statistics
     file), ``DATASET[:SPLIT]``, a uint8 or float image tensor or array (NCHW or NHWC), or, for
-    ``samples``, a loaded model (or ``model="ddpm"`` to load a model family's checkpoint).
+    ``samples``, a generator drawn ``num_samples`` times: a loaded model, a callable
+    ``G(n, generator) -> images``, an ``nn.Module`` with ``sample(n, generator=...)`` or a
+    pipeline a model family adopts (:mod:`geneval.generators`). ``model`` names a model family
+    instead (``"ddpm"``, ``"diffusers:google/ddpm-cifar10-32"``) or ``"module.path:attribute"``.
+    ``labels`` and ``prompts`` condition a class-conditional or text-to-image model (a file,
+    or the values); ``options={"model": {...}}`` holds its sample options.
     ``layout`` (``"auto"``, ``"nchw"`` or ``"nhwc"``, as ``--layout``) states how image
     arrays' axes are read; ``"auto"`` refuses a shape that fits both, such as (N, 3, 3, 3).
     ``fail_if`` takes gate expressions such as ``"fid>30"``; the report's ``passed`` is the
@@ -156,6 +163,7 @@ class Evaluator:
         device: str | torch.device = DEFAULTS["device"],
         seed: int = DEFAULTS["seed"],
         batch_size: int | None = None,
+        sample_batch_size: int | None = None,
         workers: int | None = None,
         cache: bool = DEFAULTS["cache"],
         precision: str = DEFAULTS["precision"],
@@ -185,11 +193,40 @@ class Evaluator:
         """Forget every image given to :meth:`update` (the reference is kept)."""
         self._stream.reset()
 
-    def update(self, images: Any, *, layout: str | None = None) -> None:
+    def update(
+        self, images: Any, *, layout: str | None = None, num_samples: int | None = None
+    ) -> None:
         """Add a batch of samples: uint8 or float in ``[0, 1]``, on any device; NCHW or NHWC
         by the rule of :func:`geneval.sources.image_layout` (``layout``, default the
-        evaluator's, states it: a shape that fits both, such as (N, 3, 3, 3), needs it)."""
+        evaluator's, states it: a shape that fits both, such as (N, 3, 3, 3), needs it).
+
+        ``images`` may instead be a generator (a callable ``G(n, generator)``, an ``nn.Module``
+        with ``sample``, a loaded model or a pipeline object; :mod:`geneval.generators`): it is
+        drawn ``num_samples`` times, in blocks of the evaluator's ``sample_batch_size``, seeded
+        by the evaluator's seed and the number of samples it already holds — so a sequence of
+        updates is reproducible, and each draws new images.
+        """
+        from geneval.generators import adopt, is_generator, model_source
+        from geneval.sources import sample_block_seed
+
         device = self._stream.pass_device
+        if is_generator(images):
+            if num_samples is None:
+                raise InputError("update: give num_samples= to draw from a generator")
+            run = self._run
+            model = adopt(images, run.registry, run.state.device, what="update")
+            source = model_source(
+                model,
+                "object",
+                num_samples,
+                seed=sample_block_seed(run.config.seed, self.count),
+                batch_size=run.config.sample_batch_size,
+            )
+            for block in source.batches(0, device, 0):
+                self._stream.add(block)
+            return
+        if num_samples is not None:
+            raise InputError("update: num_samples= is for a generator, not images")
         self._stream.add(_as_unit_float(images, device, self._layout if layout is None else layout))
 
     @property

@@ -136,7 +136,7 @@ def verbose_lines(kind: str, name: str, detail: Mapping[str, Any]) -> list[str]:
     elif kind == "model":
         samplers = detail["samplers"]
         shown = ", ".join(f"{s} (default)" if i == 0 else s for i, s in enumerate(samplers))
-        lines.append(f"{pad}trained on: {detail['dataset']}")
+        lines.append(f"{pad}trained on: {detail['dataset'] or '(no bundled checkpoint)'}")
         lines.append(f"{pad}samplers: {shown or 'none'}")
         lines.append(f"{pad}capabilities: {', '.join(detail['capabilities']) or 'sampling only'}")
         if detail["train_options"]:

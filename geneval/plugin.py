@@ -38,9 +38,10 @@ What it offers:
 * **Progress**: :func:`progress_bar`, :func:`progress_enabled`, :func:`note`.
 * **Cache and files**: :func:`geneval_cache_dir`, :func:`file_sha256` (a file's sha256,
   remembered by the cache), :func:`sha256_of`, :func:`atomic_path`, :func:`load_stats`.
-* **Training toolkit** for model families: :class:`TrainableFamily`, :class:`TrainingStep`,
-  :func:`training_options`, :class:`ExponentialMovingAverage`, :class:`MinibatchStream`,
-  :func:`minibatches`, :func:`images_from_source`, :func:`sample_in_batches`,
+* **Training toolkit** for model families: :class:`TrainableFamily`, :class:`TrainingStep`
+  and :func:`training_options` (:mod:`geneval.family`, no torch), and the loop's pieces,
+  :class:`ExponentialMovingAverage`, :class:`MinibatchStream`, :func:`minibatches`,
+  :func:`images_from_source`, :func:`sample_in_batches`,
   :class:`Checkpoint`, :func:`load_checkpoint`, :func:`save_checkpoint`.
 * **The sampler shape**: :class:`Sampler`, :func:`build_sampler`, :func:`run_chain`,
   :func:`draw`, :class:`SampledModel`, :data:`MAX_SAMPLER_STEPS` (:mod:`geneval.sampling`).
@@ -74,6 +75,7 @@ from geneval.capabilities import (
     LIKELIHOOD_SPACES,
     AnnealingPath,
     SupportsAnnealing,
+    SupportsClassLabels,
     SupportsDecode,
     SupportsELBO,
     SupportsEncode,
@@ -81,9 +83,13 @@ from geneval.capabilities import (
     SupportsLatentProposal,
     SupportsLogProb,
     SupportsLogZ,
+    SupportsPerSampleGenerators,
+    SupportsPrompts,
+    SupportsSampleOptions,
     SupportsScore,
 )
 from geneval.errors import GenevalWarning, InputError, warn
+from geneval.family import TrainableFamily, TrainingStep, training_options
 from geneval.hookspecs import hookimpl
 from geneval.options import Option
 from geneval.text import quote
@@ -104,12 +110,9 @@ if TYPE_CHECKING:
     from geneval.training import (
         ExponentialMovingAverage,
         MinibatchStream,
-        TrainableFamily,
-        TrainingStep,
         images_from_source,
         minibatches,
         sample_in_batches,
-        training_options,
     )
 
 #: Names loaded on first use, by the module that defines them (these modules import torch
@@ -127,12 +130,9 @@ _LAZY: dict[str, str] = {
         (
             "ExponentialMovingAverage",
             "MinibatchStream",
-            "TrainableFamily",
-            "TrainingStep",
             "images_from_source",
             "minibatches",
             "sample_in_batches",
-            "training_options",
         ),
         "geneval.training",
     ),
@@ -181,6 +181,7 @@ __all__ = [
     "SampledModel",
     "Sampler",
     "SupportsAnnealing",
+    "SupportsClassLabels",
     "SupportsDecode",
     "SupportsELBO",
     "SupportsEncode",
@@ -188,6 +189,9 @@ __all__ = [
     "SupportsLatentProposal",
     "SupportsLogProb",
     "SupportsLogZ",
+    "SupportsPerSampleGenerators",
+    "SupportsPrompts",
+    "SupportsSampleOptions",
     "SupportsScore",
     "TrainableFamily",
     "TrainingStep",

@@ -10,6 +10,10 @@
 ``bf16``
     ``torch.autocast`` to bfloat16 (8-bit mantissas) around the extractor; outputs come back
     as float32.
+``fp16`` (CUDA only)
+    ``torch.autocast`` to float16 (11-bit mantissas, range ±65504) around the extractor. A
+    model that declares a ``dtype`` sample option (a diffusers pipeline) also samples in the
+    run's ``fp16`` or ``bf16``.
 
 A reduced mode reports what it costs **on the run's own data**: the first
 :data:`PROBE_IMAGES` images each extractor sees are also extracted in float32, and the report
@@ -54,10 +58,10 @@ def check_precision(mode: str, device: torch.device) -> str:
     """``mode`` if it is known and possible on ``device``, else an :class:`InputError`."""
     if mode not in PRECISIONS:
         raise InputError(f"--precision {mode}: choose from {', '.join(PRECISIONS)}")
-    if mode == "tf32" and torch.device(device).type != "cuda":
+    if mode in ("tf32", "fp16") and torch.device(device).type != "cuda":
         raise InputError(
-            "--precision tf32 needs a CUDA device (TF32 is a GPU tensor-core format); use "
-            "bf16 or the default fp32"
+            f"--precision {mode} needs a CUDA device (a GPU tensor-core format); use bf16 or "
+            "the default fp32"
         )
     return mode
 
@@ -83,8 +87,9 @@ def precision_mode(mode: str, device: torch.device) -> Iterator[None]:
             deny = "ieee" if isinstance(allow, str) else False
             setattr(obj, attr, allow if mode == "tf32" else deny)
     try:
-        if mode == "bf16":
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+        if mode in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if mode == "bf16" else torch.float16
+            with torch.autocast(torch.device(device).type, dtype=dtype):
                 yield
         else:
             yield

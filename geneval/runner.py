@@ -14,6 +14,7 @@ from typing import Any
 from geneval import __version__
 from geneval.api import Metric
 from geneval.baseline import compute_baseline
+from geneval.generators import model_report
 from geneval.plugins import Registry
 from geneval.report.explain import metric_info, minimum_samples, sample_count_warnings, versions
 from geneval.report.visuals import Visuals, collect_visuals
@@ -30,6 +31,15 @@ __all__ = [
     "run_report",
     "validate_config",
 ]
+
+
+def _checkpoint_text(run: Run) -> str | None:
+    """The report's ``checkpoint``: the one given, ``bundled`` for a family's own, or ``None``
+    for a generator that is the user's code or object."""
+    spec = run.model_spec
+    if spec is None or spec.family is None:
+        return None
+    return spec.checkpoint if spec.checkpoint is not None else "bundled"
 
 
 class Evaluation:
@@ -116,11 +126,12 @@ class Evaluation:
         if run.model is not None:
             report_config.update(
                 model=run.model_name or "object",
-                checkpoint=str(config.checkpoint) if config.checkpoint else "bundled",
+                checkpoint=_checkpoint_text(self.run),
                 num_samples=config.num_samples,
                 sampler=config.sampler or run.model.config.get("default_sampler"),
                 steps=config.steps,
             )
+            report_config.update(model_report(run.sources["samples"].source, config))
         inputs = {}
         for role, resolved in run.sources.items():
             if role in run.results:

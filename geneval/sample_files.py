@@ -13,7 +13,7 @@ file system that will hold it.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,14 +100,20 @@ def uint8_blocks(blocks: Iterable[torch.Tensor]) -> Iterator[np.ndarray]:
 
 
 def npz_writer(
-    key: str, shape: tuple[int, ...], dtype: Any, chunks: Iterable[np.ndarray]
+    key: str,
+    shape: tuple[int, ...],
+    dtype: Any,
+    chunks: Iterable[np.ndarray],
+    *,
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> Callable[[Path], None]:
-    """A writer (for :func:`geneval.io.write_atomic`) of an ``.npz`` holding one array.
+    """A writer (for :func:`geneval.io.write_atomic`) of an ``.npz`` holding the array
+    ``key`` and the small arrays of ``extra`` (the labels and captions carried with samples).
 
     The array ``key`` of ``shape`` and ``dtype`` is written from ``chunks`` (consecutive
     rows) as they come, so only one chunk is in memory; the file holds the bytes
-    ``np.savez(file, key=array)`` would write (an uncompressed zip, one ``.npy`` member).
-    Chunks that do not add up to ``shape`` raise :class:`ValueError`.
+    ``np.savez(file, key=array, **extra)`` would write (an uncompressed zip, one ``.npy``
+    member per array). Chunks that do not add up to ``shape`` raise :class:`ValueError`.
     """
     dtype = np.dtype(dtype)
     row_shape = tuple(shape[1:])
@@ -135,6 +141,11 @@ def npz_writer(
                 member.write(np.ascontiguousarray(chunk).data)
             if rows != shape[0]:
                 raise ValueError(f"{rows} rows written, {shape[0]} announced")
+        if extra:
+            with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_STORED) as archive:
+                for name, array in extra.items():
+                    with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                        np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
     return write
 
@@ -180,6 +191,18 @@ class StreamedPNGs(Sequence[tuple[str, Callable[[Path], None]]]):
 
         image = self._image(index)
         Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(path, format="PNG")
+
+
+def carried_arrays(carried: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """What a model's samples carry, as the arrays of a samples ``.npz``: ``labels`` int64
+    (N,) and ``captions`` unicode (N,), which :func:`geneval.sources.load_array_file` reads
+    back."""
+    out: dict[str, np.ndarray] = {}
+    if "labels" in carried:
+        out["labels"] = np.asarray(torch.as_tensor(carried["labels"]).cpu(), dtype=np.int64)
+    if "captions" in carried:
+        out["captions"] = np.array([str(c) for c in carried["captions"]], dtype=np.str_)
+    return out
 
 
 def sample_shape(n: int, image_shape: Sequence[int]) -> tuple[int, int, int, int]:

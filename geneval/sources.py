@@ -11,7 +11,7 @@ import hashlib
 import os
 import warnings
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from geneval.api import GenerativeModel, ImageSet, LoadedExtractor
 from geneval.arrayfile import npz_members, open_npy, read_member, reading
+from geneval.capabilities import SupportsPerSampleGenerators
 from geneval.errors import InputError
 from geneval.run.config import DEFAULTS, LAYOUTS
 from geneval.run.passes import PassPlan, PassResult, SourcePass
@@ -51,13 +52,14 @@ class SampleSource:
     """Base class: a description for reports, an image count, and batched iteration.
 
     ``carried`` holds the arrays that come with the images (``labels``, ``factors``,
-    ``latents``, ``features``), row i describing image i; ``names`` the images' relative paths
-    when they come from a folder (used to pair reconstructions with originals).
+    ``latents``, ``features``; ``captions``, a list of strings), row i describing image i;
+    ``names`` the images' relative paths when they come from a folder (used to pair
+    reconstructions with originals).
     """
 
     description: str
     count: int
-    carried: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    carried: dict[str, Any] = field(default_factory=dict, repr=False)
     names: list[str] | None = field(default=None, repr=False)
 
     @property
@@ -447,7 +449,7 @@ class FolderSource(SampleSource):
 # -- arrays ------------------------------------------------------------------------------------
 
 #: Arrays an ``.npz`` may carry beside (or instead of) ``images``, with their required form.
-CARRIED_KEYS = ("labels", "factors", "latents", "features")
+CARRIED_KEYS = ("labels", "factors", "latents", "features", "captions")
 
 
 #: Bytes of an array checked at a time (a memory-mapped array is never copied whole).
@@ -545,18 +547,25 @@ def check_image_array(array: np.ndarray, what: str, layout: str | None = "auto")
 _INT64_RANGE = (-(2.0**63), 2.0**63)
 
 
-def check_carried(
-    arrays: dict[str, np.ndarray], count: int | None, what: str
-) -> dict[str, torch.Tensor]:
+def check_carried(arrays: dict[str, np.ndarray], count: int | None, what: str) -> dict[str, Any]:
     """Validate the arrays carried beside images and return them as tensors.
 
     ``labels`` (N,) and ``factors`` (N, K) must be integers that fit int64 (int64 on return;
     integral floats are accepted); ``latents`` (N, D) and ``features`` (N, D) real numbers,
-    finite in float32 (float32 on return). Any byte order is accepted. Every array must have
-    the same N, and ``count`` images when given.
+    finite in float32 (float32 on return); ``captions`` (N,) unicode strings (a list of
+    ``str`` on return). Any byte order is accepted. Every array must have the same N, and
+    ``count`` images when given.
     """
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, Any] = {}
     for key, array in arrays.items():
+        if key == "captions":
+            if array.ndim != 1 or array.dtype.kind != "U" or array.size == 0:
+                raise InputError(
+                    f"{what}: captions must be a non-empty (N,) array of strings, found "
+                    f"{_describe(array)}"
+                )
+            out[key] = [str(c) for c in array.tolist()]
+            continue
         integer = key in ("labels", "factors")
         ndim = 1 if key == "labels" else 2
         if array.ndim != ndim or 0 in array.shape:
@@ -593,7 +602,7 @@ def check_carried(
                     f"({_describe(array)})"
                 )
             out[key] = torch.from_numpy(converted)
-    counts = {key: int(t.shape[0]) for key, t in out.items()}
+    counts = {key: len(t) for key, t in out.items()}
     if count is not None:
         counts = {"images": count, **counts}
     if len(set(counts.values())) > 1:
@@ -935,7 +944,17 @@ class ModelSource(SampleSource):
     The block that begins at global sample index ``i`` is drawn with a generator seeded with
     :func:`sample_block_seed` ``(seed, i)``: the seed and the block size fix the samples, and
     the blocks of a sharded run (each rank its own range of blocks) are those one process
-    draws. ``geneval sample`` draws through the same source, so its files score the same.
+    draws. A model that takes one generator per sample
+    (:class:`~geneval.capabilities.SupportsPerSampleGenerators`, e.g. a diffusers pipeline)
+    gets the list of generators seeded with ``sample_block_seed(seed, j)`` for each sample
+    ``j`` of the block: its samples depend on the seed alone, whatever the block size or the
+    shard. ``geneval sample`` draws through the same source, so its files score the same.
+
+    ``conditions`` (:func:`geneval.generators.conditions`) holds one class label or prompt per
+    sample; each block passes its slice to ``sample(labels=...)`` or ``sample(prompts=...)``,
+    and they travel with the samples as the ``labels`` and ``captions`` inputs. ``options``
+    are the model's validated sample options (``--opt model.KEY=VALUE``).
+
     Samples are quantised to 8-bit levels (:func:`quantize_to_uint8_levels`), as if written to
     image files and read back.
     """
@@ -950,18 +969,40 @@ class ModelSource(SampleSource):
         sampler: str | None = None,
         steps: int | None = None,
         batch_size: int | None = None,
+        conditions: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         if count < 1:
             raise InputError(f"--num-samples must be positive, got {count}")
-        super().__init__(description=description, count=count)
+        conditions = dict(conditions or {})
+        carried: dict[str, Any] = {}
+        if "labels" in conditions:
+            carried["labels"] = conditions["labels"]
+        if "prompts" in conditions:
+            carried["captions"] = list(conditions["prompts"])
+        super().__init__(description=description, count=count, carried=carried)
         self.model = model
         self.seed = seed
         self.sampler = sampler
         self.steps = steps
         self.sample_batch = batch_size or DEFAULTS["sample_batch_size"]
+        self.conditions = conditions
+        self.options = dict(options or {})
+        self.per_sample = (
+            isinstance(model, SupportsPerSampleGenerators) and model.per_sample_generators
+        )
 
     def shard_unit(self, batch_size: int) -> int:
-        return self.sample_batch
+        return 1 if self.per_sample else self.sample_batch
+
+    def _generators(self, first: int, k: int) -> torch.Generator | list[torch.Generator]:
+        device = self.model.device
+        if not self.per_sample:
+            return torch.Generator(device=device).manual_seed(sample_block_seed(self.seed, first))
+        return [
+            torch.Generator(device=device).manual_seed(sample_block_seed(self.seed, j))
+            for j in range(first, first + k)
+        ]
 
     def batches(
         self,
@@ -973,23 +1014,24 @@ class ModelSource(SampleSource):
         stop: int | None = None,
     ) -> Iterator[Batch]:
         """One model call per block of ``sample_batch`` samples from ``start`` (a multiple of
-        it) to ``stop``, each block yielded in batches of ``batch_size`` images (the run's
-        extraction batch; 0: whole blocks)."""
-        if start % self.sample_batch:
-            raise ValueError(f"start {start} is not a multiple of {self.sample_batch}")
+        :meth:`shard_unit`) to ``stop``, each block yielded in batches of ``batch_size`` images
+        (the run's extraction batch; 0: whole blocks)."""
+        if start % self.shard_unit(batch_size):
+            raise ValueError(f"start {start} is not a multiple of {self.shard_unit(batch_size)}")
         stop = self.count if stop is None else min(stop, self.count)
         for first in range(start, stop, self.sample_batch):
             k = min(self.sample_batch, stop - first)
-            generator = torch.Generator(device=self.model.device).manual_seed(
-                sample_block_seed(self.seed, first)
-            )
+            extra = dict(self.options)
+            for name, values in self.conditions.items():
+                extra[name] = values[first : first + k]
             try:
                 images = self.model.sample(
                     k,
                     batch_size=self.sample_batch,
-                    generator=generator,
+                    generator=self._generators(first, k),
                     sampler=self.sampler,
                     steps=self.steps,
+                    **extra,
                 )
             except ValueError as exc:  # samplers refuse bad settings with ValueError
                 raise InputError(f"{quote(self.description)}: {exc}".splitlines()[0]) from None

@@ -84,6 +84,9 @@ class StubInputs:
     def factors(self, source: str) -> torch.Tensor:
         return self._get("factors", source)
 
+    def captions(self, source: str) -> list[str]:
+        return self._get("captions", source)
+
     def latents(self, source: str) -> torch.Tensor:
         return self._get("latents", source)
 

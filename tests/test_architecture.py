@@ -104,11 +104,8 @@ PLUGINS = CORE.parent / "geneval_plugins"
 #: The bundled model families, each by the modules that are its own; every other module of
 #: ``geneval_plugins/models/`` is shared (networks, score matching, noise levels, samplers).
 MODEL_FAMILIES: dict[str, tuple[str, ...]] = {
-    "ddpm": (
-        "models/diffusion/ddpm*.py",
-        "models/diffusion/gaussian_diffusion.py",
-        "models/diffusion/elbo_options.py",
-    ),
+    "ddpm": ("models/diffusion/ddpm*.py",),
+    "diffusers": ("models/diffusers_pipelines/*.py",),
     "ncsn": ("models/diffusion/ncsn*.py",),
     "energy": ("models/energy/*.py",),
     "latent": ("models/latent/*.py",),
@@ -244,7 +241,7 @@ print(json.dumps({{"codes": codes, "heavy": heavy}}))
 #: they subclass ``TrainableFamily`` / ``SampledModel`` and call ``training_options`` at class
 #: definition, and the core's training toolkit (``geneval.training``, ``geneval.sampling``)
 #: imports torch. Shrink this set as those modules become light; never grow it.
-TORCH_AT_REGISTRATION = frozenset({"ddpm", "ncsn", "rbm", "grbm", "ebm", "vae"})
+TORCH_AT_REGISTRATION: frozenset[str] = frozenset()
 
 
 def test_cli_with_bundled_plugins_imports_no_heavy_library():
@@ -282,3 +279,26 @@ print(json.dumps({{"codes": codes, "heavy": heavy, "listing": listing.getvalue()
     for name in ("digits", "dsprites", "inception-v3-fid", "digits-cnn", "fid", "kid", "dci"):
         assert name in found["listing"], f"bundled plugin {name} not listed"
     assert found["heavy"] == [], f"imported at start-up: {found['heavy']}"
+
+
+def test_sampler_names_are_one_table_shared_by_registration_and_implementation():
+    """Each bundled family registers exactly its entry of ``SAMPLER_NAMES`` (default first),
+    and the modules that build its samplers key their factories by the same names, in order."""
+    from geneval.plugins import get_registry
+    from geneval_plugins.models.diffusion.ddpm_samplers import SAMPLER_FACTORIES
+    from geneval_plugins.models.energy.grbm_network import GRBMModel
+    from geneval_plugins.models.energy.rbm_network import RBMModel
+    from geneval_plugins.models.sampler_names import SAMPLER_NAMES
+    from geneval_plugins.models.score_samplers import SAMPLERS as SCORE_SAMPLERS
+
+    registry = get_registry()
+    for name, names in SAMPLER_NAMES.items():
+        assert tuple(registry.model(name).samplers) == names, name
+    implemented = {
+        "ddpm": tuple(SAMPLER_FACTORIES),
+        "ncsn": tuple(SCORE_SAMPLERS),
+        "rbm": tuple(RBMModel.factories),
+        "grbm": tuple(GRBMModel.factories),
+    }
+    for name, keys in implemented.items():
+        assert keys == SAMPLER_NAMES[name], name

@@ -54,7 +54,13 @@ def test_scores_equal_scikit_learn_on_the_same_assignments(digits) -> None:
     for name in ("homogeneity", "completeness", "ari", "nmi"):
         assert result[name] == pytest.approx(expected[name].mean(), rel=1e-12)
         assert result[f"{name}_std"] == pytest.approx(expected[name].std(), rel=1e-9, abs=1e-15)
-    assert (result["k"], result["seeds"], result["n"], result["on"]) == (10, 4, 600, "latents")
+    assert (result["clusters"], result["k"], result["seeds"], result["n"], result["on"]) == (
+        10,
+        0,
+        4,
+        600,
+        "latents",
+    )
     assert 0.5 < result["value"] < 1.0  # digits cluster well by class
 
 
@@ -73,7 +79,7 @@ def test_features_and_explicit_k(digits) -> None:
     )
     result = compute(metric, inputs, on="features", k=5, seeds=2)
     expected = _expected(points.astype(np.float32).astype(np.float64), labels, 5, range(2))
-    assert result["k"] == 5 and result["on"] == "features"
+    assert result["clusters"] == result["k"] == 5 and result["on"] == "features"
     assert result["value"] == pytest.approx(expected["v_measure"].mean(), rel=1e-9)
 
 

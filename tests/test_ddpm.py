@@ -22,9 +22,10 @@ from geneval.errors import InputError
 from geneval.plugins import get_registry
 from geneval_plugins.datasets.digits import DigitsDataset
 from geneval_plugins.extractors.digits_cnn import DigitsCNNExtractor
-from geneval_plugins.models.diffusion.ddpm import DDPMFamily, DDPMModel
+from geneval_plugins.models.diffusion.ddpm import DDPMFamily
+from geneval_plugins.models.diffusion.ddpm_model import DDPMModel
 from geneval_plugins.models.diffusion.ddpm_samplers import SAMPLERS
-from geneval_plugins.models.diffusion.gaussian_diffusion import GaussianDiffusion
+from geneval_plugins.models.gaussian_diffusion import GaussianDiffusion
 from geneval_plugins.models.unet import auto_channel_mults, parse_channel_mults
 
 CPU = torch.device("cpu")

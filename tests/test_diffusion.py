@@ -19,7 +19,7 @@ from geneval_plugins.models.diffusion.ddpm_samplers import (
     AncestralSampler,
     DDIMSampler,
 )
-from geneval_plugins.models.diffusion.gaussian_diffusion import GaussianDiffusion, make_betas
+from geneval_plugins.models.gaussian_diffusion import GaussianDiffusion, make_betas
 
 CPU = torch.device("cpu")
 F64 = torch.float64
@@ -201,7 +201,8 @@ def test_ddim_timesteps():
 
 def test_one_table_names_the_ddpm_samplers():
     """The family, its training option and a model's samplers all read SAMPLER_FACTORIES."""
-    from geneval_plugins.models.diffusion.ddpm import TRAIN_OPTIONS, DDPMFamily, DDPMModel
+    from geneval_plugins.models.diffusion.ddpm import TRAIN_OPTIONS, DDPMFamily
+    from geneval_plugins.models.diffusion.ddpm_model import DDPMModel
 
     names = tuple(SAMPLER_FACTORIES)
     assert names == ("ddim", "ancestral", "ancestral-fixedsmall")

@@ -22,12 +22,9 @@ from geneval.errors import InputError
 from geneval.plugins import get_registry
 from geneval.sampling import draw
 from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.models.energy.ebm import (
-    AnnealedEnergyLangevin,
-    ConvEnergy,
-    EBMFamily,
-    downsamplings,
-)
+from geneval_plugins.models.energy.ebm import EBMFamily
+from geneval_plugins.models.energy.ebm_model import AnnealedEnergyLangevin
+from geneval_plugins.models.energy.ebm_network import ConvEnergy, downsamplings
 from geneval_plugins.models.energy.grbm import GRBMFamily
 from geneval_plugins.models.energy.mcmc import LangevinSampler, ReplayBufferSampler
 from geneval_plugins.models.energy.rbm import RBMFamily

@@ -195,7 +195,7 @@ def test_plugins_are_registered_with_their_contract() -> None:
         assert isinstance(metric, ManifoldMetric) and metric.name == name
         assert metric.higher_is_better and metric.interpretation and metric.uncertainty is None
         assert {key: o.default for key, o in metric.options.items()} == {"k": k}
-        assert set(metric.fields) == {"k", "n", "n_reference"}
+        assert set(metric.fields) == {"n", "n_reference"}
         assert [(n.kind, n.source, n.extractor) for n in metric.needs] == [
             ("features", "samples", "vgg16"),
             ("features", "reference", "vgg16"),

@@ -16,7 +16,8 @@ from geneval.errors import InputError
 from geneval.plugins import get_registry
 from geneval.training import ExponentialMovingAverage, minibatches
 from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.models.diffusion.ncsn import NCSNFamily, NoiseConditionalScore
+from geneval_plugins.models.diffusion.ncsn import NCSNFamily
+from geneval_plugins.models.diffusion.ncsn_model import NoiseConditionalScore
 from geneval_plugins.models.noise_levels import geometric_sigmas, max_pairwise_distance
 from geneval_plugins.models.score_matching import denoising_score_matching_loss
 from geneval_plugins.models.unet import sinusoidal_embedding

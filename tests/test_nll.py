@@ -26,8 +26,8 @@ from geneval.api import Need
 from geneval.capabilities import SupportsELBO
 from geneval.plugins import get_registry
 from geneval_plugins.metrics.likelihood.nll import NegativeLogLikelihood
-from geneval_plugins.models.diffusion.ddpm import DDPMModel
-from geneval_plugins.models.diffusion.gaussian_diffusion import GaussianDiffusion, make_betas
+from geneval_plugins.models.diffusion.ddpm_model import DDPMModel
+from geneval_plugins.models.gaussian_diffusion import GaussianDiffusion, make_betas
 from tests.stub_inputs import compute
 
 #: Numerical agreement and shipped artefacts: CI runs these again with other CPU kernels.

@@ -216,10 +216,38 @@ def test_required_extractor_wins_over_the_extractor_option(sdk_package: Path, ru
     assert report["metrics"]["sdk-pooled-mean"]["dim"] == 4
 
 
+def test_file_features_cannot_feed_a_metric_that_requires_its_extractor(
+    sdk_package: Path, run_cli, tmp_path: Path
+) -> None:
+    """Features carried by an ``.npz`` are of an unknown space: a metric that requires the
+    ``sdk-pool`` extractor refuses them (exit 2, one line) instead of measuring in them."""
+    import numpy as np
+
+    samples = tmp_path / "samples.npz"
+    rng = np.random.default_rng(0)
+    np.savez(
+        samples,
+        images=rng.integers(0, 256, (24, 8, 8, 1), dtype=np.uint8),
+        features=rng.normal(size=(24, 4)),
+    )
+    res = run_cli(
+        "run", "--samples", samples, "--reference", "digits:train", "--metrics",
+        "sdk-pooled-mean", "--json", "-", "--quiet",
+    )  # fmt: skip
+    assert res.code == 2, res.err
+    assert len(res.err_lines) == 1
+    line = res.err_lines[0]
+    assert "metric sdk-pooled-mean requires the sdk-pool extractor" in line
+    assert "samples.npz" in line and "'features' array" in line
+
+
 def test_sample_only_family_gets_the_defaults_and_refuses_training(
     sdk_package: Path, run_cli, tmp_path: Path
 ) -> None:
-    family = get_registry().model("sdk-noise")
+    from geneval.errors import GenevalWarning
+
+    with pytest.warns(GenevalWarning, match="'sdk-no-interpretation' lacks the required"):
+        family = get_registry().model("sdk-noise")
     assert family.train_options == {} and family.capabilities == () and family.arch_options == ()
     metric = get_registry().metric("sdk-pooled-mean")
     assert metric.min_samples is None and metric.allows_infinite_value is False

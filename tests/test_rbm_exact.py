@@ -18,9 +18,10 @@ from scipy.special import logsumexp
 
 from geneval.capabilities import SupportsEnergy, SupportsLogProb, SupportsLogZ
 from geneval.sampling import run_chain
-from geneval_plugins.models.energy.grbm import GaussianRBM
+from geneval_plugins.models.energy.grbm_network import GaussianRBM
 from geneval_plugins.models.energy.mcmc import GibbsSampler
-from geneval_plugins.models.energy.rbm import BernoulliRBM, ExactRBMModel, RBMFamily, RBMModel
+from geneval_plugins.models.energy.rbm import RBMFamily
+from geneval_plugins.models.energy.rbm_network import BernoulliRBM, ExactRBMModel, RBMModel
 
 TOL = 1e-10
 

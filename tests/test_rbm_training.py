@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from geneval_plugins.datasets.digits import DigitsDataset
-from geneval_plugins.models.energy.rbm import BernoulliRBM, RBMFamily
+from geneval_plugins.models.energy.rbm import RBMFamily
+from geneval_plugins.models.energy.rbm_network import BernoulliRBM
 
 
 def independent_bernoulli_log_likelihood(train: np.ndarray, test: np.ndarray) -> float:

@@ -32,7 +32,8 @@ from geneval_plugins.models.latent.decoders import (
     discretized_logistic_log_likelihood,
 )
 from geneval_plugins.models.latent.networks import halvings
-from geneval_plugins.models.latent.vae import VAEFamily, VAEModel
+from geneval_plugins.models.latent.vae import VAEFamily
+from geneval_plugins.models.latent.vae_model import VAEModel
 
 CPU = torch.device("cpu")
 

@@ -168,7 +168,20 @@ def setup_lines(report: Mapping[str, Any]) -> list[str]:
         steps = cfg.get("steps")
         extra = f", sampler {sampler}" if sampler else ""
         extra += f", {steps} steps" if steps else ""
-        lines.append(f"model: {cfg['model']} (checkpoint: {cfg.get('checkpoint')}{extra})")
+        checkpoint = cfg.get("checkpoint")
+        held = f"checkpoint: {checkpoint}{extra}" if checkpoint else extra.lstrip(", ")
+        lines.append(f"model: {cfg['model']}" + (f" ({held})" if held else ""))
+        details = cfg.get("model_details") or {}
+        settings = [f"{k} {v}" for k, v in details.items() if not isinstance(v, Mapping)]
+        for key in ("labels", "prompts"):
+            if cfg.get(key):
+                settings.append(f"{key}: {cfg[key]}")
+        if cfg.get("sample_options"):
+            settings.append(
+                "options " + ", ".join(f"{k}={v}" for k, v in cfg["sample_options"].items())
+            )
+        if settings:
+            lines.append("  " + "; ".join(settings))
     if cfg.get("reference"):
         count = _count(report["inputs"].get("reference", {}).get("count"))
         lines.append(f"reference: {cfg['reference']} ({count})")

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import torch
 
 #: Extraction precisions (:mod:`geneval.precision`): ``--precision`` and ``precision=``.
-PRECISIONS = ("fp32", "bf16", "tf32")
+PRECISIONS = ("fp32", "bf16", "tf32", "fp16")
 #: How an image array's axes are read: ``auto`` (by the one rule of
 #: :func:`geneval.sources.image_layout`), ``nchw`` or ``nhwc`` (``--layout`` on the command
 #: line, ``layout=`` in the Python API).
@@ -46,9 +46,12 @@ class RunConfig:
     """Everything ``geneval run`` was asked to do (the Python API mirrors the CLI).
 
     ``samples`` and ``reference`` are paths, ``DATASET[:SPLIT]``, statistics files, in-memory
-    image tensors or arrays, sample sources, or (samples only) a loaded model; ``model`` names
-    a model family instead. ``options`` are ``METRIC.KEY=VALUE`` strings or
-    ``{metric: {key: value}}``. ``batch_size`` is the number of images per extractor call,
+    image tensors or arrays, sample sources, or (samples only) a generator object
+    (:func:`geneval.generators.adopt`); ``model`` names a model family (``NAME``,
+    ``NAME:CHECKPOINT``) or the user's generator (``module.path:attribute``) instead.
+    ``options`` are ``METRIC.KEY=VALUE`` strings or ``{metric: {key: value}}``, with the
+    model's sample options under ``model`` (``--opt model.KEY=VALUE``). ``batch_size`` is
+    the number of images per extractor call,
     ``sample_batch_size`` the number of samples per model call.
     """
 
@@ -69,6 +72,9 @@ class RunConfig:
     seed: int = DEFAULTS["seed"]
     sampler: str | None = None
     steps: int | None = None
+    # -- what a model's samples are conditioned on (geneval/generators.py) --
+    labels: Path | Sequence[int] | None = None  # class labels (--labels FILE)
+    prompts: Path | Sequence[str] | None = None  # text prompts (--prompts FILE)
     # -- what a report shows besides the numbers (geneval/report/visuals.py, baseline.py) --
     grid: int = 0  # the first images of each source kept for grids
     neighbours: int = 0  # samples whose nearest reference images are shown
@@ -87,6 +93,8 @@ def run_config(
     checkpoint: str | Path | None = None,
     extractor_weights: str | Path | None = None,
     options: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
+    labels: str | Path | Sequence[int] | None = None,
+    prompts: str | Path | Sequence[str] | None = None,
     **settings: Any,
 ) -> RunConfig:
     """The :class:`RunConfig` of the command line's or the Python API's arguments.
@@ -94,6 +102,7 @@ def run_config(
     ``metrics`` may be a comma-separated string; paths may be strings. ``batch_size`` (images
     per extractor call) also sets the samples per model call unless ``sample_batch_size`` is
     given (as ``--batch-size`` always has); each falls back to its :data:`DEFAULTS` entry.
+    ``labels`` and ``prompts`` are a file (a path) or the values themselves.
     """
     names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
     if sample_batch_size is None:
@@ -102,6 +111,8 @@ def run_config(
         metrics=[name for name in names if name.strip()],
         checkpoint=Path(checkpoint) if checkpoint is not None else None,
         extractor_weights=Path(extractor_weights) if extractor_weights is not None else None,
+        labels=Path(labels) if isinstance(labels, str) else labels,
+        prompts=Path(prompts) if isinstance(prompts, str) else prompts,
         options=list(options) if isinstance(options, list | tuple) else dict(options or {}),
         batch_size=DEFAULTS["batch_size"] if batch_size is None else batch_size,
         sample_batch_size=(

@@ -14,7 +14,7 @@ Adding an input kind means adding a producer to the table, not editing the runne
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -109,6 +109,27 @@ def file_features(key: InputKey, run: RunView) -> torch.Tensor | None:
             "file's features, or give the images without 'features' to extract them"
         )
     return carried
+
+
+def refuse_file_features(
+    metric: str, extractor: str, keys: Iterable[InputKey], run: RunView
+) -> None:
+    """A metric that requires ``extractor`` measures in that feature space only: a source that
+    carries its own ``features`` array (of unknown origin) cannot feed it. An
+    :class:`InputError` naming the metric, the extractor and the source."""
+    if run.extract_only:
+        return
+    for key in keys:
+        if key.kind not in FEATURE_KINDS:
+            continue
+        resolved = run.source(key.source)
+        if resolved.carried("features") is not None:
+            raise InputError(
+                f"metric {metric} requires the {quote(extractor)} extractor, but the "
+                f"{resolved.role} ({quote(resolved.description)}) carry a 'features' array of "
+                f"another space: give the images without 'features' so that {extractor} "
+                "extracts them"
+            )
 
 
 def features_from_files(keys: Mapping[Any, InputKey], run: RunView) -> dict[str, str]:
@@ -251,11 +272,12 @@ class StatsProducer:
 
 
 class CarriedProducer:
-    """``labels``, ``factors``, ``latents``: arrays that come with the images.
+    """``labels``, ``factors``, ``latents``, ``captions``: what comes with the images.
 
-    From an ``.npz`` or a dataset. When the samples are a model, the samples' ``labels`` and
-    ``factors`` are the reference's, and ``latents`` (of either source) are the model's
-    ``encode`` of the reference images.
+    From an ``.npz`` or a dataset, or from a conditional model: the class labels and prompts
+    its samples were drawn from. When the samples are an unconditional model, the samples'
+    ``labels`` and ``factors`` are the reference's, and ``latents`` (of either source) are the
+    model's ``encode`` of the reference images.
     """
 
     def __init__(self, kind: str) -> None:
@@ -407,6 +429,7 @@ PRODUCERS: dict[str, Producer] = {
     "labels": CarriedProducer("labels"),
     "factors": CarriedProducer("factors"),
     "latents": CarriedProducer("latents"),
+    "captions": CarriedProducer("captions"),
     "reconstructions": ReconstructionsProducer(),
     "dataset": DatasetProducer(),
     "model": ModelProducer(),
@@ -462,6 +485,9 @@ class RunInputs:
 
     def latents(self, source: str) -> torch.Tensor:
         return self._get("latents", source)
+
+    def captions(self, source: str) -> list[str]:
+        return self._get("captions", source)
 
     def reconstructions(self) -> PairedImages:
         return self._get("reconstructions", "samples")

@@ -26,6 +26,16 @@ from geneval.api import GenerativeModel, ImageSet, Metric, Need
 from geneval.capabilities import capabilities_of, capability_name
 from geneval.device import resolve_device
 from geneval.errors import InputError
+from geneval.generators import (
+    MODEL_OPTION_PREFIX,
+    ModelSpec,
+    adopt,
+    is_generator,
+    load_model,
+    model_source,
+    parse_model,
+    split_model_options,
+)
 from geneval.options import parse_metric_options
 from geneval.plugins import Registry, get_registry
 from geneval.run.config import RunConfig, validate_config
@@ -37,6 +47,7 @@ from geneval.run.inputs import (
     check_feature_widths,
     input_key,
     needs_of,
+    refuse_file_features,
 )
 from geneval.run.resolve import (
     ResolvedSource,
@@ -48,7 +59,7 @@ from geneval.run.resolve import (
     split_name,
 )
 from geneval.run.state import SOURCES, Plan, RunState
-from geneval.sources import ModelSource, TensorSource
+from geneval.sources import TensorSource
 
 
 def resolve_metrics(registry: Registry, names: Sequence[str]) -> dict[str, Metric]:
@@ -126,23 +137,34 @@ class Run:
         self.config = config
         self.debug = debug
         self.registry = registry or get_registry()
+        metric_options, self.model_options = split_model_options(config.options)
         if needs is None:
             self.metrics = resolve_metrics(self.registry, config.metrics)
-            self.options = parse_metric_options(config.options, self.metrics)
+            self.options = parse_metric_options(metric_options, self.metrics)
             #: each metric's needs under its validated options
             self.needs = {n: needs_of(m, self.options[n]) for n, m in self.metrics.items()}
         else:
             self.metrics, self.options = {}, {}
             self.needs = {name: tuple(found) for name, found in needs.items()}
+        #: what ``--model`` names (None for samples given as images or as an object)
+        self.model_spec: ModelSpec | None = None
         if config.model is not None:
-            family = self.registry.model(config.model)
-            if config.sampler is not None and config.sampler not in family.samplers:
-                raise InputError(
-                    f"--sampler {config.sampler}: model {family.name} offers "
-                    f"{', '.join(family.samplers)}"
-                )
+            self.model_spec = parse_model(config.model, config.checkpoint, self.registry)
+            if self.model_spec.family is not None:
+                family = self.registry.model(self.model_spec.family)
+                if config.sampler is not None and config.sampler not in family.samplers:
+                    raise InputError(
+                        f"--sampler {config.sampler}: model {family.name} offers "
+                        f"{', '.join(family.samplers)}"
+                    )
+        given_to_no_model = config.model is None and not is_generator(config.samples)
+        if self.model_options and given_to_no_model and parent is None:
+            raise InputError(
+                f"--opt {MODEL_OPTION_PREFIX}.{next(iter(self.model_options))}: sample options "
+                "are for --model"
+            )
         if parent is None:
-            device = resolve_device(config.device)
+            device = resolve_device(config.device)  # a torch.device from the CLI passes through
             self.state = RunState(config, self.registry, device, extract_only=needs is not None)
         else:
             device, loaded = parent.state.device, parent.state.loaded
@@ -177,15 +199,22 @@ class Run:
             raise ValueError(f"no source role {role!r}: choose from {', '.join(SOURCES)}")
 
     def _load_model(self) -> GenerativeModel:
-        family = self.registry.model(self.config.model)
-        model = family.load(self.config.checkpoint, device=self.state.device)
-        for protocol in family.capabilities:
-            if not isinstance(model, protocol):
-                raise InputError(
-                    f"model plugin {family.name} declares capability "
-                    f"{capability_name(protocol)!r}, which its loaded model does not offer"
-                )
-        self.state.model_name = family.name
+        """The model of ``--model`` (a family's checkpoint or the user's generator), or the
+        generator object given as the samples, adopted (:mod:`geneval.generators`)."""
+        spec, device = self.model_spec, self.state.device
+        if spec is None:
+            self.state.model_name = "object"
+            return adopt(self.config.samples, self.registry, device, what="samples")
+        model = load_model(spec, self.registry, device)
+        if spec.family is not None:
+            family = self.registry.model(spec.family)
+            for protocol in family.capabilities:
+                if not isinstance(model, protocol):
+                    raise InputError(
+                        f"model plugin {family.name} declares capability "
+                        f"{capability_name(protocol)!r}, which its loaded model does not offer"
+                    )
+        self.state.model_name = spec.name
         return model
 
     def _check_capabilities(self) -> None:
@@ -204,22 +233,24 @@ class Run:
 
     def _resolve_samples(self) -> None:
         config, state = self.config, self.state
-        if config.model is not None or isinstance(config.samples, GenerativeModel):
-            state.model = self._load_model() if config.model is not None else config.samples
-            name = config.model or "object"
+        if config.model is not None or is_generator(config.samples):
+            state.model = self._load_model()
+            name = str(state.model_name)
+            source = model_source(
+                state.model,
+                name,
+                config.num_samples,
+                seed=config.seed,
+                sampler=config.sampler,
+                steps=config.steps,
+                batch_size=config.sample_batch_size,
+                labels=config.labels,
+                prompts=config.prompts,
+                options=self.model_options,
+                precision=config.precision,
+            )
             state.sources["samples"] = ResolvedSource(
-                "samples",
-                f"model:{name}",
-                source=ModelSource(
-                    f"model:{name}",
-                    state.model,
-                    config.num_samples,
-                    seed=config.seed,
-                    sampler=config.sampler,
-                    steps=config.steps,
-                    batch_size=config.sample_batch_size,
-                ),
-                model=state.model,
+                "samples", source.description, source=source, model=state.model
             )
         else:
             state.sources["samples"] = resolve_spec(
@@ -239,8 +270,13 @@ class Run:
                 state.sources["reference"] = resolve_spec(
                     config.reference, "reference", self.registry, layout=config.layout
                 )
-            elif config.model is not None:
-                dataset, split = split_name(self.registry.model(config.model).dataset)
+            elif self.model_spec is not None and self.model_spec.family is not None:
+                trained_on = self.registry.model(self.model_spec.family).dataset
+                if not trained_on:
+                    raise InputError(
+                        f"model {self.model_spec.name} names no training set: use --reference"
+                    )
+                dataset, split = split_name(trained_on)
                 state.sources["reference"] = resolve_dataset(
                     dataset, split, self.registry, "reference"
                 )
@@ -293,6 +329,9 @@ class Run:
                 keys[(key.kind, key.source)] = key
             planned[name] = self._plan.keys[name] = keys
         state = self.state
+        for name, keys in planned.items():
+            if required_extractor(self.needs[name]) is not None:
+                refuse_file_features(name, self._plan.extractors[name], keys.values(), state)
         for key in dict.fromkeys(k for keys in planned.values() for k in keys.values()):
             PRODUCERS[key.kind].plan(key, state)
         for name, keys in planned.items():

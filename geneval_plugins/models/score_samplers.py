@@ -30,6 +30,7 @@ import torch
 
 from geneval.plugin import MAX_SAMPLER_STEPS
 from geneval_plugins.models.langevin import langevin_step
+from geneval_plugins.models.sampler_names import SAMPLER_NAMES
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -220,5 +221,12 @@ class ReverseDiffusionPCSampler(_FromPrior):
         return x
 
 
-#: Sampler names a score model accepts, each with its class; the first is the default.
+#: Sampler names a score model accepts, each with its class; the first is the default. The
+#: names, in this order, are the ``ncsn`` entry of
+#: :data:`~geneval_plugins.models.sampler_names.SAMPLER_NAMES` (checked when this module loads).
 SAMPLERS = {"annealed-langevin": AnnealedLangevinSampler, "pc": ReverseDiffusionPCSampler}
+if tuple(SAMPLERS) != SAMPLER_NAMES["ncsn"]:
+    raise RuntimeError(
+        f"score sampler classes {tuple(SAMPLERS)} differ from "
+        f"SAMPLER_NAMES['ncsn'] {SAMPLER_NAMES['ncsn']}"
+    )

@@ -41,7 +41,7 @@ from geneval.plugin import (
     progress_bar,
 )
 from geneval_plugins.metrics.likelihood.common import mean_with_std_err, summarize_log_likelihoods
-from geneval_plugins.models.diffusion.elbo_options import ELBO_OPTIONS
+from geneval_plugins.models.elbo_options import ELBO_OPTIONS
 
 
 class NegativeLogLikelihood:

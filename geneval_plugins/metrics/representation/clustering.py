@@ -150,10 +150,8 @@ class Clustering:
         "ari_std": "its standard deviation over seeds",
         "nmi": "mean normalised mutual information (arithmetic normaliser)",
         "nmi_std": "its standard deviation over seeds",
-        "k": "number of clusters used",
-        "seeds": "number of k-means runs",
+        "clusters": "number of clusters used: k, or the number of label classes when k is 0",
         "n": "number of points",
-        "on": "option used: latents or features",
     }
     uncertainty = "v_measure_std"
 
@@ -185,7 +183,7 @@ class Clustering:
             if name != "v_measure":
                 result[name] = scores.mean[name]
             result[f"{name}_std"] = scores.std[name]
-        result.update(k=scores.k, seeds=scores.seeds, n=scores.n, on=on)
+        result.update(clusters=scores.k, n=scores.n)
         return result
 
 

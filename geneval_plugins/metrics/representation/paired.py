@@ -22,13 +22,12 @@ if TYPE_CHECKING:
 CPU_CHUNK_ELEMENTS = 96 * 1024
 GPU_CHUNK_ELEMENTS = 4 * 1024 * 1024
 
-#: Fields every paired metric reports besides ``value``.
+#: Fields every paired metric reports besides ``value`` and its options (``data_range`` …).
 SUMMARY_FIELDS: dict[str, str] = {
     "std": "population standard deviation of the per-image values",
     "n": "number of pairs",
     "per_image": "the value of each pair, in pair order",
     "names": "relative paths of the pairs when paired by name (folders), else null",
-    "data_range": "option used: the value range of the images (max − min)",
 }
 
 

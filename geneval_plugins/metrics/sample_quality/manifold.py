@@ -405,7 +405,6 @@ class ManifoldMetric:
         Need("features", "reference", extractor="vgg16"),
     )
     fields: Mapping[str, str] = {
-        "k": "neighbour rank that sets each ball's radius",
         "n": "number of sample feature vectors",
         "n_reference": "number of reference feature vectors",
     }

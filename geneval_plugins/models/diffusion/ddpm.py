@@ -5,9 +5,18 @@ x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε from (x_t, t); it is trained with L_s
 the core training loop (:mod:`geneval.training`), sampled by the samplers of
 :mod:`~geneval_plugins.models.diffusion.ddpm_samplers` (ancestral, DDIM), and its variational
 bound (capability ``elbo``) comes from
-:mod:`~geneval_plugins.models.diffusion.gaussian_diffusion`. Images in ``[0, 1]`` are mapped to
+:mod:`~geneval_plugins.models.gaussian_diffusion`. Images in ``[0, 1]`` are mapped to
 the model's data space ``[-1, 1]`` by x ↦ 2x − 1. The UNet's resolutions follow the image size
 unless ``channel_mults`` names them (:func:`~geneval_plugins.models.unet.auto_channel_mults`).
+
+This module is the family's entry point and imports no torch: it declares the name, options,
+samplers and capabilities that ``geneval plugins`` lists and a run checks, and its hooks import
+the torch implementation when a network is built, trained or loaded: the model
+(:class:`~geneval_plugins.models.diffusion.ddpm_model.DDPMModel`) and the loss
+(:func:`~geneval_plugins.models.diffusion.ddpm_model.simple_loss`) live in
+:mod:`~geneval_plugins.models.diffusion.ddpm_model`. The option choices come from torch-free
+modules: :mod:`~geneval_plugins.models.diffusion_schedules` (``SCHEDULES``, ``SKIPS``) and
+:mod:`~geneval_plugins.models.sampler_names` (the sampler names).
 
 References
 ----------
@@ -18,37 +27,27 @@ References
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache, partial
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from geneval.plugin import (
-    Checkpoint,
     InputError,
     Option,
-    SampledModel,
     SupportsELBO,
     TrainableFamily,
     TrainingStep,
     hookimpl,
     training_options,
 )
-from geneval_plugins.models.diffusion.ddpm_samplers import (
-    SAMPLER_FACTORIES,
-    SAMPLERS,
-    SKIPS,
-    sampling_config,
-)
-from geneval_plugins.models.diffusion.elbo_options import ELBO_OPTIONS, VARIANCES
-from geneval_plugins.models.diffusion.gaussian_diffusion import (
-    SCHEDULES,
-    EpsPredictor,
-    GaussianDiffusion,
-    negative_elbo,
-)
-from geneval_plugins.models.unet import ConditionalUNet, parse_channel_mults, unet_for
+from geneval_plugins.models.diffusion_schedules import SCHEDULES, SKIPS
+from geneval_plugins.models.sampler_names import SAMPLER_NAMES
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from geneval.plugin import Checkpoint
+    from geneval_plugins.models.diffusion.ddpm_model import DDPMModel
+    from geneval_plugins.models.unet import ConditionalUNet
 
 NAME = "ddpm"
 #: The most diffusion steps T a model may have (its schedule holds a few arrays of T values).
@@ -68,122 +67,15 @@ TRAIN_OPTIONS: dict[str, Option] = {
     ),
     "schedule": Option("linear", "β schedule", choices=SCHEDULES),
     "timesteps": Option(1000, "T, the number of diffusion steps", low=2, high=MAX_TIMESTEPS),
-    "sampler": Option(SAMPLERS[0], "default sampler stored in the checkpoint", choices=SAMPLERS),
+    "sampler": Option(
+        SAMPLER_NAMES[NAME][0],
+        "default sampler stored in the checkpoint",
+        choices=SAMPLER_NAMES[NAME],
+    ),
     "sampler_steps": Option(50, "DDIM steps of the default sampling", low=1),
     "ddim_eta": Option(0.0, "DDIM η (0: deterministic)", low=0.0),
     "ddim_skip": Option("uniform", "DDIM timestep sub-sequence", choices=SKIPS),
 }
-
-
-@lru_cache(maxsize=8)
-def diffusion_of(schedule: str, timesteps: int) -> GaussianDiffusion:
-    """The forward process of a schedule (cached: the loop asks for it at every step)."""
-    return GaussianDiffusion.from_schedule(schedule, timesteps)
-
-
-#: Sampling settings of a model without a stored ``sampling`` config (e.g. an analytic ε).
-DEFAULT_SAMPLING = sampling_config(SAMPLERS[0], {"steps": 50, "eta": 0.0, "skip": "uniform"})
-
-
-class DDPMModel(SampledModel):
-    """A loaded DDPM: an ε-predictor, its diffusion, and the samplers and bound built on them.
-
-    Parameters
-    ----------
-    eps_model
-        Any callable ``eps(x_t, t)`` with x_t in the data space [−1, 1] (N, C, H, W) and integer
-        timesteps t (N,) in 1..T; usually the EMA copy of a :class:`ConditionalUNet`.
-    diffusion
-        The forward process (schedule).
-    config
-        The checkpoint's config (``sampling`` holds the samplers' settings; without it, DDIM
-        with 50 steps).
-    image_shape
-        (C, H, W) of the images it samples.
-    device
-        Where ``eps_model`` lives and where samples are returned.
-
-    Notes
-    -----
-    ``elbo(x, *, generator, timesteps=100, variance="fixedsmall", bins=256)`` is the
-    :class:`~geneval.capabilities.SupportsELBO` capability used by the ``nll`` metric: for
-    images ``x`` in ``[0, 1]`` (N, C, H, W) it returns a float64 tensor (N,) of the ELBO of each
-    image in **nats**, −(L_T + Σ_{t≥2} L_{t−1} + L_0) (Ho et al. 2020, eq. 5), a lower bound on
-    the log-probability of the 8-bit image (``likelihood_space = "discrete-8bit"``): the
-    decoder L_0 is the discretised Gaussian of eq. 13 with ``bins`` levels. ``timesteps=0``
-    sums the T − 1 KL terms exactly; K > 0 uses an unbiased stratified Monte-Carlo estimate
-    with K network passes per image (see
-    :func:`~geneval_plugins.models.diffusion.gaussian_diffusion.negative_elbo`). Every random
-    draw comes from ``generator``.
-    """
-
-    family = NAME
-    likelihood_space = "discrete-8bit"
-    #: The options ``elbo`` accepts (declared, so that metrics pass them without inspection).
-    elbo_options = ELBO_OPTIONS
-
-    def __init__(
-        self,
-        eps_model: EpsPredictor,
-        diffusion: GaussianDiffusion,
-        config: Mapping[str, Any],
-        *,
-        image_shape: tuple[int, int, int] = (1, 8, 8),
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(
-            {"sampling": DEFAULT_SAMPLING, **config}, image_shape=image_shape, device=device
-        )
-        self.eps_model = eps_model
-        self.diffusion = diffusion
-        self.factories = {
-            name: partial(factory, diffusion) for name, factory in SAMPLER_FACTORIES.items()
-        }
-
-    def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.eps_model(x, t.to(x.dtype) if isinstance(self.eps_model, nn.Module) else t)
-
-    def sampler_target(self) -> EpsPredictor:
-        """The ε-predictor the samplers call with integer timesteps."""
-        return self._eps
-
-    def to_images(self, output: torch.Tensor) -> torch.Tensor:
-        """x_0 in [−1, 1] → images (x_0 + 1)/2 clamped to [0, 1]."""
-        return ((output + 1) / 2).clamp(0.0, 1.0)
-
-    @torch.no_grad()
-    def elbo(
-        self,
-        x: torch.Tensor,
-        *,
-        generator: torch.Generator,
-        timesteps: int = 100,
-        variance: str = "fixedsmall",
-        bins: int = 256,
-    ) -> torch.Tensor:
-        """ELBO in nats of each image ``x`` in ``[0, 1]`` (see the class Notes).
-
-        ``variance``: σ_t² of p_θ, ``fixedlarge`` or ``fixedsmall`` (the tighter bound for an
-        ε-predictor of the true posterior mean at small t).
-        """
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.image_shape:
-            raise InputError(
-                f"ddpm elbo: images of shape {tuple(x.shape)} do not match the model's "
-                f"{self.image_shape}"
-            )
-        if variance not in VARIANCES:
-            raise InputError(f"ddpm elbo: variance must be one of {', '.join(VARIANCES)}")
-        x0 = x.to(self.device, torch.float32) * 2 - 1
-        bound = negative_elbo(
-            self.diffusion,
-            self._eps,
-            x0,
-            generator,
-            variance=variance,
-            timesteps=timesteps or None,
-            bins=bins,
-        )
-        return -bound.total
 
 
 class DDPMFamily(TrainableFamily):
@@ -191,7 +83,7 @@ class DDPMFamily(TrainableFamily):
 
     name = NAME
     dataset = "digits"
-    samplers = SAMPLERS
+    samplers = SAMPLER_NAMES[NAME]
     train_options = TRAIN_OPTIONS
     capabilities = (SupportsELBO,)
     default_steps = 12000
@@ -207,6 +99,8 @@ class DDPMFamily(TrainableFamily):
 
     def architecture(self, options: Mapping[str, Any], images: torch.Tensor) -> dict[str, Any]:
         """The UNet and schedule; ``channel_mults=auto`` resolved for the image size."""
+        from geneval_plugins.models.unet import parse_channel_mults
+
         arch = super().architecture(options, images)
         arch["channel_mults"] = list(
             parse_channel_mults(str(options["channel_mults"]), tuple(images.shape[1:]))
@@ -219,6 +113,8 @@ class DDPMFamily(TrainableFamily):
         self, arch: Mapping[str, Any], image_shape: tuple[int, int, int]
     ) -> ConditionalUNet:
         """The ε-predictor UNet (sinusoidal timestep embedding, Ho et al. App. B)."""
+        from geneval_plugins.models.unet import unet_for
+
         return unet_for(arch, image_shape)
 
     def prepare(self, images: torch.Tensor, arch: Mapping[str, Any]) -> torch.Tensor:
@@ -227,13 +123,16 @@ class DDPMFamily(TrainableFamily):
 
     def loss(self, net: nn.Module, batch: torch.Tensor, step: TrainingStep) -> torch.Tensor:
         """L_simple (Ho et al. 2020, eq. 14): t uniform on 1..T, ε ~ N(0, I) from the generator."""
-        diffusion = diffusion_of(str(step.arch["schedule"]), int(step.arch["timesteps"]))
-        return diffusion.simple_loss(lambda x, t: net(x, t.to(x.dtype)), batch, step.generator)
+        from geneval_plugins.models.diffusion.ddpm_model import simple_loss
+
+        return simple_loss(net, batch, step)
 
     def sampling(
         self, options: Mapping[str, Any], arch: Mapping[str, Any], data: torch.Tensor
     ) -> dict[str, Any]:
         """Default sampler and DDIM settings from the options."""
+        from geneval_plugins.models.diffusion.ddpm_samplers import sampling_config
+
         return sampling_config(
             options["sampler"],
             {
@@ -245,6 +144,8 @@ class DDPMFamily(TrainableFamily):
 
     def make_model(self, net: nn.Module, checkpoint: Checkpoint, device: torch.device) -> DDPMModel:
         """The DDPM around the (EMA) UNet."""
+        from geneval_plugins.models.diffusion.ddpm_model import DDPMModel, diffusion_of
+
         diffusion = diffusion_of(
             str(checkpoint.arch["schedule"]), int(checkpoint.arch["timesteps"])
         )
@@ -255,4 +156,5 @@ class DDPMFamily(TrainableFamily):
 
 @hookimpl
 def geneval_register_models(register) -> None:
+    """Register the ``ddpm`` family (no torch is imported)."""
     register(DDPMFamily())

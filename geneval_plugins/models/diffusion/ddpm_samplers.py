@@ -5,8 +5,12 @@ Each sampler has the shape of :mod:`geneval.sampling`: bound to a
 ``set_steps``), starts from x_T ~ N(0, I) (``init``) and maps x_t to the next, less noisy state
 with one call of the ε-predictor it drives (``step``). Any ε-predictor callable ``eps(x_t, t)``
 plugs in, so the same code samples a trained network or an analytic ε (as the closed-form tests
-do). Allowed option values live in :data:`VARIANCES`, :data:`SKIPS` and :data:`SAMPLER_FACTORIES`
-(the one table of sampler names) and nowhere else.
+do). Allowed option values are declared once, without torch, so that the ``ddpm`` family
+registers them without importing this module: the variances in
+:data:`~geneval_plugins.models.elbo_options.VARIANCES`, the DDIM sub-sequences in
+:data:`~geneval_plugins.models.diffusion_schedules.SKIPS` and the sampler names in
+:data:`~geneval_plugins.models.sampler_names.SAMPLER_NAMES`, which :data:`SAMPLER_FACTORIES`
+is checked against when this module loads.
 
 References
 ----------
@@ -23,15 +27,14 @@ from typing import Any
 
 import torch
 
-from geneval_plugins.models.diffusion.elbo_options import VARIANCES
-from geneval_plugins.models.diffusion.gaussian_diffusion import (
+from geneval_plugins.models.diffusion_schedules import SKIPS
+from geneval_plugins.models.elbo_options import VARIANCES
+from geneval_plugins.models.gaussian_diffusion import (
     EpsPredictor,
     GaussianDiffusion,
     at_timesteps,
 )
-
-#: DDIM timestep sub-sequences (Song et al. 2021, App. D.2).
-SKIPS = ("uniform", "quadratic")
+from geneval_plugins.models.sampler_names import SAMPLER_NAMES
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -218,17 +221,25 @@ class DDIMSampler(_FromNoise):
 
 Sampler = AncestralSampler | DDIMSampler
 
-#: The one table of the samplers a DDPM offers, the default first: name → factory
-#: ``(diffusion, **settings) -> Sampler``, the settings being those the checkpoint's
-#: ``sampling`` config stores under the name. ``ddim`` (Song et al. 2021), ``ancestral``
-#: (σ_t² = β_t) and ``ancestral-fixedsmall`` (σ_t² = β̃_t) (Ho et al. 2020).
+#: Sampler names a DDPM accepts (``sample(sampler=...)``, ``geneval sample --sampler``), the
+#: default first: the ``ddpm`` entry of the one table of sampler names.
+SAMPLERS: tuple[str, ...] = SAMPLER_NAMES["ddpm"]
+
+#: The factory of each sampler a DDPM offers, keyed by exactly the names of :data:`SAMPLERS`
+#: and in their order: name → factory ``(diffusion, **settings) -> Sampler``, the settings
+#: being those the checkpoint's ``sampling`` config stores under the name. ``ddim``
+#: (Song et al. 2021), ``ancestral`` (σ_t² = β_t) and ``ancestral-fixedsmall`` (σ_t² = β̃_t)
+#: (Ho et al. 2020).
 SAMPLER_FACTORIES: dict[str, Callable[..., Sampler]] = {
     "ddim": DDIMSampler,
     "ancestral": partial(AncestralSampler, variance="fixedlarge"),
     "ancestral-fixedsmall": partial(AncestralSampler, variance="fixedsmall"),
 }
-#: Sampler names a DDPM accepts (``sample(sampler=...)``, ``geneval sample --sampler``).
-SAMPLERS = tuple(SAMPLER_FACTORIES)
+if tuple(SAMPLER_FACTORIES) != SAMPLERS:
+    raise RuntimeError(
+        f"ddpm sampler factories {tuple(SAMPLER_FACTORIES)} differ from "
+        f"SAMPLER_NAMES['ddpm'] {SAMPLERS}"
+    )
 
 
 def sampling_config(default: str, ddim: Mapping[str, Any]) -> dict[str, Any]:

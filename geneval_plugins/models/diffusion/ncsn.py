@@ -14,6 +14,15 @@ samplers of :mod:`~geneval_plugins.models.score_samplers`.
 
 Images stay in ``[0, 1]`` (the data space of Song & Ermon 2019); samples are clipped to it.
 
+This module is the family's entry point and imports no torch: it declares the name, options,
+samplers (:data:`~geneval_plugins.models.sampler_names.SAMPLER_NAMES`) and capabilities that
+``geneval plugins`` lists and a run checks, and its hooks import the torch implementation when a
+network is built, trained or loaded: the score network
+(:class:`~geneval_plugins.models.diffusion.ncsn_model.NoiseConditionalScore`), the model
+(:class:`~geneval_plugins.models.diffusion.ncsn_model.NCSNModel`) and the loss
+(:func:`~geneval_plugins.models.diffusion.ncsn_model.score_matching_loss`) live in
+:mod:`~geneval_plugins.models.diffusion.ncsn_model`.
+
 References
 ----------
 .. [1] Y. Song, S. Ermon, "Generative Modeling by Estimating Gradients of the Data
@@ -28,31 +37,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from geneval.plugin import (
-    Checkpoint,
     InputError,
     Option,
-    SampledModel,
     SupportsScore,
     TrainableFamily,
     TrainingStep,
     hookimpl,
     training_options,
 )
-from geneval_plugins.models.noise_levels import (
-    geometric_sigmas,
-    max_pairwise_distance,
-    ncsnv2_step_size,
-    num_levels_for,
-)
-from geneval_plugins.models.score_matching import denoising_score_matching_loss, noise_condition
-from geneval_plugins.models.score_samplers import SAMPLERS
-from geneval_plugins.models.unet import parse_channel_mults, unet_for
+from geneval_plugins.models.sampler_names import SAMPLER_NAMES
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from geneval.plugin import Checkpoint
+    from geneval_plugins.models.diffusion.ncsn_model import NCSNModel, NoiseConditionalScore
 
 NAME = "ncsn"
 #: Every training option (``geneval train --opt key=value``).
@@ -70,7 +73,9 @@ TRAIN_OPTIONS: dict[str, Option] = {
     "sigma_min": Option(0.01, "σ_L, the smallest noise level", low=0.0, low_exclusive=True),
     "num_levels": Option(0, "L noise levels (0: technique 2 for the data dimension)", low=0),
     "sampler": Option(
-        next(iter(SAMPLERS)), "default sampler stored in the checkpoint", choices=tuple(SAMPLERS)
+        SAMPLER_NAMES[NAME][0],
+        "default sampler stored in the checkpoint",
+        choices=SAMPLER_NAMES[NAME],
     ),
     "langevin_steps": Option(5, "T, annealed Langevin steps per noise level", low=1),
     "langevin_eps": Option(
@@ -83,80 +88,12 @@ TRAIN_OPTIONS: dict[str, Option] = {
 }
 
 
-class NoiseConditionalScore(nn.Module):
-    """s(x, σ) = f(x, c(σ))/σ with c(σ) = 999 (log σ − log σ_L)/(log σ_1 − log σ_L).
-
-    ``net`` is any module ``net(x, cond)`` returning a tensor shaped like ``x`` (the UNet for
-    images, a small MLP for toy data). The 1/σ output scaling is NCSNv2 technique 3; with
-    λ(σ) = σ² the training target of f is −z, of unit scale at every level.
-    """
-
-    def __init__(self, net: nn.Module, sigma_max: float, sigma_min: float) -> None:
-        super().__init__()
-        self.net = net
-        self.sigma_max = float(sigma_max)
-        self.sigma_min = float(sigma_min)
-
-    def condition(self, sigma: torch.Tensor) -> torch.Tensor:
-        """c(σ): log σ mapped linearly so that σ_L ↦ 0 and σ_1 ↦ 999."""
-        return noise_condition(sigma, self.sigma_max, self.sigma_min)
-
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        """The score estimate at ``x`` (N, ...) for noise levels ``sigma`` (scalar or (N,))."""
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.ndim == 0:
-            sigma = sigma.expand(x.shape[0])
-        out = self.net(x, self.condition(sigma))
-        return out / sigma.reshape(-1, *([1] * (x.ndim - 1)))
-
-
-class NCSNModel(SampledModel):
-    """A loaded NCSN: the EMA score model, its noise levels and default sampler settings.
-
-    ``score(x, sigma)`` (:class:`~geneval.capabilities.SupportsScore`) returns
-    s_θ(x, σ) ≈ ∇ₓ log q_σ(x) for images ``x`` in the model's data space (``[0, 1]`` plus
-    noise). Chains start from the prior N(0, σ_1² I) of the VE SDE and run through every level;
-    ``steps`` overrides the Langevin steps per level (T of annealed Langevin, the corrector
-    steps M of predictor–corrector). Samples are clipped to ``[0, 1]``.
-    """
-
-    family = NAME
-
-    def __init__(
-        self,
-        score_model: NoiseConditionalScore,
-        config: Mapping[str, Any],
-        *,
-        image_shape: tuple[int, int, int] = (1, 8, 8),
-        device: torch.device | str = "cpu",
-    ) -> None:
-        super().__init__(config, image_shape=image_shape, device=device)
-        self.score_model = score_model
-        self.sigmas = torch.tensor(self.config["arch"]["sigmas"], dtype=torch.float64)
-        levels = self.sigmas.tolist()
-        self.factories = {name: _bind(cls, levels) for name, cls in SAMPLERS.items()}
-
-    @torch.no_grad()
-    def score(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
-        """s_θ(x, σ) for images ``x`` (N, C, H, W) and noise level(s) ``sigma`` (scalar or (N,))."""
-        x = x.to(self.device, torch.float32)
-        return self.score_model(x, torch.as_tensor(sigma, dtype=torch.float32, device=self.device))
-
-    def sampler_target(self):
-        """The score function the samplers drive."""
-        return self.score
-
-
-def _bind(cls: type, levels: list[float]):
-    return lambda **settings: cls(levels, **settings)
-
-
 class NCSNFamily(TrainableFamily):
     """The ``ncsn`` model family: a UNet score model trained by denoising score matching."""
 
     name = NAME
     dataset = "digits"
-    samplers = tuple(SAMPLERS)
+    samplers = SAMPLER_NAMES[NAME]
     train_options = TRAIN_OPTIONS
     capabilities = (SupportsScore,)
     default_steps = 10000
@@ -172,6 +109,13 @@ class NCSNFamily(TrainableFamily):
 
     def architecture(self, options: Mapping[str, Any], images: torch.Tensor) -> dict[str, Any]:
         """The UNet, and the noise levels from the data (techniques 1 and 2)."""
+        from geneval_plugins.models.noise_levels import (
+            geometric_sigmas,
+            max_pairwise_distance,
+            num_levels_for,
+        )
+        from geneval_plugins.models.unet import parse_channel_mults
+
         arch = super().architecture(options, images)
         arch["channel_mults"] = list(
             parse_channel_mults(str(options["channel_mults"]), tuple(images.shape[1:]))
@@ -195,6 +139,9 @@ class NCSNFamily(TrainableFamily):
         self, arch: Mapping[str, Any], image_shape: tuple[int, int, int]
     ) -> NoiseConditionalScore:
         """s(x, σ) = UNet(x, c(σ))/σ for the levels of ``arch``."""
+        from geneval_plugins.models.diffusion.ncsn_model import NoiseConditionalScore
+        from geneval_plugins.models.unet import unet_for
+
         sigmas = arch["sigmas"]
         return NoiseConditionalScore(
             unet_for(arch, image_shape), sigma_max=float(sigmas[0]), sigma_min=float(sigmas[-1])
@@ -202,13 +149,16 @@ class NCSNFamily(TrainableFamily):
 
     def loss(self, net: nn.Module, batch: torch.Tensor, step: TrainingStep) -> torch.Tensor:
         """Denoising score matching with λ(σ) = σ² (Song & Ermon 2019, Eq. 6)."""
-        sigmas = torch.tensor(step.arch["sigmas"], dtype=torch.float32, device=batch.device)
-        return denoising_score_matching_loss(net, batch, sigmas, step.generator)
+        from geneval_plugins.models.diffusion.ncsn_model import score_matching_loss
+
+        return score_matching_loss(net, batch, step)
 
     def sampling(
         self, options: Mapping[str, Any], arch: Mapping[str, Any], data: torch.Tensor
     ) -> dict[str, Any]:
         """Annealed Langevin with ε from technique 4 unless given; PC with its snr and M."""
+        from geneval_plugins.models.noise_levels import ncsnv2_step_size
+
         sigmas = arch["sigmas"]
         steps = int(options["langevin_steps"])
         eps = float(options["langevin_eps"]) or ncsnv2_step_size(
@@ -226,9 +176,12 @@ class NCSNFamily(TrainableFamily):
 
     def make_model(self, net: nn.Module, checkpoint: Checkpoint, device: torch.device) -> NCSNModel:
         """The NCSN around the (EMA) score network."""
+        from geneval_plugins.models.diffusion.ncsn_model import NCSNModel
+
         return NCSNModel(net, checkpoint.config, image_shape=checkpoint.image_shape, device=device)
 
 
 @hookimpl
 def geneval_register_models(register) -> None:
+    """Register the ``ncsn`` family (no torch is imported)."""
     register(NCSNFamily())

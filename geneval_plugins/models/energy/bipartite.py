@@ -1,279 +1,39 @@
-"""What the Bernoulli RBM (``rbm``) and the Gaussian–Bernoulli RBM (``grbm``) share.
+"""The family base the Bernoulli RBM (``rbm``) and the Gaussian–Bernoulli RBM (``grbm``) share,
+without torch.
 
-* :class:`BipartiteRBM` — the network base: weights W (D×H), hidden biases b, the hidden
-  conditional p(h_j = 1 | v) = sigmoid(b + Wᵀ s(v))_j (s(v) = v for binary visibles, v/σ²
-  for Gaussian ones), and the exact log partition function by enumerating the hidden layer
-  in chunks with a float64 log-sum-exp.
-* :func:`contrastive_divergence_loss` — the CD-k / persistent-CD objective (Hinton 2002;
-  Tieleman 2008); the negative chains are the :class:`~geneval_plugins.models.energy.mcmc.
-  GibbsSampler`'s.
-* :class:`GibbsModel`, :class:`ExactGibbsModel` and :class:`BipartiteFamily` — the loaded
-  models (energy; exact log Z and log p when a layer is small enough to enumerate) and the
-  family hooks of the core training loop (:mod:`geneval.training`).
+* :func:`bipartite_train_options` — the training options of both families: the hidden layer's
+  size and the training method (:data:`TRAINING_METHODS`: maximum likelihood with the exact
+  gradient, persistent CD or CD-k).
+* :class:`BipartiteFamily` — the family hooks of the core training loop
+  (:mod:`geneval.training`): CD/PCD or exact training and block Gibbs sampling.
+
+The networks, the CD objective, the exact log Z by enumeration and the loaded models live in
+:mod:`~geneval_plugins.models.energy.bipartite_network`, which the hooks import when a family
+trains or loads, so that registering ``rbm`` and ``grbm`` imports no torch.
 """
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+from geneval.plugin import InputError, Option, TrainableFamily, TrainingStep, training_options
 
-from geneval.plugin import (
-    Checkpoint,
-    InputError,
-    Option,
-    SampledModel,
-    TrainableFamily,
-    TrainingStep,
-    run_chain,
-    training_options,
-)
-from geneval_plugins.models.energy.mcmc import GibbsSampler
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from geneval.plugin import Checkpoint
+    from geneval_plugins.models.energy.bipartite_network import BipartiteRBM, GibbsModel
 
 #: Largest layer enumerated for an exact log Z (2^24 ≈ 1.7e7 configurations).
 MAX_ENUMERATED_UNITS = 24
-#: Configurations per enumeration chunk (bounds memory: chunk × units float64 values).
-ENUMERATION_CHUNK = 1 << 16
-
-#: Sampler names accepted by ``sample(sampler=...)``, the first being the default:
-#: ``gibbs`` returns E[v | h] of the last Gibbs step, ``gibbs-state`` the sampled v itself.
-GIBBS_SAMPLERS = ("gibbs", "gibbs-state")
 #: The training methods: maximum likelihood with the exact gradient (the hidden layer
 #: enumerated), persistent CD (Tieleman 2008) or CD-k from the data (Hinton 2002).
 TRAINING_METHODS = ("exact", "pcd", "cd")
 #: Largest hidden layer ``method=exact`` enumerates at every step (2^20 ≈ 10^6 states).
 MAX_EXACT_TRAINING_UNITS = 20
-
-
-def binary_configurations(
-    n_units: int, *, chunk_size: int = ENUMERATION_CHUNK, dtype: torch.dtype, device: torch.device
-) -> Iterator[torch.Tensor]:
-    """Every binary vector of length ``n_units``, in chunks of at most ``chunk_size`` rows.
-
-    Row ``k`` of the whole sequence is the binary expansion of ``k`` (bit ``i`` in column ``i``).
-    """
-    bits = torch.arange(n_units, device=device)
-    total = 1 << n_units
-    for start in range(0, total, chunk_size):
-        index = torch.arange(start, min(start + chunk_size, total), device=device)
-        yield ((index[:, None] >> bits) & 1).to(dtype)
-
-
-def enumerated_logsumexp(
-    log_weight: Any,
-    n_units: int,
-    *,
-    chunk_size: int = ENUMERATION_CHUNK,
-    device: torch.device,
-    dtype: torch.dtype = torch.float64,
-) -> torch.Tensor:
-    """log Σ_u exp(log_weight(u)) over all u ∈ {0,1}^n_units, chunk by chunk.
-
-    ``log_weight`` maps a (K, n_units) batch of configurations (of ``dtype``: float64 for
-    exact values, the network's type inside a differentiable training loss) to (K,) log
-    weights.
-    Each chunk is reduced with ``torch.logsumexp``; the chunk results are combined the same way,
-    so no intermediate ever overflows.
-    """
-    if n_units > MAX_ENUMERATED_UNITS:
-        raise ValueError(f"refusing to enumerate 2^{n_units} configurations")
-    partial = [
-        torch.logsumexp(log_weight(u), dim=0)
-        for u in binary_configurations(n_units, chunk_size=chunk_size, dtype=dtype, device=device)
-    ]
-    return torch.logsumexp(torch.stack(partial), dim=0)
-
-
-class BipartiteRBM(nn.Module):
-    """Base of the restricted Boltzmann machines: binary hidden units h ∈ {0,1}^H.
-
-    Subclasses define the visible units: :meth:`hidden_input` (s(v) in p(h | v)),
-    :meth:`visible_mean`, :meth:`sample_visible`, :meth:`free_energy`,
-    :meth:`log_hidden_marginal` (log Σ_v exp(−E(v, h)), or the integral for continuous v),
-    :meth:`to_visible` (images → visible vectors, e.g. the binarisation of a binary RBM) and
-    :meth:`initial_visible` (chain starts).
-
-    References
-    ----------
-    Smolensky, P. (1986). Information processing in dynamical systems: foundations of harmony
-    theory. Hinton, G. E. (2010). A practical guide to training restricted Boltzmann machines.
-    UTML TR 2010-003.
-    """
-
-    def __init__(self, n_visible: int, n_hidden: int) -> None:
-        super().__init__()
-        if n_visible < 1 or n_hidden < 1:
-            raise ValueError(f"layer sizes must be positive, got {n_visible}×{n_hidden}")
-        self.n_visible = n_visible
-        self.n_hidden = n_hidden
-        self.weight = nn.Parameter(torch.zeros(n_visible, n_hidden))
-        self.hidden_bias = nn.Parameter(torch.zeros(n_hidden))
-
-    # -- hidden layer (shared) ----------------------------------------------------------------
-    def hidden_input(self, v: torch.Tensor) -> torch.Tensor:
-        """s(v), the visible statistic the hidden units see (v for binary, v/σ² for Gaussian)."""
-        raise NotImplementedError
-
-    def hidden_logits(self, v: torch.Tensor) -> torch.Tensor:
-        """b + Wᵀ s(v), shape (N, H): logit of p(h_j = 1 | v)."""
-        return self.hidden_bias + self.hidden_input(v) @ self.weight
-
-    def hidden_probs(self, v: torch.Tensor) -> torch.Tensor:
-        """p(h_j = 1 | v) = sigmoid(b + Wᵀ s(v))_j, shape (N, H)."""
-        return torch.sigmoid(self.hidden_logits(v))
-
-    def sample_hidden(self, v: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Draw h ~ p(h | v) (independent Bernoulli units) with ``generator``."""
-        return torch.bernoulli(self.hidden_probs(v), generator=generator)
-
-    # -- visible layer (per subclass) ---------------------------------------------------------
-    def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
-        """E[v | h], shape (N, D)."""
-        raise NotImplementedError
-
-    def sample_visible(self, mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Draw v ~ p(v | h) given ``mean = visible_mean(h)``."""
-        raise NotImplementedError
-
-    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        """F(v) = −log Σ_h exp(−E(v, h)), shape (N,)."""
-        raise NotImplementedError
-
-    def log_hidden_marginal(self, h: torch.Tensor) -> torch.Tensor:
-        """log Σ_v exp(−E(v, h)) (an integral for continuous v), shape (K,)."""
-        raise NotImplementedError
-
-    @staticmethod
-    def to_visible(images: torch.Tensor) -> torch.Tensor:
-        """Images float [0, 1] NCHW → visible vectors (N, D) as the model sees them."""
-        raise NotImplementedError
-
-    def init_from_data(
-        self, data: torch.Tensor, init_std: float, generator: torch.Generator
-    ) -> None:
-        """Initialise from the training visibles (N, D): W ~ N(0, init_std²), data biases."""
-        raise NotImplementedError
-
-    def initial_visible(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Starting states of ``n`` Gibbs chains."""
-        raise NotImplementedError
-
-    def to_image_range(self, v: torch.Tensor) -> torch.Tensor:
-        """Visible vectors → values in [0, 1] for output."""
-        return v.clamp(0.0, 1.0)
-
-    # -- exact normalisation ------------------------------------------------------------------
-    @property
-    def has_exact_log_z(self) -> bool:
-        """Whether :meth:`log_partition` is exact (the enumerated layer has ≤ 24 units)."""
-        return self.n_hidden <= MAX_ENUMERATED_UNITS
-
-    @torch.no_grad()
-    def log_partition(self, *, chunk_size: int = ENUMERATION_CHUNK) -> float:
-        """log Z = log Σ_h exp(log Σ_v exp(−E(v, h))) by enumerating all 2^H hidden states.
-
-        Computed in float64 with a chunked log-sum-exp (a float64 copy of the parameters).
-        """
-        if not self.has_exact_log_z:
-            raise ValueError(
-                f"exact log Z needs a layer of at most {MAX_ENUMERATED_UNITS} units "
-                f"(this model is {self.n_visible}×{self.n_hidden})"
-            )
-        exact = float64_copy(self)
-        device = self.weight.device
-        value = enumerated_logsumexp(
-            exact.log_hidden_marginal, self.n_hidden, chunk_size=chunk_size, device=device
-        )
-        return float(value)
-
-
-def float64_copy(module: BipartiteRBM) -> BipartiteRBM:
-    """A float64 copy of ``module`` for exact computations (the original is left as it is)."""
-    return copy.deepcopy(module).to(torch.float64)
-
-
-def contrastive_divergence_loss(
-    rbm: BipartiteRBM, v_data: torch.Tensor, v_model: torch.Tensor
-) -> torch.Tensor:
-    """mean F(v⁺) − mean F(v⁻): its gradient is the CD estimate of −∇θ mean log p(v⁺).
-
-    ∂F(v)/∂θ = E_{p(h|v)}[∂E(v, h)/∂θ], so the gradient of this loss is
-    E_data E_{h|v}[∂E/∂θ] − E_chain E_{h|v}[∂E/∂θ] with the hidden statistics taken as
-    probabilities (Hinton 2010, §3.3). ``v_model`` is detached (the chain is not differentiated).
-    """
-    return rbm.free_energy(v_data).mean() - rbm.free_energy(v_model.detach()).mean()
-
-
-class GibbsModel(SampledModel):
-    """A loaded RBM or GRBM: block Gibbs sampling and the free energy.
-
-    ``energy(x)`` (:class:`~geneval.capabilities.SupportsEnergy`) is the free energy
-    F(v) = −log Σ_h exp(−E(v, h)) in float64 of the images as the model sees them
-    (``net.to_visible``), so p(v) = exp(−F(v))/Z on the model's ``likelihood_space``.
-    Samples: ``gibbs`` (default) returns E[v | h] of the last of ``steps`` block Gibbs steps
-    from the chain start, ``gibbs-state`` the sampled v.
-    """
-
-    factories = {
-        "gibbs": lambda **kw: GibbsSampler(output_kind="mean", **kw),
-        "gibbs-state": lambda **kw: GibbsSampler(output_kind="state", **kw),
-    }
-
-    def __init__(
-        self,
-        net: BipartiteRBM,
-        config: Mapping[str, Any],
-        *,
-        image_shape: tuple[int, int, int],
-        device: torch.device | str,
-    ) -> None:
-        super().__init__(config, image_shape=image_shape, device=device)
-        self.family = str(self.config.get("family", ""))
-        self.net = net.to(self.device).eval()
-        self._exact = float64_copy(self.net)
-
-    def sampler_target(self) -> BipartiteRBM:
-        """The network whose conditionals the Gibbs sampler alternates."""
-        return self.net
-
-    def state_shape(self, n: int) -> tuple[int, ...]:
-        """Chains are visible vectors (n, D)."""
-        return (n, self.net.n_visible)
-
-    def to_images(self, output: torch.Tensor) -> torch.Tensor:
-        """Visible vectors → images in [0, 1]."""
-        return self.net.to_image_range(output)
-
-    @torch.no_grad()
-    def energy(self, images: torch.Tensor) -> torch.Tensor:
-        """Free energy F(v) in float64 of each image (as the model sees it), shape (N,)."""
-        v = self.net.to_visible(images.to(self.device)).to(torch.float64)
-        return self._exact.free_energy(v)
-
-
-class ExactGibbsModel(GibbsModel):
-    """A :class:`GibbsModel` whose smaller layer can be enumerated: exact log Z and log p(v).
-
-    Adds :class:`~geneval.capabilities.SupportsLogZ` and
-    :class:`~geneval.capabilities.SupportsLogProb` (log p(v) = −F(v) − log Z, float64).
-    """
-
-    _log_z: float | None = None
-
-    def log_z(self) -> float:
-        """Exact log Z (float64 enumeration of the smaller layer), computed once."""
-        if self._log_z is None:
-            self._log_z = self._exact.log_partition()
-        return self._log_z
-
-    @torch.no_grad()
-    def log_prob(self, images: torch.Tensor) -> torch.Tensor:
-        """Exact log p(v) = −F(v) − log Z in float64 of each image (as the model sees it)."""
-        return -self.energy(images) - self.log_z()
 
 
 def bipartite_train_options(**extra: Option) -> dict[str, Option]:
@@ -305,18 +65,31 @@ def bipartite_train_options(**extra: Option) -> dict[str, Option]:
 class BipartiteFamily(TrainableFamily):
     """The family hooks ``rbm`` and ``grbm`` share: CD/PCD training and Gibbs sampling.
 
-    Subclasses set ``name``, ``network`` (a :class:`BipartiteRBM` subclass with a static
-    ``to_visible``), ``train_options``, ``capabilities``, the loaded-model classes
-    ``model_class`` and ``exact_model_class`` (the latter for networks with exact log Z), and
-    implement :meth:`make_network`.
+    Subclasses set ``name``, ``samplers`` (block Gibbs returning E[v | h] of the last step
+    first, the sampled v second), ``train_options``, ``capabilities``, and define the
+    properties ``network`` (a :class:`~geneval_plugins.models.energy.bipartite_network.
+    BipartiteRBM` subclass with a static ``to_visible``), ``model_class`` and
+    ``exact_model_class`` (the loaded-model classes, the latter for networks with exact log Z),
+    which import the family's network module, and implement :meth:`make_network`.
     """
 
-    samplers = GIBBS_SAMPLERS
-    network: type[BipartiteRBM] = BipartiteRBM
-    model_class: type[GibbsModel] = GibbsModel
-    exact_model_class: type[GibbsModel] = ExactGibbsModel
     default_steps = 10000
     arch_options: tuple[str, ...] = ("hidden",)
+
+    @property
+    def network(self) -> type[BipartiteRBM]:
+        """The network class (imports the family's network module)."""
+        raise NotImplementedError
+
+    @property
+    def model_class(self) -> type[GibbsModel]:
+        """The loaded model of a network without exact log Z."""
+        raise NotImplementedError
+
+    @property
+    def exact_model_class(self) -> type[GibbsModel]:
+        """The loaded model of a network whose smaller layer can be enumerated."""
+        raise NotImplementedError
 
     def make_network(self, arch: Mapping[str, Any], n_visible: int) -> BipartiteRBM:
         """An uninitialised network of the size ``arch`` describes."""
@@ -368,36 +141,19 @@ class BipartiteFamily(TrainableFamily):
         }
 
     def loss(self, net: nn.Module, batch: torch.Tensor, step: TrainingStep) -> torch.Tensor:
-        """The negative log-likelihood, or the CD objective, plus ½λ‖W‖².
+        """The negative log-likelihood, or the CD objective, plus ½λ‖W‖²
+        (:func:`~geneval_plugins.models.energy.bipartite_network.bipartite_loss`, with
+        v⁺ from :meth:`positive`)."""
+        from geneval_plugins.models.energy.bipartite_network import bipartite_loss
 
-        ``exact``: mean F(v⁺) + log Z with log Z = log Σ_h exp(log Σ_v exp(−E(v, h))) summed
-        over all 2^H hidden states, so the gradient is the exact likelihood gradient
-        E_data[∂F/∂θ] − E_model[∂F/∂θ] (no sampling; Ackley, Hinton & Sejnowski 1985).
-        ``pcd``/``cd``: mean F(v⁺) − mean F(v⁻), v⁻ after k Gibbs steps from the persistent
-        chains or the data.
-        """
-        decay = float(step.options["weight_decay"])
-        penalty = 0.5 * decay * net.weight.pow(2).sum() if decay else 0.0
-        positive = self.positive(batch, step)
-        if step.options["method"] == "exact":
-            log_z = enumerated_logsumexp(
-                net.log_hidden_marginal, net.n_hidden, device=batch.device, dtype=batch.dtype
-            )
-            return net.free_energy(positive).mean() + log_z + penalty
-        sampler = GibbsSampler(steps=int(step.options["k"]))
-        persistent = step.options["method"] == "pcd"
-        start = step.state["chains"] if persistent else positive
-        end = run_chain(sampler, net, GibbsSampler.start(start), step.generator, progress=False)
-        if persistent:
-            step.state["chains"].copy_(end.visible)
-        return contrastive_divergence_loss(net, positive, end.visible) + penalty
+        return bipartite_loss(net, batch, step, positive=self.positive)
 
     def sampling(
         self, options: Mapping[str, Any], arch: Mapping[str, Any], data: torch.Tensor
     ) -> dict[str, Any]:
         """Block Gibbs with ``sample_steps`` steps; the conditional mean by default."""
         steps = {"steps": int(options["sample_steps"])}
-        return {"sampler": GIBBS_SAMPLERS[0], "gibbs": steps, "gibbs-state": steps}
+        return {"sampler": self.samplers[0], **{name: steps for name in self.samplers}}
 
     def make_model(
         self, net: nn.Module, checkpoint: Checkpoint, device: torch.device

@@ -17,6 +17,10 @@ Sampling returns the mean μ + Wh of the last Gibbs step (``gibbs``) or the Gaus
 measure on ℝ^D (``likelihood_space = "density"``); the model puts a little mass outside
 [0, 1]^D, so on that cube it is a lower bound of the truncated, renormalised density.
 
+This module registers the family without importing torch; the network
+(:class:`~geneval_plugins.models.energy.grbm_network.GaussianRBM`) and the loaded models live in
+:mod:`~geneval_plugins.models.energy.grbm_network`, which the family's hooks import.
+
 References
 ----------
 Welling, M., Rosen-Zvi, M. & Hinton, G. E. (2005). Exponential family harmoniums with an
@@ -27,144 +31,28 @@ Raiko, T. (2011). Improved learning of Gaussian-Bernoulli restricted Boltzmann m
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from geneval.plugin import Option, SupportsAnnealing, SupportsEnergy, hookimpl
-from geneval_plugins.models.energy.bipartite import (
-    BipartiteFamily,
-    BipartiteRBM,
-    ExactGibbsModel,
-    GibbsModel,
-    bipartite_train_options,
-)
+from geneval_plugins.models.energy.bipartite import BipartiteFamily, bipartite_train_options
+from geneval_plugins.models.sampler_names import SAMPLER_NAMES
 
 if TYPE_CHECKING:
-    from geneval_plugins.models.energy.annealing import GaussianRBMPath
+    from geneval_plugins.models.energy.grbm_network import GaussianRBM, GRBMModel
 
+NAME = "grbm"
 #: Default floor of a learned σ: about the grey-level step of 8×8 digits (1/16), below which
 #: σ only follows the quantisation of nearly constant pixels and v/σ² stalls the chains.
 SIGMA_FLOOR = 0.05
 
 
-class GaussianRBM(BipartiteRBM):
-    """Gaussian visible units with a per-pixel σ, binary hidden units.
-
-    ``visible_bias`` μ, ``weight`` W (D×H), ``hidden_bias`` b and ``log_sigma`` log σ (D,)
-    are parameters; the buffers ``chain_mean``/``chain_std`` (D,) are where Gibbs chains start
-    (v ~ N(chain_mean, diag chain_std²), the training data's moments). σ = max(e^{log σ},
-    ``sigma_floor``).
-    """
-
-    def __init__(
-        self, n_visible: int, n_hidden: int, sigma: float = 1.0, sigma_floor: float = 0.0
-    ) -> None:
-        super().__init__(n_visible, n_hidden)
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
-        self.sigma_floor = float(sigma_floor)
-        self.visible_bias = nn.Parameter(torch.zeros(n_visible))
-        self.log_sigma = nn.Parameter(torch.full((n_visible,), math.log(sigma)))
-        self.register_buffer("chain_mean", torch.zeros(n_visible))
-        self.register_buffer("chain_std", torch.ones(n_visible))
-
-    @property
-    def sigma(self) -> torch.Tensor:
-        """σ per pixel, (D,)."""
-        return self.log_sigma.exp().clamp_min(self.sigma_floor)
-
-    def hidden_input(self, v: torch.Tensor) -> torch.Tensor:
-        """s(v) = v/σ²."""
-        return v / self.sigma.pow(2)
-
-    def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
-        """E[v | h] = μ + Wh, shape (N, D)."""
-        return self.visible_bias + h @ self.weight.T
-
-    def sample_visible(self, mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """v = mean + σ ⊙ z, z ~ N(0, I)."""
-        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return mean + self.sigma * noise
-
-    def joint_energy(self, v: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """E(v, h) = ½‖(v − μ)/σ‖² − (v/σ²)ᵀWh − bᵀh for paired rows, shape (N,)."""
-        quadratic = 0.5 * ((v - self.visible_bias) / self.sigma).pow(2).sum(-1)
-        return quadratic - ((self.hidden_input(v) @ self.weight) * h).sum(-1) - h @ self.hidden_bias
-
-    def free_energy(self, v: torch.Tensor) -> torch.Tensor:
-        """F(v) = ½‖(v − μ)/σ‖² − Σ_j softplus(b_j + (Wᵀ(v/σ²))_j), shape (N,)."""
-        quadratic = 0.5 * ((v - self.visible_bias) / self.sigma).pow(2).sum(-1)
-        return quadratic - F.softplus(self.hidden_logits(v)).sum(-1)
-
-    def log_hidden_marginal(self, h: torch.Tensor) -> torch.Tensor:
-        """log ∫ exp(−E(v, h)) dv = bᵀh + Σ_i (2μ_i m_i + m_i²)/(2σ_i²) + Σ_i log(√(2π) σ_i)."""
-        m = h @ self.weight.T
-        var = self.sigma.pow(2)
-        gauss = ((2 * self.visible_bias * m + m.pow(2)) / (2 * var)).sum(-1)
-        const = 0.5 * self.n_visible * math.log(2 * math.pi) + torch.log(self.sigma).sum()
-        return h @ self.hidden_bias + gauss + const
-
-    @staticmethod
-    def to_visible(images: torch.Tensor) -> torch.Tensor:
-        """Flatten images to visible vectors (grey levels kept), shape (N, C·H·W)."""
-        return images.flatten(1)
-
-    def initial_visible(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Chain starts v ~ N(chain_mean, diag chain_std²)."""
-        noise = torch.randn(
-            (n, self.n_visible),
-            generator=generator,
-            device=self.chain_mean.device,
-            dtype=self.chain_mean.dtype,
-        )
-        return self.chain_mean + self.chain_std * noise
-
-    @torch.no_grad()
-    def init_from_data(
-        self, data: torch.Tensor, init_std: float, generator: torch.Generator
-    ) -> None:
-        """W ~ N(0, init_std²), b = 0, μ = data mean; chains start from the data moments."""
-        self.weight.copy_(
-            init_std * torch.randn(self.weight.shape, generator=generator, device=data.device)
-        )
-        self.hidden_bias.zero_()
-        self.visible_bias.copy_(data.mean(0))
-        self.chain_mean.copy_(data.mean(0))
-        self.chain_std.copy_(data.std(0))
-
-
-class GRBMModel(GibbsModel):
-    """A loaded GRBM: a density of the grey levels with respect to Lebesgue measure on ℝ^D."""
-
-    likelihood_space = "density"
-
-    def annealing_path(self, images: torch.Tensor) -> GaussianRBMPath:
-        """AIS from the images' per-pixel Gaussian to this GRBM, with block Gibbs kernels at
-        each β (Salakhutdinov & Murray 2008; :class:`GaussianRBMPath`)."""
-        from geneval_plugins.models.energy.annealing import GaussianRBMPath
-
-        net = self._exact
-        visible = net.to_visible(images.to(self.device)).to(torch.float64)
-        return GaussianRBMPath.from_data(
-            net.weight, net.visible_bias, net.hidden_bias, net.sigma, visible
-        )
-
-
-class ExactGRBMModel(ExactGibbsModel, GRBMModel):
-    """A loaded GRBM with at most 24 hidden units: exact log Z and log-density as well."""
-
-
 class GRBMFamily(BipartiteFamily):
     """Family ``grbm``: Gaussian–Bernoulli RBM on grey-level images, trained by PCD or CD-k."""
 
-    name = "grbm"
+    name = NAME
     dataset = "digits"
-    network = GaussianRBM
+    samplers = SAMPLER_NAMES[NAME]
     train_options = bipartite_train_options(
         sigma=Option(
             0.3,
@@ -178,12 +66,32 @@ class GRBMFamily(BipartiteFamily):
     capabilities = (SupportsEnergy, SupportsAnnealing)
     bundled_file = "grbm-digits.safetensors"
     arch_options = ("hidden", "sigma", "learn_sigma", "sigma_floor")
-    model_class = GRBMModel
-    exact_model_class = ExactGRBMModel
+
+    @property
+    def network(self) -> type[GaussianRBM]:
+        """:class:`~geneval_plugins.models.energy.grbm_network.GaussianRBM`."""
+        from geneval_plugins.models.energy.grbm_network import GaussianRBM
+
+        return GaussianRBM
+
+    @property
+    def model_class(self) -> type[GRBMModel]:
+        """:class:`~geneval_plugins.models.energy.grbm_network.GRBMModel`."""
+        from geneval_plugins.models.energy.grbm_network import GRBMModel
+
+        return GRBMModel
+
+    @property
+    def exact_model_class(self) -> type[GRBMModel]:
+        """:class:`~geneval_plugins.models.energy.grbm_network.ExactGRBMModel`."""
+        from geneval_plugins.models.energy.grbm_network import ExactGRBMModel
+
+        return ExactGRBMModel
 
     def make_network(self, arch: Mapping[str, Any], n_visible: int) -> GaussianRBM:
-        """A :class:`GaussianRBM` of the configured size; σ frozen unless it is learned."""
-        net = GaussianRBM(
+        """A :class:`~geneval_plugins.models.energy.grbm_network.GaussianRBM` of the configured
+        size; σ frozen unless it is learned."""
+        net = self.network(
             n_visible, int(arch["hidden"]), float(arch["sigma"]), float(arch["sigma_floor"])
         )
         net.log_sigma.requires_grad_(bool(arch["learn_sigma"]))
@@ -192,4 +100,5 @@ class GRBMFamily(BipartiteFamily):
 
 @hookimpl
 def geneval_register_models(register) -> None:
+    """Register the ``grbm`` family."""
     register(GRBMFamily())

@@ -18,6 +18,10 @@ output, summed over the C·H·W pixels:
 Both are exact log-probabilities (not densities), so a model's ELBO and importance-sampled
 log-likelihood with either decoder are comparable with other models in the same space.
 
+Their names and the likelihood space of each are
+:data:`~geneval_plugins.models.latent.vae.DECODER_SPACES`, beside the option that chooses one
+(read without torch when the family registers).
+
 References
 ----------
 .. [1] D. P. Kingma, M. Welling, "Auto-encoding variational Bayes", ICLR 2014.
@@ -30,8 +34,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: Names of the decoders (``--opt decoder=``) and the likelihood space of each.
-DECODER_SPACES = {"bernoulli": "binary", "logistic": "discrete-8bit"}
 #: Pixels strictly above this value are 1 for the Bernoulli decoder.
 BERNOULLI_THRESHOLD = 0.5
 #: The Bernoulli decoder's binarisation rule, as a model states it (``binarization``).

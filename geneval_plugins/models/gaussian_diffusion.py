@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-#: Noise schedules accepted by :func:`make_betas` (the first is the default).
-SCHEDULES = ("linear", "cosine")
+from geneval_plugins.models.diffusion_schedules import SCHEDULES
 
 #: An ε-predictor: ``eps(x_t, t)`` with integer timesteps ``t`` in 1..T, one per image.
 EpsPredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -269,9 +268,12 @@ def bound_term(
     Ho et al. (2020), eq. 5 and §3.3.
     """
     noise = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0)
-    xt = diffusion.q_sample(x0, t, noise)
+    # x_t in float64, rounded once to the network's dtype: in float32, 1 − ᾱ_t at small t
+    # (≈ β_1 = 1e−4) would lose about four digits, and with them the noise scale of the draw
+    x0_64 = x0.to(torch.float64)
+    xt = diffusion.q_sample(x0_64, t, noise.to(torch.float64)).to(x0.dtype)
     eps = eps_model(xt, t)
-    x0_64, xt_64 = x0.to(torch.float64), xt.to(torch.float64)
+    xt_64 = xt.to(torch.float64)
     mean_model = diffusion.model_mean(xt_64, t, eps.to(torch.float64))
     var_model = at_timesteps(diffusion.reverse_variance(variance), t, xt_64).expand_as(xt_64)
     mean_q, var_q = diffusion.posterior_mean_variance(x0_64, xt_64, t)
@@ -349,3 +351,30 @@ def negative_elbo(
                     diffusion, eps_model, x0, t, generator, variance=variance, bins=bins
                 )
     return BoundEstimate(prior=prior, decoder=decoder, diffusion=total)
+
+
+def image_elbo(
+    diffusion: GaussianDiffusion,
+    eps_model: EpsPredictor,
+    images: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    device: torch.device,
+    variance: str,
+    timesteps: int,
+    bins: int = 256,
+) -> torch.Tensor:
+    """ELBO in nats of each image in ``[0, 1]``: −:func:`negative_elbo` of x_0 = 2x − 1 on
+    ``device`` (float32), with ``timesteps`` KL strata (0: all T − 1 terms). The one bound of
+    every DDPM-type model (the bundled ``ddpm``, diffusers pipelines)."""
+    x0 = images.to(device, torch.float32) * 2 - 1
+    bound = negative_elbo(
+        diffusion,
+        eps_model,
+        x0,
+        generator,
+        variance=variance,
+        timesteps=timesteps or None,
+        bins=bins,
+    )
+    return -bound.total

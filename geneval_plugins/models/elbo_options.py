@@ -1,10 +1,11 @@
 """The options of the DDPM's variational bound, declared once.
 
-:class:`~geneval_plugins.models.diffusion.ddpm.DDPMModel` declares them as its ``elbo_options``
-(docs/contracts.md §2: the options a capability method takes are declared in an attribute
-named after it), and the ``nll`` metric offers the same declarations as its
+:class:`~geneval_plugins.models.diffusion.ddpm_model.DDPMModel` declares them as its
+``elbo_options`` (docs/contracts.md §2: the options a capability method takes are declared in
+an attribute named after it), and the ``nll`` metric offers the same declarations as its
 ``--opt nll.KEY=VALUE`` options, passing each on to a model's ``elbo`` when that model's
-``elbo_options`` declares it. No torch here: the metric imports it at plugin load.
+``elbo_options`` declares it. No torch here: the metric imports it at plugin load, and the
+``ddpm`` family (:mod:`~geneval_plugins.models.diffusion.ddpm`) registers without torch.
 """
 
 from __future__ import annotations
