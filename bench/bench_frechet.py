@@ -1,13 +1,23 @@
-"""Benchmark ``frechet_distance`` (Cholesky + eigenvalues) against scipy ``sqrtm`` on 2048-d stats.
+"""Benchmark ``frechet_distance`` against scipy ``sqrtm`` on 2048-d stats, full rank and singular.
 
-The statistics are the moments of two random feature sets (n × 2048, full rank), as a real
-FID run produces. The reference is the classic float64 route of pytorch-fid and TTUR:
-``scipy.linalg.sqrtm(Σ₁Σ₂)``, real part, trace. Prints both times (best of ``--repeat``), the
-ratio (above 1: geneval is faster; target ≥ 10×) and the relative difference of the values.
+Two regimes, side by side in one run:
+
+* full rank: moments of two random feature sets of ``--samples`` × ``--dim`` (n > d), as a
+  real FID run produces; geneval takes the Cholesky route.
+* singular: ``--small`` × ``--dim`` feature sets (n ≤ d, so Σ has rank n − 1 < d); geneval
+  is given the centred features (:func:`covariance_factor`, timed with it) and takes the
+  small-side route, from one side (n × n matrix ``F₁Σ₂F₁ᵀ``) or both (singular values of
+  ``F₁F₂ᵀ``). The d × d eigen fallback (no factors given) is timed for comparison.
+
+The reference is the classic float64 route of pytorch-fid and TTUR:
+``scipy.linalg.sqrtm(Σ₁Σ₂)``, real part, trace. Prints the times (best of ``--repeat``), the
+ratio (above 1: geneval is faster; target ≥ 10×) and the relative difference of the values
+from sqrtm's and from geneval's without factors (singular: the eigen fallback's).
 
 Usage::
 
-    python bench/bench_frechet.py [--dim 2048] [--repeat 3] [--device cpu|cuda]
+    python bench/bench_frechet.py [--dim 2048] [--samples 4096] [--small 500] [--repeat 3]
+        [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import argparse
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geneval.device import resolve_device  # noqa: E402
-from geneval_plugins.metrics.sample_quality.fid import frechet_distance  # noqa: E402
+from geneval_plugins.metrics.sample_quality.fid import (  # noqa: E402
+    covariance_factor,
+    frechet_distance,
+)
 
 
 def sqrtm_fid(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
@@ -35,14 +49,14 @@ def sqrtm_fid(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) 
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-def moments(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def features(n: int, dim: int, seed: int) -> np.ndarray:
+    """ReLU-like, correlated features (n × dim)."""
     rng = np.random.default_rng(seed)
     mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)
-    x = np.abs(rng.standard_normal((n, dim)) @ mix)  # ReLU-like, correlated features
-    return x.mean(axis=0), np.cov(x, rowvar=False)
+    return np.abs(rng.standard_normal((n, dim)) @ mix)
 
 
-def best_time(fn, repeat: int) -> tuple[float, float]:
+def best_time(fn: Callable[[], float], repeat: int) -> tuple[float, float]:
     times, value = [], 0.0
     for _ in range(repeat):
         start = time.perf_counter()
@@ -51,30 +65,57 @@ def best_time(fn, repeat: int) -> tuple[float, float]:
     return min(times), value
 
 
+def regime(title: str, n: int, dim: int, repeat: int, device: torch.device) -> None:
+    """Time geneval's routes and scipy ``sqrtm`` on one pair of feature sets; print a table."""
+    x1, x2 = features(n, dim, 0), features(n, dim, 1)
+    mu1, s1 = x1.mean(axis=0), np.cov(x1, rowvar=False)
+    mu2, s2 = x2.mean(axis=0), np.cov(x2, rowvar=False)
+    stats = [torch.from_numpy(a).to(device) for a in (mu1, s1, mu2, s2)]
+    t1, t2 = (torch.from_numpy(x).to(device) for x in (x1, x2))
+    print(f"{title}: {dim}-d statistics from {n} samples per side (rank {min(n - 1, dim)})")
+    t_ref, ref = best_time(lambda: sqrtm_fid(mu1, s1, mu2, s2), repeat)
+    rows: list[tuple[str, Callable[[], float]]] = [
+        ("geneval, no factors", lambda: frechet_distance(*stats)),
+    ]
+    if n <= dim:
+        rows += [
+            (
+                "geneval, features of side 1",
+                lambda: frechet_distance(*stats, factor1=covariance_factor(t1)),
+            ),
+            (
+                "geneval, features of both",
+                lambda: frechet_distance(
+                    *stats, factor1=covariance_factor(t1), factor2=covariance_factor(t2)
+                ),
+            ),
+        ]
+    head = f"{'route':30s} {'time':>9s} {'sqrtm/ours':>11s} {'value':>18s}"
+    print(f"  {head} {'vs sqrtm':>9s} {'vs no factors':>13s}")
+    print(f"  {'scipy sqrtm':30s} {t_ref:8.3f}s {'':11s} {ref:18.10f}")
+    base = None
+    for label, fn in rows:
+        t, value = best_time(fn, repeat)
+        base = value if base is None else base
+        rel, rel_base = abs(value - ref) / abs(ref), abs(value - base) / abs(base)
+        print(
+            f"  {label:30s} {t:8.3f}s {t_ref / t:10.1f}× {value:18.10f} {rel:9.1e} {rel_base:13.1e}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=2048)
-    parser.add_argument("--samples", type=int, default=4096)
+    parser.add_argument("--samples", type=int, default=4096, help="per side, full-rank regime")
+    parser.add_argument("--small", type=int, default=500, help="per side, singular regime")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     device = resolve_device(args.device)
-    mu1, s1 = moments(args.samples, args.dim, 0)
-    mu2, s2 = moments(args.samples, args.dim, 1)
-    stats = [torch.from_numpy(a).to(device) for a in (mu1, s1, mu2, s2)]
-    print(
-        f"{args.dim}-d statistics from {args.samples} samples; device {device}; "
-        f"torch threads {torch.get_num_threads()}"
-    )
-    t_ours, ours = best_time(lambda: frechet_distance(*stats), args.repeat)
-    t_ref, ref = best_time(lambda: sqrtm_fid(mu1, s1, mu2, s2), args.repeat)
-    print(f"  geneval frechet_distance  {t_ours:8.3f} s   {ours:.10f}")
-    print(f"  scipy sqrtm               {t_ref:8.3f} s   {ref:.10f}")
-    print(
-        f"  ratio sqrtm / geneval: {t_ref / t_ours:.1f}×   relative difference "
-        f"{abs(ours - ref) / abs(ref):.2e}"
-    )
+    print(f"device {device}; torch threads {torch.get_num_threads()}")
+    regime("full rank", args.samples, args.dim, args.repeat, device)
+    regime("singular", args.small, args.dim, args.repeat, device)
 
 
 if __name__ == "__main__":

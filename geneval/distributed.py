@@ -299,6 +299,39 @@ def collectively(ctx: DistContext, step: Callable[[], T]) -> T:
     return value
 
 
+def merge_statistics(ctx: DistContext, stats: FeatureStatistics) -> FeatureStatistics:
+    """The statistics of every rank's features from each rank's ``stats`` (the same on every
+    rank; ``stats`` itself when not distributed).
+
+    The parallel form of Chan, Golub & LeVeque's pairwise update (1979, 1983), in three
+    collectives: the ranks agree on one shift ``c`` (that of the first rank holding features,
+    broadcast), all-reduce their shifted sums ``Σ(x − c)`` moved onto it, then all-reduce
+    their co-moments each re-centred on the common mean,
+    ``M₂ = Σᵣ M₂ʳ + nʳ(x̄ʳ − x̄)(x̄ʳ − x̄)ᵀ``. Nothing subtracts two large numbers, so the
+    merged moments equal one process's up to round-off, whatever the features' offset. A rank
+    with no features contributes zeros.
+    """
+    if not ctx.distributed:
+        return stats
+    counts = [int(c) for c in all_gather_objects(ctx, int(stats.n))]
+    n = sum(counts)
+    holders = [rank for rank, count in enumerate(counts) if count > 0]
+    if not holders:
+        return FeatureStatistics(stats.dim, stats.device)
+    shift = stats.shift.to(device=ctx.comm_device, dtype=torch.float64).contiguous().clone()
+    _dist().broadcast(shift, src=holders[0])
+    shift = shift.to(stats.device)
+    zeros = torch.zeros_like(stats.shifted_sum)
+    moved = stats.shifted_sum + stats.n * (stats.shift - shift) if stats.n else zeros
+    shifted_sum = sum_tensor(ctx, moved.clone())  # all-reduced in place on a CPU group
+    comoment = torch.zeros_like(stats.comoment)
+    if stats.n:
+        apart = moved / stats.n - shifted_sum / n  # x̄ʳ − x̄, both about the common shift
+        comoment = stats.comoment + stats.n * torch.outer(apart, apart)
+    comoment = sum_tensor(ctx, comoment)
+    return FeatureStatistics.from_shifted(n, shift, shifted_sum, comoment)
+
+
 def gather_pass_result(
     ctx: DistContext,
     local: PassResult,
@@ -310,11 +343,12 @@ def gather_pass_result(
 ) -> PassResult:
     """The pass over the whole source from every rank's pass over its shard.
 
-    Counts are summed, image sizes united, running sums all-reduced (float64), per-sample
-    outputs and kept images gathered in rank order. ``dims`` gives the dimension of each
-    ``(extractor, output)`` so that a rank whose shard is empty contributes empty rows and
-    zero sums (on ``device``, the run's). Kept images of different sizes on different ranks
-    are an :class:`InputError`, as they are in one process.
+    Counts are summed, image sizes united, feature moments merged in float64
+    (:func:`merge_statistics`), per-sample outputs and kept images gathered in rank order.
+    ``dims`` gives the dimension of each ``(extractor, output)`` so that a rank whose shard is
+    empty contributes empty rows and empty statistics (on ``device``, the run's). Kept images
+    of different sizes on different ranks are an :class:`InputError`, as they are in one
+    process.
     """
     if not ctx.distributed:
         return local
@@ -327,11 +361,7 @@ def gather_pass_result(
         stats = local.moments.get(name)
         if stats is None:
             stats = FeatureStatistics(dims[(name, output)], device)
-        moments[name] = FeatureStatistics.from_sums(
-            sum_ints(ctx, [stats.n])[0],
-            sum_tensor(ctx, stats.sum),
-            sum_tensor(ctx, stats.sum_outer),
-        )
+        moments[name] = merge_statistics(ctx, stats)
     outputs: dict[tuple[str, str], torch.Tensor] = {}
     for name, outs in sorted(plan.outputs.items()):
         for output in sorted(outs):

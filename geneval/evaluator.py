@@ -19,12 +19,12 @@ Inside a training loop::
             print(step, evaluator.compute()["fid"]["value"])
 
 The reference is resolved and its features extracted once, when the evaluator is made. Only
-float64 running sums are kept for the samples unless a requested metric needs per-sample
+float64 moments are kept for the samples unless a requested metric needs per-sample
 features (KID, IS, precision/recall ...).
 
 Inside a DDP job (an initialised ``torch.distributed`` process group) every rank makes the
 evaluator (each extracts its shard of the reference), updates it with its own samples, and
-calls :meth:`Evaluator.compute` together: the running sums are all-reduced, per-sample
+calls :meth:`Evaluator.compute` together: the moments are merged, per-sample
 features gathered in rank order, and every rank gets the same result.
 """
 
@@ -235,7 +235,7 @@ class Evaluator:
         return self._stream.received
 
     def state_nbytes(self) -> int:
-        """Bytes held for the samples (running sums, and per-sample features where needed)."""
+        """Bytes held for the samples (float64 moments, and per-sample features where needed)."""
         return self._stream.nbytes()
 
     def compute(self) -> dict[str, dict[str, Any]]:

@@ -1,9 +1,9 @@
 """The content-addressed feature cache: extract a folder, an array or a dataset once.
 
 A run that extracts features of a source stores what the pass gathered for each extractor —
-the float64 running sums of the moments output and/or the float32 per-sample outputs — in
-``$GENEVAL_CACHE/features``; a later run over the same bytes with the same extractor reads them
-instead of running the extractor (``docs/contracts.md`` §12).
+the float64 moments (shifted sums and co-moment) of the moments output and/or the float32
+per-sample outputs — in ``$GENEVAL_CACHE/features``; a later run over the same bytes with the
+same extractor reads them instead of running the extractor (``docs/contracts.md`` §12).
 
 **The key** of an entry is the sha256 of
 
@@ -325,7 +325,7 @@ def source_key(
 
 @dataclass
 class CachedPart:
-    """What one pass gathered of one extractor output: its running sums or its rows."""
+    """What one pass gathered of one extractor output: its moments or its rows."""
 
     count: int
     sizes: set[tuple[int, int]]
@@ -370,6 +370,24 @@ def _payload_digest(arrays: dict[str, np.ndarray]) -> str:
         digest.update(f"{name}|".encode())
         digest.update(_array_digest(arrays[name]).encode())
     return digest.hexdigest()
+
+
+def _read_moments(arrays: dict[str, np.ndarray]) -> FeatureStatistics:
+    """An entry's moments: the shifted statistics (``shift``, ``shifted_sum``, ``comoment``),
+    or the raw sums (``sum``, ``sum_outer``) that entries written before them hold."""
+    n = int(arrays["n"])
+    if "comoment" in arrays:
+        return FeatureStatistics.from_shifted(
+            n,
+            torch.from_numpy(arrays["shift"].astype(np.float64)),
+            torch.from_numpy(arrays["shifted_sum"].astype(np.float64)),
+            torch.from_numpy(arrays["comoment"].astype(np.float64)),
+        )
+    return FeatureStatistics.from_sums(
+        n,
+        torch.from_numpy(arrays["sum"].astype(np.float64)),
+        torch.from_numpy(arrays["sum_outer"].astype(np.float64)),
+    )
 
 
 class CorruptEntry(Exception):
@@ -443,11 +461,7 @@ class FeatureCache:
             counters = {str(k): int(v) for k, v in meta.get("counters", {}).items()}
             part = CachedPart(count, sizes, counters)
             if fields["kind"] == "moments":
-                stats = FeatureStatistics.from_sums(
-                    int(arrays["n"]),
-                    torch.from_numpy(arrays["sum"].astype(np.float64)),
-                    torch.from_numpy(arrays["sum_outer"].astype(np.float64)),
-                )
+                stats = _read_moments(arrays)
                 if stats.n != count:
                     raise CorruptEntry("moments do not match the count")
                 part.moments = stats
@@ -467,8 +481,9 @@ class FeatureCache:
         if part.moments is not None:
             arrays = {
                 "n": np.asarray(part.moments.n, dtype=np.int64),
-                "sum": part.moments.sum.detach().cpu().numpy().astype(np.float64),
-                "sum_outer": part.moments.sum_outer.detach().cpu().numpy().astype(np.float64),
+                "shift": part.moments.shift.detach().cpu().numpy().astype(np.float64),
+                "shifted_sum": part.moments.shifted_sum.detach().cpu().numpy().astype(np.float64),
+                "comoment": part.moments.comoment.detach().cpu().numpy().astype(np.float64),
             }
         elif part.rows is not None:
             arrays = {"rows": part.rows.detach().cpu().numpy().astype(np.float32)}

@@ -1,11 +1,18 @@
-"""Feature statistics: float64 running sums, and the ``.npz`` statistics file.
+"""Feature statistics: shifted, mergeable float64 moments, and the ``.npz`` statistics file.
 
 See ``docs/contracts.md`` §6.
 
-The moments of a feature set are accumulated as running sums ``(n, Σx, Σxxᵀ)`` in float64, so
-shards computed on different machines merge exactly by adding their sums. The mean is
-``Σx / n`` and the covariance the unbiased ``(Σxxᵀ − n μμᵀ) / (n − 1)``, as ``numpy.cov``
-(and so pytorch-fid and TTUR) computes it.
+The moments of a feature set are accumulated in float64 as a count ``n``, a per-feature shift
+``c`` (the mean of the first batch), the shifted sum ``Σ(x − c)`` and the centred co-moment
+``M₂ = Σ(x − x̄)(x − x̄)ᵀ``. The mean is ``c + Σ(x − c) / n`` and the covariance the unbiased
+``M₂ / (n − 1)``, as ``numpy.cov`` (and so pytorch-fid and TTUR) computes it. Raw sums
+``(Σx, Σxxᵀ)`` would lose the covariance to cancellation in ``Σxxᵀ − n μμᵀ`` when the features
+have a large offset (a mean of 3·10⁴ costs six digits); the shifted sums carry only the spread.
+Batches and shards merge with the pairwise update of Chan, Golub & LeVeque (1979, "Updating
+formulae and a pairwise algorithm for computing sample variances"; 1983, "Algorithms for
+computing the sample variance: analysis and recommendations", The American Statistician 37):
+``M₂ = M₂ᴬ + M₂ᴮ + δδᵀ nᴬnᴮ / n`` with ``δ = x̄ᴮ − x̄ᴬ``, which keeps the digits whatever the
+offset and whatever the order of the data.
 
 A statistics file is an ``.npz`` with ``mu`` (d,) and ``sigma`` (d, d) float64 — readable by
 pytorch-fid and TTUR — plus ``n``, ``meta`` (a JSON string: extractor, weights sha256, resize
@@ -39,59 +46,165 @@ def _named(path: Path | None) -> str:
 
 
 class FeatureStatistics:
-    """Running float64 sums ``(n, Σx, Σxxᵀ)`` of feature vectors of dimension ``dim``."""
+    """Shifted, mergeable float64 moments of feature vectors of dimension ``dim``.
+
+    The state is ``n``, a shift ``c`` (:attr:`shift`, the mean of the first batch), the
+    shifted sum ``Σ(x − c)`` (:attr:`shifted_sum`) and the centred co-moment
+    ``M₂ = Σ(x − x̄)(x − x̄)ᵀ`` (:attr:`comoment`). Every batch, and every other set of
+    statistics, is absorbed with the pairwise update of Chan, Golub & LeVeque (1979, 1983):
+    no step subtracts two large numbers, so the mean and covariance keep their digits for
+    features with any offset. ``sum`` and ``sum_outer`` give the raw sums ``Σx`` and ``Σxxᵀ``
+    for readers that want them; they are derived, not accumulated.
+    """
 
     def __init__(self, dim: int, device: torch.device | str = "cpu") -> None:
         self.dim = dim
         self.n = 0
         #: False when the moments came from a file that records no count.
         self.count_known = True
-        self.sum = torch.zeros(dim, dtype=torch.float64, device=device)
-        self.sum_outer = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        #: The shift c (d,): the mean of the first batch (zeros while empty).
+        self.shift = torch.zeros(dim, dtype=torch.float64, device=device)
+        #: Σ(x − c) (d,).
+        self.shifted_sum = torch.zeros(dim, dtype=torch.float64, device=device)
+        #: M₂ = Σ(x − x̄)(x − x̄)ᵀ (d, d), centred on the mean of all features so far.
+        self.comoment = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+
+    @property
+    def device(self) -> torch.device:
+        return self.shift.device
+
+    def _absorb(self, n: int, shifted_sum: torch.Tensor, comoment: torch.Tensor) -> None:
+        """Chan, Golub & LeVeque's pairwise update with a part of ``n`` vectors whose shifted
+        sum (about this object's shift) is ``shifted_sum`` and whose centred co-moment is
+        ``comoment``: ``M₂ = M₂ᴬ + M₂ᴮ + δδᵀ nᴬnᴮ / n``, ``δ`` the difference of the means
+        (taken on the shifted sums, so that no offset cancels)."""
+        if n == 0:
+            return
+        if self.n == 0:
+            self.n = n
+            self.shifted_sum = shifted_sum.clone()
+            self.comoment = comoment.clone()
+            return
+        total = self.n + n
+        delta = shifted_sum / n - self.shifted_sum / self.n
+        self.comoment = self.comoment + comoment
+        self.comoment += torch.outer(delta, delta) * (self.n * n / total)
+        self.shifted_sum = self.shifted_sum + shifted_sum
+        self.n = total
 
     def update(self, features: torch.Tensor) -> FeatureStatistics:
-        """Add a batch of features (n, dim); the sums are taken in float64 on their device."""
+        """Add a batch of features (n, dim), in float64 on this object's device.
+
+        The batch's own mean and centred co-moment are taken in two passes, then absorbed with
+        the pairwise update (:meth:`merge`); the first batch's mean becomes the shift.
+        """
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise ValueError(
                 f"expected features of shape (n, {self.dim}), got {tuple(features.shape)}"
             )
-        x = features.to(device=self.sum.device, dtype=torch.float64)
-        self.n += x.shape[0]
-        self.sum += x.sum(dim=0)
-        self.sum_outer += x.T @ x
+        x = features.to(device=self.device, dtype=torch.float64)
+        count = int(x.shape[0])
+        if count == 0:
+            return self
+        if self.n == 0:
+            self.shift = x.mean(dim=0)
+        y = x - self.shift
+        total = y.sum(dim=0)
+        centred = y - total / count
+        self._absorb(count, total, centred.T @ centred)
         return self
+
+    def merge(self, other: FeatureStatistics) -> FeatureStatistics:
+        """The statistics of both feature sets (a new object on this one's device).
+
+        ``other``'s shifted sum is moved onto this shift, ``Σ(x − cᴬ) = Σ(x − cᴮ) + nᴮ(cᴮ − cᴬ)``,
+        and the co-moments combine by Chan, Golub & LeVeque's pairwise formula; shards merged
+        this way equal one process up to round-off in the last digits.
+        """
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge {other.dim}-d statistics into {self.dim}-d ones")
+        theirs = other.to(self.device)
+        if self.n == 0:
+            out = theirs
+        else:
+            out = self.to(self.device)
+            moved = theirs.shifted_sum + theirs.n * (theirs.shift - self.shift)
+            out._absorb(theirs.n, moved, theirs.comoment)
+        out.count_known = self.count_known and other.count_known
+        return out
+
+    @classmethod
+    def from_shifted(
+        cls, n: int, shift: torch.Tensor, shifted_sum: torch.Tensor, comoment: torch.Tensor
+    ) -> FeatureStatistics:
+        """Statistics holding the given state: ``n``, the shift ``c`` (d,), ``Σ(x − c)`` (d,)
+        and the centred co-moment ``Σ(x − x̄)(x − x̄)ᵀ`` (d, d), as float64."""
+        d = int(shift.shape[0]) if shift.ndim == 1 else -1
+        if d < 0 or shifted_sum.shape != (d,) or comoment.shape != (d, d):
+            raise ValueError(
+                f"shift, shifted sum and co-moment of shapes {tuple(shift.shape)}, "
+                f"{tuple(shifted_sum.shape)} and {tuple(comoment.shape)} do not match"
+            )
+        stats = cls(d, device=shift.device)
+        stats.n = int(n)
+        stats.shift = shift.to(torch.float64)
+        stats.shifted_sum = shifted_sum.to(device=shift.device, dtype=torch.float64)
+        stats.comoment = comoment.to(device=shift.device, dtype=torch.float64)
+        return stats
 
     @classmethod
     def from_sums(cls, n: int, total: torch.Tensor, outer: torch.Tensor) -> FeatureStatistics:
-        """Statistics holding the given sums: ``n``, ``Σx`` (d,) and ``Σxxᵀ`` (d, d), float64.
+        """Statistics from raw sums: ``n``, ``Σx`` (d,) and ``Σxxᵀ`` (d, d), float64.
 
-        Shards merge by adding their sums (:func:`geneval.distributed.gather_pass_result`
-        all-reduces them) and building one :class:`FeatureStatistics` from the totals.
+        Kept for callers (and old feature-cache entries) that hold raw sums: the co-moment
+        ``Σxxᵀ − ΣxΣxᵀ / n`` then has only the digits the raw sums kept. Accumulate with
+        :meth:`update` and combine with :meth:`merge` to keep them all.
         """
         if total.ndim != 1 or outer.shape != (total.shape[0], total.shape[0]):
             raise ValueError(
                 f"sums of shapes {tuple(total.shape)} and {tuple(outer.shape)} do not match"
             )
-        stats = cls(int(total.shape[0]), device=total.device)
-        stats.n = int(n)
-        stats.sum = total.to(torch.float64)
-        stats.sum_outer = outer.to(device=total.device, dtype=torch.float64)
-        return stats
+        total = total.to(torch.float64)
+        outer = outer.to(device=total.device, dtype=torch.float64)
+        n = int(n)
+        if n == 0:
+            return cls(int(total.shape[0]), device=total.device)
+        mean = total / n
+        zero = torch.zeros_like(total)
+        return cls.from_shifted(n, mean, zero, outer - torch.outer(total, mean))
+
+    @property
+    def sum(self) -> torch.Tensor:
+        """Σx = n c + Σ(x − c) (float64), derived."""
+        return self.n * self.shift + self.shifted_sum
+
+    @property
+    def sum_outer(self) -> torch.Tensor:
+        """Σxxᵀ = M₂ + n x̄x̄ᵀ (float64), derived (it carries the offset's cancellation, so the
+        covariance is never taken from it)."""
+        if self.n == 0:
+            return torch.zeros_like(self.comoment)
+        total = self.sum
+        return self.comoment + torch.outer(total, total / self.n)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the state (shift, shifted sum and co-moment)."""
+        return 8 * (2 * self.dim + self.dim * self.dim)
 
     @property
     def mean(self) -> torch.Tensor:
-        """μ = Σx / n (float64)."""
+        """μ = c + Σ(x − c) / n (float64)."""
         if self.n < 1:
             raise ValueError("no features accumulated")
-        return self.sum / self.n
+        return self.shift + self.shifted_sum / self.n
 
     @property
     def cov(self) -> torch.Tensor:
-        """Unbiased covariance (Σxxᵀ − n μμᵀ) / (n − 1) (float64), symmetrised."""
+        """Unbiased covariance M₂ / (n − 1) (float64), symmetrised."""
         if self.n < 2:
             raise ValueError("at least two feature vectors are needed for a covariance")
-        mu = self.mean
-        cov = (self.sum_outer - self.n * torch.outer(mu, mu)) / (self.n - 1)
+        cov = self.comoment / (self.n - 1)
         return (cov + cov.T) / 2
 
     @classmethod
@@ -102,17 +215,26 @@ class FeatureStatistics:
 
     @classmethod
     def from_moments(cls, mu: np.ndarray, sigma: np.ndarray, n: int) -> FeatureStatistics:
-        """Rebuild the sums from a mean, an unbiased covariance and a count."""
+        """Statistics of a mean, an unbiased covariance and a count ``n ≥ 1``: the shift is
+        ``mu`` and the co-moment ``sigma · (n − 1)``, so the moments come back as given (up
+        to the rounding of one multiplication and division)."""
         mu_t = torch.as_tensor(np.asarray(mu, dtype=np.float64))
         sigma_t = torch.as_tensor(np.asarray(sigma, dtype=np.float64))
-        return cls.from_sums(n, mu_t * n, sigma_t * (n - 1) + n * torch.outer(mu_t, mu_t))
+        if mu_t.ndim != 1 or sigma_t.shape != (mu_t.shape[0], mu_t.shape[0]):
+            raise ValueError(
+                f"mu {tuple(mu_t.shape)} and sigma {tuple(sigma_t.shape)} do not match"
+            )
+        return cls.from_shifted(n, mu_t, torch.zeros_like(mu_t), sigma_t * (n - 1))
 
     def to(self, device: torch.device | str) -> FeatureStatistics:
+        """A copy on ``device`` (always a new object, whose tensors may share this one's
+        memory when the device is the same: every update replaces rather than mutates)."""
         out = FeatureStatistics(self.dim, device=device)
         out.n = self.n
         out.count_known = self.count_known
-        out.sum = self.sum.to(device)
-        out.sum_outer = self.sum_outer.to(device)
+        out.shift = self.shift.to(device)
+        out.shifted_sum = self.shifted_sum.to(device)
+        out.comoment = self.comoment.to(device)
         return out
 
 
@@ -132,7 +254,8 @@ class StatsFile:
         return int(self.mu.shape[0])
 
     def statistics(self) -> FeatureStatistics:
-        """The running sums that reproduce ``mu`` and ``sigma`` exactly.
+        """The statistics that reproduce ``mu`` and ``sigma`` (shift ``mu``, co-moment
+        ``sigma · (n − 1)``).
 
         A file without a count is rebuilt with n = 2 (any n > 1 reproduces the moments) and
         marked ``count_known = False``, so that reports say the count is unknown.
@@ -216,8 +339,9 @@ def _check_sigma(sigma: np.ndarray, path: Path) -> None:
 MAX_STATS_DIM = 8192
 #: The largest count ``n`` a file may record: float64 sums are exact integers up to 2⁵³.
 MAX_COUNT = 2**53
-#: The largest magnitude of an entry of ``mu`` or ``sigma``: rebuilding the running sums
-#: multiplies by n (≤ 2⁵³) and squares ``mu``, which must stay finite in float64.
+#: The largest magnitude of an entry of ``mu`` or ``sigma``: the raw sums derived from them
+#: (:attr:`FeatureStatistics.sum_outer`) multiply by n (≤ 2⁵³) and square ``mu``, which must
+#: stay finite in float64.
 MAX_MOMENT = 1e100
 #: The largest ``meta`` string (bytes its header claims) and JSON nesting depth.
 MAX_META_BYTES = 1 << 20

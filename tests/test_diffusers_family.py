@@ -276,3 +276,31 @@ def test_sharded_run_draws_what_one_process_draws(pipelines, tmp_path, geneval_e
         assert reports["two"][metric]["value"] == pytest.approx(
             reports["one"][metric]["value"], rel=1e-9, abs=1e-12
         )
+
+
+def test_bf16_runs_the_pipeline_in_bfloat16(pipelines, tmp_path, run_cli):
+    """``--precision bf16`` (or ``--opt model.dtype=bf16``) samples in bfloat16: the images
+    are those of the pipeline cast to bfloat16 and called with the same generators, and the
+    report says so; a pipeline whose own code cannot return bfloat16 images is exit 2."""
+    n, seed = 3, 0
+    report = geneval.evaluate(
+        None, "digits:train", "fid", model=f"diffusers:{pipelines['dit']}", num_samples=n,
+        steps=STEPS, precision="bf16", cache=False, seed=seed,
+    )  # fmt: skip
+    assert report["config"]["model_details"]["dtype"] == "bf16"
+    assert report["config"]["sample_options"]["dtype"] == "bf16"
+    from geneval_plugins.models.diffusers_pipelines.pipeline_model import load_pipeline_model
+
+    model = load_pipeline_model(str(pipelines["dit"]), device=torch.device("cpu"))
+    labels = balanced_labels(n, DIT_NUM_CLASSES, seed)
+    ours = model.sample(n, batch_size=n, generator=_generators(n, seed), steps=STEPS,
+                        labels=labels, dtype="bf16", guidance_scale=4.0)  # fmt: skip
+    pipe = _load(pipelines["dit"]).to(dtype=torch.bfloat16)
+    direct = pipe(class_labels=labels.tolist(), generator=_generators(n, seed),
+                  num_inference_steps=STEPS, output_type="np")  # fmt: skip
+    np.testing.assert_array_equal(
+        (ours.permute(0, 2, 3, 1).numpy() * 255).round(), (direct.images * 255).round()
+    )
+    refused = run_cli("sample", "--model", f"diffusers:{pipelines['ddim']}", "-n", 2, "-o",
+                      tmp_path / "x.npz", "--opt", "model.dtype=bf16", "--steps", 2)  # fmt: skip
+    assert refused.code == 2 and "DDIMPipeline cannot return bfloat16 images" in refused.err

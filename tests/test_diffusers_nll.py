@@ -169,9 +169,11 @@ def test_nll_metric_on_a_diffusers_ddpm_is_its_elbo(tmp_path: Path):
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     nats = model.elbo(x, generator=torch.Generator().manual_seed(3), timesteps=5)
     result = report["metrics"]["nll"]
-    assert result["log_likelihood"] == pytest.approx(float(nats.double().mean()), rel=1e-9)
+    # the same float64 bound of the same float32 network outputs; the network's float32
+    # kernels may reduce in another order from one call to the next (threads), ~1e-9 here
+    assert result["log_likelihood"] == pytest.approx(float(nats.double().mean()), rel=1e-6)
     assert result["value"] == pytest.approx(
-        -float(nats.double().mean()) / (x[0].numel() * math.log(2)), rel=1e-9
+        -float(nats.double().mean()) / (x[0].numel() * math.log(2)), rel=1e-6
     )
     ldm = DiffusionPipeline.from_pretrained(str(build_ldm(tmp_path / "ldm")), use_safetensors=True)
     assert not isinstance(diffusers_model(ldm, device=CPU, origin="ldm"), SupportsELBO)

@@ -14,7 +14,15 @@ from geneval.errors import InputError
 from geneval.feature_stats import FeatureStatistics
 from geneval.options import parse_metric_options
 from geneval.plugins import get_registry
-from geneval_plugins.metrics.sample_quality.fid import FrechetInceptionDistance, frechet_distance
+from geneval_plugins.metrics.sample_quality.fid import (
+    FrechetInceptionDistance,
+    _psd_sqrt,
+    _sum_sqrt_eigvalsh,
+    covariance_factor,
+    frechet_distance,
+    trace_sqrt_product_factors,
+    trace_sqrt_product_small,
+)
 
 #: Numerical agreement and shipped artefacts: CI runs these again with other CPU kernels.
 pytestmark = pytest.mark.numerics
@@ -76,6 +84,72 @@ def test_rank_deficient_stays_real_and_matches_high_precision() -> None:
     trace = mpmath.fsum(c1[i, i] + c2[i, i] for i in range(40))
     ref = float(diff2 + trace - 2 * tr_sqrt)
     assert abs(ours - ref) <= 1e-9 * abs(ref)
+    # The small-side routes (n × n problems from the centred features) agree as closely.
+    f1, f2 = covariance_factor(a), covariance_factor(b)
+    for factors in ({"factor1": f1}, {"factor2": f2}, {"factor1": f1, "factor2": f2}):
+        small = frechet_distance(mu1, s1, mu2, s2, **factors)
+        assert abs(small - ref) <= 1e-9 * abs(ref), factors
+
+
+def _eigen_route_fid(mu1, sigma1, mu2, sigma2) -> float:
+    """The d × d eigen fallback, forced: ``Aᵀ Σ₂ A`` with ``A`` the eigen square root of Σ₁."""
+    s1, s2 = torch.from_numpy(sigma1), torch.from_numpy(sigma2)
+    root = _psd_sqrt(s1)
+    tr_sqrt = float(_sum_sqrt_eigvalsh(root.T @ s2 @ root, s1.shape[0]))
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_sqrt)
+
+
+def _features(rng: np.random.Generator, n: int, d: int, scale: float) -> np.ndarray:
+    """ReLU-like correlated features, as a feature extractor gives."""
+    mix = rng.standard_normal((d, d)) / np.sqrt(d)
+    return np.abs(rng.standard_normal((n, d)) @ mix) * scale + 0.1 * scale
+
+
+@pytest.mark.parametrize(
+    ("n1", "n2"), [(50, 50), (50, 600), (600, 50), (40, 70)], ids=lambda n: f"n{n}"
+)
+def test_small_side_route_equals_eigen_route(n1: int, n2: int) -> None:
+    # d = 300: a side with n ≤ d has rank n − 1 < d; the n × n route must give the d × d
+    # eigen route's value to 1e-10 whichever side (or both) is small.
+    d = 300
+    rng = np.random.default_rng(n1 * 1000 + n2)
+    a, b = _features(rng, n1, d, 1.0), _features(rng, n2, d, 1.3)
+    mu1, s1 = _moments(a)
+    mu2, s2 = _moments(b)
+    eigen = _eigen_route_fid(mu1, s1, mu2, s2)
+    assert eigen > 1.0
+    assert abs(_eigen_route_fid(mu2, s2, mu1, s1) - eigen) <= 1e-10 * eigen
+    f1, f2 = covariance_factor(a), covariance_factor(b)
+    for factors in ({"factor1": f1}, {"factor2": f2}, {"factor1": f1, "factor2": f2}):
+        ours = frechet_distance(mu1, s1, mu2, s2, **factors)
+        assert abs(ours - eigen) <= 1e-10 * eigen, factors
+    swapped = frechet_distance(mu2, s2, mu1, s1, factor1=f2, factor2=f1)
+    assert abs(swapped - eigen) <= 1e-10 * eigen
+    # scipy's sqrtm of the singular Σ₁Σ₂ is itself only good to ~1e-8 here.
+    assert abs(_sqrtm_fid(mu1, s1, mu2, s2) - eigen) <= 1e-6 * eigen
+
+
+def test_small_side_trace_functions_and_factor_checks() -> None:
+    rng = np.random.default_rng(11)
+    a, b = _features(rng, 30, 120, 1.0), _features(rng, 45, 120, 2.0)
+    f1, f2 = covariance_factor(a), covariance_factor(torch.from_numpy(b))
+    s1 = torch.from_numpy(np.cov(a, rowvar=False))
+    s2 = torch.from_numpy(np.cov(b, rowvar=False))
+    torch.testing.assert_close(f1.T @ f1, s1, rtol=1e-12, atol=1e-12)
+    one = float(trace_sqrt_product_small(f1, s2))
+    other = float(trace_sqrt_product_small(f2, s1))
+    both = float(trace_sqrt_product_factors(f1, f2))
+    assert other == pytest.approx(one, rel=1e-12)
+    assert both == pytest.approx(one, rel=1e-12)
+    mu1, mu2 = s1.diagonal() * 0, s2.diagonal() * 0
+    # Uncentred or unscaled features are not a factor of Σ: refused, not silently wrong.
+    with pytest.raises(InputError, match=r"factor1 is not a factor.*1/√\(n − 1\)"):
+        frechet_distance(mu1, s1, mu2, s2, factor1=f1 * np.sqrt(29 / 30))
+    with pytest.raises(InputError, match=r"factor2 must be \(k, 120\)"):
+        frechet_distance(mu1, s1, mu2, s2, factor2=f2[:, :60])
+    with pytest.raises(InputError, match="n ≥ 2"):
+        covariance_factor(a[:1])
 
 
 def test_closed_form_for_commuting_covariances() -> None:

@@ -1,4 +1,5 @@
-"""Feature statistics (geneval/feature_stats.py): running sums, merging, files, provenance."""
+"""Feature statistics (geneval/feature_stats.py): shifted moments, merging, files,
+provenance."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _meta(**over: str) -> dict:
     return meta
 
 
-def test_running_sums_give_numpy_mean_and_unbiased_covariance() -> None:
+def test_batched_statistics_give_numpy_mean_and_unbiased_covariance() -> None:
     x = _features(300, 20, 0)
     stats = FeatureStatistics(20)
     for part in np.array_split(x, 9):
@@ -56,18 +57,23 @@ def test_shards_merge_exactly() -> None:
     x = _features(400, 16, 1)
     whole = FeatureStatistics.from_features(torch.from_numpy(x))
     shards = [FeatureStatistics.from_features(torch.from_numpy(p)) for p in np.split(x, [50, 310])]
-    # The one merge, as geneval.distributed.gather_pass_result does it over ranks: add the sums.
-    merged = FeatureStatistics.from_sums(
-        sum(s.n for s in shards),
-        sum((s.sum for s in shards), torch.zeros(16, dtype=torch.float64)),
-        sum((s.sum_outer for s in shards), torch.zeros(16, 16, dtype=torch.float64)),
-    )
+    # The pairwise merge of Chan, Golub & LeVeque, as geneval.distributed.merge_statistics
+    # does it over ranks.
+    merged = shards[0].merge(shards[1]).merge(shards[2])
     assert merged.n == whole.n and merged.dim == 16
     # Sums of float32 values in float64 are exact up to the order of additions.
     assert torch.allclose(merged.sum, whole.sum, rtol=0, atol=1e-10)
     assert torch.allclose(merged.sum_outer, whole.sum_outer, rtol=1e-15, atol=1e-10)
     assert torch.allclose(merged.mean, whole.mean, rtol=0, atol=1e-12)
     assert torch.allclose(merged.cov, whole.cov, rtol=1e-12, atol=1e-12)
+    # Raw sums still build statistics (their digits, for features without a large offset).
+    from_sums = FeatureStatistics.from_sums(
+        sum(s.n for s in shards),
+        sum((s.sum for s in shards), torch.zeros(16, dtype=torch.float64)),
+        sum((s.sum_outer for s in shards), torch.zeros(16, 16, dtype=torch.float64)),
+    )
+    assert torch.allclose(from_sums.mean, whole.mean, rtol=0, atol=1e-12)
+    assert torch.allclose(from_sums.cov, whole.cov, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="do not match"):
         FeatureStatistics.from_sums(3, merged.sum, merged.sum_outer[:3, :3])
 

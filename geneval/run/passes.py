@@ -159,7 +159,7 @@ class SourcePass:
         total = sum(t.numel() * t.element_size() for t in [*self._images, *self._first])
         total += sum(t.numel() * t.element_size() for ts in self._outputs.values() for t in ts)
         for stats in self._moments.values():
-            total += stats.sum.numel() * 8 + stats.sum_outer.numel() * 8
+            total += stats.nbytes
         return total
 
 

@@ -33,6 +33,18 @@ def _psd_sqrt(sigma: torch.Tensor) -> torch.Tensor:
     return (v * w.clamp_min(0).sqrt()) @ v.T
 
 
+def _sum_sqrt_eigvalsh(m: torch.Tensor, dim: int) -> torch.Tensor:
+    """``Σᵢ √λᵢ(M)`` of a symmetric PSD ``M``; eigenvalues at or below ``dim · ε · λ_max``
+    (round-off, including negative ones) count as zero. ``dim`` is the feature dimension d,
+    so every route applies the same floor to the same non-zero spectrum."""
+    import torch
+
+    eig = torch.linalg.eigvalsh((m + m.T) / 2)
+    floor = dim * torch.finfo(torch.float64).eps * eig.abs().max()
+    eig = torch.where(eig > floor, eig, torch.zeros_like(eig))
+    return eig.sqrt().sum()
+
+
 def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
     """``tr (Σ₁Σ₂)^½`` (float64) from the eigenvalues of the PSD matrix ``Aᵀ Σ₂ A``, ``Σ₁ = A Aᵀ``.
 
@@ -47,11 +59,70 @@ def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tens
     factor, info = torch.linalg.cholesky_ex(sigma1)
     if int(info) != 0:
         factor = _psd_sqrt(sigma1)
-    m = factor.T @ sigma2 @ factor
-    eig = torch.linalg.eigvalsh((m + m.T) / 2)
-    floor = eig.shape[0] * torch.finfo(torch.float64).eps * eig.abs().max()
-    eig = torch.where(eig > floor, eig, torch.zeros_like(eig))
-    return eig.sqrt().sum()
+    return _sum_sqrt_eigvalsh(factor.T @ sigma2 @ factor, sigma1.shape[0])
+
+
+def trace_sqrt_product_small(factor1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
+    """``tr (Σ₁Σ₂)^½`` (float64) from the k × k problem, for ``Σ₁ = Fᵀ F`` with ``F`` (k × d).
+
+    With ``A = Fᵀ`` (d × k) a square root of Σ₁ in the sense ``Σ₁ = A Aᵀ``, the non-zero
+    eigenvalues of ``Σ₁^½ Σ₂ Σ₁^½`` (and of Σ₁Σ₂) are those of the symmetric PSD k × k matrix
+    ``M = F Σ₂ Fᵀ``, so ``tr (Σ₁^½ Σ₂ Σ₁^½)^½ = Σᵢ √λᵢ(M)``. For centred features
+    ``X`` (n × d), ``F = X / √(n − 1)`` (:func:`covariance_factor`): the cost is
+    ``O(n d²)`` and an n × n eigenproblem instead of a d × d one, the gain when ``n ≤ d``
+    (Σ₁ then has rank ≤ n − 1, and the Cholesky route gives way to the d × d eigen one).
+    Eigenvalues at or below ``d · ε · λ_max`` count as zero, as in :func:`trace_sqrt_product`.
+    """
+    return _sum_sqrt_eigvalsh(factor1 @ sigma2 @ factor1.T, factor1.shape[1])
+
+
+def trace_sqrt_product_factors(factor1: torch.Tensor, factor2: torch.Tensor) -> torch.Tensor:
+    """``tr (Σ₁Σ₂)^½`` (float64) for ``Σ₁ = F₁ᵀF₁``, ``Σ₂ = F₂ᵀF₂``: the nuclear norm of F₁F₂ᵀ.
+
+    ``F₁ Σ₂ F₁ᵀ = C Cᵀ`` with ``C = F₁ F₂ᵀ`` (k₁ × k₂), so the square roots of its
+    eigenvalues are the singular values of ``C``: ``O(k₁ k₂ d)`` and an SVD of the smaller
+    side, with neither d × d covariance touched. Singular values with ``s² ≤ d · ε · s_max²``
+    count as zero, as in :func:`trace_sqrt_product`.
+    """
+    import torch
+
+    s = torch.linalg.svdvals(factor1 @ factor2.T)
+    lam = s * s
+    floor = factor1.shape[1] * torch.finfo(torch.float64).eps * lam.max()
+    return torch.where(lam > floor, s, torch.zeros_like(s)).sum()
+
+
+def covariance_factor(features: ArrayLike) -> torch.Tensor:
+    """``F = (X − x̄) / √(n − 1)`` (float64, n × d) of features ``X`` (n × d): ``Fᵀ F`` is the
+    unbiased covariance (``numpy.cov(X, rowvar=False)``), as :func:`frechet_distance` takes
+    it in ``factor1`` / ``factor2``."""
+    import torch
+
+    x = torch.as_tensor(features).to(torch.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise InputError(
+            f"covariance_factor: features must be (n, d) with n ≥ 2, got {tuple(x.shape)}"
+        )
+    return (x - x.mean(dim=0)) / (x.shape[0] - 1) ** 0.5
+
+
+def _checked_factor(
+    factor: ArrayLike, sigma: torch.Tensor, device: torch.device, name: str
+) -> torch.Tensor:
+    """``factor`` in float64 on ``device``, (k × d) with ``tr Fᵀ F = tr Σ`` to 1e-6."""
+    import torch
+
+    f = _as_float64(factor, device, name, 2)
+    d = sigma.shape[0]
+    if f.shape[0] < 1 or f.shape[1] != d:
+        raise InputError(f"frechet_distance: {name} must be (k, {d}), got {tuple(f.shape)}")
+    tr_f, tr_s = float((f * f).sum()), float(torch.trace(sigma))
+    if abs(tr_f - tr_s) > 1e-6 * max(abs(tr_s), torch.finfo(torch.float64).tiny):
+        raise InputError(
+            f"frechet_distance: {name} is not a factor of its covariance (tr FᵀF = {tr_f:.6g}, "
+            f"tr Σ = {tr_s:.6g}); centred features need scaling by 1/√(n − 1)"
+        )
+    return f
 
 
 def frechet_distance(
@@ -61,10 +132,13 @@ def frechet_distance(
     sigma2: ArrayLike,
     *,
     device: torch.device | str | None = None,
+    factor1: ArrayLike | None = None,
+    factor2: ArrayLike | None = None,
 ) -> float:
     """Fréchet distance between the Gaussians N(μ₁, Σ₁) and N(μ₂, Σ₂).
 
-    ``d² = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁Σ₂)^½``, computed in float64.
+    ``d² = ‖μ₁ − μ₂‖² + tr Σ₁ + tr Σ₂ − 2 tr (Σ₁^½ Σ₂ Σ₁^½)^½``, computed in float64
+    (``tr (Σ₁^½ Σ₂ Σ₁^½)^½ = tr (Σ₁Σ₂)^½``, symmetric in 1 ↔ 2).
 
     Parameters
     ----------
@@ -74,6 +148,10 @@ def frechet_distance(
         Covariances, shape (d, d), symmetric positive semi-definite (rank-deficient is fine).
     device
         Where to compute; default the device of ``mu1`` when it is a tensor, else the CPU.
+    factor1, factor2
+        Optional factors ``F`` (k × d) with ``Σ = Fᵀ F``, e.g. :func:`covariance_factor` of
+        the features (centred, divided by √(n − 1)). A factor with ``k ≤ d`` (a covariance of
+        rank < d) selects the small-side route; ``tr FᵀF`` must equal ``tr Σ`` to 1e-6.
 
     Returns
     -------
@@ -82,11 +160,21 @@ def frechet_distance(
 
     Notes
     -----
-    The trace term comes from the eigenvalues of ``Lᵀ Σ₂ L`` with ``Σ₁ = L Lᵀ`` (see
-    :func:`trace_sqrt_product`), which is real by construction and about an order of
-    magnitude faster than ``scipy.linalg.sqrtm(Σ₁Σ₂)`` (used by pytorch-fid and TTUR), which
-    can return complex values for rank-deficient covariances. To match those tools, compute
-    μ and Σ (unbiased, ``numpy.cov``) of the 2048-d pool3 Inception features.
+    Routes for the trace term, all through eigenvalues of a symmetric PSD matrix (real by
+    construction):
+
+    * both factors small: singular values of ``F₁F₂ᵀ`` (:func:`trace_sqrt_product_factors`);
+    * one factor small: the k × k matrix ``F Σ Fᵀ`` with the other side's Σ
+      (:func:`trace_sqrt_product_small`);
+    * otherwise ``Lᵀ Σ₂ L`` with ``Σ₁ = L Lᵀ`` Cholesky, or the eigen square root of Σ₁ when
+      Σ₁ is singular (:func:`trace_sqrt_product`).
+
+    The Cholesky and small-side routes are about an order of magnitude faster than
+    ``scipy.linalg.sqrtm(Σ₁Σ₂)`` (used by pytorch-fid and TTUR; it can return complex values
+    for rank-deficient covariances), the d × d eigen fallback only a few times
+    (``bench/bench_frechet.py``); with fewer samples than dimensions, pass the factors.
+    To match those tools, compute μ and Σ (unbiased, ``numpy.cov``) of the 2048-d pool3
+    Inception features.
 
     References
     ----------
@@ -112,8 +200,20 @@ def frechet_distance(
             f"mu2 {tuple(m2.shape)}, sigma2 {tuple(s2.shape)}"
         )
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
+    f1 = None if factor1 is None else _checked_factor(factor1, s1, device, "factor1")
+    f2 = None if factor2 is None else _checked_factor(factor2, s2, device, "factor2")
+    small1 = f1 is not None and f1.shape[0] <= d
+    small2 = f2 is not None and f2.shape[0] <= d
+    if small1 and small2:
+        tr_sqrt = trace_sqrt_product_factors(f1, f2)
+    elif small1:
+        tr_sqrt = trace_sqrt_product_small(f1, s2)
+    elif small2:
+        tr_sqrt = trace_sqrt_product_small(f2, s1)
+    else:
+        tr_sqrt = trace_sqrt_product(s1, s2)
     diff = m1 - m2
-    value = diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * trace_sqrt_product(s1, s2)
+    value = diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * tr_sqrt
     return float(value)
 
 

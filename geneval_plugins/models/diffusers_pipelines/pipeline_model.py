@@ -343,8 +343,16 @@ class DiffusersModel:
         if negative:
             kwargs["negative_prompt"] = [str(negative)] * n
         kwargs.update(options)
-        with torch.inference_mode():
-            out = self.pipe(**kwargs)
+        try:
+            with torch.inference_mode():
+                out = self.pipe(**kwargs)
+        except TypeError as exc:  # the pipeline's own .numpy() of a bfloat16 tensor
+            if self._dtype != "bf16" or "BFloat16" not in str(exc):
+                raise
+            raise ValueError(
+                f"{type(self.pipe).__name__} cannot return bfloat16 images (its own numpy "
+                "conversion refuses them): use fp16 on CUDA, or fp32"
+            ) from None
         images = np.asarray(out.images, dtype=np.float32)
         if images.ndim != 4 or images.shape[0] != n:
             raise RuntimeError(f"{type(self.pipe).__name__} returned images of {images.shape}")
