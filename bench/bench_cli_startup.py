@@ -1,4 +1,7 @@
-"""Benchmark the command line's start-up: ``geneval --help`` and ``geneval plugins``.
+"""Benchmark the command line's start-up: ``geneval --help``, ``geneval plugins``,
+``geneval weights list``, ``geneval references list`` and ``geneval compare``.
+
+``compare`` reads two small reports written to a temporary folder.
 
 Each command runs in a fresh process (``python -m geneval ...``, output discarded), best of
 ``--repeat``, beside ``python -c pass`` (the interpreter's own start-up) and
@@ -17,6 +20,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,7 +30,23 @@ COMMANDS: dict[str, list[str]] = {
     "import geneval.cli": ["-c", "import geneval.cli"],
     "geneval --help": ["-m", "geneval", "--help"],
     "geneval plugins": ["-m", "geneval", "plugins"],
+    "geneval weights list": ["-m", "geneval", "weights", "list"],
+    "geneval references list": ["-m", "geneval", "references", "list"],
+    "geneval compare": ["-m", "geneval", "compare", "{a}", "{b}"],
 }
+
+
+def _report(value: float) -> str:
+    """A minimal report of ``geneval run --json``: one metric."""
+    return json.dumps(
+        {
+            "geneval_version": "0",
+            "metrics": {"fid": {"value": value}},
+            "metric_info": {"fid": {"higher_is_better": False, "uncertainty": None}},
+        }
+    )
+
+
 HEAVY = ("torch", "numpy", "scipy", "sklearn", "PIL")
 #: Runs a command of the command line in-process (its output discarded).
 RUN_CLI = """
@@ -68,13 +88,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="Also write the results as JSON.")
     args = parser.parse_args()
 
-    seconds = {label: best_seconds(command, args.repeat) for label, command in COMMANDS.items()}
-    heavy = {label: heavy_imports(command) for label, command in COMMANDS.items()}
+    folder = Path(tempfile.mkdtemp())
+    reports = {"a": folder / "a.json", "b": folder / "b.json"}
+    reports["a"].write_text(_report(1.0))
+    reports["b"].write_text(_report(1.1))
+    commands = {
+        label: [part.format(**{k: str(v) for k, v in reports.items()}) for part in command]
+        for label, command in COMMANDS.items()
+    }
+    seconds = {label: best_seconds(command, args.repeat) for label, command in commands.items()}
+    heavy = {label: heavy_imports(command) for label, command in commands.items()}
     base = seconds["python -c pass"]
-    print(f"{'command':<22} {'seconds':>8} {'× python':>9}  heavy imports")
+    print(f"{'command':<25} {'seconds':>8} {'× python':>9}  heavy imports")
     for label in COMMANDS:
         shown = ", ".join(heavy[label]) or "none"
-        print(f"{label:<22} {seconds[label]:>8.3f} {seconds[label] / base:>9.1f}  {shown}")
+        print(f"{label:<25} {seconds[label]:>8.3f} {seconds[label] / base:>9.1f}  {shown}")
     if args.out is not None:
         results = {
             label: {

@@ -1,7 +1,10 @@
 """geneval: evaluation suite for generative models.
 
-The Python API (``docs/contracts.md`` §11): :func:`evaluate` for one call, :class:`Evaluator` to
-score samples inside a training loop; bad input raises :class:`InputError`.
+The Python API (guide: ``docs/python-api.md``; contract: ``docs/contracts.md`` §11):
+:func:`evaluate` for one call, :class:`Evaluator` to score samples inside a training loop
+(the reference given once, or streamed with ``update(images, real=True)``); bad input raises
+:class:`InputError`, whose one-line message names settings as Python does (``reference=``,
+``options['kid']['subset_size']``).
 """
 
 __version__ = "0.1.0"
@@ -18,9 +21,9 @@ def __getattr__(name: str):
 
         return getattr(evaluator, name)
     if name == "stats":
-        from geneval.run.statistics import feature_statistics
+        from geneval.run.statistics import stats
 
-        return feature_statistics
+        return stats
     if name in ("DEFAULTS", "RunConfig"):
         from geneval.run import config
 

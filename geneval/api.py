@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # torch is imported by the code that runs, not by the declara
     import torch
 
     from geneval.feature_stats import FeatureStatistics
+    from geneval.weights import WeightsFile
 
 Source = Literal["samples", "reference"]
 
@@ -210,6 +211,14 @@ class Metric(Protocol):
     registration): ``min_samples``, the sample count below which the estimate is not to be
     trusted; ``allows_infinite_value``, whether ``value`` may be ±inf; ``needs_for(options)``,
     the needs under given options (a metric whose needs depend on them overrides it).
+
+    Optional declarations that only explain the number (read with their default when absent,
+    so a metric that predates them is never refused; see :data:`EXPLANATORY_ATTRIBUTES`):
+    ``unit``, the unit of ``value`` and of its uncertainty (``"nats/image"``, ``"bits/dim"``,
+    ``"dB"``; ``None`` for a number without one, such as FID); ``feature_space``, the feature
+    space in which the metric's published numbers are computed (the ``feature_space`` of an
+    extractor, e.g. ``"inception-v3-fid"`` for FID): a run in another space is reported as
+    comparable only with runs in that same space.
     """
 
     name: str
@@ -221,6 +230,8 @@ class Metric(Protocol):
     uncertainty: str | None
     min_samples: int | None = None
     allows_infinite_value: bool = False
+    # ``unit`` and ``feature_space`` are read by :func:`declared` and are deliberately not
+    # protocol members: an object without them still satisfies ``isinstance(obj, Metric)``.
 
     def compute(self, inputs: MetricInputs, **options: Any) -> Mapping[str, Any]: ...
 
@@ -277,6 +288,8 @@ class ModelFamily(Protocol):
     train_options: Mapping[str, Option] = MappingProxyType({})
     capabilities: tuple[type, ...] = ()
     arch_options: tuple[str, ...] = ()
+    #: The published weights files its models load (``geneval weights``; no torch needed).
+    published_weights: tuple[WeightsFile, ...] = ()
 
     def load(self, checkpoint: Path | None, *, device: torch.device) -> GenerativeModel:
         """Load ``checkpoint`` (``None``: the bundled one) onto ``device``."""
@@ -341,6 +354,12 @@ class FeatureExtractor(Protocol):
     none (one installed extractor may claim this); ``min_samples`` replaces the minimum
     sample count of the metrics it serves; ``published_stats(dataset, split, convention)``
     finds published statistics of a benchmark for ``--reference NAME``.
+
+    Optional and read with its default when absent (:data:`EXPLANATORY_ATTRIBUTES`):
+    ``feature_space``, the name of the feature space its ``feature_output`` lies in (``None``:
+    the extractor's own ``name``). Two extractors that compute the same features (e.g. a
+    faster port of the same network and weights) declare the same space, so that a metric's
+    ``feature_space`` recognises both.
     """
 
     name: str
@@ -350,6 +369,11 @@ class FeatureExtractor(Protocol):
     resize_options: tuple[str, ...]
     default: bool = False
     min_samples: int | None = None
+    # ``feature_space`` is read by :func:`declared` and is deliberately not a protocol member:
+    # an extractor without it still satisfies ``isinstance(obj, FeatureExtractor)``.
+    #: The published weights files ``load`` reads (:class:`geneval.weights.WeightsFile`):
+    #: listed and fetched by ``geneval weights``, checked by a run before anything loads.
+    published_weights: tuple[WeightsFile, ...] = ()
 
     def load(
         self, *, device: torch.device, weights: Path | None = None, resize: str | None = None
@@ -454,10 +478,37 @@ REQUIRED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "extractor": ("name", "outputs", "feature_output", "logits_output", "resize_options", "load"),
     "dataset": ("name", "splits", "default_split", "default_extractor", "load"),
 }
+#: Declarations that only explain a plugin's numbers: they are read with their protocol's
+#: default when an object lacks them (:func:`declared`), so that a plugin written before they
+#: existed registers unchanged, whatever its class (slots or a frozen dataclass included).
+EXPLANATORY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "metric": ("unit", "feature_space"),
+    "extractor": ("feature_space",),
+}
+
+
+def declared(obj: Any, attribute: str) -> Any:
+    """``obj.attribute``, or the protocol's default of an explanatory declaration
+    (:data:`EXPLANATORY_ATTRIBUTES`, all ``None``) when ``obj`` lacks it."""
+    return getattr(obj, attribute, None)
+
+
+def extractor_space(extractor: Any) -> str:
+    """The feature space of an extractor plugin: its ``feature_space``, else its ``name``."""
+    return str(declared(extractor, "feature_space") or extractor.name)
+
+
 #: What a registered object may leave out: it then gets its protocol's default.
 OPTIONAL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "metric": ("min_samples", "allows_infinite_value", "needs_for"),
-    "model": ("train_options", "capabilities", "arch_options", "train", "adopt"),
-    "extractor": ("default", "min_samples", "published_stats"),
+    "model": (
+        "train_options",
+        "capabilities",
+        "arch_options",
+        "train",
+        "adopt",
+        "published_weights",
+    ),
+    "extractor": ("default", "min_samples", "published_stats", "published_weights"),
     "dataset": ("min_samples", "reference_stats"),
 }

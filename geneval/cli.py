@@ -195,8 +195,10 @@ _extractor_option = click.option(
 )
 _extractor_weights_option = click.option(
     "--extractor-weights",
-    type=click.Path(path_type=Path),
-    help="Weights file of the extractor (default: its published weights).",
+    multiple=True,
+    metavar="[NAME=]PATH",
+    help="Weights file of extractor NAME (repeatable), or PATH when the run uses one "
+    "extractor (default: its published weights; see `geneval weights`).",
 )
 _resize_option = click.option(
     "--resize", cls=_ExtractorChoices, help="Resize convention of the extractor."
@@ -385,7 +387,7 @@ def run(
     reference: str | None,
     metrics: str,
     extractor: str | None,
-    extractor_weights: Path | None,
+    extractor_weights: Sequence[str | Path],
     resize: str | None,
     layout: str,
     opts: Sequence[str],
@@ -540,7 +542,7 @@ def stats(
     source: str,
     output: Path,
     extractor: str | None,
-    extractor_weights: Path | None,
+    extractor_weights: Sequence[str | Path],
     resize: str | None,
     layout: str,
     features: bool,
@@ -609,6 +611,11 @@ def cache_clear() -> int:
     return EXIT_OK
 
 
+from geneval.weights_command import weights  # noqa: E402 - `geneval weights`, after `cache`
+
+cli.add_command(weights)
+
+
 # -- plugins -----------------------------------------------------------------------------------
 
 
@@ -653,6 +660,11 @@ def plugins(as_json: bool, verbose: bool) -> int:
     for f in failed:
         click.echo(f"(failed to load: {f['entry_point']} from {f['distribution']}: {f['error']})")
     return EXIT_OK
+
+
+from geneval.references_command import references  # noqa: E402 - `geneval references`
+
+cli.add_command(references)
 
 
 # -- compare -----------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from geneval.errors import InputError
+from geneval.errors import InputError, setting
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
@@ -20,15 +20,16 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         device = torch.device(spec)
     except (RuntimeError, ValueError):
         raise InputError(
-            f"--device: unknown device {spec!r} (use auto, cpu, cuda or cuda:N)"
+            f"{setting('device')}: unknown device {spec!r} (use auto, cpu, cuda or cuda:N)"
         ) from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise InputError(f"--device {spec}: CUDA is not available on this machine")
+            raise InputError(f"{setting('device')} {spec}: CUDA is not available on this machine")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise InputError(
-                f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present"
+                f"{setting('device')} {spec}: only {torch.cuda.device_count()} CUDA device(s) "
+                "present"
             )
     elif device.type != "cpu":
-        raise InputError(f"--device: unsupported device type {device.type!r}")
+        raise InputError(f"{setting('device')}: unsupported device type {device.type!r}")
     return device

@@ -8,6 +8,10 @@
   resized reference ...). Warnings are Python warnings of class :class:`GenevalWarning`;
   :func:`captured_warnings` collects them, and those of torch, PIL and the plugins, into the
   report rather than letting them interleave with the output.
+* :func:`setting` and :func:`option_setting` — how a message names a setting: in the command
+  line's terms (``--reference``, ``--opt kid.subset_size``) or, inside the Python API
+  (:func:`surface`), in Python's (``reference=``, ``options['kid']['subset_size']``).
+  This is the one place where the phrasing depends on the surface.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
+from contextvars import ContextVar
 
 from geneval.text import visible
 
@@ -37,6 +42,48 @@ def warn(message: str) -> None:
     break or control character in it (from a path, say) is shown as an escape
     (:func:`geneval.text.visible`) rather than cutting the warning short."""
     warnings.warn(visible(message), GenevalWarning, stacklevel=2)
+
+
+#: The surface a message speaks to: ``"cli"`` (the default) or ``"python"``.
+SURFACES = ("cli", "python")
+_SURFACE: ContextVar[str] = ContextVar("geneval_surface", default="cli")
+
+
+@contextlib.contextmanager
+def surface(name: str) -> Iterator[None]:
+    """Inside the block, messages name settings in the terms of ``name``: ``"python"`` (the
+    Python API: :func:`geneval.evaluate`, :class:`geneval.Evaluator`) or ``"cli"``. The
+    surface is a context variable, so threads and nested calls each keep their own."""
+    if name not in SURFACES:
+        raise ValueError(f"unknown surface {name!r} (one of {', '.join(SURFACES)})")
+    token = _SURFACE.set(name)
+    try:
+        yield
+    finally:
+        _SURFACE.reset(token)
+
+
+def current_surface() -> str:
+    """``"cli"`` or ``"python"``: the surface messages are phrased for now."""
+    return _SURFACE.get()
+
+
+def setting(name: str) -> str:
+    """How a message names the run setting ``name`` (a keyword of :func:`geneval.evaluate`,
+    e.g. ``reference``, ``batch_size``): ``--reference``, ``--batch-size`` on the command
+    line; ``reference=``, ``batch_size=`` in Python."""
+    if _SURFACE.get() == "python":
+        return f"{name}="
+    return "--" + name.replace("_", "-")
+
+
+def option_setting(owner: str, key: str) -> str:
+    """How a message names option ``key`` of metric (or ``model``) ``owner``:
+    ``--opt kid.subset_size`` on the command line, ``options['kid']['subset_size']`` in
+    Python (where :func:`geneval.evaluate` takes ``options={"kid": {"subset_size": ...}}``)."""
+    if _SURFACE.get() == "python":
+        return f"options[{owner!r}][{key!r}]"
+    return f"--opt {owner}.{key}"
 
 
 def _describe(record: warnings.WarningMessage) -> str:

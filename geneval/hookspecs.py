@@ -58,3 +58,12 @@ def geneval_register_datasets(register: Register) -> None:
 @hookspec
 def geneval_register_commands(register: Register) -> None:
     """Register extra CLI commands: ``register(click_command)``; its name is the command's."""
+
+
+@hookspec
+def geneval_register_references(register: Register) -> None:
+    """Register the named references a plugin resolves (``--reference NAME[:SPLIT]``), for
+    ``geneval references list``: ``register(reference)``, an object with ``name`` (the
+    ``--reference`` text), ``extractor``, ``convention`` (the ``--resize`` value),
+    ``resolution`` (pixels, or ``None``), ``url``, ``path`` (where the file is cached) and
+    ``source`` (who published it)."""

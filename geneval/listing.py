@@ -1,10 +1,10 @@
 """``geneval plugins --verbose``: what each installed plugin declares, in words and as JSON.
 
-Metrics: direction, interpretation, uncertainty field, minimum sample count, needs (with the
-extractor a need requires), fields and options (default, bounds, help). Models: training
-dataset, samplers (the first is the default), capabilities and training options. Extractors:
-outputs, resize conventions and minimum sample count. Datasets: splits, default split and
-extractor.
+Metrics: direction, interpretation, unit, uncertainty field, the feature space of its published
+numbers, minimum sample count, needs (with the extractor a need requires), fields and options
+(default, bounds, help). Models: training dataset, samplers (the first is the default),
+capabilities and training options. Extractors: outputs, resize conventions, minimum sample
+count and feature space. Datasets: splits, default split and extractor.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from geneval.api import Dataset, FeatureExtractor, Metric, ModelFamily
+from geneval.api import Dataset, FeatureExtractor, Metric, ModelFamily, declared, extractor_space
 from geneval.capabilities import capability_name
 from geneval.options import Option, declared_options
 from geneval.report.explain import direction
@@ -33,6 +33,8 @@ def _metric(obj: Metric) -> dict[str, Any]:
         "direction": direction(obj.higher_is_better),
         "interpretation": obj.interpretation,
         "uncertainty": obj.uncertainty,
+        "unit": declared(obj, "unit"),
+        "feature_space": declared(obj, "feature_space"),
         "min_samples": obj.min_samples,
         "needs": [
             f"{need.kind} of {need.source}"
@@ -70,6 +72,7 @@ def _extractor(obj: FeatureExtractor) -> dict[str, Any]:
         "resize_options": list(obj.resize_options),
         "default": bool(obj.default),
         "min_samples": obj.min_samples,
+        "feature_space": extractor_space(obj),
     }
 
 
@@ -120,8 +123,12 @@ def verbose_lines(kind: str, name: str, detail: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"{pad}{detail['direction']}: {detail['interpretation'] or '(no description)'}"
         )
+        if detail.get("unit"):
+            lines.append(f"{pad}unit: {detail['unit']}")
         if detail["uncertainty"]:
             lines.append(f"{pad}uncertainty: {detail['uncertainty']}")
+        if detail.get("feature_space"):
+            lines.append(f"{pad}published numbers use {detail['feature_space']} features")
         if detail["min_samples"]:
             lines.append(
                 f"{pad}warns below {detail['min_samples']} samples "
@@ -153,6 +160,8 @@ def verbose_lines(kind: str, name: str, detail: Mapping[str, Any]) -> list[str]:
             lines.append(
                 f"{pad}minimum samples for metrics that declare one: {detail['min_samples']}"
             )
+        if detail.get("feature_space") not in (None, name):
+            lines.append(f"{pad}feature space: {detail['feature_space']}")
     elif kind == "dataset":
         lines.append(
             f"{pad}splits: {', '.join(detail['splits'])} (default {detail['default_split']}); "

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from geneval.errors import InputError
+from geneval.errors import InputError, option_setting
 from geneval.text import quote
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -188,13 +188,21 @@ def resolve_options(
     """
     out = {name: option.default for name, option in declared.items()}
     for key, raw in given.items():
+        where = _option_name(flag, prefix, key)
         if key not in declared:
             known = ", ".join(sorted(declared)) or "none"
-            raise InputError(
-                f"{flag} {prefix}{key}: {owner} has no option {key!r} (options: {known})"
-            )
-        out[key] = declared[key].convert(raw, where=f"{flag} {prefix}{key}")
+            raise InputError(f"{where}: {owner} has no option {key!r} (options: {known})")
+        out[key] = declared[key].convert(raw, where=where)
     return out
+
+
+def _option_name(flag: str, prefix: str, key: str) -> str:
+    """How a message names option ``key``: ``--opt kid.subset_size`` on the command line, or
+    ``options['kid']['subset_size']`` in the Python API (:func:`geneval.errors.option_setting`,
+    for the options of a metric or the model, whose ``prefix`` is ``"OWNER."``)."""
+    if flag == "--opt" and prefix.endswith("."):
+        return option_setting(prefix[:-1], key)
+    return f"{flag} {prefix}{key}"
 
 
 def parse_assignments(assignments: Iterable[str], *, flag: str = "--opt") -> dict[str, str]:

@@ -32,10 +32,19 @@ What it offers:
   (:class:`MetricInputs`, :class:`Need`, :class:`ImageSet`, :class:`PairedImages`,
   :class:`FeatureStatistics`), :class:`CommandOption`, and the capability protocols
   (``SupportsELBO`` …) a model family's models satisfy.
+* **Declarations that explain a number** (optional, read with their default ``None`` when a
+  plugin lacks them): a metric's ``unit`` (``"nats/image"``, ``"bits/dim"``, ``"dB"``), shown
+  beside its value in every report, and its ``feature_space`` (the space its published numbers
+  use, e.g. ``"inception-v3-fid"``); an extractor's ``feature_space`` (default: its name). A
+  run whose features lie in another space than the metric's is reported as comparable only
+  with runs in that space.
 * **Options and errors**: :class:`Option`; :class:`InputError` (bad input, exit 2, one line
   naming the culprit); :func:`warn` (a one-line caveat the report shows); :func:`quote`
   (a user string, such as a path, written safely into such a line).
 * **Progress**: :func:`progress_bar`, :func:`progress_enabled`, :func:`note`.
+* **Published weights**: :class:`WeightsFile` (an extractor's or family's
+  ``published_weights``), :func:`find_weights`, :func:`hub_checkpoint_dir`
+  (:mod:`geneval.weights`, no torch).
 * **Cache and files**: :func:`geneval_cache_dir`, :func:`file_sha256` (a file's sha256,
   remembered by the cache), :func:`sha256_of`, :func:`atomic_path`, :func:`load_stats`.
 * **Training toolkit** for model families: :class:`TrainableFamily`, :class:`TrainingStep`
@@ -93,6 +102,7 @@ from geneval.family import TrainableFamily, TrainingStep, training_options
 from geneval.hookspecs import hookimpl
 from geneval.options import Option
 from geneval.text import quote
+from geneval.weights import WeightsFile, find_weights, hub_checkpoint_dir
 
 if TYPE_CHECKING:
     from geneval.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -195,11 +205,14 @@ __all__ = [
     "SupportsScore",
     "TrainableFamily",
     "TrainingStep",
+    "WeightsFile",
     "atomic_path",
     "build_sampler",
     "draw",
+    "find_weights",
     "file_sha256",
     "geneval_cache_dir",
+    "hub_checkpoint_dir",
     "hookimpl",
     "images_from_source",
     "load_checkpoint",

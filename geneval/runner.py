@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from geneval import __version__
-from geneval.api import Metric
+from geneval.api import Metric, extractor_space
 from geneval.baseline import compute_baseline
 from geneval.generators import model_report
 from geneval.plugins import Registry
@@ -40,6 +40,23 @@ def _checkpoint_text(run: Run) -> str | None:
     if spec is None or spec.family is None:
         return None
     return spec.checkpoint if spec.checkpoint is not None else "bundled"
+
+
+def _statistics_source(resolved: Any) -> str | None:
+    """The source a statistics file given as ``resolved`` was computed from, as its provenance
+    records it (``geneval stats digits:train`` records ``digits:train``); ``None`` for any
+    other source or a file that records none."""
+    stats = getattr(resolved, "stats_file", None)
+    made_from = (stats.meta or {}).get("source") if stats is not None else None
+    return made_from if isinstance(made_from, str) and made_from else None
+
+
+def _feature_space(run: RunState, extractor: str | None) -> str | None:
+    """The feature space of the extractor a metric ran with (``None``: no extractor, or one
+    the registry does not know)."""
+    if not extractor or extractor not in run.registry.items("extractor"):
+        return None
+    return extractor_space(run.registry.extractor(extractor))
 
 
 class Evaluation:
@@ -101,6 +118,8 @@ class Evaluation:
                 "name": name,
                 "resize": run.loaded[name].convention if name in run.loaded else None,
                 "weights_sha256": (run.loaded[name].weights_sha256 if name in run.loaded else None),
+                # the space its features lie in (a metric's published numbers name theirs)
+                "feature_space": _feature_space(run, name),
             }
             from_files = features_from_files(plan.keys.get(metric, {}), run)
             if from_files:
@@ -145,6 +164,9 @@ class Evaluation:
             else:
                 count = None
             inputs[role] = {"count": count, "description": resolved.description}
+            made_from = _statistics_source(resolved)
+            if made_from is not None:  # a statistics file names what it was computed from
+                inputs[role]["statistics_of"] = made_from
             if role in run.cache_status:
                 inputs[role]["cache"] = dict(run.cache_status[role])
         minimums = self._minimum_samples(run, plan)

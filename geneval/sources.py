@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from geneval.api import GenerativeModel, ImageSet, LoadedExtractor
 from geneval.arrayfile import npz_members, open_npy, read_member, reading
 from geneval.capabilities import SupportsPerSampleGenerators
-from geneval.errors import InputError
+from geneval.errors import InputError, current_surface
 from geneval.run.config import DEFAULTS, LAYOUTS
 from geneval.run.passes import PassPlan, PassResult, SourcePass
 from geneval.text import quote
@@ -171,6 +171,20 @@ def _high_depth_to_unit(img: Image.Image, path: Path) -> np.ndarray:
     return array
 
 
+def pil_image_pixels(img: Image.Image, name: str | Path) -> torch.Tensor:
+    """The pixels (3, H, W) of a loaded PIL image by the rule of image folders
+    (:func:`decode_image`): uint8 RGB for 8-bit modes (alpha and palette transparency dropped,
+    CMYK converted), float32 in ``[0, 1]`` for 16-bit greyscale (÷ 65535) and ``F`` images,
+    repeated to three channels. ``name`` names the image in an :class:`InputError`."""
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
+        grey = _high_depth_to_unit(img, Path(name) if isinstance(name, str) else name)
+        return torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # palette transparency: dropped, as documented
+        rgb = img if img.mode == "RGB" else img.convert("RGB")
+    return torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+
 def decode_image(path: Path) -> DecodedImage:
     """Decode one image file with PIL to RGB pixels (3, H, W).
 
@@ -212,9 +226,7 @@ def _decode(path: Path, opened: Image.Image | None = None) -> DecodedImage:
             multi_frame = getattr(img, "n_frames", 1) > 1
             img.load()
             if img.mode in _SIXTEEN_BIT_MODES or img.mode in ("I", "F"):
-                grey = _high_depth_to_unit(img, path)
-                pixels = torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
-                return DecodedImage(pixels, multi_frame)
+                return DecodedImage(pil_image_pixels(img, path), multi_frame)
             rgb = img.convert("RGB")
             img.close()  # frees the decoded file now (a context's exit does not)
     except Image.DecompressionBombError:
@@ -491,9 +503,13 @@ def image_layout(shape: Sequence[int], layout: str | None, what: str) -> str:
             )
         return layout
     if fits["nchw"] and fits["nhwc"]:
+        how = (
+            "layout='nchw' or 'nhwc'"
+            if current_surface() == "python"
+            else "--layout nchw|nhwc (layout='nchw' or 'nhwc' in the Python API)"
+        )
         raise InputError(
-            f"{what} has shape {shape}, which fits both NCHW and NHWC: state the layout with "
-            "--layout nchw|nhwc (layout='nchw' or 'nhwc' in the Python API)"
+            f"{what} has shape {shape}, which fits both NCHW and NHWC: state the layout with {how}"
         )
     if fits["nchw"]:
         return "nchw"
@@ -502,16 +518,64 @@ def image_layout(shape: Sequence[int], layout: str | None, what: str) -> str:
     raise InputError(f"{what} must have 1 or 3 channels (NHWC or NCHW), found shape {shape}")
 
 
-def _in_unit_interval(array: np.ndarray) -> bool:
-    """Whether every value is finite and in [0, 1], checked about :data:`_CHECK_BYTES` at a
-    time (a memory-mapped array is never copied whole)."""
+def check_not_empty(shape: Sequence[int], what: str) -> None:
+    """Refuse a batch of images with no image (``"... is empty (0 images)"``) or no pixel:
+    the one emptiness check of array files, in-memory arrays and tensors, and ``update()``."""
+    shape = tuple(int(s) for s in shape)
+    if shape and shape[0] == 0:
+        raise InputError(f"{what} is empty (0 images, shape {shape})")
+    if 0 in shape:
+        raise InputError(f"{what} holds no pixels (shape {shape})")
+
+
+def _first_where(mask: np.ndarray | torch.Tensor) -> tuple[int, ...]:
+    """The index of the first true element of ``mask`` (row-major order)."""
+    if isinstance(mask, torch.Tensor):
+        flat = int(torch.argmax(mask.reshape(-1).to(torch.uint8)))
+    else:
+        flat = int(np.argmax(mask.reshape(-1)))
+    return tuple(int(i) for i in np.unravel_index(flat, tuple(mask.shape)))
+
+
+def check_image_values(
+    values: np.ndarray | torch.Tensor,
+    what: str,
+    *,
+    low: float = 0.0,
+    high: float = 1.0,
+    first: int = 0,
+) -> None:
+    """Refuse float image values that are not finite numbers in ``[low, high]``: the one value
+    check of array files, in-memory arrays and tensors (CLI and ``evaluate()``) and
+    ``update()``. A NaN is ``"WHAT contains NaN at index (i, c, h, w) (image i)"``, an
+    infinity likewise (``inf``/``-inf``), indices in the layout the values were given in;
+    ``first`` is the index of the first image of ``values`` (a chunk of a larger array).
+    Finite values out of range are ``"WHAT: float images must lie in [low, high], found
+    [min, max]"``. ``values`` is a numpy array or a tensor on any device."""
+    lib: Any = torch if isinstance(values, torch.Tensor) else np
+    if not bool(lib.isfinite(values).all()):  # the common case costs one test
+        nan = lib.isnan(values)
+        mask, word = (nan, "NaN") if bool(nan.any()) else (lib.isinf(values), "inf")
+        local = _first_where(mask)
+        if word == "inf" and float(values[local]) < 0:
+            word = "-inf"
+        index = (local[0] + first, *local[1:])
+        raise InputError(f"{what} contains {word} at index {index} (image {index[0]})")
+    found_low, found_high = float(values.min()), float(values.max())
+    if found_low < low or found_high > high:
+        raise InputError(
+            f"{what}: float images must lie in [{low:g}, {high:g}], found "
+            f"[{found_low}, {found_high}]"
+        )
+
+
+def _check_unit_interval(array: np.ndarray, what: str) -> None:
+    """:func:`check_image_values` over ``array``, about :data:`_CHECK_BYTES` at a time (a
+    memory-mapped array is never copied whole)."""
     per_image = max(1, array[:1].nbytes)
     rows = max(1, _CHECK_BYTES // per_image)
     for start in range(0, array.shape[0], rows):
-        chunk = np.asarray(array[start : start + rows])
-        if not (np.isfinite(chunk).all() and chunk.min() >= 0.0 and chunk.max() <= 1.0):
-            return False
-    return True
+        check_image_values(np.asarray(array[start : start + rows]), what, first=start)
 
 
 def check_image_array(array: np.ndarray, what: str, layout: str | None = "auto") -> np.ndarray:
@@ -529,13 +593,11 @@ def check_image_array(array: np.ndarray, what: str, layout: str | None = "auto")
             f"{what} must be uint8 in [0, 255] or float in [0, 1], found {_describe(array)}"
         )
     chosen = image_layout(array.shape, layout, what)
-    if 0 in array.shape:
-        raise InputError(f"{what} holds no images or no pixels ({_describe(array)})")
+    check_not_empty(array.shape, what)
     if array.dtype == np.uint8:
         pass
     elif array.dtype.kind == "f":
-        if not _in_unit_interval(array):
-            raise InputError(f"{what}: float images must lie in [0, 1], found {_describe(array)}")
+        _check_unit_interval(array, what)
     else:
         raise InputError(
             f"{what} must be uint8 in [0, 255] or float in [0, 1], found {_describe(array)}"

@@ -245,10 +245,10 @@ TORCH_AT_REGISTRATION: frozenset[str] = frozenset()
 
 
 def test_cli_with_bundled_plugins_imports_no_heavy_library():
-    """``geneval --help`` and ``geneval plugins --verbose`` with the bundled datasets,
-    extractors and metrics loaded: their entry-point modules import torch, numpy, scipy,
-    scikit-learn and PIL inside the functions that compute, load or draw, so registering them
-    (names, options, needs, fields) imports none of those."""
+    """``geneval --help``, ``geneval plugins --verbose`` and ``geneval weights list`` with the
+    bundled datasets, extractors and metrics loaded: their entry-point modules import torch,
+    numpy, scipy, scikit-learn and PIL inside the functions that compute, load or draw, so
+    registering them (names, options, needs, fields, weights files) imports none of those."""
     import json
     import subprocess
     import sys
@@ -261,7 +261,8 @@ importlib.metadata.entry_points = lambda **kw: [
 ]
 from geneval.cli import main
 codes, listing = [], io.StringIO()
-for args in (["--help"], ["plugins", "--verbose"]):
+weights = (["weights", "list"], ["weights", "list", "--json"])
+for args in (["--help"], ["plugins", "--verbose"], *weights):
     with contextlib.redirect_stdout(listing):
         try:
             main(args)
@@ -275,7 +276,9 @@ print(json.dumps({{"codes": codes, "heavy": heavy, "listing": listing.getvalue()
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     found = json.loads(out.stdout.strip().splitlines()[-1])
-    assert found["codes"] == [0, 0], out.stderr
+    assert found["codes"] == [0, 0, 0, 0], out.stderr
+    assert "pt_inception-2015-12-05-6726825d.pth" in found["listing"]  # geneval weights list
+    assert "vgg16-397923af.pth" in found["listing"]
     for name in ("digits", "dsprites", "inception-v3-fid", "digits-cnn", "fid", "kid", "dci"):
         assert name in found["listing"], f"bundled plugin {name} not listed"
     assert found["heavy"] == [], f"imported at start-up: {found['heavy']}"

@@ -267,7 +267,7 @@ def test_evaluator_reads_unambiguous_nhwc_like_nchw(fake):
 
 
 def test_bad_layout_value_is_an_input_error(fake):
-    with pytest.raises(InputError, match="--layout.*choose from auto, nchw, nhwc"):
+    with pytest.raises(InputError, match="^layout= hwc: choose from auto, nchw, nhwc"):
         geneval.evaluate(np.zeros((2, 3, 4, 4), np.uint8), metrics="feat-mean", layout="hwc")
 
 

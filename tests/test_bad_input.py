@@ -474,7 +474,7 @@ CASES = [
     Case(
         "weights-bare-tensor",
         lambda ws: _inception_run(
-            ws, "--inception-weights", _torch_save(ws.root / "w.pth", torch.zeros(3))
+            ws, "--extractor-weights", _torch_save(ws.root / "w.pth", torch.zeros(3))
         ),
         "w.pth",
     ),

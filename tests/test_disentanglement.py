@@ -540,3 +540,29 @@ def test_registered_with_declared_options() -> None:
         metric = registry.metric(name)
         assert metric.higher_is_better and metric.interpretation
         assert metric.options and isinstance(metric.fields, dict)
+
+
+@pytest.mark.parametrize("name", ["sap", "dci", "mig"])
+def test_seed_dependence_is_stated_and_seeds_average_it(name: str) -> None:
+    """``--opt NAME.seeds=S`` is the mean of the metric at seeds s … s + S − 1."""
+    rng = np.random.default_rng(3)
+    factors = rng.integers(0, 4, size=(600, 2))
+    latents = np.concatenate(
+        [factors + 0.8 * rng.standard_normal((600, 2)), rng.standard_normal((600, 1))], axis=1
+    )
+    metric = get_registry().metric(name)
+    assert "depends on --seed" in metric.interpretation
+    assert metric.options["seeds"].default == 1
+    options = {"num_train": 300} if name == "mig" else {"num_train": 300, "num_test": 150}
+    single = [
+        compute(metric, _inputs(latents, factors, seed=seed), **options)["value"]
+        for seed in (5, 6, 7)
+    ]
+    assert len(set(single)) > 1  # the seed does move the score
+    averaged = compute(metric, _inputs(latents, factors, seed=5), seeds=3, **options)
+    assert averaged["seeds"] == [5, 6, 7]
+    assert averaged["seed_values"] == single
+    assert averaged["value"] == pytest.approx(np.mean(single), abs=1e-15)
+    assert averaged["seed_std"] == pytest.approx(np.std(single, ddof=1), abs=1e-15)
+    one = compute(metric, _inputs(latents, factors, seed=5), **options)
+    assert one["value"] == single[0] and one["seeds"] == [5] and "seed_std" not in one

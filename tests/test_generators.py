@@ -343,7 +343,8 @@ def test_diffusers_family_without_its_extra_names_the_extra(run_cli, monkeypatch
         "--num-samples", 2,
     )  # fmt: skip
     assert result.code == 2
-    assert "model diffusers needs diffusers: pip install 'geneval[diffusers]'" in result.err
+    assert "model diffusers needs diffusers: pip install 'diffusers>=0.30'" in result.err
+    assert "geneval[diffusers]" in result.err
 
 
 def test_prompts_that_are_not_utf8_are_refused(tmp_path: Path):

@@ -19,9 +19,11 @@ from pytorch_fid.inception import InceptionV3 as PytorchFidInception
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
 import geneval.cache
+import geneval.weights
 from geneval.cache import file_sha256
 from geneval.errors import InputError
 from geneval.plugins import get_registry
+from geneval.weights import WeightsFile
 from geneval_plugins.extractors import inception as inception_plugin
 from geneval_plugins.extractors.inception import (
     WEIGHTS_FILENAME,
@@ -164,27 +166,30 @@ def test_download_into_hub_cache_then_clear_error_when_impossible(
     monkeypatch.delenv("GENEVAL_INCEPTION_WEIGHTS", raising=False)
     calls = []
 
-    def fake_download(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True):
-        calls.append((url, hash_prefix))
-        Path(dst).write_bytes(inception_weights.read_bytes())
+    def fake_download(file: WeightsFile, destination: Path) -> Path:
+        calls.append((file.url, file.sha256))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        destination.write_bytes(inception_weights.read_bytes())
+        return destination
 
-    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    monkeypatch.setattr(geneval.weights, "download", fake_download)
     path = find_inception_weights()
     assert path == tmp_path / "empty_home" / "hub" / "checkpoints" / WEIGHTS_FILENAME
     assert calls == [(inception_plugin.WEIGHTS.url, "6726825d")]
     assert find_inception_weights() == path and len(calls) == 1  # cached now
 
     def offline(*args, **kwargs):
-        raise OSError("network unreachable")
+        raise InputError("download failed: network unreachable")
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "other_home"))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(geneval.weights, "download", offline)
     with pytest.raises(InputError) as err:
         InceptionV3FID().load(device=CPU)
     message = str(err.value)
     assert "\n" not in message and "network unreachable" in message
     assert str(tmp_path / "other_home" / "hub" / "checkpoints") in message
     assert inception_plugin.WEIGHTS.url in message and "--extractor-weights" in message
+    assert "geneval weights fetch inception-v3-fid" in message
 
 
 def test_wrong_layout_is_an_input_error(tmp_path: Path) -> None:

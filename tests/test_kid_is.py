@@ -216,3 +216,43 @@ def test_kid_on_cuda_matches_cpu() -> None:
         f1, f2, subsets=10, subset_size=100, generator=gen(), device="cuda"
     )
     assert gpu.value == pytest.approx(cpu.value, rel=1e-9)
+
+
+@pytest.mark.numerics
+def test_kid_of_float32_features_is_float64_exact_to_float32_products() -> None:
+    """Float32 features: float32 inner products (as torch-fidelity), float64 kernel and sums.
+
+    Against the float64 closed form on the same (float32) values, the error is that of the
+    products alone; torch-fidelity, whose sums stay in float32 too, agrees to its own round-off.
+    """
+    f1 = _features(400, 256, 21).astype(np.float32)
+    f2 = _features(400, 256, 22, shift=0.1).astype(np.float32)
+    exact = _unbiased_mmd2(f1.astype(np.float64), f2.astype(np.float64))
+    ours = kernel_inception_distance(f1, f2, subsets=1, subset_size=400)
+    assert ours.value == pytest.approx(exact, rel=1e-5)
+    ref = kid_features_to_metric(
+        torch.from_numpy(f1),
+        torch.from_numpy(f2),
+        kid_subsets=1,
+        kid_subset_size=400,
+        verbose=False,
+    )
+    assert abs(ours.value - exact) <= abs(ref["kernel_inception_distance_mean"] - exact) + 1e-12
+    # torch-fidelity sums ~10⁵ float32 kernel values in float32: ~1e-3 of KID here
+    assert ours.value == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-2)
+    # float64 features keep float64 products: the closed form to round-off
+    as64 = kernel_inception_distance(
+        f1.astype(np.float64), f2.astype(np.float64), subsets=1, subset_size=400
+    )
+    assert as64.value == pytest.approx(exact, rel=1e-12)
+
+
+@pytest.mark.parametrize(("coef0", "degree"), [(1.0, 3), (0.5, 2)])
+def test_kid_kernels_equal_the_closed_form(coef0: float, degree: int) -> None:
+    m, d = 257, 24
+    f1, f2 = _features(m, d, 31), _features(m, d, 32, shift=0.2)
+    ours = kernel_inception_distance(f1, f2, subsets=1, subset_size=m, coef0=coef0, degree=degree)
+    k = lambda a, b: (a @ b.T / d + coef0) ** degree  # noqa: E731
+    kxx, kyy = k(f1, f1), k(f2, f2)
+    off = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    assert ours.value == pytest.approx(off - 2 * k(f1, f2).mean(), rel=1e-12)

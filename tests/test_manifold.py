@@ -112,14 +112,14 @@ def test_radii_equal_brute_force_and_do_not_depend_on_blocks(reference: np.ndarr
     np.fill_diagonal(d, np.inf)
     expected = np.sort(d, axis=1)[:, :6]
     whole = nearest_neighbour_radii(reference[:157], 6)
-    assert whole.shape == (157, 6) and whole.dtype == torch.float32
-    # float32 ‖x‖² + ‖y‖² − 2xᵀy (torch.cdist's matrix-product form) loses ~1e-6 relative.
-    np.testing.assert_allclose(whole.numpy(), expected, rtol=1e-5)
+    assert whole.shape == (157, 6) and whole.dtype == torch.float64
+    # The candidates' distances are measured again in float64: exact, not float32's ~1e-6.
+    np.testing.assert_allclose(whole.numpy(), expected, rtol=1e-13)
     for block in (1, 10, 50, 156):
         np.testing.assert_allclose(
             nearest_neighbour_radii(reference[:157], 6, block=block).numpy(),
             expected,
-            rtol=1e-5,
+            rtol=1e-13,
         )
 
 
@@ -138,11 +138,92 @@ def test_duplicates_count_as_neighbours_and_ties_follow_each_reference() -> None
     same = manifold_metrics(base, base, dict.fromkeys(MANIFOLD_METRICS, 3))
     assert same == dict.fromkeys(MANIFOLD_METRICS, 1.0) | {"density": same["density"]}
     assert same["density"] == pytest.approx(_prdc(base, base, 3)["density"], abs=1e-12)
-    # Every point twice: its duplicate is its first neighbour, at distance 0 up to the
-    # float32 round-off of the matrix-product distances.
+    # Every point twice: its duplicate is its first neighbour, at distance exactly 0 (the
+    # float32 matrix product alone gives ~1e-3 ‖x‖; the exact re-measurement gives 0).
     doubled = np.concatenate([base, base])
     radii = nearest_neighbour_radii(doubled, 2)
-    assert torch.all(radii[:, 0] < 1e-2 * radii[:, 1])
+    assert torch.all(radii[:, 0] == 0) and torch.all(radii[:, 1] > 0)
+
+
+def _brute_force(
+    samples: np.ndarray, reference: np.ndarray, k: int, closed: bool
+) -> dict[str, float]:
+    """The four metrics from the definitions, float64 distances, ``≤`` or ``<`` balls."""
+    s, r = samples.astype(np.float64), reference.astype(np.float64)
+
+    def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+
+    def radii(x: np.ndarray) -> np.ndarray:
+        d = dist(x, x)
+        np.fill_diagonal(d, np.inf)
+        return np.sort(d, axis=1)[:, k - 1]
+
+    inside = np.less_equal if closed else np.less
+    sr, r_r, r_s = dist(s, r), radii(r), radii(s)
+    return {
+        "precision": float(inside(sr, r_r[None, :]).any(axis=1).mean()),
+        "recall": float(inside(sr, r_s[:, None]).any(axis=0).mean()),
+        "density": float(inside(sr, r_r[None, :]).sum() / (k * len(s))),
+        "coverage": float(inside(sr, r_r[None, :]).any(axis=0).mean()),
+    }
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("scale", [3, 40])
+def test_tied_integer_features_follow_each_papers_code(scale: int) -> None:
+    """Integer features (ties everywhere) and duplicated samples, as a memorising model makes.
+
+    Precision and recall follow Kynkäänniemi et al.'s code (``<=``, as torch-fidelity);
+    density and coverage follow prdc (``<``); ``boundary`` gives the other convention. At
+    ``scale`` 40 with d = 64, ‖x‖² reaches 10⁵: float32's matrix-product distances no longer
+    decide the ties, the exact re-measurement does.
+    """
+    rng = np.random.default_rng(7)
+    reference = rng.integers(0, scale, size=(300, 64)).astype(np.float32)
+    reference[150:] = reference[rng.integers(0, 150, size=150)]  # duplicated reference points
+    samples = np.concatenate(
+        [reference[rng.integers(0, 300, size=120)], rng.integers(0, scale, size=(80, 64))]
+    ).astype(np.float32)  # copies of reference points, and fresh draws
+    k = 5
+    ours = manifold_metrics(samples, reference, dict.fromkeys(MANIFOLD_METRICS, k))
+    closed, open_ = (
+        _brute_force(samples, reference, k, True),
+        _brute_force(samples, reference, k, False),
+    )
+    assert closed["precision"] != open_["precision"]  # the ties do matter here
+    assert {m: ours[m] for m in ("precision", "recall")} == {
+        m: closed[m] for m in ("precision", "recall")
+    }
+    assert {m: ours[m] for m in ("density", "coverage")} == {
+        m: open_[m] for m in ("density", "coverage")
+    }
+    # prdc (float64 distances, strict) is the reference of density and coverage, and of
+    # every metric with boundary=open.
+    theirs = _prdc(reference, samples, k)
+    other = manifold_metrics(
+        samples,
+        reference,
+        dict.fromkeys(MANIFOLD_METRICS, k),
+        boundary=dict.fromkeys(MANIFOLD_METRICS, "open"),
+    )
+    for name in MANIFOLD_METRICS:
+        assert other[name] == pytest.approx(theirs[name], abs=1e-12), name
+    assert ours["density"] == pytest.approx(theirs["density"], abs=1e-12)
+    assert ours["coverage"] == pytest.approx(theirs["coverage"], abs=1e-12)
+    closed_all = manifold_metrics(
+        samples,
+        reference,
+        dict.fromkeys(MANIFOLD_METRICS, k),
+        boundary=dict.fromkeys(MANIFOLD_METRICS, "closed"),
+    )
+    assert closed_all == closed
+    if scale == 3:  # small integers: torch-fidelity's float32 distances are exact too
+        tf = calculate_precision_recall_full(
+            torch.from_numpy(samples), torch.from_numpy(reference), k, batch_size=10_000
+        )
+        assert ours["precision"] == pytest.approx(float(tf[0]), abs=FLOAT32_MEAN)
+        assert ours["recall"] == pytest.approx(float(tf[1]), abs=FLOAT32_MEAN)
 
 
 def test_single_metric_functions_and_their_defaults(
@@ -194,8 +275,13 @@ def test_plugins_are_registered_with_their_contract() -> None:
         metric = registry.metric(name)
         assert isinstance(metric, ManifoldMetric) and metric.name == name
         assert metric.higher_is_better and metric.interpretation and metric.uncertainty is None
-        assert {key: o.default for key, o in metric.options.items()} == {"k": k}
-        assert set(metric.fields) == {"n", "n_reference"}
+        boundary = "closed" if name in ("precision", "recall") else "open"
+        assert {key: o.default for key, o in metric.options.items()} == {
+            "k": k,
+            "boundary": boundary,
+        }
+        assert metric.options["boundary"].choices == ("closed", "open")
+        assert set(metric.fields) == {"n", "n_reference", "boundary"}
         assert [(n.kind, n.source, n.extractor) for n in metric.needs] == [
             ("features", "samples", "vgg16"),
             ("features", "reference", "vgg16"),
@@ -221,10 +307,39 @@ def test_plugins_share_one_pass_per_run(
     results = {name: compute(registry.metric(name), inputs, k=k) for name, k in ranks.items()}
     assert calls == [ranks]  # one computation, sized by every metric's k
     expected = _prdc(reference, samples, 3)["precision"]
-    assert results["precision"] == {"value": expected, "k": 3, "n": 400, "n_reference": 500}
+    assert results["precision"] == {
+        "value": expected,
+        "k": 3,
+        "n": 400,
+        "n_reference": 500,
+        "boundary": "closed",
+    }
     assert results["coverage"]["value"] == pytest.approx(_prdc(reference, samples, 2)["coverage"])
     assert results["density"]["value"] == pytest.approx(_prdc(reference, samples, 5)["density"])
     assert results["recall"]["value"] == pytest.approx(_prdc(reference, samples, 4)["recall"])
+
+
+def test_plugin_boundary_option_is_shared_by_the_run() -> None:
+    rng = np.random.default_rng(11)
+    reference = rng.integers(0, 3, size=(120, 16)).astype(np.float32)
+    samples = rng.integers(0, 3, size=(90, 16)).astype(np.float32)
+    registry = get_registry()
+    inputs = StubInputs(
+        {
+            ("features", "samples"): torch.from_numpy(samples),
+            ("features", "reference"): torch.from_numpy(reference),
+        },
+        run_options={"precision": {"k": 3, "boundary": "open"}, "density": {"k": 3}},
+    )
+    precision_open = compute(registry.metric("precision"), inputs, k=3, boundary="open")
+    density = compute(registry.metric("density"), inputs, k=3)
+    expected = _prdc(reference, samples, 3)
+    assert precision_open["boundary"] == "open" and density["boundary"] == "open"
+    assert precision_open["value"] == pytest.approx(expected["precision"], abs=1e-12)
+    assert density["value"] == pytest.approx(expected["density"], abs=1e-12)
+    closed = compute(registry.metric("precision"), _inputs(samples, reference), k=3)
+    assert closed["value"] == _brute_force(samples, reference, 3, True)["precision"]
+    assert closed["value"] > precision_open["value"]
 
 
 def test_plugin_errors_name_the_metric(samples: np.ndarray, reference: np.ndarray) -> None:

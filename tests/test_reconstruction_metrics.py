@@ -163,6 +163,48 @@ def test_ssim_window_larger_than_digits_is_refused_unless_win_size_is_set() -> N
     np.testing.assert_allclose(gauss["per_image"], reference.numpy(), rtol=0, atol=1e-6)
     with pytest.raises(InputError, match="must be odd"):
         compute(StructuralSimilarity(), inputs, win_size=6)
+    # window=full: scikit-image's reading of a Gaussian win_size (the whole 3.5σ Gaussian over
+    # mirrored edges; win_size sets only the positions averaged).
+    full = compute(StructuralSimilarity(), inputs, win_size=7, window="full")
+    expected = [
+        structural_similarity(
+            digits[i, 0].numpy(),
+            noisy[i, 0].numpy(),
+            data_range=1.0,
+            gaussian_weights=True,
+            win_size=7,
+            use_sample_covariance=False,
+        )
+        for i in range(20)
+    ]
+    np.testing.assert_allclose(full["per_image"], expected, rtol=0, atol=1e-12)
+    assert full["window"] == "full" and gauss["window"] == "truncated"
+    assert abs(full["value"] / gauss["value"] - 1) > 1e-4  # the conventions do differ
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("win_size", [3, 5, 9, 11, 13, 15])
+def test_ssim_full_window_equals_scikit_image_at_any_size(win_size: int) -> None:
+    gen = torch.Generator().manual_seed(win_size)
+    x = torch.rand(3, 3, 19, 23, dtype=torch.float64, generator=gen)
+    y = (x + 0.2 * torch.rand(x.shape, dtype=torch.float64, generator=gen)).clamp(0, 1)
+    ours = ssim(x, y, win_size=win_size, window="full", sample_covariance=True)
+    expected = [
+        structural_similarity(
+            x[i].permute(1, 2, 0).numpy(),
+            y[i].permute(1, 2, 0).numpy(),
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            win_size=win_size,
+            use_sample_covariance=True,
+            channel_axis=-1,
+        )
+        for i in range(3)
+    ]
+    np.testing.assert_allclose(ours.numpy(), expected, rtol=0, atol=1e-12)
+    with pytest.raises(InputError, match="window must be one of truncated, full"):
+        ssim(x, y, window="skimage")
 
 
 def test_ms_ssim_refuses_images_at_or_below_the_minimum_size() -> None:

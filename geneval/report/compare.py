@@ -14,7 +14,9 @@ a number it could not read. Each report's structure is checked first (:func:`che
 a report of the wrong structure, or a ``higher_is_better`` that is not a JSON boolean, is an
 :class:`InputError` naming the file and the key.
 Notes say when the runs differ in what makes numbers comparable: sample counts (FID and KID
-are biased by n), extractor weights, resize conventions or the reference.
+are biased by n), extractor weights, resize conventions, units or the reference (a statistics
+file counts as the source its provenance names: one made by ``geneval stats digits:train`` is
+the reference ``digits:train``).
 """
 
 from __future__ import annotations
@@ -164,6 +166,7 @@ class MetricRow:
     higher_is_better: bool | None
     base: float | None
     changes: list[Change] = field(default_factory=list)
+    unit: str | None = None  # the unit the reports declare for the value (the latest one)
 
 
 @dataclass
@@ -200,6 +203,15 @@ def _direction(
     if registry is not None and name in registry.items("metric"):
         higher = registry.metric(name).higher_is_better
         return None if higher is None else bool(higher)
+    return None
+
+
+def _unit(reports: Sequence[Mapping[str, Any]], name: str) -> str | None:
+    """The unit of metric ``name``'s value, as the latest report that declares one says."""
+    for report in reversed(reports):
+        unit = _info(report, name).get("unit")
+        if isinstance(unit, str) and unit:
+            return unit
     return None
 
 
@@ -281,13 +293,24 @@ def _comparability_notes(names: Sequence[str], reports: Sequence[Mapping[str, An
 
     checks = (
         (("inputs", "samples", "count"), "sample counts", "estimates such as FID depend on n"),
-        (("config", "reference"), "references", "the numbers measure different things"),
     )
     for name, report in zip(names[1:], reports[1:], strict=True):
         for path, what, why in checks:
             a, b = describe(base, *path), describe(report, *path)
             if a != b:
                 notes.append(f"{what} differ: {a} in {base_name}, {b} in {name} ({why})")
+        if reference_identity(base) != reference_identity(report):
+            notes.append(
+                f"references differ: {_reference_shown(base)} in {base_name}, "
+                f"{_reference_shown(report)} in {name} (the numbers measure different things)"
+            )
+        for metric in sorted(set(base["metrics"]) & set(report["metrics"])):
+            a, b = _info(base, metric).get("unit"), _info(report, metric).get("unit")
+            if a and b and a != b:
+                notes.append(
+                    f"{metric}: units differ ({a} in {base_name}, {b} in {name}): the values "
+                    "are not comparable"
+                )
         extractors_a = describe(base, "config", "extractors") or {}
         extractors_b = describe(report, "config", "extractors") or {}
         for metric in sorted(set(extractors_a) & set(extractors_b)):
@@ -300,6 +323,26 @@ def _comparability_notes(names: Sequence[str], reports: Sequence[Mapping[str, An
                         f"{name}): the values are not comparable"
                     )
     return notes
+
+
+def reference_identity(report: Mapping[str, Any]) -> Any:
+    """What a report's reference is, for comparing runs: the source a statistics file was
+    computed from, as its provenance records it (``inputs.reference.statistics_of``: a file
+    made by ``geneval stats digits:train`` is ``digits:train``), else ``config.reference``."""
+    entry = (report.get("inputs") or {}).get("reference")
+    made_from = entry.get("statistics_of") if isinstance(entry, Mapping) else None
+    if isinstance(made_from, str) and made_from:
+        return made_from
+    config = report.get("config")
+    return config.get("reference") if isinstance(config, Mapping) else None
+
+
+def _reference_shown(report: Mapping[str, Any]) -> str:
+    """The reference as a note names it: ``train.npz (statistics of digits:train)``."""
+    config = report.get("config")
+    given = config.get("reference") if isinstance(config, Mapping) else None
+    identity = reference_identity(report)
+    return str(given) if identity == given else f"{given} (statistics of {identity})"
 
 
 def compare_reports(
@@ -334,7 +377,7 @@ def compare_reports(
         higher = _direction(reports, name, registry)
         base_result = base["metrics"].get(name)
         base_value = _number(base_result["value"]) if base_result else None
-        row = MetricRow(name, higher, base_value)
+        row = MetricRow(name, higher, base_value, unit=_unit(reports, name))
         spread_name, base_spread = _spread(base, name, registry)
         for report in reports[1:]:
             result = report["metrics"].get(name)
@@ -385,9 +428,13 @@ def _signed(x: float | None) -> str:
 
 
 def to_text(comparison: Comparison) -> str:
-    """The comparison as a plain-text table, then notes and the verdict."""
+    """The comparison as a plain-text table (with a unit column where some metric declares a
+    unit), then notes and the verdict."""
     names = [visible(name) for name in comparison.names]  # a file name stays in its column
-    header = ["metric", "better", *names, *(f"Δ {n}" for n in names[1:]), "verdict"]
+    units = any(row.unit for row in comparison.rows)  # a unit column where some metric has one
+    header = ["metric", "better", *(["unit"] if units else []), *names]
+    header += [*(f"Δ {n}" for n in names[1:]), "verdict"]
+    first_number = 3 if units else 2
     rows = [header]
     for row in comparison.rows:
         verdicts = [
@@ -400,6 +447,7 @@ def to_text(comparison: Comparison) -> str:
             [
                 row.name,
                 {True: "higher", False: "lower", None: "?"}[row.higher_is_better],
+                *([visible(row.unit or "")] if units else []),
                 fmt(row.base),
                 *(fmt(c.value) for c in row.changes),
                 *(_signed(c.delta) for c in row.changes),
@@ -407,7 +455,7 @@ def to_text(comparison: Comparison) -> str:
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    numeric = set(range(2, len(header) - 1))
+    numeric = set(range(first_number, len(header) - 1))
     lines = []
     for j, r in enumerate(rows):
         cells = [

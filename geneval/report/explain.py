@@ -2,7 +2,8 @@
 that produced it, and warnings when too few samples stand behind it (docs/contracts.md §5).
 
 * :func:`metric_info` — each metric's ``higher_is_better``, ``interpretation``, the field
-  holding its ``uncertainty`` and its documented minimum sample count, as the report's
+  holding its ``uncertainty``, the ``unit`` of its value, the ``feature_space`` its published
+  numbers use, what it ``reads`` and its documented minimum sample count, as the report's
   ``metric_info`` section records them (so that ``geneval compare`` and readers of the JSON
   need no installed plugin to know which way is better).
 * :func:`sample_count_warnings` — one line per source with fewer samples than the metric's
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from geneval import __version__
-from geneval.api import Dataset, FeatureExtractor, Metric
+from geneval.api import Dataset, FeatureExtractor, Metric, declared
 
 
 def direction(higher_is_better: bool | None) -> str:
@@ -30,21 +31,37 @@ def direction(higher_is_better: bool | None) -> str:
     return "higher is better" if higher_is_better else "lower is better"
 
 
+def reads(metric: Metric) -> list[str]:
+    """What ``metric`` reads, from its declared needs: ``"samples"`` and/or ``"reference"``
+    (any input of that source), and ``"model"`` when it scores images under the model itself
+    (a likelihood, an ELBO), in that order."""
+    kinds = {"model" if need.kind == "model" else need.source for need in metric.needs}
+    return [role for role in ("samples", "reference", "model") if role in kinds]
+
+
 def metric_info(
     metrics: Mapping[str, Metric], minimums: Mapping[str, tuple[int | None, str]] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """``{name: {"higher_is_better", "interpretation", "uncertainty", "min_samples",
-    "min_samples_from"}}`` of the metric plugins ``metrics`` (name → plugin); a value a plugin
-    does not declare is ``None``. ``minimums`` (name → :func:`minimum_samples`) gives the
-    minimum that applies in a run, else the metric's own is recorded."""
+    """``{name: {"higher_is_better", "interpretation", "uncertainty", "unit", "feature_space",
+    "reads", "min_samples", "min_samples_from"}}`` of the metric plugins ``metrics`` (name →
+    plugin); a value a plugin does not declare is ``None``. ``unit`` is the unit of the value
+    and its uncertainty, ``feature_space`` the space of the metric's published numbers
+    (:class:`geneval.api.Metric`), ``reads`` what it reads (:func:`reads`). ``minimums``
+    (name → :func:`minimum_samples`) gives the minimum that applies in a run, else the
+    metric's own is recorded."""
     info = {}
     for name, metric in metrics.items():
         higher = metric.higher_is_better
         minimum, who = (minimums or {}).get(name) or minimum_samples(metric, None, [])
+        unit = declared(metric, "unit")
+        space = declared(metric, "feature_space")
         info[name] = {
             "higher_is_better": None if higher is None else bool(higher),
             "interpretation": metric.interpretation,
             "uncertainty": metric.uncertainty,
+            "unit": None if unit is None else str(unit),
+            "feature_space": None if space is None else str(space),
+            "reads": reads(metric),
             "min_samples": minimum,
             "min_samples_from": who or None,
         }

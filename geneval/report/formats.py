@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 import urllib.parse
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -21,6 +22,17 @@ from typing import Any
 from geneval.text import markdown_code, markdown_text, printable, visible
 
 _DETAIL_SKIP = {"value", "warnings", "per_image"}
+
+#: The width the terminal table's lines are kept within: a long details cell continues on
+#: further lines, indented to its column.
+TABLE_WIDTH = 120
+#: The narrowest details cell the table keeps, however wide its other columns are.
+MIN_DETAILS_WIDTH = 24
+#: Longest string a details cell shows of one field (longer ones are clipped with "…").
+MAX_TEXT = 40
+#: Lists of at most this many items are shown whole (when short); longer ones summarised.
+MAX_LISTED = 4
+ELLIPSIS = "…"
 
 
 def fmt(value: Any) -> str:
@@ -59,27 +71,128 @@ def better(report: Mapping[str, Any], name: str) -> str:
     return "?" if higher is None else ("higher" if higher else "lower")
 
 
+def unit(report: Mapping[str, Any], name: str) -> str:
+    """The unit of metric ``name``'s value and uncertainty (``"nats/image"``), or ``""``."""
+    declared = info(report, name).get("unit")
+    return str(declared) if declared else ""
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, the last one ``…`` when cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + ELLIPSIS
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _flat_numbers(value: Any) -> tuple[list[float], list[int]] | None:
+    """The numbers of a (nested) list of numbers and its shape, or ``None`` when it holds
+    anything else or is ragged."""
+    if _is_number(value):
+        return [value], []
+    if not isinstance(value, list | tuple) or not value:
+        return None
+    parts = [_flat_numbers(item) for item in value]
+    if any(part is None for part in parts):
+        return None
+    shapes = {tuple(part[1]) for part in parts if part is not None}
+    if len(shapes) != 1:
+        return None
+    numbers = [x for part in parts if part is not None for x in part[0]]
+    return numbers, [len(value), *next(iter(shapes))]
+
+
+def summarize(value: Any, limit: int = MAX_TEXT) -> str:
+    """One field's value as a short cell: numbers by :func:`fmt`; strings clipped to
+    ``limit``; a short list whole, a longer list of numbers as ``"200 values, min…max"``
+    (``"20×3 values, …"`` for a matrix; NaN left out of the range and counted), of strings
+    as ``"[first, … (200 in all)]"``, of objects as ``"10 entries of key, key"``; a mapping as
+    ``{key=value, …}`` or, when long, ``"5 entries: key, key, …"``. The JSON report keeps
+    every value whole."""
+    if value is None or _is_number(value) or isinstance(value, bool):
+        return fmt(value)
+    if isinstance(value, str):
+        return clip(value, limit) if value else '""'
+    if isinstance(value, Mapping):
+        if not value:
+            return "{}"
+        whole = "{" + ", ".join(f"{k}={summarize(v, limit)}" for k, v in value.items()) + "}"
+        if len(whole) <= limit:
+            return whole
+        return clip(f"{len(value)} entries: " + ", ".join(str(k) for k in value), limit)
+    if isinstance(value, list | tuple):
+        if not value:
+            return "[]"
+        whole = "[" + ", ".join(summarize(v, limit) for v in value) + "]"
+        if len(value) <= MAX_LISTED and len(whole) <= limit:
+            return whole
+        numbers = _flat_numbers(value)
+        if numbers is not None:
+            found, shape = numbers
+            size = "×".join(str(n) for n in shape)
+            finite = [x for x in found if not math.isnan(x)]
+            missing = len(found) - len(finite)
+            text = f"{size} values"
+            if finite:
+                text += f", {fmt(min(finite))}{ELLIPSIS}{fmt(max(finite))}"
+            return text + (f", {missing} NaN" if missing else "")
+        if all(isinstance(v, Mapping) for v in value):
+            keys = list(dict.fromkeys(str(k) for v in value for k in v))
+            return clip(f"{len(value)} entries of " + ", ".join(keys), limit)
+        first = summarize(value[0], max(8, limit // 2))
+        return f"[{first}, {ELLIPSIS} ({len(value)} in all)]"
+    return clip(str(value), limit)
+
+
 def details(report: Mapping[str, Any], name: str, result: Mapping[str, Any]) -> str:
-    """The metric's further fields and options, ``key=value`` separated by commas."""
+    """The metric's further fields and options, ``key=value`` separated by commas, each value
+    summarised (:func:`summarize`: a list of 200 values is ``200 values, min…max``). A
+    ``unit`` field that repeats the metric's declared unit is left out (the unit column
+    shows it)."""
     skip = _DETAIL_SKIP | {info(report, name).get("uncertainty")}
-    return ", ".join(f"{k}={fmt(v)}" for k, v in result.items() if k not in skip)
+    if unit(report, name) and result.get("unit") == unit(report, name):
+        skip.add("unit")
+    return ", ".join(f"{k}={summarize(v)}" for k, v in result.items() if k not in skip)
 
 
-def _rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]]:
+def has_units(report: Mapping[str, Any]) -> bool:
+    """Whether any metric of the report declares a unit (the reports then show a unit
+    column)."""
+    return any(unit(report, name) for name in [*report["metrics"], *report.get("errors", {})])
+
+
+def _rows(report: Mapping[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """``(metric, value, unit, uncertainty, better, details)`` of each metric, then of each
+    metric that failed (value ``ERROR``, its message as details)."""
     rows = []
     for name, result in report["metrics"].items():
         rows.append(
             (
                 name,
                 fmt(result["value"]),
+                unit(report, name),
                 uncertainty(report, name, result),
                 better(report, name),
                 details(report, name, result),
             )
         )
     for name, message in report.get("errors", {}).items():
-        rows.append((name, "ERROR", "", better(report, name), message))
+        rows.append((name, "ERROR", unit(report, name), "", better(report, name), message))
     return rows
+
+
+#: The columns of the metrics table; ``unit`` is shown only where some metric declares one.
+METRIC_COLUMNS = ("metric", "value", "unit", "uncertainty", "better", "details")
+
+
+def metric_rows(report: Mapping[str, Any]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The metrics table as its header and rows (:data:`METRIC_COLUMNS`, the unit column only
+    where some metric declares a unit), as the terminal table, the Markdown and the HTML
+    show it."""
+    keep = [i for i, title in enumerate(METRIC_COLUMNS) if title != "unit" or has_units(report)]
+    rows = [tuple(row[i] for i in keep) for row in _rows(report)]
+    return tuple(METRIC_COLUMNS[i] for i in keep), rows
 
 
 def explanations(report: Mapping[str, Any]) -> list[str]:
@@ -158,16 +271,49 @@ def _count(count: Any) -> str:
     return "count unknown" if count is None else f"{count} images"
 
 
-def setup_lines(report: Mapping[str, Any]) -> list[str]:
+def scored_under_model(report: Mapping[str, Any]) -> list[str]:
+    """The metrics (computed or failed) that score the reference images under the model
+    itself (a likelihood, an ELBO): those whose ``metric_info`` says they read the model and
+    the reference."""
+    names = [*report["metrics"], *report.get("errors", {})]
+    return [n for n in names if {"model", "reference"} <= set(info(report, n).get("reads") or ())]
+
+
+def _reference_line(report: Mapping[str, Any], samples_drawn: bool) -> str:
+    """``reference: digits:test (270 images)``, saying what a statistics file was computed
+    from and, in a likelihood run, under which model the images were scored."""
     cfg = report["config"]
-    lines = [
-        f"samples: {cfg['samples']} ({_count(report['inputs'].get('samples', {}).get('count'))})"
-    ]
+    entry = report.get("inputs", {}).get("reference", {})
+    held = _count(entry.get("count"))
+    made_from = entry.get("statistics_of")
+    if made_from:
+        held = f"statistics of {made_from}, {held}"
+    line = f"reference: {cfg['reference']} ({held})"
+    if cfg.get("model"):
+        scored = scored_under_model(report)
+        known = any("reads" in info(report, n) for n in report["metrics"])
+        if scored or (not samples_drawn and not known):
+            line += f" scored under {cfg['samples']}"
+            if samples_drawn and scored:
+                line += f" by {', '.join(scored)}"
+    return line
+
+
+def setup_lines(report: Mapping[str, Any]) -> list[str]:
+    """The run's setup, one line each: the samples (left out when a model run drew none, its
+    metrics scoring the reference under the model), the model, the reference, the extractor,
+    features read from files, the device and seed."""
+    cfg = report["config"]
+    samples_count = report["inputs"].get("samples", {}).get("count")
+    samples_drawn = not (cfg.get("model") and samples_count == 0)
+    lines = []
+    if samples_drawn:
+        lines.append(f"samples: {cfg['samples']} ({_count(samples_count)})")
     if cfg.get("model"):
         sampler = cfg.get("sampler")
         steps = cfg.get("steps")
-        extra = f", sampler {sampler}" if sampler else ""
-        extra += f", {steps} steps" if steps else ""
+        extra = f", sampler {sampler}" if sampler and samples_drawn else ""
+        extra += f", {steps} steps" if steps and samples_drawn else ""
         checkpoint = cfg.get("checkpoint")
         held = f"checkpoint: {checkpoint}{extra}" if checkpoint else extra.lstrip(", ")
         lines.append(f"model: {cfg['model']}" + (f" ({held})" if held else ""))
@@ -183,14 +329,13 @@ def setup_lines(report: Mapping[str, Any]) -> list[str]:
         if settings:
             lines.append("  " + "; ".join(settings))
     if cfg.get("reference"):
-        count = _count(report["inputs"].get("reference", {}).get("count"))
-        lines.append(f"reference: {cfg['reference']} ({count})")
+        lines.append(_reference_line(report, samples_drawn))
     if cfg.get("extractor"):
         lines.append(f"extractor: {cfg['extractor']} (resize: {cfg.get('resize')})")
     from_files = {
         what
         for entry in (cfg.get("extractors") or {}).values()
-        for what in (entry.get("features_from") or {}).values()
+        for what in ((entry or {}).get("features_from") or {}).values()
     }
     for what in sorted(from_files):
         lines.append(f"features: {what}")
@@ -198,28 +343,43 @@ def setup_lines(report: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _aligned(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
+def _aligned(rows: list[tuple[str, ...]], right: set[int], width: int | None = None) -> list[str]:
+    """Rows as aligned text columns under a rule. With ``width``, a last cell too long for
+    its row to fit ``width`` characters continues on further lines, indented to its column
+    (at least :data:`MIN_DETAILS_WIDTH` characters of it on each line): nothing is cut."""
     rows = [tuple(visible(cell) for cell in row) for row in rows]  # one line per row
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    offset = sum(widths[:-1]) + 2 * (len(widths) - 1)
+    budget = None if width is None else max(MIN_DETAILS_WIDTH, width - offset)
+    if budget is not None:
+        widths[-1] = min(widths[-1], budget)
     lines = []
     for j, row in enumerate(rows):
+        last = [row[-1]]
+        if budget is not None and len(row[-1]) > budget:
+            last = textwrap.wrap(row[-1], budget, break_on_hyphens=False) or [""]
         cells = [
             f"{cell:>{widths[i]}}" if i in right else f"{cell:<{widths[i]}}"
-            for i, cell in enumerate(row)
+            for i, cell in enumerate((*row[:-1], last[0]))
         ]
         lines.append("  ".join(cells).rstrip())
+        lines += [" " * offset + piece for piece in last[1:]]
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return lines
 
 
 def to_table(report: Mapping[str, Any]) -> str:
-    """A plain-text table for the terminal: the metrics with their uncertainty and direction,
-    what each means, the baseline, notes and gates (with their source)."""
-    header = ("metric", "value", "uncertainty", "better", "details")
+    """A plain-text table for the terminal: the metrics with their unit, uncertainty and
+    direction (details summarised, and continued on further lines so that every line fits
+    :data:`TABLE_WIDTH` columns; the JSON keeps every value whole), what each means and, where
+    a metric's features are not those of its published numbers, with which numbers it is
+    comparable (:func:`feature_space_notes`), the baseline, notes and gates (with their
+    source)."""
+    header, rows = metric_rows(report)
     lines = setup_lines(report) + [""]
-    lines += _aligned([header, *_rows(report)], right={1})
-    explained = explanations(report)
+    lines += _aligned([header, *rows], right={1}, width=TABLE_WIDTH)
+    explained = explanations(report) + feature_space_notes(report)
     if explained:
         lines += [""] + explained
     caption = baseline_caption(report)
@@ -239,8 +399,47 @@ def to_table(report: Mapping[str, Any]) -> str:
     return "\n".join(visible(line) for line in lines) + "\n"
 
 
+def feature_space_notes(report: Mapping[str, Any]) -> list[str]:
+    """One line per feature space in which metrics were computed that publish their numbers
+    in another (``metric_info.feature_space`` against the space of the extractor the report
+    records, ``config.extractors``): ``"digits-cnn fid: comparable only with other digits-cnn
+    fid values, not with published fid numbers (computed on inception-v3-fid features)"``.
+    Features a source carried in its own file are named by that file."""
+    extractors = (report.get("config") or {}).get("extractors") or {}
+    groups: dict[tuple[str, str, bool], list[str]] = {}
+    for name in report["metrics"]:
+        canonical = info(report, name).get("feature_space")
+        entry = extractors.get(name) or {}
+        if not canonical or not entry:
+            continue
+        space = entry.get("feature_space") or entry.get("name")
+        if space == canonical:
+            continue
+        if space:
+            groups.setdefault((str(space), str(canonical), True), []).append(name)
+        elif entry.get("features_from"):
+            files = "; ".join(sorted(set(entry["features_from"].values())))
+            groups.setdefault((files, str(canonical), False), []).append(name)
+    notes = []
+    for (space, canonical, named), names in groups.items():
+        which = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        published = f"published {which} numbers" if len(names) == 1 else "published ones"
+        if named:
+            subject = f"{space} {which}"
+            others = f"other {space} {which} values"
+        else:
+            subject = f"{which} on {space}"
+            others = f"{which} values on the same features"
+        notes.append(
+            f"{subject}: comparable only with {others}, not with {published} (computed on "
+            f"{canonical} features)"
+        )
+    return notes
+
+
 def report_notes(report: Mapping[str, Any]) -> list[str]:
-    """The run's warnings, then each metric's own, prefixed with its name."""
+    """The run's warnings, then each metric's own, prefixed with its name, then the
+    baseline's."""
     notes = list(report.get("warnings", []))
     for name, result in report["metrics"].items():
         notes += [f"{name}: {w}" for w in result.get("warnings", [])]
@@ -269,14 +468,19 @@ def to_markdown(report: Mapping[str, Any], grid_png: str | None = None) -> str:
     typed and is never interpreted."""
     lines = ["# geneval report", ""]
     lines += [f"- {markdown_text(line, line_start=True)}" for line in setup_lines(report)]
+    header, rows = metric_rows(report)
+    header = (*header[:-1], "meaning", header[-1])
     lines += [
         "",
-        "| metric | value | uncertainty | better | meaning | details |",
-        "|---|---:|---|---|---|---|",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---:" if title == "value" else "---" for title in header) + "|",
     ]
-    for name, value, spread, direction, extra in _rows(report):
-        meaning = info(report, name).get("interpretation") or ""
-        lines.append(_md_row((name, value, spread, direction, meaning, extra)))
+    for row in rows:
+        meaning = info(report, row[0]).get("interpretation") or ""
+        lines.append(_md_row((*row[:-1], meaning, row[-1])))
+    spaces = feature_space_notes(report)
+    if spaces:
+        lines += [""] + [f"- {markdown_text(line, line_start=True)}" for line in spaces]
     caption = baseline_caption(report)
     if caption:
         lines += ["", markdown_text(caption, line_start=True)]

@@ -98,6 +98,21 @@ def parse_gate(expr: str, *, origin: str = "--fail-if") -> Gate:
     )
 
 
+def parse_gates(expressions: str | Iterable[str], *, origin: str = "fail_if") -> list[Gate]:
+    """Parse one gate expression (``"fid>30"``) or several (``["fid>30", "kid>0.01"]``), as
+    the Python API's ``fail_if=`` takes them: a string is one gate, never its characters.
+    Anything but a string or an iterable of strings is an :class:`InputError` naming
+    ``origin``."""
+    if isinstance(expressions, str):
+        return [parse_gate(expressions, origin=origin)]
+    if isinstance(expressions, bytes | Mapping) or not isinstance(expressions, Iterable):
+        raise InputError(
+            f"{quote(origin)}: expected a gate such as 'fid>30' or a list of them, found "
+            f"{type(expressions).__name__}"
+        )
+    return [parse_gate(expr, origin=origin) for expr in expressions]
+
+
 #: The largest TOML file read for gates (a pyproject.toml is a few kB).
 MAX_TOML_BYTES = 4 << 20
 

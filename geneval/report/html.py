@@ -24,13 +24,12 @@ import torch
 from geneval.report.formats import (
     baseline_caption,
     baseline_rows,
-    better,
-    details,
+    feature_space_notes,
     fmt,
     info,
+    metric_rows,
     report_notes,
     setup_lines,
-    uncertainty,
 )
 from geneval.report.grids import data_uri, image_grid, png_bytes
 from geneval.report.visuals import NEAR_COPY, Visuals
@@ -85,23 +84,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], numeric: set[in
 
 
 def _metrics(report: Mapping[str, Any]) -> str:
-    rows = []
-    for name, result in report["metrics"].items():
+    header, rows = metric_rows(report)
+    cells = []
+    for row in rows:
+        name = row[0]
         meaning = info(report, name).get("interpretation") or ""
-        rows.append(
-            [
-                f"<b>{_e(name)}</b>",
-                _e(fmt(result["value"])),
-                _e(uncertainty(report, name, result)),
-                _e(better(report, name)),
-                _e(meaning),
-                _e(details(report, name, result)),
-            ]
-        )
-    for name, message in report.get("errors", {}).items():
-        rows.append([f"<b>{_e(name)}</b>", "ERROR", "", _e(better(report, name)), "", _e(message)])
-    header = ("metric", "value", "uncertainty", "better", "what it means", "details")
-    parts = ["<h2>Metrics</h2>", _table(header, rows, numeric={1, 2})]
+        middle = [_e(cell) for cell in row[1:-1]]  # value, unit, uncertainty, better
+        cells.append([f"<b>{_e(name)}</b>", *middle, _e(meaning), _e(row[-1])])
+    titles = [*header[:-1], "what it means", header[-1]]
+    numeric = {1} | ({titles.index("uncertainty")} if "uncertainty" in titles else set())
+    parts = ["<h2>Metrics</h2>", _table(titles, cells, numeric=numeric)]
+    spaces = feature_space_notes(report)
+    if spaces:
+        parts.append("<ul>" + "".join(f"<li>{_e(line)}</li>" for line in spaces) + "</ul>")
     notes = report_notes(report)
     if notes:
         parts.append("<h3>Notes</h3><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")

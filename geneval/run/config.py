@@ -8,12 +8,14 @@ so that the command line's ``--help`` stays fast.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geneval.errors import InputError
+from geneval.errors import InputError, setting
 from geneval.text import quote
 
 if TYPE_CHECKING:
@@ -62,7 +64,8 @@ class RunConfig:
     samples: Any = None
     reference: Any = None
     extractor: str | None = None
-    extractor_weights: Path | None = None
+    #: ``--extractor-weights``: one path (the run's one extractor), or extractor name → path
+    extractor_weights: Path | dict[str, Path] | None = None
     resize: str | None = None
     options: Sequence[str] | Mapping[str, Mapping[str, Any]] = ()
     device: str | torch.device = DEFAULTS["device"]
@@ -91,7 +94,7 @@ def run_config(
     batch_size: int | None = None,
     sample_batch_size: int | None = None,
     checkpoint: str | Path | None = None,
-    extractor_weights: str | Path | None = None,
+    extractor_weights: str | Path | Mapping[str, str | Path] | Sequence[str | Path] | None = None,
     options: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
     labels: str | Path | Sequence[int] | None = None,
     prompts: str | Path | Sequence[str] | None = None,
@@ -103,6 +106,7 @@ def run_config(
     per extractor call) also sets the samples per model call unless ``sample_batch_size`` is
     given (as ``--batch-size`` always has); each falls back to its :data:`DEFAULTS` entry.
     ``labels`` and ``prompts`` are a file (a path) or the values themselves.
+    ``extractor_weights`` is read by :func:`parse_extractor_weights`.
     """
     names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
     if sample_batch_size is None:
@@ -110,7 +114,7 @@ def run_config(
     return RunConfig(
         metrics=[name for name in names if name.strip()],
         checkpoint=Path(checkpoint) if checkpoint is not None else None,
-        extractor_weights=Path(extractor_weights) if extractor_weights is not None else None,
+        extractor_weights=parse_extractor_weights(extractor_weights),
         labels=Path(labels) if isinstance(labels, str) else labels,
         prompts=Path(prompts) if isinstance(prompts, str) else prompts,
         options=list(options) if isinstance(options, list | tuple) else dict(options or {}),
@@ -122,26 +126,82 @@ def run_config(
     )
 
 
+_WEIGHTS_NAME = re.compile(r"^([a-z0-9_-]+)=(.+)$", re.DOTALL)
+
+
+def parse_extractor_weights(
+    given: str | Path | Mapping[str, str | Path] | Sequence[str | Path] | None,
+) -> Path | dict[str, Path] | None:
+    """``--extractor-weights`` (repeatable) or ``extractor_weights=`` as one path or a mapping.
+
+    Accepted: ``None`` or nothing; one path (for the run's one extractor); a mapping
+    ``{extractor: path}``; or a sequence of ``PATH`` and ``NAME=PATH`` strings, as the command
+    line gives them. A string ``NAME=PATH`` (``NAME`` of ``[a-z0-9_-]``) names an extractor
+    unless the whole string is an existing file. Two paths without names, a path without a
+    name beside named ones, or one name given twice is an :class:`InputError`.
+    """
+    if given is None:
+        return None
+    if isinstance(given, Mapping):
+        named: dict[str, Path] = {}
+        for key, value in given.items():
+            if not isinstance(key, str) or not isinstance(value, str | os.PathLike):
+                raise InputError(
+                    f"extractor_weights: expected {{extractor name: path}}, got {key!r}: {value!r}"
+                )
+            named[key] = Path(value)
+        return named or None
+    items = [given] if isinstance(given, str | os.PathLike) else list(given)
+    plain: list[Path] = []
+    named = {}
+    for item in items:
+        if not isinstance(item, str | os.PathLike):
+            raise InputError(f"{setting('extractor_weights')}: {item!r} is not a path")
+        match = _WEIGHTS_NAME.match(item) if isinstance(item, str) else None
+        if match is not None and not Path(item).is_file():
+            name, path = match.group(1), match.group(2)
+            if name in named:
+                raise InputError(f"{setting('extractor_weights')}: extractor {name} is given twice")
+            named[name] = Path(path)
+        else:
+            plain.append(Path(item))
+    if len(plain) > 1 or (plain and named):
+        shown = ", ".join(quote(p) for p in plain)
+        raise InputError(
+            f"{setting('extractor_weights')} {shown}: give one PATH for a run with one "
+            "extractor, or NAME=PATH for each extractor"
+        )
+    if plain:
+        return plain[0]
+    return named or None
+
+
 def validate_config(config: RunConfig) -> None:
     """Cheap checks on the combination of options, before anything heavy runs."""
     if (config.model is None) == (config.samples is None):
-        raise InputError("give exactly one of --model NAME or --samples PATH")
+        raise InputError(
+            f"give exactly one of {setting('model')} NAME or {setting('samples')} PATH"
+        )
     if config.checkpoint is not None and config.model is None:
-        raise InputError("--checkpoint needs --model")
+        raise InputError(f"{setting('checkpoint')} needs {setting('model')}")
     for name, value, low in (
-        ("--batch-size", config.batch_size, 1),
-        ("--sample-batch-size", config.sample_batch_size, 1),
-        ("--workers", config.workers, 0),
-        ("--num-samples", config.num_samples, 1),
-        ("--steps", config.steps, 1),
-        ("--grid", config.grid, 0),
-        ("--neighbours", config.neighbours, 0),
+        ("batch_size", config.batch_size, 1),
+        ("sample_batch_size", config.sample_batch_size, 1),
+        ("workers", config.workers, 0),
+        ("num_samples", config.num_samples, 1),
+        ("steps", config.steps, 1),
+        ("grid", config.grid, 0),
+        ("neighbours", config.neighbours, 0),
     ):
         if value is not None and (not isinstance(value, int) or value < low):
-            raise InputError(f"{name} must be an integer ≥ {low}, got {value}")
+            raise InputError(f"{setting(name)} must be an integer ≥ {low}, got {value}")
     if not isinstance(config.seed, int) or not 0 <= config.seed < 2**63:
-        raise InputError(f"--seed must be an integer in [0, 2^63), got {config.seed}")
+        raise InputError(f"{setting('seed')} must be an integer in [0, 2^63), got {config.seed}")
     if config.precision not in PRECISIONS:
-        raise InputError(f"--precision {config.precision}: choose from {', '.join(PRECISIONS)}")
+        raise InputError(
+            f"{setting('precision')} {config.precision}: choose from {', '.join(PRECISIONS)}"
+        )
     if config.layout not in LAYOUTS:
-        raise InputError(f"--layout {quote(config.layout)}: choose from {', '.join(LAYOUTS)}")
+        raise InputError(
+            f"{setting('layout')} {quote(config.layout)}: choose from {', '.join(LAYOUTS)}"
+        )

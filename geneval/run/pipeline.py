@@ -25,7 +25,7 @@ from typing import Any
 from geneval.api import GenerativeModel, ImageSet, Metric, Need
 from geneval.capabilities import capabilities_of, capability_name
 from geneval.device import resolve_device
-from geneval.errors import InputError
+from geneval.errors import InputError, setting, warn
 from geneval.generators import (
     MODEL_OPTION_PREFIX,
     ModelSpec,
@@ -45,6 +45,7 @@ from geneval.run.inputs import (
     InputKey,
     RunInputs,
     check_feature_widths,
+    file_features,
     input_key,
     needs_of,
     refuse_file_features,
@@ -60,6 +61,7 @@ from geneval.run.resolve import (
 )
 from geneval.run.state import SOURCES, Plan, RunState
 from geneval.sources import TensorSource
+from geneval.weights import explicit_weights, preflight, weights_for
 
 
 def resolve_metrics(registry: Registry, names: Sequence[str]) -> dict[str, Metric]:
@@ -170,6 +172,7 @@ class Run:
             device, loaded = parent.state.device, parent.state.loaded
             self.state = RunState(config, self.registry, device, loaded=loaded)
         self._parent = parent
+        self._weights_checked = False
         self._plan = Plan()
         self._values: dict[InputKey, Any] = {}
 
@@ -205,6 +208,8 @@ class Run:
         if spec is None:
             self.state.model_name = "object"
             return adopt(self.config.samples, self.registry, device, what="samples")
+        if spec.family is not None:  # the published files its models load, before loading
+            preflight([(file, None) for file in weights_for(self.registry.model(spec.family))])
         model = load_model(spec, self.registry, device)
         if spec.family is not None:
             family = self.registry.model(spec.family)
@@ -274,25 +279,78 @@ class Run:
                 trained_on = self.registry.model(self.model_spec.family).dataset
                 if not trained_on:
                     raise InputError(
-                        f"model {self.model_spec.name} names no training set: use --reference"
+                        f"model {self.model_spec.name} names no training set: "
+                        f"use {setting('reference')}"
                     )
                 dataset, split = split_name(trained_on)
                 state.sources["reference"] = resolve_dataset(
                     dataset, split, self.registry, "reference"
                 )
             else:
-                raise InputError("the requested metrics need a reference: use --reference")
-        if config.extractor_weights is not None:
-            used = {
-                self._extractor(name)
-                for name, needs in self.needs.items()
-                if _uses_extractor(needs)
-            }
-            if len(used) > 1:
                 raise InputError(
-                    f"--extractor-weights is ambiguous: this run uses the extractors "
-                    f"{', '.join(sorted(used))} (choose one with --extractor)"
+                    f"the requested metrics need a reference: use {setting('reference')}"
                 )
+        self._check_weights()
+
+    def _check_weights(self) -> None:
+        """Pre-flight, once the extractors the run uses are known and before any loads: the
+        weights files they declare (``published_weights``) are found or fetched, and all the
+        missing ones are named in one error with the ``geneval weights fetch`` command
+        (:func:`geneval.weights.preflight`). ``--extractor-weights`` is checked here too: one
+        PATH needs a run with one extractor; each NAME of NAME=PATH an extractor of the run."""
+        if self._weights_checked or self._parent is not None:
+            return
+        given = self.config.extractor_weights
+        used = sorted(
+            {self._extractor(name) for name, needs in self.needs.items() if _uses_extractor(needs)}
+        )
+        option = setting("extractor_weights")
+        if isinstance(given, Mapping):
+            installed = self.registry.items("extractor")
+            for name in given:
+                if name not in installed:
+                    choices = ", ".join(sorted(installed)) or "none installed"
+                    raise InputError(
+                        f"{option} {name}=...: unknown extractor (installed: {choices})"
+                    )
+                if name not in used:
+                    warn(
+                        f"{option} {name}=...: extractor {name} is not used by this run "
+                        f"(it uses {', '.join(used) or 'none'})"
+                    )
+        elif given is not None and len(used) > 1:
+            raise InputError(
+                f"{option} PATH is ambiguous: this run uses the extractors {', '.join(used)} "
+                f"(give NAME=PATH for each, e.g. {used[0]}=PATH, or choose one with "
+                f"{setting('extractor')})"
+            )
+        extracting = {
+            self._extractor(name)
+            for name, needs in self.needs.items()
+            if _uses_extractor(needs) and self._extracts(name, needs)
+        }
+        needed = [
+            (file, explicit_weights(given, name))
+            for name in sorted(extracting)
+            for file in weights_for(self.registry.extractor(name))
+        ]
+        if needed:
+            preflight(needed)
+        self._weights_checked = True
+
+    def _extracts(self, metric: str, needs: Sequence[Need]) -> bool:
+        """Whether ``metric``'s extractor will run: not when every extracted input it needs
+        comes from a source's own ``features`` array."""
+        if required_extractor(needs) is not None:
+            return True
+        extractor = self._extractor(metric)
+        for need in needs:
+            key = input_key(need, extractor)
+            if key.kind not in EXTRACTED_KINDS:
+                continue
+            if key.source not in self.state.sources or file_features(key, self.state) is None:
+                return True
+        return False
 
     def _extractor(self, metric: str) -> str:
         if "samples" not in self.state.sources:
@@ -314,6 +372,7 @@ class Run:
         from geneval.baseline import plan_baseline
         from geneval.report.visuals import plan_visuals
 
+        self._check_weights()
         names = list(self.needs) if metrics is None else list(metrics)
         planned: dict[str, dict[tuple[str, str], InputKey]] = {}
         for name in names:

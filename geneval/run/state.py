@@ -15,7 +15,7 @@ import torch
 
 from geneval.api import FeatureExtractor, GenerativeModel, ImageSet, LoadedExtractor
 from geneval.distributed import context, gather_pass_result, sum_ints
-from geneval.errors import InputError, warn
+from geneval.errors import InputError, setting, warn
 from geneval.feature_cache import FeatureCache
 from geneval.feature_stats import StatsFile, check_provenance, load_stats
 from geneval.plugins import Registry
@@ -27,6 +27,7 @@ from geneval.run.passes import PassPlan, PassResult, run_pass
 from geneval.run.resolve import ResolvedSource, resolve_spec
 from geneval.sources import SampleSource, StreamSource
 from geneval.text import quote
+from geneval.weights import explicit_weights
 
 #: The roles of a run's sources.
 SOURCES = ("samples", "reference")
@@ -88,7 +89,7 @@ class RunState:
     # -- what producers use ------------------------------------------------------------------
     def source(self, role: str) -> ResolvedSource:
         if role not in self.sources:
-            raise InputError("the requested metrics need a reference: use --reference")
+            raise InputError(f"the requested metrics need a reference: use {setting('reference')}")
         return self.sources[role]
 
     def plan_for(self, role: str) -> PassPlan:
@@ -111,7 +112,9 @@ class RunState:
                 raise InputError(f"--resize {resize}: extractor {name} accepts {allowed}")
             self.loaded[name] = with_precision(
                 plugin.load(
-                    device=self.device, weights=self.config.extractor_weights, resize=resize
+                    device=self.device,
+                    weights=explicit_weights(self.config.extractor_weights, name),
+                    resize=resize,
                 ),
                 self.config.precision,
                 self.device,

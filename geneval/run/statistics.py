@@ -11,7 +11,7 @@ collected in one pass, always from the images (never from a statistics file or a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from geneval.api import Need
 from geneval.errors import InputError
@@ -109,3 +109,12 @@ def feature_statistics(
         save_stats(output, moments, meta, features=kept, force=force)
         found.path = Path(output)
     return found
+
+
+def stats(*args: Any, **kwargs: Any) -> StatsFile:
+    """``geneval.stats``: :func:`feature_statistics`, its errors naming settings in Python's
+    terms (``extractor=``, not ``--extractor``)."""
+    from geneval.errors import surface
+
+    with surface("python"):
+        return feature_statistics(*args, **kwargs)

@@ -12,7 +12,9 @@ Input convention (``grey-luma601-area-8x8``): float images in ``[0, 1]``, NCHW, 
 channels stays the same grey image); any other size is resized to 8×8 by area averaging
 (:func:`torch.nn.functional.adaptive_avg_pool2d`), which is exact for integer downscales, so
 a digit upsampled ×k by pixel replication maps back onto itself. The digits themselves are
-8×8 in ``[0, 1]`` (sklearn's 0–16 grey levels divided by 16) and pass through unchanged.
+8×8 in ``[0, 1]`` (sklearn's 0–16 grey levels divided by 16) and pass through unchanged. Any
+other input is mapped visibly: the run's report notes the mapping (e.g. "3×32×32 to its 8×8
+grey input"), once per run, naming the first shape it mapped.
 
 References
 ----------
@@ -30,7 +32,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geneval.plugin import InputError, hookimpl, sha256_of
+from geneval.plugin import InputError, hookimpl, sha256_of, warn
 
 if TYPE_CHECKING:
     import torch
@@ -89,7 +91,59 @@ class DigitsCNNExtractor:
         path = Path(weights) if weights is not None else shipped_weights_path()
         device = torch.device(device)
         network = load_network(path, device)
-        return LoadedDigitsCNN(network, sha256_of(path), device)
+        return NotedMapping(LoadedDigitsCNN(network, sha256_of(path), device))
+
+
+def mapping_note(shape: tuple[int, ...]) -> str | None:
+    """The note a batch of ``shape`` (N, C, H, W) gets: ``None`` for 8×8 grey images (the
+    network's own input), else a line naming the mapping to 8×8 grey."""
+    if len(shape) != 4 or tuple(shape[1:]) == (1, IMAGE_SIZE, IMAGE_SIZE):
+        return None
+    channels, height, width = shape[1:]
+    steps = []
+    if channels != 1:
+        steps.append(f"{channels} channels to grey (BT.601 luma)")
+    if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):
+        steps.append(f"{height}×{width} to {IMAGE_SIZE}×{IMAGE_SIZE} (area average)")
+    return (
+        f"extractor {NAME} maps images of {channels}×{height}×{width} to its 8×8 grey input: "
+        f"{', '.join(steps)}; its features describe 8×8 grey digits, not these images "
+        "(choose another --extractor for natural images)"
+    )
+
+
+def _grey_at_input_size(images: torch.Tensor) -> bool:
+    """Whether ``images`` are 8×8 with three equal channels (grey stored as RGB)."""
+    if tuple(images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
+        return False
+    return bool((images[:, :1] == images[:, 1:]).all())
+
+
+class NotedMapping:
+    """A loaded ``digits-cnn`` that notes (once, in the report's warnings) when the images it
+    is given are not 8×8 grey and are mapped to that input (:func:`mapping_note`); every
+    other attribute is the loaded network's."""
+
+    def __init__(self, loaded: LoadedDigitsCNN) -> None:
+        self._loaded = loaded
+        self._noted = False
+        self.name = loaded.name
+        self.outputs = loaded.outputs
+        self.convention = loaded.convention
+        self.weights_sha256 = loaded.weights_sha256
+
+    def __getattr__(self, attribute: str) -> object:
+        return getattr(self._loaded, attribute)
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The network's ``features`` and ``logits`` of ``images``, with the note."""
+        message = None if self._noted else mapping_note(tuple(images.shape))
+        if message is not None and _grey_at_input_size(images):
+            message = None  # grey replicated to three channels at 8×8: nothing is mapped
+        if message is not None:
+            self._noted = True
+            warn(message)
+        return self._loaded(images)
 
 
 @hookimpl

@@ -44,14 +44,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geneval.plugin import InputError, file_sha256, hookimpl
+from geneval.plugin import InputError, WeightsFile, file_sha256, hookimpl
 from geneval_plugins.extractors.imagenet import (
     IMAGENET_CONVENTIONS,
     IMAGENET_SIZE,
     as_rgb_batch,
     preprocess_imagenet,
 )
-from geneval_plugins.extractors.weights import PublishedWeights, load_state_dict
+from geneval_plugins.extractors.weights import find, load_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -76,8 +76,10 @@ class DinoV2Architecture:
     num_heads: int
 
     @property
-    def weights(self) -> PublishedWeights:
-        return PublishedWeights(
+    def weights(self) -> WeightsFile:
+        """The published checkpoint (Meta publishes no digest for it: none is checked)."""
+        return WeightsFile(
+            name=self.name,
             what=f"DINOv2 {self.hub_name} weights",
             filename=f"{self.hub_name}_pretrain.pth",
             url=_URL.format(self.hub_name),
@@ -248,10 +250,11 @@ class DinoV2:
         self.architecture = architecture
         self.name = architecture.name
         self.outputs = {"cls": architecture.embed_dim}
+        self.published_weights = (architecture.weights,)
 
     def find_weights(self, weights: Path | str | None = None, *, download: bool = True) -> Path:
         """The weights file: ``weights``, the variable, the torch hub cache, the URL."""
-        return self.architecture.weights.find(weights, download=download)
+        return find(self.architecture.weights, weights, download=download)
 
     def load(
         self, *, device: torch.device, weights: Path | None = None, resize: str | None = None

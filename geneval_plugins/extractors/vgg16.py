@@ -31,9 +31,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geneval.plugin import InputError, file_sha256, hookimpl, quote
+from geneval.plugin import InputError, WeightsFile, file_sha256, hookimpl, quote
 from geneval_plugins.extractors.imagenet import as_rgb_batch, preprocess_imagenet
-from geneval_plugins.extractors.weights import PublishedWeights, load_state_dict
+from geneval_plugins.extractors.weights import find, load_state_dict
 
 if TYPE_CHECKING:
     import torch
@@ -44,18 +44,21 @@ NAME = "vgg16"
 CONVENTION = "tf1"
 FEATURE_DIM = 4096
 OUTPUTS = {"fc2_relu": FEATURE_DIM, "fc2": FEATURE_DIM}
-WEIGHTS = PublishedWeights(
+WEIGHTS = WeightsFile(
+    name=NAME,
     what="VGG-16 weights",
     filename="vgg16-397923af.pth",
     url="https://download.pytorch.org/models/vgg16-397923af.pth",
     env="GENEVAL_VGG16_WEIGHTS",
-    hash_prefix="397923af",
+    # torchvision's VGG16_Weights.IMAGENET1K_V1: the file name's sha256 prefix (torchvision
+    # checks the same prefix); no full digest is published.
+    sha256="397923af",
 )
 
 
 def find_vgg16_weights(weights: Path | str | None = None, *, download: bool = True) -> Path:
     """The weights file: ``weights``, ``$GENEVAL_VGG16_WEIGHTS``, the hub cache, the URL."""
-    return WEIGHTS.find(weights, download=download)
+    return find(WEIGHTS, weights, download=download)
 
 
 def load_vgg16_fc2(path: Path, device: torch.device) -> nn.Module:
@@ -115,6 +118,7 @@ class VGG16:
     feature_output = "fc2_relu"
     logits_output = None
     resize_options = (CONVENTION,)
+    published_weights = (WEIGHTS,)
 
     def load(
         self, *, device: torch.device, weights: Path | None = None, resize: str | None = None

@@ -1,81 +1,39 @@
-"""Finding published network weights: an explicit path, a variable, the torch hub cache, a URL.
+"""Published network weights of the bundled extractors, and reading them.
 
-Every bundled extractor whose weights are too large to ship (Inception, VGG-16, DINOv2) finds
-its file the same way, in this order:
+Every bundled extractor whose weights are too large to ship (Inception, VGG-16, DINOv2)
+declares its file as a :class:`geneval.plugin.WeightsFile` in ``published_weights`` and finds
+it with :func:`geneval.plugin.find_weights`, in this order:
 
-1. the path given on the command line (``--extractor-weights``) or to ``load(weights=...)``;
+1. the path given on the command line (``--extractor-weights [NAME=]PATH``) or to
+   ``load(weights=...)``;
 2. the environment variable the extractor names (e.g. ``GENEVAL_INCEPTION_WEIGHTS``);
 3. the torch hub checkpoint cache, ``$TORCH_HOME/hub/checkpoints/<file name>``;
-4. the published URL, downloaded once into that cache (the sha256 prefix that torch hub
-   file names carry is checked).
+4. the published URL, downloaded once into that cache (the sha256, or the prefix that torch
+   hub file names carry, is checked before the file is moved into place).
 
 An explicitly named file that does not exist is an error (no fallback), as is a failed
-download; both messages say where to put the file. Weights are read with
-``torch.load(weights_only=True)``: a weights file can never run code.
+download; both messages say where to put the file and name ``geneval weights fetch NAME``.
+Weights are read with ``torch.load(weights_only=True)``: a weights file can never run code.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geneval.plugin import InputError, progress_enabled, quote
+from geneval.plugin import InputError, WeightsFile, find_weights, hub_checkpoint_dir, quote
 
 if TYPE_CHECKING:
     import torch
 
 
-def hub_checkpoint_dir() -> Path:
-    """The torch hub checkpoint cache, ``$TORCH_HOME/hub/checkpoints`` (as torch resolves it)."""
-    import torch
-
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-@dataclass(frozen=True)
-class PublishedWeights:
-    """Where one extractor's published weights live and how they are looked up."""
-
-    what: str  # e.g. "Inception weights"
-    filename: str
-    url: str
-    env: str  # the environment variable that may name the file
-    hash_prefix: str | None = None  # the sha256 prefix in the file name (torch hub convention)
-    option: str = "--extractor-weights"
-
-    def missing_message(self, reason: str) -> str:
-        return (
-            f"{self.what} {self.filename} not found ({reason}); download it from {self.url} and "
-            f"put it in {hub_checkpoint_dir()}, or pass {self.option} PATH or set {self.env}"
-        )
-
-    def find(self, weights: str | os.PathLike[str] | None = None, *, download: bool = True) -> Path:
-        """The weights file, looked up in the order of the module docstring."""
-        import torch
-
-        for given, what in ((weights, self.option), (os.environ.get(self.env), self.env)):
-            if given:
-                path = Path(given).expanduser()
-                if not path.is_file():
-                    raise InputError(f"{what}: {self.what} file {path} does not exist")
-                return path
-        cached = hub_checkpoint_dir() / self.filename
-        if cached.is_file():
-            return cached
-        if not download:
-            raise InputError(self.missing_message("not in the torch hub cache"))
-        try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            torch.hub.download_url_to_file(
-                self.url, str(cached), hash_prefix=self.hash_prefix, progress=progress_enabled()
-            )
-        except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear line
-            raise InputError(
-                self.missing_message(f"download failed: {exc}".splitlines()[0])
-            ) from None
-        return cached
+def find(
+    file: WeightsFile, weights: str | os.PathLike[str] | None = None, *, download: bool = True
+) -> Path:
+    """``file`` by the lookup order of the module docstring
+    (:func:`geneval.plugin.find_weights`)."""
+    return find_weights(file, weights, download_missing=download)
 
 
 def load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -98,3 +56,6 @@ def load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
     ):
         raise InputError(f"{what} {path} hold no state dict (a mapping of names to tensors)")
     return state
+
+
+__all__ = ["find", "hub_checkpoint_dir", "load_state_dict"]

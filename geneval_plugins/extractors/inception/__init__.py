@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from geneval.plugin import CommandOption, InputError, file_sha256, hookimpl, quote
+from geneval.plugin import CommandOption, InputError, WeightsFile, file_sha256, hookimpl, quote
 from geneval_plugins.extractors.inception.dimensions import NUM_CLASSES, POOL_DIM
 from geneval_plugins.extractors.published_stats import fetch_reference_stats
 from geneval_plugins.extractors.resize import (
@@ -46,20 +46,24 @@ from geneval_plugins.extractors.resize import (
     check_convention,
     resize_for_inception,
 )
-from geneval_plugins.extractors.weights import PublishedWeights, load_state_dict
+from geneval_plugins.extractors.weights import find, load_state_dict
 
 if TYPE_CHECKING:
     import torch
 
     from geneval_plugins.extractors.inception.network import FIDInceptionV3
 
-WEIGHTS = PublishedWeights(
+NAME = "inception-v3-fid"
+WEIGHTS = WeightsFile(
+    name=NAME,
     what="Inception weights",
     filename="pt_inception-2015-12-05-6726825d.pth",
     url="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
     "pt_inception-2015-12-05-6726825d.pth",
     env="GENEVAL_INCEPTION_WEIGHTS",
-    hash_prefix="6726825d",  # torch hub convention: the file name carries its sha256 prefix
+    # torch hub convention: the file name carries its sha256 prefix; pytorch-fid publishes no
+    # full digest, so the prefix is what is checked.
+    sha256="6726825d",
 )
 WEIGHTS_FILENAME = WEIGHTS.filename
 OUTPUTS = {"pool": POOL_DIM, "logits_unbiased": NUM_CLASSES, "logits": NUM_CLASSES}
@@ -67,7 +71,7 @@ OUTPUTS = {"pool": POOL_DIM, "logits_unbiased": NUM_CLASSES, "logits": NUM_CLASS
 
 def find_inception_weights(weights: Path | str | None = None, *, download: bool = True) -> Path:
     """The weights file: ``weights``, ``$GENEVAL_INCEPTION_WEIGHTS``, the hub cache, the URL."""
-    return WEIGHTS.find(weights, download=download)
+    return find(WEIGHTS, weights, download=download)
 
 
 def load_inception_network(
@@ -145,9 +149,10 @@ class InceptionV3FID:
     """The ``inception-v3-fid`` extractor plugin: the default extractor of runs whose
     reference is not a dataset with an extractor of its own."""
 
-    name = "inception-v3-fid"
+    name = NAME
     default = True
     outputs = OUTPUTS
+    published_weights = (WEIGHTS,)
     feature_output = "pool"
     logits_output = "logits_unbiased"
     resize_options = RESIZE_CONVENTIONS
@@ -180,17 +185,34 @@ def geneval_register_extractors(register) -> None:
     register(InceptionV3FID())
 
 
+#: Printed as soon as ``--inception-weights`` is read, before anything can fail.
+DEPRECATION_NOTE = (
+    f"--inception-weights is deprecated: use --extractor-weights (or --extractor-weights "
+    f"{NAME}=PATH when the run uses several extractors)"
+)
+
+
+def _deprecated(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """Print the deprecation note on stderr when the option is given, at once: it comes
+    before any error the value may lead to (a missing file, an ambiguous run)."""
+    if value is not None and not ctx.resilient_parsing:
+        click.echo(f"geneval: warning: {DEPRECATION_NOTE}", err=True)
+    return value
+
+
 @hookimpl
 def geneval_register_commands(register) -> None:
     """The option's former spelling, ``--inception-weights``, keeps working on ``run`` and
-    ``stats`` with a deprecation note."""
+    ``stats``; its deprecation note is printed when it is read (:func:`_deprecated`)."""
     register(
         CommandOption(
             commands=("run", "stats"),
             option=click.Option(
-                ["--inception-weights"], type=click.Path(path_type=Path), hidden=True
+                ["--inception-weights"],
+                type=click.Path(path_type=Path),
+                hidden=True,
+                callback=_deprecated,
             ),
             forward_to="extractor_weights",
-            note="--inception-weights is deprecated: use --extractor-weights",
         )
     )

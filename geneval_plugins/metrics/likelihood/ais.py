@@ -242,6 +242,7 @@ class AnnealedImportanceSampling:
         "num_betas": "inverse temperatures of the schedule, β = 0 and 1 included",
     }
     uncertainty = "std_err"
+    unit = "nats/image"
 
     def compute(
         self,

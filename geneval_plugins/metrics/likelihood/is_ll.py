@@ -155,6 +155,7 @@ class ImportanceSampledLogLikelihood:
         "ess": "mean effective sample size per image, as a fraction of k",
     }
     uncertainty = "std_err"
+    unit = "nats/image"
 
     def compute(
         self,

@@ -175,6 +175,7 @@ class ParzenWindow:
         "num_samples": "number of samples (kernel centres)",
     }
     uncertainty = "std_err"
+    unit = "nats/image"
 
     def compute(
         self,

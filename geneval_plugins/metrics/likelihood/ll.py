@@ -61,6 +61,7 @@ class ExactLogLikelihood:
     }
     fields: Mapping[str, str] = LIKELIHOOD_FIELDS
     uncertainty = "std_err"
+    unit = "nats/image"
 
     def compute(
         self, inputs: MetricInputs, *, batch_size: int, max_images: int

@@ -71,6 +71,7 @@ class NegativeLogLikelihood:
         "unit": "bits/dim",
     }
     uncertainty = "std_err"
+    unit = "bits/dim"
 
     def compute(self, inputs: MetricInputs, **options: Any) -> Mapping[str, Any]:
         """Mean, standard error and count of the per-image negative ELBO in bits/dim.

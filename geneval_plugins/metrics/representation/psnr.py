@@ -62,6 +62,7 @@ class PeakSignalNoiseRatio:
         "unit": "dB",
     }
     uncertainty = "std"
+    unit = "dB"
 
     def compute(self, inputs: MetricInputs, *, data_range: float) -> Mapping[str, Any]:
         """Mean and std of the finite per-image PSNR; ``value`` is ``inf`` when all are equal."""

@@ -237,6 +237,7 @@ class FrechetInceptionDistance:
         "records no count)",
     }
     uncertainty = None
+    feature_space = "inception-v3-fid"  # the space of published FIDs (Heusel et al. 2017)
     #: Below the Inception feature dimension the sample covariance is singular and the
     #: estimate strongly biased; an extractor with fewer dimensions declares its own minimum.
     min_samples = 2048

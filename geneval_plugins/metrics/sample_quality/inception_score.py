@@ -118,6 +118,7 @@ class InceptionScore:
         "splits": "number of splits",
     }
     uncertainty = "std"
+    feature_space = "inception-v3-fid"  # the classifier of published scores (Salimans et al. 2016)
 
     def compute(self, inputs: MetricInputs, *, splits: int, rng: str) -> Mapping[str, Any]:
         """``{"value", "std", "splits"}``; the shuffle uses ``inputs.seed`` (``rng=geneval``)

@@ -15,20 +15,29 @@ reference ``X = {x_i}`` (n_r):
 * coverage (Naeem et al. 2020) — the fraction of reference balls that hold at least one
   sample, ``mean_i 1[min_j ‖x_i − y_j‖ < r_k(x_i)]``.
 
-Precision and recall compare with ``≤`` as Kynkäänniemi et al.'s code and torch-fidelity's
-``prc`` do; density and coverage with ``<`` as Naeem et al.'s ``prdc`` package does. The two
-differ only on exact ties (duplicated feature vectors).
+Precision and recall count a point on a ball's boundary as inside (``≤``, a *closed* ball), as
+Kynkäänniemi et al.'s code (``distance_batch <= self.D`` in NVlabs'
+``improved-precision-and-recall-metric``) and torch-fidelity's ``prc`` do; density and coverage
+count it outside (``<``, an *open* ball), as Naeem et al.'s ``prdc`` package does. The two
+differ only on exact ties: duplicated feature vectors (which a memorising model produces) and
+integer-valued features. Each metric's ``boundary`` option (``closed`` or ``open``) reproduces
+the other convention, e.g. ``precision.boundary=open`` gives ``prdc``'s precision.
 
-Distances are Euclidean, float32, from the matrix-product form that :func:`torch.cdist`
-uses for large inputs, ``‖x‖² + ‖y‖² − 2 xᵀy`` (:func:`pairwise_distances`; decisions compare
-squared distances with squared radii, the square root being monotone), for a block of rows
-against all columns at a time, on the features' device: memory stays at one
-block of at most ``block`` rows and :data:`MAX_BLOCK_ELEMENTS` distances, whatever n (never an
-n × n matrix). The radii come from one pass over each set that keeps each point's ``k_max``
-nearest distances (:func:`nearest_neighbour_radii`; the set's distance matrix is symmetric,
-so each block of rows is only compared with itself and the rows after it); every metric then
-reads its own k-th radius. One pass over the sample × reference blocks then decides all four
-metrics at once (:func:`manifold_metrics`).
+Decisions are exact. Distances are computed in float32 from the matrix-product form that
+:func:`torch.cdist` uses for large inputs, ``‖x‖² + ‖y‖² − 2 xᵀy`` (:func:`pairwise_distances`;
+decisions compare squared distances with squared radii, the square root being monotone), after
+both sets are shifted by the reference's mean (distances do not change; the cancellation of
+large offsets does). Every comparison that lies within float32 round-off of a ball's boundary,
+and every radius (the ``k + RADIUS_MARGIN`` nearest candidates of each point), is then measured
+again in float64 as ``Σ (x − y)²``. Ties are therefore decided as exact arithmetic decides them,
+as ``prdc`` (float64 distances) does, and no longer by the round-off of one matrix product.
+
+Memory stays at one block of at most ``block`` rows and :data:`MAX_BLOCK_ELEMENTS` distances,
+whatever n (never an n × n matrix), on the features' device. The radii come from one pass over
+each set that keeps each point's nearest candidates (:func:`nearest_neighbour_radii`; the set's
+distance matrix is symmetric, so each block of rows is only compared with itself and the rows
+after it); every metric then reads its own k-th radius. One pass over the sample × reference
+blocks then decides all four metrics at once (:func:`manifold_metrics`).
 
 References
 ----------
@@ -41,7 +50,7 @@ References
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from geneval.plugin import InputError, MetricInputs, Need, Option, progress_bar
@@ -68,6 +77,24 @@ CPU_BLOCK = 1024
 GPU_BLOCK = 4096
 #: At most this many distances in one block: 256 MiB of float32.
 MAX_BLOCK_ELEMENTS = 1 << 26
+#: Each point's radius is re-measured in float64 among its ``k + RADIUS_MARGIN`` nearest
+#: candidates by float32 distance.
+RADIUS_MARGIN = 4
+#: A float32 squared distance within ``FLOAT32_BAND · (‖x‖² + ‖y‖²)`` of a squared radius is
+#: re-measured in float64. The round-off of the matrix-product form after the shift is at
+#: most ``d · 2⁻²⁴`` of that sum and in practice a few ``2⁻²⁴`` (at most 5 · 2⁻²⁴ measured on
+#: 2048-d ReLU features); 2⁻¹⁶ = 256 · 2⁻²⁴ covers the worst case up to d = 256 and the
+#: measured one fifty times over.
+FLOAT32_BAND = 2.0**-16
+#: Per-metric default of the ``boundary`` option: the convention of each metric's paper's code.
+DEFAULT_BOUNDARY = {
+    "precision": "closed",
+    "recall": "closed",
+    "density": "open",
+    "coverage": "open",
+}
+#: At most this many float64 values in one exact re-measurement chunk (32 MiB).
+_EXACT_CHUNK_ELEMENTS = 1 << 22
 
 
 def default_block(device: torch.device) -> int:
@@ -126,13 +153,40 @@ def _squared_norms(x: torch.Tensor) -> torch.Tensor:
     return (x * x).sum(dim=1)
 
 
-def _keep_smallest(best: torch.Tensor, distances: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` smallest of each row of ``best`` (m, k) and ``distances`` (m, c), ascending."""
+def _merge_smallest(
+    best: torch.Tensor,
+    best_index: torch.Tensor,
+    values: torch.Tensor,
+    index: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` smallest of each row of ``best`` (m, k) and ``values`` (m, c), ascending, with
+    the column indices that go with them (``best_index`` and ``index``, same shapes)."""
     import torch
 
-    take = min(k, distances.shape[1])
-    candidates = torch.cat([best, distances.topk(take, dim=1, largest=False).values], dim=1)
-    return candidates.topk(k, dim=1, largest=False).values
+    candidates = torch.cat([best, values], dim=1)
+    indices = torch.cat([best_index, index], dim=1)
+    kept, where = candidates.topk(k, dim=1, largest=False)
+    return kept, indices.gather(1, where)
+
+
+def exact_squared_distances(
+    x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """``Σ_d (x[rows] − y[cols])²`` in float64 for index pairs ``(rows, cols)`` (p,), in chunks.
+
+    The direct form has no cancellation: a duplicate's distance is exactly 0, and integer
+    features give exact integers.
+    """
+    import torch
+
+    out = torch.empty(rows.numel(), dtype=torch.float64, device=x.device)
+    step = max(1, _EXACT_CHUNK_ELEMENTS // max(x.shape[1], 1))
+    for i0 in range(0, rows.numel(), step):
+        i1 = min(i0 + step, rows.numel())
+        diff = x[rows[i0:i1]].double() - y[cols[i0:i1]].double()
+        out[i0:i1] = (diff * diff).sum(dim=1)
+    return out
 
 
 def nearest_neighbour_radii(
@@ -145,9 +199,9 @@ def nearest_neighbour_radii(
     """Distances from each point to its 1st … k-th nearest neighbour in the same set.
 
     ``out[i, m − 1] = r_m(x_i)``, the m-th smallest of ``‖x_i − x_j‖`` over ``j ≠ i`` (the
-    point itself excluded; a duplicate of it counts, at distance 0), as float32 from
-    :func:`pairwise_distances`. This is the ``(k + 1)``-th smallest distance when the point itself
-    is counted, as torch-fidelity (``kthvalue(k + 1)``) and ``prdc`` take it.
+    point itself excluded; a duplicate of it counts, at distance 0). This is the
+    ``(k + 1)``-th smallest distance when the point itself is counted, as torch-fidelity
+    (``kthvalue(k + 1)``) and ``prdc`` take it.
 
     Parameters
     ----------
@@ -163,13 +217,19 @@ def nearest_neighbour_radii(
     Returns
     -------
     torch.Tensor
-        (n, k) float32 on ``device``, each row ascending.
+        (n, k) float64 on ``device``, each row ascending.
 
     Notes
     -----
-    The n × n distance matrix is symmetric: the distances of a block of rows ``I`` to the
-    rows from ``I`` on are computed once and serve the rows of ``I`` and, by columns, the
-    later rows, which costs about ``(T + 1) / (2T)`` of the full matrix for ``T`` blocks.
+    The candidates are the ``k +`` :data:`RADIUS_MARGIN` nearest points by float32 distance
+    (:func:`pairwise_distances` after a shift by the set's mean); those within float32
+    round-off of the float32 m-th distance are measured again in float64
+    (:func:`exact_squared_distances`), which places the exact m-th (:class:`_Radii`): the radii
+    are exact unless more than :data:`RADIUS_MARGIN` points lie within float32 round-off of
+    one. The n
+    × n distance matrix is symmetric: the distances of a block of rows ``I`` to the rows from
+    ``I`` on are computed once and serve the rows of ``I`` and, by columns, the later rows,
+    which costs about ``(T + 1) / (2T)`` of the full matrix for ``T`` blocks.
     """
     import torch
 
@@ -180,29 +240,83 @@ def nearest_neighbour_radii(
     n = x.shape[0]
     if not 1 <= k < n:
         raise InputError(f"k={k} must be at least 1 and below the number of feature vectors {n}")
-    squared = _squared_radii(x, _squared_norms(x), k, block or default_block(device))
-    return squared.sqrt_()
+    shifted = x - x.double().mean(dim=0).float()
+    radii = _Radii(shifted, _squared_norms(shifted), k, block or default_block(device), x)
+    return torch.stack([radii.exact(m) for m in range(1, k + 1)], dim=1).sqrt_()
 
 
-def _squared_radii(x: torch.Tensor, x_sq: torch.Tensor, k: int, block: int) -> torch.Tensor:
-    """The squares of :func:`nearest_neighbour_radii` of checked features ``x`` (squared
-    norms ``x_sq``), clamped at 0."""
-    import torch
+class _Radii:
+    """The k-nearest-neighbour radii of one set: float32 from one blocked pass, exact on demand.
 
-    n = x.shape[0]
-    parts = _row_blocks(n, n, block)
-    best = torch.full((n, k), math.inf, device=x.device)
-    with progress_bar(len(parts), "nearest neighbours", "blocks") as bar:
-        for i0, i1 in parts:
-            # Rows I against themselves and every later row.
-            d = _squared_distances(x[i0:i1], x[i0:], x_sq[i0:i1], x_sq[i0:])
-            d[:, : i1 - i0].fill_diagonal_(math.inf)
-            best[i0:i1] = _keep_smallest(best[i0:i1], d, k)
-            if i1 < n:  # the same distances, by columns, for the later rows
-                later = d[:, i1 - i0 :].topk(min(k, i1 - i0), dim=0, largest=False).values
-                best[i1:] = _keep_smallest(best[i1:], later.T, k)
-            bar.update(1)
-    return best.clamp_min_(0.0)
+    The pass keeps each point's ``k +`` :data:`RADIUS_MARGIN` nearest candidates by float32
+    distance (``x``: the checked features ``given``, shifted; ``x_sq`` its squared norms).
+    :meth:`approx` is the float32 m-th squared radius, within :meth:`error` of the exact one;
+    :meth:`exact` measures the candidates within that band of it again in float64 and sorts
+    them (a candidate outside the band lies on the same side of the m-th in float32 as in
+    exact arithmetic), for the points asked and once per point.
+    """
+
+    def __init__(
+        self, x: torch.Tensor, x_sq: torch.Tensor, k: int, block: int, given: torch.Tensor
+    ) -> None:
+        import torch
+
+        n = x.shape[0]
+        keep = min(k + RADIUS_MARGIN, n - 1)
+        parts = _row_blocks(n, n, block)
+        best = torch.full((n, keep), math.inf, device=x.device)
+        index = torch.zeros((n, keep), dtype=torch.int64, device=x.device)
+        with progress_bar(len(parts), "nearest neighbours", "blocks") as bar:
+            for i0, i1 in parts:
+                # Rows I against themselves and every later row.
+                d = _squared_distances(x[i0:i1], x[i0:], x_sq[i0:i1], x_sq[i0:])
+                d[:, : i1 - i0].fill_diagonal_(math.inf)
+                values, where = d.topk(min(keep, d.shape[1]), dim=1, largest=False)
+                best[i0:i1], index[i0:i1] = _merge_smallest(
+                    best[i0:i1], index[i0:i1], values, where + i0, keep
+                )
+                if i1 < n:  # the same distances, by columns, for the later rows
+                    values, where = d[:, i1 - i0 :].topk(min(keep, i1 - i0), dim=0, largest=False)
+                    best[i1:], index[i1:] = _merge_smallest(
+                        best[i1:], index[i1:], values.T, where.T + i0, keep
+                    )
+                bar.update(1)
+        self.best, self.index, self.x_sq, self.given = best, index, x_sq, given
+        self._exact: dict[int, torch.Tensor] = {}
+
+    def approx(self, m: int) -> torch.Tensor:
+        """The float32 squared m-th radius of every point (n,)."""
+        return self.best[:, m - 1]
+
+    def error(self, m: int) -> torch.Tensor:
+        """A bound on ``|approx(m) − exact(m)|`` per point (n,), float64."""
+        return (self.x_sq + self.x_sq[self.index[:, m - 1]]).double() * FLOAT32_BAND
+
+    def exact(self, m: int, points: torch.Tensor | None = None) -> torch.Tensor:
+        """The exact (float64) squared m-th radius of ``points`` (default: every point)."""
+        import torch
+
+        n = self.best.shape[0]
+        cache = self._exact.get(m)
+        if cache is None:
+            cache = self._exact[m] = torch.full(
+                (n,), math.nan, dtype=torch.float64, device=self.best.device
+            )
+        if points is None:
+            points = torch.arange(n, device=self.best.device)
+        todo = points.unique()
+        todo = todo[cache[todo].isnan()]
+        if todo.numel():
+            best, index = self.best[todo], self.index[todo]
+            band = (self.x_sq[todo, None] + self.x_sq[index]).mul_(FLOAT32_BAND)
+            again = (best - best[:, m - 1 : m]).abs_() <= band
+            rows, cols = again.nonzero(as_tuple=True)
+            values = best.double()
+            values[rows, cols] = exact_squared_distances(
+                self.given, self.given, todo[rows], index[rows, cols]
+            )
+            cache[todo] = values.sort(dim=1).values[:, m - 1]
+        return cache[points]
 
 
 def _check_k(name: str, k: int, n: int, source: str) -> None:
@@ -213,11 +327,35 @@ def _check_k(name: str, k: int, n: int, source: str) -> None:
         )
 
 
+def _inside(
+    d: torch.Tensor,
+    approx: torch.Tensor,
+    band: torch.Tensor,
+    closed: bool,
+    exact: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+) -> torch.Tensor:
+    """Whether each distance of ``d`` lies in its ball, decided exactly.
+
+    ``d`` holds float32 squared distances (b, c); ``approx`` the float32 squared radii and
+    ``band`` (float64) a bound on the round-off of both near them, broadcastable to ``d`` (one
+    per ball). A distance below ``approx − band`` is inside, above ``approx + band`` outside;
+    for those between, ``exact(rows, cols)`` gives the float64 squared distance and exact
+    squared radius of each entry, which decide.
+    """
+    inside = d < (approx - band).float()
+    near = (d <= (approx + band).float()).logical_xor_(inside).nonzero(as_tuple=True)
+    if near[0].numel():
+        e, r = exact(*near)
+        inside[near] = e <= r if closed else e < r
+    return inside
+
+
 def manifold_metrics(
     samples: ArrayLike,
     reference: ArrayLike,
     k: Mapping[str, int],
     *,
+    boundary: Mapping[str, str] | None = None,
     device: torch.device | str | None = None,
     block: int | None = None,
 ) -> dict[str, float]:
@@ -236,6 +374,9 @@ def manifold_metrics(
         The metrics wanted and their neighbour rank, e.g. ``{"precision": 3, "recall": 3}``;
         keys from :data:`MANIFOLD_METRICS`. k must be below the number of points whose
         balls the metric counts (n_r, or n_s for recall).
+    boundary
+        Per metric, ``"closed"`` (a point on a ball's boundary is inside, ``≤``) or ``"open"``
+        (``<``); default :data:`DEFAULT_BOUNDARY`, each metric's original code.
     device
         Where to compute; default the device of ``samples`` when it is a tensor, else the CPU.
     block
@@ -251,8 +392,9 @@ def manifold_metrics(
     With few points the manifolds are coarse: each ball is set by k neighbours, so values
     move in steps of ``1/n`` and carry a sampling error of order ``1/√n``. Kynkäänniemi et al.
     use 50 000 points per set; compare numbers only at equal n, k and feature extractor.
-    Float32 distances from different implementations differ by ~1e-6 relative, which can
-    flip a decision that lies that close to a ball's boundary (a change of ``1/n``).
+    Decisions are those of exact arithmetic (module docstring); an implementation that decides
+    on float32 distances alone (torch-fidelity, NVlabs) can differ from them on a point that
+    lies within ~1e-6 of a ball's boundary (a change of ``1/n``).
 
     References
     ----------
@@ -264,6 +406,12 @@ def manifold_metrics(
     unknown = sorted(set(k) - set(MANIFOLD_METRICS))
     if unknown:
         raise InputError(f"manifold_metrics: unknown metrics {', '.join(unknown)}")
+    closed = {name: DEFAULT_BOUNDARY[name] == "closed" for name in k}
+    for name, kind in (boundary or {}).items():
+        if kind not in ("closed", "open"):
+            raise InputError(f"{name}: boundary must be 'closed' or 'open', got {kind!r}")
+        if name in closed:
+            closed[name] = kind == "closed"
     if device is None:
         device = samples.device if isinstance(samples, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
@@ -279,37 +427,62 @@ def manifold_metrics(
             _check_k(name, rank, n_s, "sample")
         else:
             _check_k(name, rank, n_r, "reference")
+    # Distances do not depend on a common shift; the float32 norms lose less to it. The exact
+    # re-measurements read the features as given (the float32 shift rounds them).
+    given_s, given_r = s, r
+    shift = r.double().mean(dim=0).float()
+    s, r = s - shift, r - shift
     block = block or default_block(device)
     s_sq, r_sq = _squared_norms(s), _squared_norms(r)
     ref_k = max((rank for name, rank in k.items() if _RADII_OF[name] == "reference"), default=0)
-    ref_radii = _squared_radii(r, r_sq, ref_k, block) if ref_k else None
-    sample_radii = _squared_radii(s, s_sq, k["recall"], block) if "recall" in k else None
-
-    def radius(name: str) -> torch.Tensor:
-        """The squared k-th neighbour radius of each ball ``name`` counts in."""
-        radii = sample_radii if _RADII_OF[name] == "samples" else ref_radii
-        return radii[:, k[name] - 1]  # type: ignore[index]
+    ref_radii = _Radii(r, r_sq, ref_k, block, given_r) if ref_k else None
+    sample_radii = _Radii(s, s_sq, k["recall"], block, given_s) if "recall" in k else None
+    radii = {name: sample_radii if _RADII_OF[name] == "samples" else ref_radii for name in k}
+    # Per ball: its float32 radius, and the round-off bound of that radius plus that of the
+    # distances to it (its centre's squared norm plus the largest of the other side's).
+    r_sq_max, s_sq_max = r_sq.max().double(), s_sq.max().double()
+    approx, band = {}, {}
+    for name, rank in k.items():
+        balls = radii[name]
+        assert balls is not None
+        other_max = r_sq_max if _RADII_OF[name] == "samples" else s_sq_max
+        approx[name] = balls.approx(rank)
+        band[name] = balls.error(rank) + (balls.x_sq.double() + other_max) * FLOAT32_BAND
 
     in_reference = torch.zeros(n_s, dtype=torch.bool, device=device)  # precision
     in_samples = torch.zeros(n_r, dtype=torch.bool, device=device)  # recall
     balls_holding = torch.zeros((), dtype=torch.int64, device=device)  # density
-    nearest_sample = torch.full((n_r,), math.inf, device=device)  # coverage (squared)
+    covered = torch.zeros(n_r, dtype=torch.bool, device=device)  # coverage
     parts = _row_blocks(n_s, n_r, block)
-    strict = "density" in k or "coverage" in k
     with progress_bar(len(parts), "manifold comparisons", "blocks") as bar:
         for i0, i1 in parts:
             # (samples of the block, every reference point)
             d = _squared_distances(s[i0:i1], r, s_sq[i0:i1], r_sq)
-            if strict:  # round-off below 0 must not pass a strict test against a 0 radius
-                d.clamp_min_(0.0)
-            if "precision" in k:
-                in_reference[i0:i1] = (d <= radius("precision")).any(dim=1)
-            if "recall" in k:
-                in_samples |= (d <= radius("recall")[i0:i1, None]).any(dim=0)
-            if "density" in k:
-                balls_holding += (d < radius("density")).sum()
-            if "coverage" in k:
-                torch.minimum(nearest_sample, d.min(dim=0).values, out=nearest_sample)
+            for name, rank in k.items():
+                balls = radii[name]
+
+                def exact(
+                    rows: torch.Tensor,
+                    cols: torch.Tensor,
+                    i0: int = i0,
+                    balls: _Radii = balls,  # type: ignore[assignment]
+                    rank: int = rank,
+                    on_rows: bool = name == "recall",
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+                    e = exact_squared_distances(given_s, given_r, rows + i0, cols)
+                    return e, balls.exact(rank, rows + i0 if on_rows else cols)
+
+                if name == "recall":
+                    ball, width = approx[name][i0:i1, None], band[name][i0:i1, None]
+                    in_samples |= _inside(d, ball, width, closed[name], exact).any(dim=0)
+                    continue
+                inside = _inside(d, approx[name][None, :], band[name][None, :], closed[name], exact)
+                if name == "precision":
+                    in_reference[i0:i1] = inside.any(dim=1)
+                elif name == "density":
+                    balls_holding += inside.sum()
+                else:
+                    covered |= inside.any(dim=0)
             bar.update(1)
     out: dict[str, float] = {}
     for name in k:
@@ -320,7 +493,7 @@ def manifold_metrics(
         elif name == "density":
             out[name] = float(balls_holding) / (k[name] * n_s)
         else:
-            out[name] = float((nearest_sample < radius("coverage")).double().mean())
+            out[name] = float(covered.double().mean())
     return out
 
 
@@ -381,6 +554,19 @@ def _run_ranks(inputs: MetricInputs, own: str, k: int, n_s: int, n_r: int) -> di
     return ranks
 
 
+def _run_boundaries(
+    inputs: MetricInputs, own: str, boundary: str, ranks: Mapping[str, int]
+) -> dict[str, str]:
+    """The ``boundary`` of every manifold metric in ``ranks``: its run option, else its
+    default (:data:`DEFAULT_BOUNDARY`); ``own`` takes ``boundary``."""
+    run_options = getattr(inputs, "run_options", None) or {}
+    out = {}
+    for name in ranks:
+        given = (run_options.get(name) or {}).get("boundary")
+        out[name] = boundary if name == own else given or DEFAULT_BOUNDARY[name]
+    return out
+
+
 def _tensor_key(t: torch.Tensor) -> tuple[Any, ...]:
     """Where a tensor's values live: storage address, layout, dtype and device.
 
@@ -407,8 +593,10 @@ class ManifoldMetric:
     fields: Mapping[str, str] = {
         "n": "number of sample feature vectors",
         "n_reference": "number of reference feature vectors",
+        "boundary": "closed: a point on a ball's boundary is inside (≤); open: it is not (<)",
     }
     uncertainty = None
+    feature_space = "vgg16"  # VGG16 fc2 (Kynkäänniemi et al. 2019; Naeem et al. 2020)
 
     def __init__(self, name: str, default_k: int, interpretation: str) -> None:
         if name not in MANIFOLD_METRICS:
@@ -420,10 +608,20 @@ class ManifoldMetric:
             "k": Option(
                 default_k, f"the k-th nearest neighbour sets the radius of {balls} balls", low=1
             ),
+            "boundary": Option(
+                DEFAULT_BOUNDARY[name],
+                "closed (≤: Kynkäänniemi et al.'s code, torch-fidelity) or open (<: prdc) balls; "
+                "they differ only on exact ties such as duplicated samples",
+                choices=("closed", "open"),
+            ),
         }
 
-    def compute(self, inputs: MetricInputs, *, k: int) -> Mapping[str, Any]:
-        """``{"value", "k", "n", "n_reference"}``, shared with the run's other manifold metrics."""
+    def compute(
+        self, inputs: MetricInputs, *, k: int, boundary: str | None = None
+    ) -> Mapping[str, Any]:
+        """``{"value", "k", "n", "n_reference", "boundary"}``, shared with the run's other
+        manifold metrics."""
+        boundary = boundary or DEFAULT_BOUNDARY[self.name]
         samples = inputs.features("samples")
         reference = inputs.features("reference")
         if samples.ndim != 2 or reference.ndim != 2:
@@ -442,29 +640,41 @@ class ManifoldMetric:
         else:
             _check_k(self.name, k, n_r, "reference")
         ranks = _run_ranks(inputs, self.name, k, n_s, n_r)
+        boundaries = _run_boundaries(inputs, self.name, boundary, ranks)
         key = (
             "manifold-metrics",
             _tensor_key(samples),
             _tensor_key(reference),
             tuple(sorted(ranks.items())),
+            tuple(sorted(boundaries.items())),
         )
 
         def run() -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-            values = manifold_metrics(samples, reference, ranks, device=inputs.device)
+            values = manifold_metrics(
+                samples, reference, ranks, boundary=boundaries, device=inputs.device
+            )
             return samples, reference, values
 
         values = inputs.memo(key, run)[2]
-        return {"value": values[self.name], "k": k, "n": n_s, "n_reference": n_r}
+        return {
+            "value": values[self.name],
+            "k": k,
+            "n": n_s,
+            "n_reference": n_r,
+            "boundary": boundary,
+        }
 
 
 __all__ = [
     "CPU_BLOCK",
+    "DEFAULT_BOUNDARY",
     "GPU_BLOCK",
     "MANIFOLD_METRICS",
     "ManifoldMetric",
     "coverage",
     "default_block",
     "density",
+    "exact_squared_distances",
     "manifold_metrics",
     "nearest_neighbour_radii",
     "pairwise_distances",

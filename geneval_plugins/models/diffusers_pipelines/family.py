@@ -54,7 +54,8 @@ def _implementation() -> Any:
     except ImportError as exc:
         missing = exc.name or "diffusers"
         raise InputError(
-            f"model {NAME} needs {missing}: pip install 'geneval[diffusers]'"
+            f"model {NAME} needs {missing}: pip install 'diffusers>=0.30' 'transformers>=4.40' "
+            "(the extra geneval[diffusers]: pip install '.[diffusers]' in the source folder)"
         ) from None
     return pipeline_model
 

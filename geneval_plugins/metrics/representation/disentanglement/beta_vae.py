@@ -25,6 +25,7 @@ from geneval_plugins.metrics.representation.disentanglement.interventions import
     encode_factors,
     factor_dataset_and_encoder,
 )
+from geneval_plugins.metrics.representation.disentanglement.seeds import SeedAveraged
 
 if TYPE_CHECKING:
     import numpy as np
@@ -154,4 +155,6 @@ class BetaVAEMetric:
 
 @hookimpl
 def geneval_register_metrics(register) -> None:
-    register(BetaVAEMetric())
+    register(
+        SeedAveraged(BetaVAEMetric(), "the fixed-factor batches and the training/evaluation draws")
+    )

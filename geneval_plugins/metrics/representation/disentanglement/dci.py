@@ -19,6 +19,7 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     require,
     split,
 )
+from geneval_plugins.metrics.representation.disentanglement.seeds import SeedAveraged
 
 if TYPE_CHECKING:
     import numpy as np
@@ -150,4 +151,6 @@ class DCI:
 
 @hookimpl
 def geneval_register_metrics(register) -> None:
-    register(DCI())
+    register(
+        SeedAveraged(DCI(), "the row shuffle before the split, and the boosted trees' random_state")
+    )

@@ -17,6 +17,7 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     read_codes,
     split,
 )
+from geneval_plugins.metrics.representation.disentanglement.seeds import SeedAveraged
 
 if TYPE_CHECKING:
     import numpy as np
@@ -116,4 +117,4 @@ class Explicitness:
 
 @hookimpl
 def geneval_register_metrics(register) -> None:
-    register(Explicitness())
+    register(SeedAveraged(Explicitness(), "the row shuffle before the split"))

@@ -15,6 +15,7 @@ from geneval_plugins.metrics.representation.disentanglement.interventions import
     factor_dataset_and_encoder,
     fixed_factor_batches,
 )
+from geneval_plugins.metrics.representation.disentanglement.seeds import SeedAveraged
 
 if TYPE_CHECKING:
     import numpy as np
@@ -207,4 +208,4 @@ class FactorVAEMetric:
 
 @hookimpl
 def geneval_register_metrics(register) -> None:
-    register(FactorVAEMetric())
+    register(SeedAveraged(FactorVAEMetric(), "the variance estimate and the fixed-factor votes"))

@@ -18,6 +18,7 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     read_codes,
     require,
 )
+from geneval_plugins.metrics.representation.disentanglement.seeds import SeedAveraged
 
 if TYPE_CHECKING:
     import numpy as np
@@ -83,4 +84,8 @@ class MutualInformationGap:
 
 @hookimpl
 def geneval_register_metrics(register) -> None:
-    register(MutualInformationGap())
+    register(
+        SeedAveraged(
+            MutualInformationGap(), "the row shuffle, when num_train is below the rows given"
+        )
+    )

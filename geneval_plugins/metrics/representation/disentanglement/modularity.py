@@ -17,6 +17,7 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     read_codes,
     require,
 )
+from geneval_plugins.metrics.representation.disentanglement.seeds import SeedAveraged
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,4 +90,4 @@ class Modularity:
 
 @hookimpl
 def geneval_register_metrics(register) -> None:
-    register(Modularity())
+    register(SeedAveraged(Modularity(), "the row shuffle, when num_train is below the rows given"))

@@ -18,6 +18,7 @@ from geneval_plugins.metrics.representation.disentanglement.codes import (
     require,
     split,
 )
+from geneval_plugins.metrics.representation.disentanglement.seeds import SeedAveraged
 
 if TYPE_CHECKING:
     import numpy as np
@@ -110,4 +111,9 @@ class SeparatedAttributePredictability:
 
 @hookimpl
 def geneval_register_metrics(register) -> None:
-    register(SeparatedAttributePredictability())
+    register(
+        SeedAveraged(
+            SeparatedAttributePredictability(),
+            "the row shuffle before the split, and the SVMs' random_state",
+        )
+    )
