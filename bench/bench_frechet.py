@@ -7,7 +7,11 @@ Two regimes, side by side in one run:
 * singular: ``--small`` × ``--dim`` feature sets (n ≤ d, so Σ has rank n − 1 < d); geneval
   is given the centred features (:func:`covariance_factor`, timed with it) and takes the
   small-side route, from one side (n × n matrix ``F₁Σ₂F₁ᵀ``) or both (singular values of
-  ``F₁F₂ᵀ``). The d × d eigen fallback (no factors given) is timed for comparison.
+  ``F₁F₂ᵀ``). The d × d eigen fallback (no factors given) is timed for comparison, and so is
+  the ``fid`` metric itself on statistics accumulated batch by batch
+  (:class:`~geneval.feature_stats.FeatureStatistics`, which keep the rows while n ≤ d): the
+  mean, the covariance and the factor taken from the kept rows, then the distance, as a run
+  computes it.
 
 The reference is the classic float64 route of pytorch-fid and TTUR:
 ``scipy.linalg.sqrtm(Σ₁Σ₂)``, real part, trace. Prints the times (best of ``--repeat``), the
@@ -27,6 +31,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +41,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from geneval.device import resolve_device  # noqa: E402
+from geneval.feature_stats import FeatureStatistics  # noqa: E402
+from geneval.plugins import get_registry  # noqa: E402
 from geneval_plugins.metrics.sample_quality.fid import (  # noqa: E402
     covariance_factor,
     frechet_distance,
@@ -65,6 +72,26 @@ def best_time(fn: Callable[[], float], repeat: int) -> tuple[float, float]:
     return min(times), value
 
 
+@dataclass
+class _Inputs:
+    """The inputs the ``fid`` metric reads: the two sides' statistics."""
+
+    samples: FeatureStatistics
+    reference: FeatureStatistics
+    device: torch.device
+
+    def stats(self, source: str) -> FeatureStatistics:
+        return self.samples if source == "samples" else self.reference
+
+
+def accumulated(x: torch.Tensor, batch: int = 100) -> FeatureStatistics:
+    """The running statistics of ``x`` fed batch by batch, as a run's pass feeds them."""
+    stats = FeatureStatistics(x.shape[1], device=x.device)
+    for part in x.split(batch):
+        stats.update(part)
+    return stats
+
+
 def regime(title: str, n: int, dim: int, repeat: int, device: torch.device) -> None:
     """Time geneval's routes and scipy ``sqrtm`` on one pair of feature sets; print a table."""
     x1, x2 = features(n, dim, 0), features(n, dim, 1)
@@ -90,6 +117,9 @@ def regime(title: str, n: int, dim: int, repeat: int, device: torch.device) -> N
                 ),
             ),
         ]
+        metric = get_registry().metric("fid")
+        inputs = _Inputs(accumulated(t1), accumulated(t2), device)
+        rows += [("fid metric, rows kept", lambda: metric.compute(inputs)["value"])]
     head = f"{'route':30s} {'time':>9s} {'sqrtm/ours':>11s} {'value':>18s}"
     print(f"  {head} {'vs sqrtm':>9s} {'vs no factors':>13s}")
     print(f"  {'scipy sqrtm':30s} {t_ref:8.3f}s {'':11s} {ref:18.10f}")

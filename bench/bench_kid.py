@@ -5,8 +5,10 @@ in one process on one device, and the same subsets: geneval's ``rng=torch-fideli
 (``numpy.random.RandomState(2020)``, ``choice(n, m, replace=False)`` per subset and set) is
 torch-fidelity's own sequence.
 
-1. geneval: :func:`kernel_inception_distance` — the subsets of a chunk gathered into one
-   batched product (float32 inner products, float64 kernel and sums);
+1. geneval: :func:`kernel_inception_distance` on the route :func:`kid_route` picks — the
+   full kernel matrices once, in row blocks reduced against the subsets' indicator columns
+   (``blocks``), or the subsets of a chunk gathered into one batched product (``subsets``);
+   float32 inner products and kernel, float64 sums;
 2. torch-fidelity: ``kid_features_to_metric`` with its defaults (one subset at a time, numpy,
    float32 throughout).
 
@@ -32,7 +34,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_prc import best_time, features  # noqa: E402
-from geneval_plugins.metrics.sample_quality.kid import kernel_inception_distance  # noqa: E402
+from geneval_plugins.metrics.sample_quality.kid import (  # noqa: E402
+    kernel_inception_distance,
+    kid_route,
+)
 
 
 def main() -> None:
@@ -52,7 +57,8 @@ def main() -> None:
     reference = features(args.n, args.dim, 2, 0.0).to(device)
     print(
         f"{args.n} × {args.n} features of {args.dim}-d, {args.subsets} subsets of "
-        f"{args.subset_size}, device {device}, {torch.get_num_threads()} threads"
+        f"{args.subset_size}, device {device}, {torch.get_num_threads()} threads, route "
+        f"{kid_route(args.n, args.n, args.dim, args.subsets, min(args.subset_size, args.n))}"
     )
     wall_ours, cpu_ours, ours = best_time(
         lambda: kernel_inception_distance(

@@ -4,7 +4,8 @@ Both tools get the same float32 feature arrays (non-negative like pooled ReLU ac
 two slightly different distributions) in one process on one device:
 
 1. geneval: :func:`manifold_metrics` with ``{"precision": k, "recall": k}`` — one blocked
-   k-NN pass per set (symmetric blocks only) and one pass over the sample × reference blocks;
+   k-NN pass per set (symmetric blocks only) and one pass over the sample × reference blocks
+   whose row and column minima decide precision and recall (the near-ties measured again);
 2. torch-fidelity: ``prc_features_to_metric`` with its defaults (``prc_batch_size=10000``,
    ``save_cpu_ram=False``: the full distance matrices, then ``kthvalue``).
 

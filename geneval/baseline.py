@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from geneval.api import Dataset, ImageSet
 from geneval.errors import InputError
 from geneval.feature_stats import FeatureStatistics
-from geneval.run.inputs import InputKey
+from geneval.run.inputs import InputKey, features_from_files
 
 if TYPE_CHECKING:  # the run imports this module when it plans
     from geneval.run.pipeline import Run
@@ -122,6 +122,10 @@ def compute_baseline(
             continue
         if not any(key.source == "samples" for key in keys.values()):
             skipped[name] = "reads nothing of the samples"
+            continue
+        if features_from_files(keys, run):
+            # the held-out images would go through an extractor, the samples did not
+            skipped[name] = "reads features or logits from a file, not from an extractor"
             continue
         restricted = {
             key: _first_n(key, run, values, n) for key in keys.values() if key.source == "samples"

@@ -24,6 +24,7 @@ passes them on without inspecting signatures.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from geneval.options import Option
@@ -171,6 +172,61 @@ class SupportsAnnealing(Protocol):
     def annealing_path(self, images: torch.Tensor) -> AnnealingPath: ...
 
 
+#: The SDE kinds of :class:`ProbabilityFlowSDE` (Song et al. 2021, §3.4).
+SDE_KINDS = ("vp", "subvp", "ve")
+
+
+@dataclass(frozen=True)
+class ProbabilityFlowSDE:
+    """The forward SDE dx = f(x, t) dt + g(t) dw of a score model, t ∈ [``eps``, ``t_end``].
+
+    Song et al. 2021 ("Score-Based Generative Modeling through SDEs", §3.4, App. B):
+
+    * ``vp``: β(t) = β_min + t(β_max − β_min), f = −½β(t)x, g² = β(t); x_t | x_0 has mean
+      α(t)x_0 and variance 1 − α(t)², α(t) = exp(−¼t²(β_max − β_min) − ½tβ_min); prior N(0, I).
+    * ``subvp``: f as ``vp``, g² = β(t)(1 − α(t)⁴); variance (1 − α(t)²)²; prior N(0, I).
+    * ``ve``: σ(t) = σ_min(σ_max/σ_min)^t, f = 0, g² = dσ²/dt = 2σ(t)² ln(σ_max/σ_min);
+      variance σ(t)² (about the data); prior N(0, σ_max² I).
+
+    ``data_scale`` and ``data_shift`` map images y in [0, 1] to the model's space,
+    x = ``data_scale``·y + ``data_shift`` (a DDPM's [−1, 1] is 2y − 1).
+    """
+
+    kind: str
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    sigma_min: float = 0.01
+    sigma_max: float = 50.0
+    eps: float = 1e-5
+    t_end: float = 1.0
+    data_scale: float = 1.0
+    data_shift: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SDE_KINDS:
+            raise ValueError(f"unknown SDE kind {self.kind!r} ({', '.join(SDE_KINDS)})")
+        if not 0 <= self.eps < self.t_end:
+            raise ValueError(f"need 0 <= eps < t_end, got {self.eps}, {self.t_end}")
+        if self.data_scale == 0:
+            raise ValueError("data_scale must not be 0")
+
+
+@runtime_checkable
+class SupportsProbabilityFlow(Protocol):
+    """The probability-flow ODE of a score model (Song et al. 2021, §4.3).
+
+    ``probability_flow`` is the model's :class:`ProbabilityFlowSDE` (``None`` where the model
+    has none, e.g. a DDPM whose schedule has no continuous-time form); ``flow_score(x, t)``
+    is s_θ(x, t) ≈ ∇ₓ log p_t(x) for x (N, C, H, W) in the model's space and times t (N,),
+    differentiable in x (no ``no_grad``), so that its divergence can be taken. An
+    ε-predictor returns −ε_θ(x, t)/std(t), std(t) the SDE's marginal standard deviation.
+    """
+
+    probability_flow: ProbabilityFlowSDE | None
+
+    def flow_score(self, images: torch.Tensor, t: torch.Tensor) -> torch.Tensor: ...
+
+
 # -- what sampling accepts beyond (n, generator) -------------------------------------------------
 
 
@@ -224,6 +280,7 @@ CAPABILITIES: dict[str, type] = {
     "encode": SupportsEncode,
     "decode": SupportsDecode,
     "score": SupportsScore,
+    "probability_flow": SupportsProbabilityFlow,
     "latent_proposal": SupportsLatentProposal,
     "annealing": SupportsAnnealing,
     "class_labels": SupportsClassLabels,

@@ -575,8 +575,12 @@ def stats(
         force=force,
     )
     if _rank() == 0:
-        name = (found.meta or {}).get("extractor")
-        _info(f"wrote {output}: {found.n} images, {found.dim}-d {name} features", quiet)
+        meta = found.meta or {}
+        if meta.get("extractor"):
+            what = f"{found.n} images, {found.dim}-d {meta['extractor']} features"
+        else:
+            what = f"{found.n} {found.dim}-d feature vectors of {meta.get('features_from')}"
+        _info(f"wrote {output}: {what}", quiet)
     return EXIT_OK
 
 

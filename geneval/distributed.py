@@ -299,6 +299,24 @@ def collectively(ctx: DistContext, step: Callable[[], T]) -> T:
     return value
 
 
+def map_shards(
+    count: int, unit: int, solve: Callable[[int, int], tuple[torch.Tensor, ...]]
+) -> tuple[torch.Tensor, ...]:
+    """Per-row work of a metric, split across the ranks of a sharded run.
+
+    This rank calls ``solve(start, stop)`` on its shard ``[start, stop)`` of ``count`` rows
+    in whole blocks of ``unit`` (:func:`shard_range`); ``solve`` returns tensors of
+    ``stop − start`` rows each. Every rank gets back the rows of all ranks in source order
+    (:func:`gather_rows`), and an error on any rank is raised on every rank
+    (:func:`collectively`), so no rank waits on another's work. In a single process this is
+    ``solve(0, count)``.
+    """
+    ctx = context()
+    start, stop = shard_range(count, unit, ctx.rank, ctx.world_size)
+    parts = collectively(ctx, lambda: solve(start, stop))
+    return tuple(gather_rows(ctx, part) for part in parts)
+
+
 def merge_statistics(ctx: DistContext, stats: FeatureStatistics) -> FeatureStatistics:
     """The statistics of every rank's features from each rank's ``stats`` (the same on every
     rank; ``stats`` itself when not distributed).

@@ -12,7 +12,10 @@ Batches and shards merge with the pairwise update of Chan, Golub & LeVeque (1979
 formulae and a pairwise algorithm for computing sample variances"; 1983, "Algorithms for
 computing the sample variance: analysis and recommendations", The American Statistician 37):
 ``M₂ = M₂ᴬ + M₂ᴮ + δδᵀ nᴬnᴮ / n`` with ``δ = x̄ᴮ − x̄ᴬ``, which keeps the digits whatever the
-offset and whatever the order of the data.
+offset and whatever the order of the data. While ``n ≤ d`` the feature rows themselves are
+kept in place of the co-moment (never more memory than it), so that the Fréchet distance can
+take its trace term from the n × n side (:meth:`FeatureStatistics.covariance_factor`); they
+are dropped as soon as ``n > d`` and never pickled or written to a file.
 
 A statistics file is an ``.npz`` with ``mu`` (d,) and ``sigma`` (d, d) float64 — readable by
 pytorch-fid and TTUR — plus ``n``, ``meta`` (a JSON string: extractor, weights sha256, resize
@@ -55,6 +58,15 @@ class FeatureStatistics:
     no step subtracts two large numbers, so the mean and covariance keep their digits for
     features with any offset. ``sum`` and ``sum_outer`` give the raw sums ``Σx`` and ``Σxxᵀ``
     for readers that want them; they are derived, not accumulated.
+
+    While ``n ≤ dim`` the feature rows themselves are kept in place of the co-moment (at most
+    ``dim`` rows: never more memory than the d × d co-moment), and ``M₂`` is taken from them
+    in two passes when read. They give the centred factor ``F = (X − x̄)/√(n − 1)``
+    (:meth:`covariance_factor`, ``FᵀF = Σ``), from which the Fréchet distance solves its trace
+    term on the n × n side. The first batch or merge that takes ``n`` past ``dim`` turns the
+    rows into the co-moment and drops them; statistics rebuilt from moments (a statistics
+    file without features, a feature-cache entry, a sharded all-reduce) hold no rows. Rows are
+    never pickled: a pickled copy holds the co-moment instead.
     """
 
     def __init__(self, dim: int, device: torch.device | str = "cpu") -> None:
@@ -66,37 +78,103 @@ class FeatureStatistics:
         self.shift = torch.zeros(dim, dtype=torch.float64, device=device)
         #: Σ(x − c) (d,).
         self.shifted_sum = torch.zeros(dim, dtype=torch.float64, device=device)
-        #: M₂ = Σ(x − x̄)(x − x̄)ᵀ (d, d), centred on the mean of all features so far.
-        self.comoment = torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        #: The rows seen so far while n ≤ dim (each batch as given, copied), else None.
+        self._rows: list[torch.Tensor] | None = []
+        #: M₂ (d, d) once the rows are dropped (None while they are kept).
+        self._comoment: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
         return self.shift.device
 
+    @property
+    def comoment(self) -> torch.Tensor:
+        """M₂ = Σ(x − x̄)(x − x̄)ᵀ (d, d, float64), centred on the mean of all features so far.
+
+        While rows are kept it is computed from them in two passes, ``YᵀY`` with
+        ``Y = (X − c) − Σ(x − c)/n``; otherwise it is the accumulated co-moment.
+        """
+        if self._rows is None:
+            assert self._comoment is not None
+            return self._comoment
+        if self.n == 0:
+            return torch.zeros(self.dim, self.dim, dtype=torch.float64, device=self.device)
+        centred = self._centred_rows()
+        return centred.T @ centred
+
+    @comoment.setter
+    def comoment(self, value: torch.Tensor) -> None:
+        self._comoment = value.to(device=self.device, dtype=torch.float64)
+        self._rows = None
+
+    def _centred_rows(self) -> torch.Tensor:
+        """``(X − c) − Σ(x − c)/n`` (n × d, float64) of the kept rows."""
+        assert self._rows is not None and self.n > 0
+        x = torch.cat([r.to(device=self.device, dtype=torch.float64) for r in self._rows])
+        return (x - self.shift) - self.shifted_sum / self.n
+
+    def _drop_rows(self) -> None:
+        """Turn the kept rows into the co-moment and forget them (no-op without rows)."""
+        if self._rows is not None:
+            self._comoment = self.comoment
+            self._rows = None
+
+    @property
+    def rows(self) -> torch.Tensor | None:
+        """The feature rows (n × d, float64) when they are kept (n ≤ dim and every part of the
+        statistics was accumulated from rows), else None."""
+        if self._rows is None:
+            return None
+        if not self._rows:
+            return torch.zeros(0, self.dim, dtype=torch.float64, device=self.device)
+        return torch.cat([r.to(device=self.device, dtype=torch.float64) for r in self._rows])
+
+    def covariance_factor(self) -> torch.Tensor | None:
+        """``F = (X − x̄) / √(n − 1)`` (n × d, float64) of the kept rows, so that ``FᵀF`` is the
+        unbiased covariance :attr:`cov` (the same centred rows give both); None when no rows
+        are kept (n > dim, or moments rebuilt without rows) or n < 2. It is what
+        ``frechet_distance`` takes as ``factor1``/``factor2``."""
+        if self._rows is None or self.n < 2:
+            return None
+        return self._centred_rows() / math.sqrt(self.n - 1)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state: the co-moment in place of any kept rows (rows are never
+        serialised)."""
+        state = self.__dict__.copy()
+        if state.get("_rows") is not None:
+            state["_comoment"] = self.comoment
+            state["_rows"] = None
+        return state
+
     def _absorb(self, n: int, shifted_sum: torch.Tensor, comoment: torch.Tensor) -> None:
         """Chan, Golub & LeVeque's pairwise update with a part of ``n`` vectors whose shifted
         sum (about this object's shift) is ``shifted_sum`` and whose centred co-moment is
         ``comoment``: ``M₂ = M₂ᴬ + M₂ᴮ + δδᵀ nᴬnᴮ / n``, ``δ`` the difference of the means
-        (taken on the shifted sums, so that no offset cancels)."""
+        (taken on the shifted sums, so that no offset cancels). Kept rows are dropped."""
         if n == 0:
             return
+        self._drop_rows()
         if self.n == 0:
             self.n = n
             self.shifted_sum = shifted_sum.clone()
-            self.comoment = comoment.clone()
+            self._comoment = comoment.clone()
             return
         total = self.n + n
         delta = shifted_sum / n - self.shifted_sum / self.n
-        self.comoment = self.comoment + comoment
-        self.comoment += torch.outer(delta, delta) * (self.n * n / total)
+        merged = self.comoment + comoment
+        merged += torch.outer(delta, delta) * (self.n * n / total)
+        self._comoment = merged
         self.shifted_sum = self.shifted_sum + shifted_sum
         self.n = total
 
     def update(self, features: torch.Tensor) -> FeatureStatistics:
         """Add a batch of features (n, dim), in float64 on this object's device.
 
-        The batch's own mean and centred co-moment are taken in two passes, then absorbed with
-        the pairwise update (:meth:`merge`); the first batch's mean becomes the shift.
+        While the total stays ≤ ``dim`` and rows are kept, the batch is kept (copied) and only
+        its shifted sum is added. Otherwise the batch's own mean and centred co-moment are
+        taken in two passes, then absorbed with the pairwise update (:meth:`merge`). The first
+        batch's mean becomes the shift.
         """
         if features.ndim != 2 or features.shape[1] != self.dim:
             raise ValueError(
@@ -110,6 +188,11 @@ class FeatureStatistics:
             self.shift = x.mean(dim=0)
         y = x - self.shift
         total = y.sum(dim=0)
+        if self._rows is not None and self.n + count <= self.dim:
+            self._rows.append(features.detach().to(device=self.device, copy=True))
+            self.shifted_sum = self.shifted_sum + total
+            self.n += count
+            return self
         centred = y - total / count
         self._absorb(count, total, centred.T @ centred)
         return self
@@ -119,17 +202,26 @@ class FeatureStatistics:
 
         ``other``'s shifted sum is moved onto this shift, ``Σ(x − cᴬ) = Σ(x − cᴮ) + nᴮ(cᴮ − cᴬ)``,
         and the co-moments combine by Chan, Golub & LeVeque's pairwise formula; shards merged
-        this way equal one process up to round-off in the last digits.
+        this way equal one process up to round-off in the last digits. When both sides keep
+        their rows and hold at most ``dim`` together, the rows are concatenated instead (this
+        side's first) and the result keeps them.
         """
         if other.dim != self.dim:
             raise ValueError(f"cannot merge {other.dim}-d statistics into {self.dim}-d ones")
         theirs = other.to(self.device)
         if self.n == 0:
             out = theirs
+        elif theirs.n == 0:
+            out = self.to(self.device)
         else:
             out = self.to(self.device)
             moved = theirs.shifted_sum + theirs.n * (theirs.shift - self.shift)
-            out._absorb(theirs.n, moved, theirs.comoment)
+            if out._rows is not None and theirs._rows is not None and out.n + theirs.n <= self.dim:
+                out._rows = out._rows + theirs._rows
+                out.shifted_sum = out.shifted_sum + moved
+                out.n += theirs.n
+            else:
+                out._absorb(theirs.n, moved, theirs.comoment)
         out.count_known = self.count_known and other.count_known
         return out
 
@@ -138,7 +230,7 @@ class FeatureStatistics:
         cls, n: int, shift: torch.Tensor, shifted_sum: torch.Tensor, comoment: torch.Tensor
     ) -> FeatureStatistics:
         """Statistics holding the given state: ``n``, the shift ``c`` (d,), ``Σ(x − c)`` (d,)
-        and the centred co-moment ``Σ(x − x̄)(x − x̄)ᵀ`` (d, d), as float64."""
+        and the centred co-moment ``Σ(x − x̄)(x − x̄)ᵀ`` (d, d), as float64 (no rows)."""
         d = int(shift.shape[0]) if shift.ndim == 1 else -1
         if d < 0 or shifted_sum.shape != (d,) or comoment.shape != (d, d):
             raise ValueError(
@@ -149,7 +241,7 @@ class FeatureStatistics:
         stats.n = int(n)
         stats.shift = shift.to(torch.float64)
         stats.shifted_sum = shifted_sum.to(device=shift.device, dtype=torch.float64)
-        stats.comoment = comoment.to(device=shift.device, dtype=torch.float64)
+        stats.comoment = comoment
         return stats
 
     @classmethod
@@ -189,7 +281,9 @@ class FeatureStatistics:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the state (shift, shifted sum and co-moment)."""
+        """Bytes the state holds at most: shift, shifted sum and the d × d float64 co-moment,
+        ``8 (2d + d²)``. Kept rows (n ≤ d rows of at most 8 bytes a value) take its place and
+        never exceed it."""
         return 8 * (2 * self.dim + self.dim * self.dim)
 
     @property
@@ -234,7 +328,12 @@ class FeatureStatistics:
         out.count_known = self.count_known
         out.shift = self.shift.to(device)
         out.shifted_sum = self.shifted_sum.to(device)
-        out.comoment = self.comoment.to(device)
+        if self._rows is None:
+            assert self._comoment is not None
+            out._comoment = self._comoment.to(device)
+            out._rows = None
+        else:
+            out._rows = [r.to(device) for r in self._rows]
         return out
 
 
@@ -258,11 +357,53 @@ class StatsFile:
         ``sigma · (n − 1)``).
 
         A file without a count is rebuilt with n = 2 (any n > 1 reproduces the moments) and
-        marked ``count_known = False``, so that reports say the count is unknown.
+        marked ``count_known = False``, so that reports say the count is unknown. A file that
+        stores its ``features`` with n ≤ d gives statistics built from those rows (which keep
+        them, for the Fréchet distance's small-side route) when they reproduce ``mu`` and
+        ``sigma`` to :data:`ROWS_TOLERANCE` (:func:`rows_match`); otherwise ``mu`` and
+        ``sigma`` are used as stored.
         """
+        if self.features is not None and self.n is not None and 2 <= self.n <= self.dim:
+            rows = FeatureStatistics.from_features(torch.from_numpy(self.features))
+            if rows.n == self.n and rows_match(rows, self.mu, self.sigma):
+                return rows
         stats = FeatureStatistics.from_moments(self.mu, self.sigma, self.n or 2)
         stats.count_known = self.n is not None
         return stats
+
+
+#: Relative agreement the kept rows of a statistics file must have with its ``mu`` and
+#: ``sigma`` to stand in for them: far above the round-off of moments computed from the same
+#: float32 rows (~1e-15), far below any other source of the rows.
+ROWS_TOLERANCE = 1e-10
+
+
+def rows_match(stats: FeatureStatistics, mu: np.ndarray, sigma: np.ndarray) -> bool:
+    """Whether statistics that keep rows reproduce ``mu`` and ``sigma`` to
+    :data:`ROWS_TOLERANCE`.
+
+    The mean is compared entry by entry (relative to ``max |μ|`` plus the largest standard
+    deviation); the covariance by Freivalds' randomised check (1977, "Probabilistic machines
+    can use less running time"): ``‖Σ V − Fᵀ(F V)‖ ≤ τ ‖Σ‖_F ‖V‖_F`` for four fixed random
+    vectors ``V`` (d × 4), with ``F`` the rows' centred factor, in O(d² + n d) instead of the
+    O(n d²) of forming ``FᵀF``. A covariance that differs by more than the tolerance passes
+    only if the difference is nearly blind to all four probes.
+    """
+    factor = stats.covariance_factor()
+    if factor is None:
+        return False
+    mu_t = torch.as_tensor(np.asarray(mu, dtype=np.float64), device=stats.device)
+    sigma_t = torch.as_tensor(np.asarray(sigma, dtype=np.float64), device=stats.device)
+    spread = float(sigma_t.diagonal().clamp_min(0).max().sqrt())
+    scale = float(mu_t.abs().max()) + spread
+    if float((stats.mean - mu_t).abs().max()) > ROWS_TOLERANCE * max(scale, 1e-300):
+        return False
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(stats.dim, 4, generator=generator, dtype=torch.float64)
+    probe = probe.to(stats.device)
+    gap = float(torch.linalg.norm(sigma_t @ probe - factor.T @ (factor @ probe)))
+    bound = ROWS_TOLERANCE * float(torch.linalg.norm(sigma_t)) * float(torch.linalg.norm(probe))
+    return gap <= max(bound, 1e-300)
 
 
 def make_meta(

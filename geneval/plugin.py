@@ -83,6 +83,7 @@ from geneval.cache import file_sha256, geneval_cache_dir, sha256_of
 from geneval.capabilities import (
     LIKELIHOOD_SPACES,
     AnnealingPath,
+    ProbabilityFlowSDE,
     SupportsAnnealing,
     SupportsClassLabels,
     SupportsDecode,
@@ -93,6 +94,7 @@ from geneval.capabilities import (
     SupportsLogProb,
     SupportsLogZ,
     SupportsPerSampleGenerators,
+    SupportsProbabilityFlow,
     SupportsPrompts,
     SupportsSampleOptions,
     SupportsScore,
@@ -106,6 +108,7 @@ from geneval.weights import WeightsFile, find_weights, hub_checkpoint_dir
 
 if TYPE_CHECKING:
     from geneval.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+    from geneval.distributed import map_shards
     from geneval.feature_stats import FeatureStatistics, load_stats
     from geneval.io import atomic_path
     from geneval.progress import note, progress_bar, progress_enabled
@@ -117,6 +120,7 @@ if TYPE_CHECKING:
         draw,
         run_chain,
     )
+    from geneval.sources import sample_block_seed
     from geneval.training import (
         ExponentialMovingAverage,
         MinibatchStream,
@@ -130,6 +134,8 @@ if TYPE_CHECKING:
 _LAZY: dict[str, str] = {
     **dict.fromkeys(("Checkpoint", "load_checkpoint", "save_checkpoint"), "geneval.checkpoint"),
     "atomic_path": "geneval.io",
+    "map_shards": "geneval.distributed",
+    "sample_block_seed": "geneval.sources",
     **dict.fromkeys(("note", "progress_bar", "progress_enabled"), "geneval.progress"),
     **dict.fromkeys(
         ("MAX_SAMPLER_STEPS", "SampledModel", "Sampler", "build_sampler", "draw", "run_chain"),
@@ -188,6 +194,7 @@ __all__ = [
     "Need",
     "Option",
     "PairedImages",
+    "ProbabilityFlowSDE",
     "SampledModel",
     "Sampler",
     "SupportsAnnealing",
@@ -200,6 +207,7 @@ __all__ = [
     "SupportsLogProb",
     "SupportsLogZ",
     "SupportsPerSampleGenerators",
+    "SupportsProbabilityFlow",
     "SupportsPrompts",
     "SupportsSampleOptions",
     "SupportsScore",
@@ -217,12 +225,14 @@ __all__ = [
     "images_from_source",
     "load_checkpoint",
     "load_stats",
+    "map_shards",
     "minibatches",
     "note",
     "progress_bar",
     "progress_enabled",
     "quote",
     "run_chain",
+    "sample_block_seed",
     "sample_in_batches",
     "save_checkpoint",
     "sha256_of",

@@ -123,10 +123,7 @@ class Evaluation:
             }
             from_files = features_from_files(plan.keys.get(metric, {}), run)
             if from_files:
-                extractors[metric]["features_from"] = {
-                    role: f"the features array of {description}"
-                    for role, description in from_files.items()
-                }
+                extractors[metric]["features_from"] = from_files
         primary = next(iter(extractors.values()), None)
         reference = run.sources.get("reference")
         report_config: dict[str, Any] = {

@@ -461,7 +461,7 @@ class FolderSource(SampleSource):
 # -- arrays ------------------------------------------------------------------------------------
 
 #: Arrays an ``.npz`` may carry beside (or instead of) ``images``, with their required form.
-CARRIED_KEYS = ("labels", "factors", "latents", "features", "captions")
+CARRIED_KEYS = ("labels", "factors", "latents", "features", "logits", "captions")
 
 
 #: Bytes of an array checked at a time (a memory-mapped array is never copied whole).
@@ -613,10 +613,10 @@ def check_carried(arrays: dict[str, np.ndarray], count: int | None, what: str) -
     """Validate the arrays carried beside images and return them as tensors.
 
     ``labels`` (N,) and ``factors`` (N, K) must be integers that fit int64 (int64 on return;
-    integral floats are accepted); ``latents`` (N, D) and ``features`` (N, D) real numbers,
-    finite in float32 (float32 on return); ``captions`` (N,) unicode strings (a list of
-    ``str`` on return). Any byte order is accepted. Every array must have the same N, and
-    ``count`` images when given.
+    integral floats are accepted); ``latents`` (N, D), ``features`` (N, D) and ``logits``
+    (N, C), C ≥ 2 classes, real numbers, finite in float32 (float32 on return); ``captions``
+    (N,) unicode strings (a list of ``str`` on return). Any byte order is accepted. Every
+    array must have the same N, and ``count`` images when given.
     """
     out: dict[str, Any] = {}
     for key, array in arrays.items():
@@ -631,9 +631,14 @@ def check_carried(arrays: dict[str, np.ndarray], count: int | None, what: str) -
         integer = key in ("labels", "factors")
         ndim = 1 if key == "labels" else 2
         if array.ndim != ndim or 0 in array.shape:
-            shape = "(N,)" if ndim == 1 else "(N, D)" if not integer else "(N, K)"
+            shapes = {"labels": "(N,)", "factors": "(N, K)", "logits": "(N, C)"}
+            shape = shapes.get(key, "(N, D)")
             raise InputError(
                 f"{what}: {key} must be a non-empty {shape} array, found {_describe(array)}"
+            )
+        if key == "logits" and array.shape[1] < 2:
+            raise InputError(
+                f"{what}: logits must be (N, C) with C ≥ 2 classes, found {_describe(array)}"
             )
         kind = array.dtype.kind if array.dtype.fields is None else "V"
         if integer:
@@ -680,12 +685,12 @@ def load_array_file(
 
     ``.npy`` holds images, memory-mapped (read batch by batch, never whole). ``.npz`` holds
     ``images`` (or a single array of any other name) and optionally ``labels``, ``factors``,
-    ``latents`` and ``features`` (see :func:`check_carried`); a file with no images must carry
-    at least one of those. Any other key is an :class:`InputError`; so is any file that numpy,
-    zipfile or zlib cannot read (truncated, corrupt, a header that claims more than the file
-    holds, Python objects), through the one error boundary of :mod:`geneval.arrayfile`, which
-    also bounds what an ``.npz`` may make geneval allocate. ``layout`` states how the images'
-    axes are read (:func:`image_layout`).
+    ``latents``, ``features``, ``logits`` and ``captions`` (see :func:`check_carried`); a file
+    with no images must carry at least one of those. Any other key is an :class:`InputError`;
+    so is any file that numpy, zipfile or zlib cannot read (truncated, corrupt, a header that
+    claims more than the file holds, Python objects), through the one error boundary of
+    :mod:`geneval.arrayfile`, which also bounds what an ``.npz`` may make geneval allocate.
+    ``layout`` states how the images' axes are read (:func:`image_layout`).
     """
     if not path.exists():
         raise InputError(f"path {quote(path)} does not exist")

@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 
 from geneval.api import ImageSet
-from geneval.capabilities import SupportsELBO
+from geneval.capabilities import SupportsELBO, SupportsProbabilityFlow
 from geneval.checkpoint import load_checkpoint
 from geneval.errors import InputError
 from geneval.plugins import get_registry
@@ -74,7 +74,7 @@ def test_family_is_registered_with_its_samplers():
     assert isinstance(family, DDPMFamily)
     assert family.samplers == SAMPLERS and family.samplers[0] == "ddim"
     assert family.dataset == "digits"
-    assert family.capabilities == (SupportsELBO,)
+    assert family.capabilities == (SupportsELBO, SupportsProbabilityFlow)
 
 
 def test_unet_resolutions_follow_the_image_size():

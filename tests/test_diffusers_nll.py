@@ -177,3 +177,89 @@ def test_nll_metric_on_a_diffusers_ddpm_is_its_elbo(tmp_path: Path):
     )
     ldm = DiffusionPipeline.from_pretrained(str(build_ldm(tmp_path / "ldm")), use_safetensors=True)
     assert not isinstance(diffusers_model(ldm, device=CPU, origin="ldm"), SupportsELBO)
+
+
+def test_ode_ll_of_a_diffusers_ddpm_equals_score_sde_likelihood_fn(tmp_path: Path):
+    """A diffusers DDPM with a linear schedule is the VP SDE of its β (T·β₁ to T·β_T), its UNet
+    labelled (T − 1)·t as score_sde labels its DDPM checkpoints: ``ode_ll`` equals score_sde's
+    ``get_likelihood_fn`` (transcribed in ``tests/score_sde_reference.py``) on the same
+    dequantised images and Rademacher probe, through the run as the CLI drives it."""
+    from geneval.capabilities import SupportsProbabilityFlow
+    from geneval.sources import sample_block_seed
+    from geneval_plugins.metrics.likelihood.ode_ll import dequantize
+    from geneval_plugins.metrics.likelihood.pf_ode import draw_probes
+    from tests.score_sde_reference import vp_likelihood_bpd
+
+    folder = build_ddpm(tmp_path / "ddpm")
+    images = np.random.default_rng(4).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "ref.npz", images=images)
+    options = {"divergence": "hutchinson", "probes": 1}
+    report = geneval.evaluate(
+        None, str(tmp_path / "ref.npz"), "ode_ll", model=f"diffusers:{folder}",
+        options={"ode_ll": options}, seed=5, cache=False,
+    )  # fmt: skip
+    pipe = DiffusionPipeline.from_pretrained(str(folder), use_safetensors=True)
+    model = diffusers_model(pipe, device=CPU, origin=str(folder))
+    assert isinstance(model, SupportsProbabilityFlow)
+    steps = int(pipe.scheduler.config.num_train_timesteps)
+    sde = model.probability_flow
+    assert sde.kind == "vp"
+    assert sde.beta_min == pytest.approx(steps * 1e-4) and sde.beta_max == pytest.approx(
+        steps * 0.02
+    )
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    gen = torch.Generator().manual_seed(sample_block_seed(5, 0))  # the metric's first block
+    y = dequantize(x, gen)
+    probe = draw_probes((1, *x.shape), "rademacher", gen, "cpu")[0]
+
+    def eps(z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return pipe.unet(z, labels).sample
+
+    theirs, _, _ = vp_likelihood_bpd(
+        eps, 2 * y - 1, probe, beta_min=sde.beta_min, beta_max=sde.beta_max,
+        num_scales=steps - 1,
+    )  # fmt: skip
+    result = report["metrics"]["ode_ll"]
+    assert result["bits_per_dim"] == pytest.approx(float(theirs.double().mean()), rel=1e-3)
+    cosine = DiffusionPipeline.from_pretrained(str(folder), use_safetensors=True)
+    cosine.scheduler = type(pipe.scheduler).from_config(
+        pipe.scheduler.config, beta_schedule="squaredcos_cap_v2"
+    )
+    assert diffusers_model(cosine, device=CPU, origin="cosine").probability_flow is None
+
+
+@pytest.mark.slow
+def test_ode_ll_of_a_diffusers_ncsnpp_equals_score_sde_likelihood_fn(tmp_path: Path):
+    """An NCSN++ pipeline (Fourier σ embedding, ``ScoreSdeVeScheduler``) is the VE SDE of its
+    scheduler's σ_min, σ_max on [0, 1] data, its UNet called at σ(t) returning the score:
+    ``ode_ll`` equals score_sde's VE ``likelihood_fn`` on the same draws."""
+    from geneval.capabilities import SupportsProbabilityFlow
+    from geneval.sources import sample_block_seed
+    from geneval_plugins.metrics.likelihood.ode_ll import dequantize
+    from geneval_plugins.metrics.likelihood.pf_ode import draw_probes
+    from tests.diffusers_fixtures import build_score_sde_ve
+    from tests.score_sde_reference import ve_likelihood_bpd
+
+    folder = build_score_sde_ve(tmp_path / "ve")
+    images = np.random.default_rng(6).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    np.savez(tmp_path / "ref.npz", images=images)
+    report = geneval.evaluate(
+        None, str(tmp_path / "ref.npz"), "ode_ll", model=f"diffusers:{folder}",
+        options={"ode_ll": {"divergence": "hutchinson"}}, seed=7, cache=False,
+    )  # fmt: skip
+    pipe = DiffusionPipeline.from_pretrained(str(folder), use_safetensors=True)
+    model = diffusers_model(pipe, device=CPU, origin=str(folder))
+    assert isinstance(model, SupportsProbabilityFlow) and not isinstance(model, SupportsELBO)
+    sde = model.probability_flow
+    assert (sde.kind, sde.sigma_min, sde.sigma_max, sde.data_scale) == ("ve", 0.01, 1.0, 1.0)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    gen = torch.Generator().manual_seed(sample_block_seed(7, 0))
+    y = dequantize(x, gen)
+    probe = draw_probes((1, *x.shape), "rademacher", gen, "cpu")[0]
+
+    def score(z: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return pipe.unet(z, sigma).sample
+
+    theirs, _, _ = ve_likelihood_bpd(score, y, probe, sigma_min=0.01, sigma_max=1.0)
+    result = report["metrics"]["ode_ll"]
+    assert result["bits_per_dim"] == pytest.approx(float(theirs.double().mean()), rel=1e-3)

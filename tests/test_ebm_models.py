@@ -16,7 +16,13 @@ import torch
 from safetensors.torch import load_file
 
 from geneval.api import GenerativeModel, ModelFamily
-from geneval.capabilities import SupportsAnnealing, SupportsEnergy, SupportsLogProb, SupportsLogZ
+from geneval.capabilities import (
+    SupportsAnnealing,
+    SupportsEnergy,
+    SupportsLogProb,
+    SupportsLogZ,
+    SupportsProbabilityFlow,
+)
 from geneval.checkpoint import load_checkpoint
 from geneval.errors import InputError
 from geneval.plugins import get_registry
@@ -63,7 +69,8 @@ def test_registered_and_protocols(name):
     assert isinstance(family, type(FAMILIES[name]))
     assert isinstance(family, ModelFamily)
     assert family.dataset == "digits"
-    assert family.capabilities == (SupportsEnergy, SupportsAnnealing)
+    flow = (SupportsProbabilityFlow,) if name == "ebm" else ()
+    assert family.capabilities == (SupportsEnergy, SupportsAnnealing, *flow)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -177,7 +177,7 @@ def test_plugins_verbose_lists_options_direction_samplers(run_cli):
     assert "subset_size = 1000 (int, >= 2) — features per subset" in text
     assert "lower is better: unbiased squared MMD" in text
     assert "samplers: ddim (default), ancestral, ancestral-fixedsmall" in text
-    assert "capabilities: elbo" in text
+    assert "capabilities: elbo, probability_flow" in text
     listed = json.loads(run_cli("plugins", "--json", "--verbose").out)["plugins"]
     kid = next(r for r in listed if r["name"] == "kid")["detail"]
     assert kid["higher_is_better"] is False and kid["uncertainty"] == "std"
@@ -190,6 +190,6 @@ def test_plugins_verbose_lists_options_direction_samplers(run_cli):
     ddpm = next(r for r in listed if r["name"] == "ddpm")["detail"]
     registry = get_registry()
     assert ddpm["samplers"] == list(registry.model("ddpm").samplers)
-    assert ddpm["capabilities"] == ["elbo"]
+    assert ddpm["capabilities"] == ["elbo", "probability_flow"]
     plain = json.loads(run_cli("plugins", "--json").out)["plugins"]
     assert all(set(r) == {"kind", "name", "distribution", "version"} for r in plain)

@@ -256,3 +256,38 @@ def test_kid_kernels_equal_the_closed_form(coef0: float, degree: int) -> None:
     kxx, kyy = k(f1, f1), k(f2, f2)
     off = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
     assert ours.value == pytest.approx(off - 2 * k(f1, f2).mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_kid_blocked_kernel_route_equals_the_subsets_route_and_closed_form(dtype) -> None:
+    """The full kernel matrices in row blocks, reduced against the subsets' indicators, give
+    each subset pair's MMD²: equal to the per-subset closed form and to the batched route."""
+    f1 = _features(230, 20, 41).astype(dtype)
+    f2 = _features(170, 20, 42, shift=0.15).astype(dtype)
+    draws = lambda: np.random.RandomState(7)  # noqa: E731
+    blocks = kernel_inception_distance(
+        f1, f2, subsets=40, subset_size=60, generator=draws(), route="blocks"
+    )
+    subsets = kernel_inception_distance(
+        f1, f2, subsets=40, subset_size=60, generator=draws(), route="subsets"
+    )
+    g = draws()
+    pairs = [
+        (g.choice(230, 60, replace=False), g.choice(170, 60, replace=False)) for _ in range(40)
+    ]
+    exact = [_unbiased_mmd2(f1[i].astype(np.float64), f2[j].astype(np.float64)) for i, j in pairs]
+    tol = 1e-12 if dtype is np.float64 else 1e-5  # float32: the products' round-off
+    assert blocks.value == pytest.approx(np.mean(exact), rel=tol)
+    assert blocks.std == pytest.approx(np.std(exact), rel=tol)
+    assert blocks.value == pytest.approx(subsets.value, rel=1e-12 if dtype is np.float64 else 1e-6)
+    with pytest.raises(InputError, match="route"):
+        kernel_inception_distance(f1, f2, route="dense")
+
+
+def test_kid_route_prefers_blocks_when_subsets_overlap() -> None:
+    from geneval_plugins.metrics.sample_quality.kid import kid_route
+
+    # torch-fidelity's default: 100 subsets of 1000 from 5000 2048-d features each
+    assert kid_route(5000, 5000, 2048, 100, 1000) == "blocks"
+    # one subset of a small part of large sets: the subsets are cheaper
+    assert kid_route(50_000, 50_000, 2048, 1, 1000) == "subsets"

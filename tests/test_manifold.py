@@ -123,6 +123,29 @@ def test_radii_equal_brute_force_and_do_not_depend_on_blocks(reference: np.ndarr
         )
 
 
+def test_split_diagonal_blocks_give_the_same_radii(centres: np.ndarray) -> None:
+    """Blocks of at least ``SPLIT_DIAGONAL_ROWS`` rows multiply their diagonal tile as three
+    products (one mirrored); the distances (every entry written; a point's own distance is
+    ~1e-3 ‖x‖ in float32, see ``pairwise_distances``) and the radii are the whole matrix's."""
+    x = _mixture(421, centres, seed=9)
+    exact = np.sqrt(((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1))
+    t = torch.from_numpy(x)
+    t_sq = (t * t).sum(1)
+    for i0, i1 in ((0, 140), (140, 281), (281, 421)):
+        assert i1 - i0 >= manifold.SPLIT_DIAGONAL_ROWS
+        out = torch.full((i1 - i0, 421 - i0), float("nan"))
+        block = manifold._symmetric_block(t, t_sq, i0, i1, out)
+        np.testing.assert_allclose(
+            block.clamp_min(0).sqrt().numpy(), exact[i0:i1, i0:], rtol=1e-4, atol=0.05
+        )
+    np.fill_diagonal(exact, np.inf)
+    expected = np.sort(exact, axis=1)[:, :5]
+    for block_rows in (141, 212, None):
+        np.testing.assert_allclose(
+            nearest_neighbour_radii(x, 5, block=block_rows).numpy(), expected, rtol=1e-13
+        )
+
+
 def test_pairwise_distances_are_torch_cdists(samples: np.ndarray, reference: np.ndarray) -> None:
     x, y = torch.from_numpy(samples[:70]), torch.from_numpy(reference[:90])
     ours = pairwise_distances(x, y, (x * x).sum(1), (y * y).sum(1))
@@ -224,6 +247,68 @@ def test_tied_integer_features_follow_each_papers_code(scale: int) -> None:
         )
         assert ours["precision"] == pytest.approx(float(tf[0]), abs=FLOAT32_MEAN)
         assert ours["recall"] == pytest.approx(float(tf[1]), abs=FLOAT32_MEAN)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("scale", [3, 40])
+@pytest.mark.parametrize("block", [None, 7])
+def test_precision_recall_pass_decides_ties_exactly(
+    scale: int, block: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Precision and recall alone take the fused pass (row and column minima of one product
+    per block); its undecided rows and columns, here the exact ties, are measured again."""
+    rng = np.random.default_rng(11)
+    reference = rng.integers(0, scale, size=(240, 48)).astype(np.float32)
+    reference[120:] = reference[rng.integers(0, 120, size=120)]
+    samples = np.concatenate(
+        [reference[rng.integers(0, 240, size=90)], rng.integers(0, scale, size=(70, 48))]
+    ).astype(np.float32)
+    rechecked = []
+    real_inside = manifold._inside
+
+    def counting(d: torch.Tensor, *args: object) -> torch.Tensor:
+        rechecked.append(tuple(d.shape))
+        return real_inside(d, *args)
+
+    monkeypatch.setattr(manifold, "_inside", counting)
+    for k in (1, 4):
+        for kind, closed in (("closed", True), ("open", False)):
+            expected = _brute_force(samples, reference, k, closed)
+            boundary = {"precision": kind, "recall": kind}
+            both = manifold_metrics(
+                samples, reference, {"precision": k, "recall": k}, boundary=boundary, block=block
+            )
+            assert both == {m: expected[m] for m in ("precision", "recall")}
+            for name in ("precision", "recall"):
+                alone = manifold_metrics(
+                    samples, reference, {name: k}, boundary={name: kind}, block=block
+                )
+                assert alone == {name: expected[name]}
+        assert expected["precision"] != _brute_force(samples, reference, k, True)["precision"]
+    assert rechecked  # the ties went through the exact re-measurement
+
+
+@pytest.mark.parametrize("block", [None, 5, 64])
+def test_precision_recall_pass_equals_the_general_pass(
+    samples: np.ndarray, reference: np.ndarray, block: int | None
+) -> None:
+    """The fused pass (precision and recall alone) against the per-entry pass that density and
+    coverage need, with unequal k, and against float64 brute force."""
+    ks = {"precision": 2, "recall": 6}
+    fused = manifold_metrics(samples, reference, ks, block=block)
+    general = manifold_metrics(samples, reference, ks | {"density": 3, "coverage": 3}, block=block)
+    assert fused == {name: general[name] for name in ks}
+    s, r = samples.astype(np.float64), reference.astype(np.float64)
+    d = np.sqrt(((s[:, None, :] - r[None, :, :]) ** 2).sum(-1))
+
+    def kth(x: np.ndarray, k: int) -> np.ndarray:
+        e = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+        np.fill_diagonal(e, np.inf)
+        return np.sort(e, axis=1)[:, k - 1]
+
+    assert fused["precision"] == float((d <= kth(r, 2)[None, :]).any(axis=1).mean())
+    assert fused["recall"] == float((d <= kth(s, 6)[:, None]).any(axis=0).mean())
+    assert 0.2 < fused["precision"] < 0.95 and 0.2 < fused["recall"] < 1.0
 
 
 def test_single_metric_functions_and_their_defaults(

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import geneval
+from geneval.errors import InputError
 from geneval.run import DEFAULTS, Run
 from geneval.sources import ModelSource, StreamSource
 from tests import test_core_cli
@@ -137,16 +138,25 @@ def test_cli_stats_and_the_stats_function_drive_the_doors(fake, doors, arrays, r
     assert found.meta is not None and found.meta["extractor"] == "counting"
 
 
-def test_stats_of_a_file_with_features_extracts_from_the_images(fake, tmp_path):
-    """``geneval stats`` reads the images, never a source's own ``features`` array."""
+def test_stats_of_a_file_with_features_follow_the_features_rule(fake, tmp_path):
+    """``geneval stats`` of a source that carries a ``features`` array follows the one rule of
+    precomputed features: with no extractor, the moments are the array's (no image goes
+    through an extractor); with an extractor, it is an InputError naming both."""
     rng = np.random.default_rng(3)
     path = tmp_path / "with-features.npz"
     images = rng.random((12, 3, 6, 6)).astype(np.float32)
-    np.savez(path, images=images, features=np.zeros((12, 12), np.float32))
-    found = geneval.stats(str(path), extractor="counting", features=True)
-    assert found.features is not None and found.n == 12
-    pooled = images.reshape(12, 3, 2, 3, 2, 3).mean(axis=(3, 5)).reshape(12, 12)
-    np.testing.assert_allclose(found.features, pooled, rtol=1e-5)
+    carried = rng.normal(size=(12, 5)).astype(np.float32)
+    np.savez(path, images=images, features=carried)
+    found = geneval.stats(str(path), features=True)
+    assert found.n == 12 and found.meta is not None
+    assert found.meta["features_from"] == str(path) and "extractor" not in found.meta
+    x = carried.astype(np.float64)
+    np.testing.assert_allclose(found.mu, x.mean(axis=0), rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(found.sigma, np.cov(x, rowvar=False), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(found.features, carried)
+    assert fake.extractor.calls == []
+    with pytest.raises(InputError, match=r"with-features\.npz.*'features'.*extractor="):
+        geneval.stats(str(path), extractor="counting", features=True)
 
 
 def test_baseline_drives_the_doors_of_a_held_out_run(fake, doors, arrays, run_cli, tmp_path):

@@ -86,90 +86,153 @@ def _no(what: str, resolved: Any, hint: str) -> InputError:
 #: Kinds a source's own ``features`` array serves instead of an extractor.
 FEATURE_KINDS = ("features", "stats")
 
+#: The array of a source's own file that serves each extracted kind instead of an extractor.
+FILE_ARRAYS = {"features": "features", "stats": "features", "logits": "logits"}
 
-def file_features(key: InputKey, run: RunView) -> torch.Tensor | None:
-    """The ``features`` array the key's source carries (an ``.npz``'s), which serves the
-    ``features`` and ``stats`` kinds instead of an extractor; ``None`` when it carries none.
 
-    The one rule for precomputed features: they are used only when no extractor is requested.
-    A source that carries features in a run that names an extractor (``--extractor``,
+def file_array(key: InputKey, run: RunView) -> torch.Tensor | None:
+    """The array the key's source carries (an ``.npz``'s ``features`` for the ``features`` and
+    ``stats`` kinds, its ``logits`` for the ``logits`` kind), which serves the key instead of
+    an extractor; ``None`` when it carries none.
+
+    The one rule for precomputed features and logits: they are used only when no extractor is
+    requested. A source that carries them in a run that names an extractor (``--extractor``,
     ``extractor=``) is an :class:`InputError`: which of the two was meant cannot be told.
     """
-    if key.kind not in FEATURE_KINDS:
+    name = FILE_ARRAYS.get(key.kind)
+    if name is None:
         return None
     resolved = run.source(key.source)
-    carried = resolved.carried("features")
+    carried = resolved.carried(name)
     if carried is None or run.extract_only:
         return None
     requested = getattr(getattr(run, "config", None), "extractor", None)
     if requested:
         raise InputError(
-            f"the {resolved.role} ({quote(resolved.description)}) carry a 'features' array "
+            f"the {resolved.role} ({quote(resolved.description)}) carry a '{name}' array "
             f"and --extractor {quote(requested)} was given: drop --extractor to use the "
-            "file's features, or give the images without 'features' to extract them"
+            f"file's {name}, or give the images without '{name}' to extract them"
         )
     return carried
+
+
+def file_features(key: InputKey, run: RunView) -> torch.Tensor | None:
+    """The ``features`` array the key's source carries, for the ``features`` and ``stats``
+    kinds (:func:`file_array`, whose rule it follows); ``None`` for other kinds."""
+    if key.kind not in FEATURE_KINDS:
+        return None
+    return file_array(key, run)
+
+
+def file_stats(key: InputKey, run: RunView) -> StatsFile | None:
+    """The statistics file that serves a ``features`` or ``stats`` key with no extractor: the
+    key's source is a statistics file that names no extractor (a plain pytorch-fid/TTUR file,
+    or one computed from a features array), and the key's metric runs with no extractor at
+    all (its key names none, :func:`served_by_files`). ``None`` otherwise: a statistics file
+    of a metric that has an extractor is checked against it
+    (:meth:`geneval.run.state.RunState.stats_file`)."""
+    if key.extractor is not None or key.kind not in FEATURE_KINDS or run.extract_only:
+        return None
+    stats = getattr(run.source(key.source), "stats_file", None)
+    if stats is None or (stats.meta or {}).get("extractor"):
+        return None
+    return stats
+
+
+def served_by_files(keys: Iterable[InputKey], run: RunView) -> bool:
+    """Whether a metric whose input keys (built with no extractor) are ``keys`` runs with no
+    extractor at all: no extractor is requested, and every extracted input comes from a file,
+    either its source's own ``features`` or ``logits`` array (:func:`file_array`) or a
+    statistics file that names no extractor (:func:`file_stats`). Such a metric's keys then
+    name no extractor, and none is loaded or checked for it."""
+    if run.extract_only or getattr(getattr(run, "config", None), "extractor", None):
+        return False
+    extracted = [key for key in keys if key.kind in EXTRACTED_KINDS]
+    if not extracted:
+        return False
+    return all(
+        key.source in run.sources
+        and (file_array(key, run) is not None or file_stats(key, run) is not None)
+        for key in extracted
+    )
 
 
 def refuse_file_features(
     metric: str, extractor: str, keys: Iterable[InputKey], run: RunView
 ) -> None:
     """A metric that requires ``extractor`` measures in that feature space only: a source that
-    carries its own ``features`` array (of unknown origin) cannot feed it. An
+    carries its own ``features`` or ``logits`` array (of unknown origin) cannot feed it. An
     :class:`InputError` naming the metric, the extractor and the source."""
     if run.extract_only:
         return
     for key in keys:
-        if key.kind not in FEATURE_KINDS:
+        name = FILE_ARRAYS.get(key.kind)
+        if name is None:
             continue
         resolved = run.source(key.source)
-        if resolved.carried("features") is not None:
+        if resolved.carried(name) is not None:
             raise InputError(
                 f"metric {metric} requires the {quote(extractor)} extractor, but the "
-                f"{resolved.role} ({quote(resolved.description)}) carry a 'features' array of "
-                f"another space: give the images without 'features' so that {extractor} "
+                f"{resolved.role} ({quote(resolved.description)}) carry a '{name}' array of "
+                f"another space: give the images without '{name}' so that {extractor} "
                 "extracts them"
             )
 
 
 def features_from_files(keys: Mapping[Any, InputKey], run: RunView) -> dict[str, str]:
-    """Of one metric's input keys, the sources whose features came from their own file:
-    role → the source's description (what the report credits instead of an extractor)."""
+    """Of one metric's input keys, the sources whose features or logits came from their own
+    file: role → "the ARRAY array of SOURCE" (what the report credits instead of an
+    extractor)."""
     return {
-        key.source: run.source(key.source).description
+        key.source: f"the {FILE_ARRAYS[key.kind]} array of {run.source(key.source).description}"
         for key in keys.values()
-        if file_features(key, run) is not None
+        if file_array(key, run) is not None
     }
 
 
 def uses_extractor(keys: Mapping[Any, InputKey], run: RunView) -> bool:
     """Whether any of one metric's input keys is produced by (or checked against) its
-    extractor, rather than read from a source's own ``features`` array."""
+    extractor, rather than read from a source's own ``features`` or ``logits`` array or from
+    a statistics file that names no extractor."""
     return any(
-        key.kind in EXTRACTED_KINDS and file_features(key, run) is None for key in keys.values()
+        key.kind in EXTRACTED_KINDS and key.extractor is not None and file_array(key, run) is None
+        for key in keys.values()
     )
+
+
+def _stats_of(key: InputKey, run: RunView) -> StatsFile | None:
+    """The statistics file that serves ``key``: one that names no extractor when the key
+    names none, else the one checked against the key's extractor."""
+    if key.extractor is None:
+        return file_stats(key, run)
+    return run.stats_file(key.source, key.extractor)
 
 
 def check_feature_widths(metric: str, keys: Mapping[Any, InputKey], run: RunView) -> None:
     """A metric that compares the samples' features with the reference's needs both of one
-    width: a source's own ``features`` array of another width than the other side (its own
-    array, or the extractor's output, which statistics files are checked against) is an
-    :class:`InputError` naming the file, before any work."""
+    width: a source's own ``features`` array, or a statistics file that names no extractor,
+    of another width than the other side (its own array or file, or the extractor's output,
+    which statistics files are checked against) is an :class:`InputError` naming the file
+    and both widths, before any work."""
     sides: dict[str, tuple[int, bool, str]] = {}
     for key in keys.values():
         if key.kind not in FEATURE_KINDS:
             continue
         whose = "samples'" if key.source == "samples" else f"{key.source}'s"
         carried = file_features(key, run)
+        description = quote(run.source(key.source).description)
+        stats = file_stats(key, run) if carried is None else None
         if carried is not None:
             width = int(carried.shape[1])
-            description = quote(run.source(key.source).description)
             said = f"the {whose} features array ({description}) is {width}-d"
+        elif stats is not None:
+            width = stats.dim
+            said = f"the {whose} statistics file ({description}) is {width}-d"
         else:
             plugin = run.extractor_plugin(key.extractor)
             width = int(plugin.outputs[plugin.feature_output])
             said = f"the {whose} features (extractor {key.extractor}) are {width}-d"
-        sides[key.source] = (width, carried is not None, said)
+        sides[key.source] = (width, carried is not None or stats is not None, said)
     if len(sides) < 2 or len({width for width, _, _ in sides.values()}) == 1:
         return
     ordered = sorted(sides.values(), key=lambda side: not side[1])  # a file first
@@ -202,7 +265,7 @@ class FeaturesProducer:
         resolved = run.source(key.source)
         if file_features(key, run) is not None:
             return
-        stats = run.stats_file(key.source, key.extractor)
+        stats = _stats_of(key, run)
         if stats is not None:
             if stats.features is None:
                 raise InputError(
@@ -210,7 +273,7 @@ class FeaturesProducer:
                     "requested metric needs (write it with `geneval stats --features`)"
                 )
             return
-        if not resolved.has_images and resolved.model is None:
+        if key.extractor is None or (not resolved.has_images and resolved.model is None):
             raise _no("hold no images or features", resolved, ", which a requested metric needs")
         output = run.extractor_plugin(key.extractor).feature_output
         run.plan_for(key.source).outputs.setdefault(key.extractor, set()).add(output)
@@ -219,7 +282,7 @@ class FeaturesProducer:
         carried = file_features(key, run)
         if carried is not None:
             return carried
-        stats = run.stats_file(key.source, key.extractor)
+        stats = _stats_of(key, run)
         if stats is not None:
             return torch.from_numpy(stats.features)
         output = run.extractor_plugin(key.extractor).feature_output
@@ -227,7 +290,11 @@ class FeaturesProducer:
 
 
 class LogitsProducer:
-    """``logits``: the extractor's classifier output (n, classes), float32 on the host."""
+    """``logits``: per-sample classifier logits (n, classes), float32 on the host.
+
+    From the source's own ``logits`` array (:func:`file_array`), or from the extractor's
+    classifier output during the pass.
+    """
 
     def _output(self, key: InputKey, run: RunView) -> str:
         plugin = run.extractor_plugin(key.extractor)
@@ -237,13 +304,18 @@ class LogitsProducer:
 
     def plan(self, key: InputKey, run: RunView) -> None:
         resolved = run.source(key.source)
-        if not resolved.has_images and resolved.model is None:
-            raise _no("hold no images", resolved, ", from which the logits are computed")
+        if file_array(key, run) is not None:
+            return
+        if key.extractor is None or (not resolved.has_images and resolved.model is None):
+            raise _no("hold no images or logits", resolved, ", from which the logits are computed")
         run.plan_for(key.source).outputs.setdefault(key.extractor, set()).add(
             self._output(key, run)
         )
 
     def produce(self, key: InputKey, run: RunView) -> torch.Tensor:
+        carried = file_array(key, run)
+        if carried is not None:
+            return carried
         return run.result(key.source).outputs[(key.extractor, self._output(key, run))]
 
 
@@ -254,9 +326,9 @@ class StatsProducer:
         resolved = run.source(key.source)
         if file_features(key, run) is not None:
             return
-        if run.stats_file(key.source, key.extractor) is not None:
+        if _stats_of(key, run) is not None:
             return
-        if not resolved.has_images and resolved.model is None:
+        if key.extractor is None or (not resolved.has_images and resolved.model is None):
             raise _no("hold no images or features", resolved, ", which a requested metric needs")
         output = run.extractor_plugin(key.extractor).feature_output
         run.plan_for(key.source).moments[key.extractor] = output
@@ -265,7 +337,7 @@ class StatsProducer:
         carried = file_features(key, run)
         if carried is not None:
             return FeatureStatistics.from_features(carried.to(run.device))
-        stats = run.stats_file(key.source, key.extractor)
+        stats = _stats_of(key, run)
         if stats is not None:
             return stats.statistics().to(run.device)
         return run.result(key.source).moments[key.extractor]

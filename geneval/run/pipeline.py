@@ -45,10 +45,11 @@ from geneval.run.inputs import (
     InputKey,
     RunInputs,
     check_feature_widths,
-    file_features,
+    file_array,
     input_key,
     needs_of,
     refuse_file_features,
+    served_by_files,
 )
 from geneval.run.resolve import (
     ResolvedSource,
@@ -302,7 +303,11 @@ class Run:
             return
         given = self.config.extractor_weights
         used = sorted(
-            {self._extractor(name) for name, needs in self.needs.items() if _uses_extractor(needs)}
+            {
+                self._extractor(name)
+                for name, needs in self.needs.items()
+                if _uses_extractor(needs) and not self._from_files(name, needs)
+            }
         )
         option = setting("extractor_weights")
         if isinstance(given, Mapping):
@@ -338,17 +343,29 @@ class Run:
             preflight(needed)
         self._weights_checked = True
 
+    def _from_files(self, metric: str, needs: Sequence[Need]) -> bool:
+        """Whether ``metric`` runs with no extractor at all: none is requested or required,
+        and every extracted input it needs comes from a file, a source's own ``features`` or
+        ``logits`` array or a statistics file that names no extractor
+        (:func:`geneval.run.inputs.served_by_files`)."""
+        if required_extractor(needs) is not None:
+            return False
+        return served_by_files([input_key(need, None) for need in needs], self.state)
+
     def _extracts(self, metric: str, needs: Sequence[Need]) -> bool:
-        """Whether ``metric``'s extractor will run: not when every extracted input it needs
-        comes from a source's own ``features`` array."""
+        """Whether ``metric``'s extractor will run: not when the metric runs with no extractor
+        (:meth:`_from_files`), nor when every extracted input it needs comes from a source's
+        own ``features`` or ``logits`` array."""
         if required_extractor(needs) is not None:
             return True
+        if self._from_files(metric, needs):
+            return False
         extractor = self._extractor(metric)
         for need in needs:
             key = input_key(need, extractor)
             if key.kind not in EXTRACTED_KINDS:
                 continue
-            if key.source not in self.state.sources or file_features(key, self.state) is None:
+            if key.source not in self.state.sources or file_array(key, self.state) is None:
                 return True
         return False
 
@@ -377,8 +394,11 @@ class Run:
         planned: dict[str, dict[tuple[str, str], InputKey]] = {}
         for name in names:
             needs = self.needs[name]
-            extractor = self._extractor(name) if _uses_extractor(needs) else None
-            if extractor is not None:
+            extractor = None
+            if _uses_extractor(needs) and self._from_files(name, needs):
+                self._plan.extractors[name] = None  # its inputs all come from files
+            elif _uses_extractor(needs):
+                extractor = self._extractor(name)
                 self._plan.extractors[name] = extractor
                 if required_extractor(needs) is not None:
                     load_required_extractor(name, extractor, self.state.extractor)

@@ -6,7 +6,8 @@ nowhere else:
 * a loaded model object (``GenerativeModel``), or a model family name with ``--model``;
 * an in-memory image tensor or array (uint8 or float in [0, 1], NCHW or NHWC);
 * a path: a statistics file (an ``.npz`` with ``mu`` and ``sigma``), an ``.npy``/``.npz``
-  array file (images and/or ``labels``, ``factors``, ``latents``, ``features``), or a folder;
+  array file (images and/or ``labels``, ``factors``, ``latents``, ``features``, ``logits``,
+  ``captions``), or a folder;
 * ``DATASET[:SPLIT]``, a registered dataset plugin (default split when none is given);
 * for the reference only, any other ``NAME[:SPLIT]`` is looked up as published statistics of
   the run's extractor (``FeatureExtractor.published_stats``), once the extractor is known.
@@ -17,7 +18,10 @@ the reference dataset's default extractor (or the samples' dataset's), else the 
 recorded in a reference statistics file, else the metric's own preference (``Need.extractor``),
 else the extractor plugin that declares itself the default (``default = True``). A required
 extractor that is not installed or fails to load is an :class:`InputError` naming the metric
-and the extractor (:func:`metric_extractor`, :func:`load_required_extractor`).
+and the extractor (:func:`metric_extractor`, :func:`load_required_extractor`). A metric
+whose extracted inputs all come from files (a source's ``features`` or ``logits`` array, a
+statistics file whose ``meta`` names no extractor) has no extractor, and the rule is not
+consulted (:func:`geneval.run.inputs.served_by_files`).
 """
 
 from __future__ import annotations
@@ -60,7 +64,8 @@ class ResolvedSource:
         return self.source is not None and self.source.has_images
 
     def carried(self, key: str) -> torch.Tensor | None:
-        """An array carried with the images (``labels``, ``factors``, ``latents``, ``features``)."""
+        """An array carried with the images (``labels``, ``factors``, ``latents``,
+        ``features``, ``logits``, ``captions``)."""
         return None if self.source is None else self.source.carried.get(key)
 
 

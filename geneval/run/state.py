@@ -38,7 +38,8 @@ class Plan:
     """The typed inputs of every metric of a run."""
 
     keys: dict[str, dict[tuple[str, str], InputKey]] = field(default_factory=dict)
-    extractors: dict[str, str] = field(default_factory=dict)  # metric → extractor
+    #: metric → extractor (``None``: every extracted input of the metric comes from a file)
+    extractors: dict[str, str | None] = field(default_factory=dict)
 
 
 def _read_by(resolved: ResolvedSource | None) -> SampleSource | StatsFile | None:

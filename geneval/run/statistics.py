@@ -4,8 +4,14 @@ of one source.
 The statistics are a run of the pipeline without a metric: the source is resolved as a run's
 samples, the extractor chosen by the run's one rule (:func:`geneval.run.resolve.extractor_for`),
 the running moments (and, with ``features=True``, the per-sample features) planned and
-collected in one pass, always from the images (never from a statistics file or a carried
-``features`` array).
+collected in one pass from the images (never from a statistics file).
+
+A source that carries its own ``features`` array (an ``.npz``) follows the one rule of
+precomputed features (``docs/contracts.md`` §4): no extractor takes part, the moments are
+those of the array (float64, about a shift, as for extracted features), and the file's
+``meta`` records ``features_from`` (the source) instead of an extractor, its weights and its
+resize convention; naming an extractor (or its weights, or a resize convention) together with
+such a source is an :class:`InputError`.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geneval.api import Need
-from geneval.errors import InputError
+from geneval.errors import InputError, setting
 from geneval.run.config import DEFAULTS, run_config
 from geneval.text import quote
 
@@ -77,6 +83,25 @@ def feature_statistics(
     run = Run(config, registry, needs={STATISTICS: needs})
     run.resolve("samples")
     resolved = run.state.source("samples")
+    carried = resolved.carried("features")
+    if carried is not None:
+        given = [
+            setting(name)
+            for name, value in (
+                ("extractor", extractor),
+                ("extractor_weights", extractor_weights),
+                ("resize", resize),
+            )
+            if value
+        ]
+        if given:
+            raise InputError(
+                f"{quote(resolved.description)} carries a 'features' array, on which no "
+                f"extractor runs, and {' and '.join(given)} {'was' if len(given) == 1 else 'were'}"
+                f" given: drop {'it' if len(given) == 1 else 'them'} to use the file's features, "
+                "or give the images without 'features' to extract them"
+            )
+        return _from_features(resolved.description, carried, output, features, force)
     if not resolved.has_images:
         raise InputError(f"{quote(resolved.description)} holds no images to extract features from")
     plan = run.plan()
@@ -107,6 +132,50 @@ def feature_statistics(
     )
     if output is not None and context().is_main:
         save_stats(output, moments, meta, features=kept, force=force)
+        found.path = Path(output)
+    return found
+
+
+def features_meta(source: str) -> dict[str, Any]:
+    """The provenance of statistics computed from a features array rather than by an
+    extractor: ``features_from`` (the source that carried the array), ``source`` and the
+    geneval version; no ``extractor``, ``output``, ``weights_sha256`` or ``resize``, since
+    none took part (a run that compares the file with extracted features warns that it
+    cannot check them)."""
+    from geneval import __version__
+
+    return {"features_from": source, "source": source, "geneval_version": __version__}
+
+
+def _from_features(
+    description: str,
+    carried: torch.Tensor,
+    output: str | Path | None,
+    keep: bool,
+    force: bool,
+) -> StatsFile:
+    """The statistics of a source's own ``features`` (n, d) array: μ and the unbiased Σ of
+    :class:`geneval.feature_stats.FeatureStatistics` (float64, about the first batch's mean,
+    here the whole array's), written to ``output`` when given (by rank 0 only)."""
+    from geneval.distributed import context
+    from geneval.feature_stats import FeatureStatistics, StatsFile, save_stats
+
+    if carried.shape[0] < 2:
+        raise InputError(
+            f"{quote(description)}: statistics need at least 2 feature vectors, found "
+            f"{carried.shape[0]}"
+        )
+    moments = FeatureStatistics.from_features(carried)
+    meta = features_meta(description)
+    found = StatsFile(
+        mu=moments.mean.cpu().numpy(),
+        sigma=moments.cov.cpu().numpy(),
+        n=moments.n,
+        meta=meta,
+        features=carried.cpu().numpy() if keep else None,
+    )
+    if output is not None and context().is_main:
+        save_stats(output, moments, meta, features=carried if keep else None, force=force)
         found.path = Path(output)
     return found
 

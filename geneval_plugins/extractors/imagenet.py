@@ -80,7 +80,9 @@ def preprocess_imagenet(
     """
     levels = quantize_to_uint8_levels(images)
     if convention == "tf1":
-        resized = resize_bilinear_tf1(levels, (size, size))
+        # contiguous NCHW, as torch-fidelity's extractors feed their networks: the memory
+        # format chooses the convolution's summation order
+        resized = resize_bilinear_tf1(levels, (size, size)).contiguous()
         mean = tuple(255 * m for m in IMAGENET_MEAN)
         std = tuple(255 * s for s in IMAGENET_STD)
         return _normalize(resized, mean, std)

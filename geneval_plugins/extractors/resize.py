@@ -84,6 +84,11 @@ def resize_bilinear_tf1(images: torch.Tensor, size: tuple[int, int]) -> torch.Te
         Float tensor (N, C, H, W) on any scale.
     size
         Output ``(height, width)``.
+
+    Returns
+    -------
+    torch.Tensor
+        (N, C, height, width) float32 with channels-last strides, as the network reads it.
     """
     import torch
 
@@ -100,14 +105,17 @@ def resize_bilinear_tf1(images: torch.Tensor, size: tuple[int, int]) -> torch.Te
 
     x_lo, x_hi, dx = axis(in_w, out_w)
     y_lo, y_hi, dy = axis(in_h, out_h)
-    top = x.index_select(2, y_lo)
-    bottom = x.index_select(2, y_hi)
-    top_left, top_right = top.index_select(3, x_lo), top.index_select(3, x_hi)
-    bottom_left, bottom_right = bottom.index_select(3, x_lo), bottom.index_select(3, x_hi)
-    dx = dx.view(1, 1, 1, out_w)
-    upper = top_left + (top_right - top_left) * dx
-    lower = bottom_left + (bottom_right - bottom_left) * dx
-    return upper + (lower - upper) * dy.view(1, 1, out_h, 1)
+    # Channels last (N, H, W, C): the output is then the layout the network convolves, and
+    # the permuted view below costs no copy.
+    nhwc = x.permute(0, 2, 3, 1)
+    # Along the width on the input's rows only (H_in × W_out), then gather the two rows of
+    # each output row: the same operations on the same values as interpolating every output
+    # row from its four corner pixels, so bit for bit the same result.
+    left, right = nhwc.index_select(2, x_lo), nhwc.index_select(2, x_hi)
+    rows = left.add_(right.sub_(left).mul_(dx.view(1, 1, out_w, 1)))
+    upper, lower = rows.index_select(1, y_lo), rows.index_select(1, y_hi)
+    out = lower.sub_(upper).mul_(dy.view(1, out_h, 1, 1)).add_(upper)
+    return out.permute(0, 3, 1, 2)
 
 
 def resize_bilinear_torch(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -276,7 +284,7 @@ def resize_for_inception(
     out = (size, size)
     if convention == "tf1":
         resized = resize_bilinear_tf1(quantize_to_uint8_levels(images), out)
-        return (resized - 128.0) / 128.0
+        return resized.sub_(128.0).div_(128.0)
     if convention == "pytorch-fid":
         return 2.0 * resize_bilinear_torch(images, out) - 1.0
     resized = resize_bicubic_pil(quantize_to_uint8_levels(images), out).clamp_(0.0, 255.0)

@@ -16,10 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from geneval_plugins.models.diffusion_schedules import SCHEDULES
+
+if TYPE_CHECKING:
+    from geneval.plugin import ProbabilityFlowSDE
 
 #: An ε-predictor: ``eps(x_t, t)`` with integer timesteps ``t`` in 1..T, one per image.
 EpsPredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -378,3 +382,45 @@ def image_elbo(
         bins=bins,
     )
     return -bound.total
+
+
+# -- the probability-flow SDE of a linear β schedule -------------------------------------------
+
+
+def linear_vp_sde(betas: torch.Tensor) -> ProbabilityFlowSDE | None:
+    """The VP SDE of a linear discrete schedule (capability ``probability_flow``), else None.
+
+    The discrete β_i = β_1 + (β_T − β_1)(i − 1)/(T − 1) are a VP SDE with β(t) linear from
+    T·β_1 to T·β_T over t ∈ [0, 1] (Song et al. 2021, App. B: β_min = 0.1, β_max = 20 for Ho et
+    al.'s 1e-4, 0.02 and T = 1000); t runs from 1e-5 to 1 and images y ↦ 2y − 1. Other
+    schedules (cosine) have no such form here.
+    """
+    from geneval.plugin import ProbabilityFlowSDE
+
+    # linear to the rounding of the type the schedule was made in (diffusers: float32)
+    rtol = 1e-9 if betas.dtype == torch.float64 else 8 * torch.finfo(betas.dtype).eps
+    betas = betas.to(torch.float64).cpu()
+    steps = betas.numel()
+    if steps < 2:
+        return None
+    line = torch.linspace(float(betas[0]), float(betas[-1]), steps, dtype=torch.float64)
+    if not torch.allclose(betas, line, rtol=rtol, atol=1e-12):
+        return None
+    return ProbabilityFlowSDE(
+        "vp",
+        beta_min=steps * float(betas[0]),
+        beta_max=steps * float(betas[-1]),
+        eps=1e-5,
+        t_end=1.0,
+        data_scale=2.0,
+        data_shift=-1.0,
+    )
+
+
+def vp_score(eps: torch.Tensor, t: torch.Tensor, sde: ProbabilityFlowSDE) -> torch.Tensor:
+    """The score of a VP SDE from an ε-prediction at continuous times t (N,):
+    s = −ε/√(1 − α(t)²), log α(t) = −¼t²(β_max − β_min) − ½t β_min (Song et al. 2021, App. B)."""
+    t = t.to(eps.dtype)
+    log_alpha = -0.25 * t**2 * (sde.beta_max - sde.beta_min) - 0.5 * t * sde.beta_min
+    std = (-torch.expm1(2 * log_alpha)).sqrt().reshape(-1, *([1] * (eps.ndim - 1)))
+    return -eps / std

@@ -20,9 +20,19 @@ def _as_float64(x: ArrayLike, device: torch.device, name: str, ndim: int) -> tor
     t = torch.as_tensor(x).to(device=device, dtype=torch.float64)
     if t.ndim != ndim:
         raise InputError(f"frechet_distance: {name} must be {ndim}-D, got shape {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
+    # A finite sum means every entry is finite (inf and nan propagate, inf − inf is nan): the
+    # entry-wise check, a d × d boolean temporary, runs only when the sum is not finite.
+    if not (bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())):
         raise InputError(f"frechet_distance: {name} contains non-finite values")
     return t
+
+
+def _symmetrised(sigma: torch.Tensor) -> torch.Tensor:
+    """``(Σ + Σᵀ) / 2`` with one d × d temporary (halving is exact: the same bits as the
+    division)."""
+    out = sigma + sigma.T
+    out.mul_(0.5)
+    return out
 
 
 def _psd_sqrt(sigma: torch.Tensor) -> torch.Tensor:
@@ -39,7 +49,7 @@ def _sum_sqrt_eigvalsh(m: torch.Tensor, dim: int) -> torch.Tensor:
     so every route applies the same floor to the same non-zero spectrum."""
     import torch
 
-    eig = torch.linalg.eigvalsh((m + m.T) / 2)
+    eig = torch.linalg.eigvalsh(m)  # reads one triangle: M is symmetric up to round-off
     floor = dim * torch.finfo(torch.float64).eps * eig.abs().max()
     eig = torch.where(eig > floor, eig, torch.zeros_like(eig))
     return eig.sqrt().sum()
@@ -58,8 +68,28 @@ def trace_sqrt_product(sigma1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tens
 
     factor, info = torch.linalg.cholesky_ex(sigma1)
     if int(info) != 0:
-        factor = _psd_sqrt(sigma1)
-    return _sum_sqrt_eigvalsh(factor.T @ sigma2 @ factor, sigma1.shape[0])
+        root = _psd_sqrt(sigma1)
+        return _sum_sqrt_eigvalsh(root.T @ sigma2 @ root, sigma1.shape[0])
+    return _sum_sqrt_eigvalsh(_triangular_congruence(factor, sigma2), sigma1.shape[0])
+
+
+def _triangular_congruence(lower: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``Lᵀ Σ L`` for a lower-triangular ``L`` (float64).
+
+    On the CPU, by two triangular products (BLAS ``dtrmm``: ``B = Σ L``, then ``Lᵀ B``), half
+    the floating-point work of two general products; elsewhere by torch's products.
+    """
+    import torch
+
+    if lower.device.type != "cpu" or lower.dtype != torch.float64:
+        return lower.T @ sigma @ lower
+    import numpy as np
+    from scipy.linalg.blas import dtrmm
+
+    factor = np.asfortranarray(lower.numpy())
+    right = dtrmm(1.0, factor, np.asfortranarray(sigma.numpy()), side=1, lower=1)
+    both = dtrmm(1.0, factor, right, side=0, lower=1, trans_a=1, overwrite_b=1)
+    return torch.from_numpy(both)
 
 
 def trace_sqrt_product_small(factor1: torch.Tensor, sigma2: torch.Tensor) -> torch.Tensor:
@@ -172,7 +202,8 @@ def frechet_distance(
     The Cholesky and small-side routes are about an order of magnitude faster than
     ``scipy.linalg.sqrtm(Σ₁Σ₂)`` (used by pytorch-fid and TTUR; it can return complex values
     for rank-deficient covariances), the d × d eigen fallback only a few times
-    (``bench/bench_frechet.py``); with fewer samples than dimensions, pass the factors.
+    (``bench/bench_frechet.py``); with fewer samples than dimensions, pass the factors (the
+    ``fid`` metric does so whenever its statistics kept their rows, n ≤ d).
     To match those tools, compute μ and Σ (unbiased, ``numpy.cov``) of the 2048-d pool3
     Inception features.
 
@@ -199,7 +230,7 @@ def frechet_distance(
             f"sigma1 {tuple(s1.shape)}, "
             f"mu2 {tuple(m2.shape)}, sigma2 {tuple(s2.shape)}"
         )
-    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
+    s1, s2 = _symmetrised(s1), _symmetrised(s2)
     f1 = None if factor1 is None else _checked_factor(factor1, s1, device, "factor1")
     f2 = None if factor2 is None else _checked_factor(factor2, s2, device, "factor2")
     small1 = f1 is not None and f1.shape[0] <= d
@@ -243,7 +274,12 @@ class FrechetInceptionDistance:
     min_samples = 2048
 
     def compute(self, inputs: MetricInputs) -> Mapping[str, Any]:
-        """``{"value": FID, "n_samples", "n_reference"}`` from the runner's running sums."""
+        """``{"value": FID, "n_samples", "n_reference"}`` from the runner's running moments.
+
+        A side whose statistics kept their rows (n ≤ d) passes its centred factor
+        (:meth:`~geneval.feature_stats.FeatureStatistics.covariance_factor`) to
+        :func:`frechet_distance`, which then takes the small-side route.
+        """
         samples = inputs.stats("samples").to(inputs.device)
         reference = inputs.stats("reference").to(inputs.device)
         for source, stats in (("samples", samples), ("reference", reference)):
@@ -251,7 +287,16 @@ class FrechetInceptionDistance:
                 raise InputError(
                     f"fid needs at least 2 {source} to estimate a covariance, got {stats.n}"
                 )
-        value = frechet_distance(samples.mean, samples.cov, reference.mean, reference.cov)
+        # Statistics that kept their rows (n ≤ d) give the centred factor: the trace term
+        # then comes from the n × n side, equal to the d × d eigen route to round-off.
+        value = frechet_distance(
+            samples.mean,
+            samples.cov,
+            reference.mean,
+            reference.cov,
+            factor1=samples.covariance_factor(),
+            factor2=reference.covariance_factor(),
+        )
         return {
             "value": value,
             "n_samples": samples.n if samples.count_known else None,

@@ -32,12 +32,17 @@ and every radius (the ``k + RADIUS_MARGIN`` nearest candidates of each point), i
 again in float64 as ``Σ (x − y)²``. Ties are therefore decided as exact arithmetic decides them,
 as ``prdc`` (float64 distances) does, and no longer by the round-off of one matrix product.
 
-Memory stays at one block of at most ``block`` rows and :data:`MAX_BLOCK_ELEMENTS` distances,
-whatever n (never an n × n matrix), on the features' device. The radii come from one pass over
-each set that keeps each point's nearest candidates (:func:`nearest_neighbour_radii`; the set's
-distance matrix is symmetric, so each block of rows is only compared with itself and the rows
-after it); every metric then reads its own k-th radius. One pass over the sample × reference
-blocks then decides all four metrics at once (:func:`manifold_metrics`).
+Memory stays at one block of at most ``block`` rows (:data:`CROSS_BLOCKS` ``× block`` in the
+precision/recall pass) and :data:`MAX_BLOCK_ELEMENTS` distances, whatever n (never an n × n
+matrix), on the features' device; each pass reuses one buffer for its blocks. The radii come
+from one pass over each set that keeps each point's nearest candidates
+(:func:`nearest_neighbour_radii`; the set's distance matrix is symmetric, so each block of rows
+is only compared with itself and the rows after it, and of its diagonal tile only three
+quarters are multiplied); every metric then reads its own k-th radius. One pass over the
+sample × reference blocks then decides all the metrics asked at once (:func:`manifold_metrics`).
+Precision and recall alone need no per-entry test: one product per block, whose row minima
+decide precision and column minima recall (:func:`_precision_recall`); density counts entries,
+so with density or coverage every entry is compared with its ball.
 
 References
 ----------
@@ -51,7 +56,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from geneval.plugin import InputError, MetricInputs, Need, Option, progress_bar
 
@@ -75,6 +80,10 @@ _RADII_OF = {
 #: symmetric self-distance matrix; more rows keep a GPU busy).
 CPU_BLOCK = 1024
 GPU_BLOCK = 4096
+#: The fused precision/recall pass (:func:`_precision_recall`) takes this many blocks of rows
+#: at once (still at most :data:`MAX_BLOCK_ELEMENTS` distances): it keeps no per-entry mask,
+#: and larger products repack the reference's operand less often.
+CROSS_BLOCKS = 4
 #: At most this many distances in one block: 256 MiB of float32.
 MAX_BLOCK_ELEMENTS = 1 << 26
 #: Each point's radius is re-measured in float64 among its ``k + RADIUS_MARGIN`` nearest
@@ -84,7 +93,8 @@ RADIUS_MARGIN = 4
 #: re-measured in float64. The round-off of the matrix-product form after the shift is at
 #: most ``d · 2⁻²⁴`` of that sum and in practice a few ``2⁻²⁴`` (at most 5 · 2⁻²⁴ measured on
 #: 2048-d ReLU features); 2⁻¹⁶ = 256 · 2⁻²⁴ covers the worst case up to d = 256 and the
-#: measured one fifty times over.
+#: measured one fifty times over. The precision/recall pass sums the squared radii into the same
+#: float32 expressions, so its bound also counts them among the magnitudes (``‖x‖² + ‖y‖² + r²``).
 FLOAT32_BAND = 2.0**-16
 #: Per-metric default of the ``boundary`` option: the convention of each metric's paper's code.
 DEFAULT_BOUNDARY = {
@@ -141,12 +151,20 @@ def pairwise_distances(
 
 
 def _squared_distances(
-    x: torch.Tensor, y: torch.Tensor, x_sq: torch.Tensor, y_sq: torch.Tensor
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_sq: torch.Tensor,
+    y_sq: torch.Tensor,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``‖x_i‖² + ‖y_j‖² − 2 x_iᵀy_j`` (m, n), float32, not clamped (may be slightly < 0)."""
+    """``‖x_i‖² + ‖y_j‖² − 2 x_iᵀy_j`` (m, n), float32, not clamped (may be slightly < 0).
+
+    ``out``, an (m, n) view of a buffer kept across blocks, receives it: a fresh allocation
+    per block costs its page faults again (13–20 % of the product's time measured on a CPU).
+    """
     import torch
 
-    return torch.addmm(y_sq.unsqueeze(0), x, y.T, alpha=-2.0).add_(x_sq.unsqueeze(1))
+    return torch.addmm(y_sq.unsqueeze(0), x, y.T, alpha=-2.0, out=out).add_(x_sq.unsqueeze(1))
 
 
 def _squared_norms(x: torch.Tensor) -> torch.Tensor:
@@ -228,8 +246,10 @@ def nearest_neighbour_radii(
     are exact unless more than :data:`RADIUS_MARGIN` points lie within float32 round-off of
     one. The n
     × n distance matrix is symmetric: the distances of a block of rows ``I`` to the rows from
-    ``I`` on are computed once and serve the rows of ``I`` and, by columns, the later rows,
-    which costs about ``(T + 1) / (2T)`` of the full matrix for ``T`` blocks.
+    ``I`` on are computed once and serve the rows of ``I`` and, by columns, the later rows; of
+    the diagonal tile ``I × I`` three quarters are multiplied (:func:`_symmetric_block`), which
+    costs about ``(2T + 1) / (4T)`` of the full matrix for ``T`` blocks (``(T + 1) / (2T)``
+    for blocks below :data:`SPLIT_DIAGONAL_ROWS` rows).
     """
     import torch
 
@@ -240,9 +260,36 @@ def nearest_neighbour_radii(
     n = x.shape[0]
     if not 1 <= k < n:
         raise InputError(f"k={k} must be at least 1 and below the number of feature vectors {n}")
-    shifted = x - x.double().mean(dim=0).float()
+    shifted = x - (x.sum(dim=0, dtype=torch.float64) / n).float()
     radii = _Radii(shifted, _squared_norms(shifted), k, block or default_block(device), x)
     return torch.stack([radii.exact(m) for m in range(1, k + 1)], dim=1).sqrt_()
+
+
+#: A diagonal block of at least this many rows is computed as three products (see
+#: :func:`_symmetric_block`); below it, as one.
+SPLIT_DIAGONAL_ROWS = 128
+
+
+def _symmetric_block(
+    x: torch.Tensor, x_sq: torch.Tensor, i0: int, i1: int, out: torch.Tensor
+) -> torch.Tensor:
+    """Squared distances of the rows ``i0 … i1 − 1`` of ``x`` to the rows from ``i0`` on, into
+    ``out`` (i1 − i0, n − i0), by :func:`_squared_distances`.
+
+    The diagonal tile ``I × I`` is symmetric: with ``I = A ∪ B`` (two halves) only ``A × I``
+    and ``B × B`` are multiplied, and ``B × A`` is ``(A × B)ᵀ`` copied, which saves a quarter
+    of the tile's products.
+    """
+    b = i1 - i0
+    if b < SPLIT_DIAGONAL_ROWS:
+        return _squared_distances(x[i0:i1], x[i0:], x_sq[i0:i1], x_sq[i0:], out=out)
+    h = i0 + b // 2
+    if i1 < x.shape[0]:
+        _squared_distances(x[i0:i1], x[i1:], x_sq[i0:i1], x_sq[i1:], out=out[:, b:])
+    _squared_distances(x[i0:h], x[i0:i1], x_sq[i0:h], x_sq[i0:i1], out=out[: h - i0, :b])
+    _squared_distances(x[h:i1], x[h:i1], x_sq[h:i1], x_sq[h:i1], out=out[h - i0 :, h - i0 : b])
+    out[h - i0 :, : h - i0].copy_(out[: h - i0, h - i0 : b].T)
+    return out
 
 
 class _Radii:
@@ -266,10 +313,11 @@ class _Radii:
         parts = _row_blocks(n, n, block)
         best = torch.full((n, keep), math.inf, device=x.device)
         index = torch.zeros((n, keep), dtype=torch.int64, device=x.device)
+        buffer = torch.empty((max(i1 - i0 for i0, i1 in parts), n), device=x.device)
         with progress_bar(len(parts), "nearest neighbours", "blocks") as bar:
             for i0, i1 in parts:
                 # Rows I against themselves and every later row.
-                d = _squared_distances(x[i0:i1], x[i0:], x_sq[i0:i1], x_sq[i0:])
+                d = _symmetric_block(x, x_sq, i0, i1, buffer[: i1 - i0, : n - i0])
                 d[:, : i1 - i0].fill_diagonal_(math.inf)
                 values, where = d.topk(min(keep, d.shape[1]), dim=1, largest=False)
                 best[i0:i1], index[i0:i1] = _merge_smallest(
@@ -350,6 +398,138 @@ def _inside(
     return inside
 
 
+class _Sets(NamedTuple):
+    """Both feature sets: shifted float32 (``s``, ``r``), their squared norms, and as given."""
+
+    s: torch.Tensor
+    r: torch.Tensor
+    s_sq: torch.Tensor
+    r_sq: torch.Tensor
+    given_s: torch.Tensor
+    given_r: torch.Tensor
+
+
+def _precision_recall(
+    sets: _Sets,
+    k: Mapping[str, int],
+    closed: Mapping[str, bool],
+    radii: Mapping[str, _Radii | None],
+    approx: Mapping[str, torch.Tensor],
+    band: Mapping[str, torch.Tensor],
+    parts: list[tuple[int, int]],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Precision's and recall's decisions (n_s,) and (n_r,) from one product per block.
+
+    Sample ``j`` is in the reference manifold iff ``min_i (d²_ji − R²_i) ≤ 0`` (``< 0`` for an
+    open ball), reference point ``i`` in the samples' iff ``min_j (d²_ji − ρ²_j) ≤ 0``, with
+    ``R`` and ``ρ`` the reference's and the samples' radii. Each block is one product
+    ``G = (‖r_i‖² − R²_i) − 2 s_jᵀr_i`` (the column term as the product's bias): its row
+    minimum plus ``‖s_j‖²`` is precision's ``min_i (d²_ji − R²_i)``; after adding
+    ``‖s_j‖² − ρ²_j`` to its rows in place, its column minimum, kept over the blocks, plus
+    ``R²_i`` is recall's: three passes over the block after the product, no elementwise
+    mask. A minimum farther from 0 than the round-off bound of every entry it was taken over
+    (the radii's :meth:`_Radii.error` plus :data:`FLOAT32_BAND` times the magnitudes summed,
+    ``‖s_j‖² + ‖r_i‖² + R²_i + ρ²_j``) decides the row or column as exact arithmetic does; the
+    rare rows and columns within it are measured again entry by entry as
+    :func:`manifold_metrics` does for every metric (:func:`_inside`).
+    """
+    import torch
+
+    s, r, s_sq, r_sq, given_s, given_r = sets
+    n_s, n_r = s.shape[0], r.shape[0]
+    device = s.device
+    in_reference = torch.zeros(n_s, dtype=torch.bool, device=device)
+    in_samples = torch.zeros(n_r, dtype=torch.bool, device=device)
+    bias, r_terms = r_sq, r_sq.double()
+    if "precision" in k:
+        balls = radii["precision"]
+        assert balls is not None
+        big_r = approx["precision"]
+        bias, r_terms = r_sq - big_r, r_terms + big_r.double()
+        row_bound = (balls.error(k["precision"]) + r_terms * FLOAT32_BAND).max()
+        row_bound = row_bound + s_sq.double() * FLOAT32_BAND  # (n_s,)
+        undecided_rows = []
+    if "recall" in k:
+        balls = radii["recall"]
+        assert balls is not None
+        small_r = approx["recall"]
+        row_shift = s_sq - small_r
+        s_terms = s_sq.double() + small_r.double()
+        col_bound = (balls.error(k["recall"]) + s_terms * FLOAT32_BAND).max()
+        col_bound = col_bound + r_terms * FLOAT32_BAND  # (n_r,)
+        col_min = torch.full((n_r,), math.inf, device=device)
+    buffer = torch.empty((max(i1 - i0 for i0, i1 in parts), n_r), device=device)
+    with progress_bar(len(parts), "manifold comparisons", "blocks") as bar:
+        for i0, i1 in parts:
+            g = torch.addmm(bias.unsqueeze(0), s[i0:i1], r.T, alpha=-2.0, out=buffer[: i1 - i0])
+            if "precision" in k:
+                low = g.amin(dim=1).add_(s_sq[i0:i1]).double()
+                bound = row_bound[i0:i1]
+                in_reference[i0:i1] = low < -bound
+                undecided_rows.append((low.abs() <= bound).nonzero().squeeze(1) + i0)
+            if "recall" in k:
+                torch.minimum(col_min, g.add_(row_shift[i0:i1, None]).amin(dim=0), out=col_min)
+            bar.update(1)
+    chunk = max(1, MAX_BLOCK_ELEMENTS // max(n_r, n_s))
+    if "precision" in k:
+        balls, rank = radii["precision"], k["precision"]
+        assert balls is not None
+        rows = torch.cat(undecided_rows)
+        for c0 in range(0, rows.numel(), chunk):
+            these = rows[c0 : c0 + chunk]
+
+            def exact_rows(
+                i: torch.Tensor,
+                j: torch.Tensor,
+                these: torch.Tensor = these,
+                balls: _Radii = balls,  # type: ignore[assignment]
+                rank: int = rank,
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+                e = exact_squared_distances(given_s, given_r, these[i], j)
+                return e, balls.exact(rank, j)
+
+            d = _squared_distances(s[these], r, s_sq[these], r_sq)
+            inside = _inside(
+                d,
+                approx["precision"][None, :],
+                band["precision"][None, :],
+                closed["precision"],
+                exact_rows,
+            )
+            in_reference[these] = inside.any(dim=1)
+    if "recall" in k:
+        balls, rank = radii["recall"], k["recall"]
+        assert balls is not None
+        low = col_min.double()
+        if "precision" in k:
+            low += approx["precision"].double()
+        in_samples = low < -col_bound
+        cols = (low.abs() <= col_bound).nonzero().squeeze(1)
+        for c0 in range(0, cols.numel(), chunk):
+            these = cols[c0 : c0 + chunk]
+
+            def exact_cols(
+                i: torch.Tensor,
+                j: torch.Tensor,
+                these: torch.Tensor = these,
+                balls: _Radii = balls,  # type: ignore[assignment]
+                rank: int = rank,
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+                e = exact_squared_distances(given_s, given_r, i, these[j])
+                return e, balls.exact(rank, i)
+
+            d = _squared_distances(s, r[these], s_sq, r_sq[these])
+            inside = _inside(
+                d,
+                approx["recall"][:, None],
+                band["recall"][:, None],
+                closed["recall"],
+                exact_cols,
+            )
+            in_samples[these] = inside.any(dim=0)
+    return in_reference, in_samples
+
+
 def manifold_metrics(
     samples: ArrayLike,
     reference: ArrayLike,
@@ -364,7 +544,9 @@ def manifold_metrics(
     See the module docstring for the definitions. Radii come from one
     :func:`nearest_neighbour_radii` pass per set up to the largest k that reads that set's
     radii (the reference's for precision, density and coverage, the samples' for recall);
-    then one pass over the sample × reference distance blocks decides every metric.
+    then one pass over the sample × reference distance blocks decides every metric: by row and
+    column minima of one product per block when only precision and recall are asked
+    (:func:`_precision_recall`), else by comparing every distance with its ball.
 
     Parameters
     ----------
@@ -380,7 +562,8 @@ def manifold_metrics(
     device
         Where to compute; default the device of ``samples`` when it is a tensor, else the CPU.
     block
-        Rows per distance block (default :func:`default_block`).
+        Rows per distance block (default :func:`default_block`); the precision/recall
+        pass takes :data:`CROSS_BLOCKS` of them at once.
 
     Returns
     -------
@@ -430,7 +613,7 @@ def manifold_metrics(
     # Distances do not depend on a common shift; the float32 norms lose less to it. The exact
     # re-measurements read the features as given (the float32 shift rounds them).
     given_s, given_r = s, r
-    shift = r.double().mean(dim=0).float()
+    shift = (r.sum(dim=0, dtype=torch.float64) / n_r).float()
     s, r = s - shift, r - shift
     block = block or default_block(device)
     s_sq, r_sq = _squared_norms(s), _squared_norms(r)
@@ -454,36 +637,50 @@ def manifold_metrics(
     balls_holding = torch.zeros((), dtype=torch.int64, device=device)  # density
     covered = torch.zeros(n_r, dtype=torch.bool, device=device)  # coverage
     parts = _row_blocks(n_s, n_r, block)
-    with progress_bar(len(parts), "manifold comparisons", "blocks") as bar:
-        for i0, i1 in parts:
-            # (samples of the block, every reference point)
-            d = _squared_distances(s[i0:i1], r, s_sq[i0:i1], r_sq)
-            for name, rank in k.items():
-                balls = radii[name]
+    if set(k) <= {"precision", "recall"}:
+        in_reference, in_samples = _precision_recall(
+            _Sets(s, r, s_sq, r_sq, given_s, given_r),
+            k,
+            closed,
+            radii,
+            approx,
+            band,
+            _row_blocks(n_s, n_r, CROSS_BLOCKS * block),
+        )
+    else:
+        buffer = torch.empty((max(i1 - i0 for i0, i1 in parts), n_r), device=device)
+        with progress_bar(len(parts), "manifold comparisons", "blocks") as bar:
+            for i0, i1 in parts:
+                # (samples of the block, every reference point)
+                d = _squared_distances(s[i0:i1], r, s_sq[i0:i1], r_sq, out=buffer[: i1 - i0])
+                for name, rank in k.items():
+                    balls = radii[name]
 
-                def exact(
-                    rows: torch.Tensor,
-                    cols: torch.Tensor,
-                    i0: int = i0,
-                    balls: _Radii = balls,  # type: ignore[assignment]
-                    rank: int = rank,
-                    on_rows: bool = name == "recall",
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-                    e = exact_squared_distances(given_s, given_r, rows + i0, cols)
-                    return e, balls.exact(rank, rows + i0 if on_rows else cols)
+                    def exact(
+                        rows: torch.Tensor,
+                        cols: torch.Tensor,
+                        i0: int = i0,
+                        balls: _Radii = balls,  # type: ignore[assignment]
+                        rank: int = rank,
+                        on_rows: bool = name == "recall",
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                        e = exact_squared_distances(given_s, given_r, rows + i0, cols)
+                        return e, balls.exact(rank, rows + i0 if on_rows else cols)
 
-                if name == "recall":
-                    ball, width = approx[name][i0:i1, None], band[name][i0:i1, None]
-                    in_samples |= _inside(d, ball, width, closed[name], exact).any(dim=0)
-                    continue
-                inside = _inside(d, approx[name][None, :], band[name][None, :], closed[name], exact)
-                if name == "precision":
-                    in_reference[i0:i1] = inside.any(dim=1)
-                elif name == "density":
-                    balls_holding += inside.sum()
-                else:
-                    covered |= inside.any(dim=0)
-            bar.update(1)
+                    if name == "recall":
+                        ball, width = approx[name][i0:i1, None], band[name][i0:i1, None]
+                        in_samples |= _inside(d, ball, width, closed[name], exact).any(dim=0)
+                        continue
+                    inside = _inside(
+                        d, approx[name][None, :], band[name][None, :], closed[name], exact
+                    )
+                    if name == "precision":
+                        in_reference[i0:i1] = inside.any(dim=1)
+                    elif name == "density":
+                        balls_holding += inside.sum()
+                    else:
+                        covered |= inside.any(dim=0)
+                bar.update(1)
     out: dict[str, float] = {}
     for name in k:
         if name == "precision":
@@ -667,6 +864,7 @@ class ManifoldMetric:
 
 __all__ = [
     "CPU_BLOCK",
+    "CROSS_BLOCKS",
     "DEFAULT_BOUNDARY",
     "GPU_BLOCK",
     "MANIFOLD_METRICS",

@@ -27,6 +27,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import numpy as np
 import torch
 from diffusers import DiffusionPipeline
 
-from geneval.plugin import InputError, Option, quote
+from geneval.plugin import InputError, Option, ProbabilityFlowSDE, quote
 from geneval_plugins.models.diffusers_pipelines.schedulers import SCALED_INPUT, SCHEDULERS
 
 #: Weight files that unpickle when loaded: never read.
@@ -392,7 +393,8 @@ class DiffusersDDPMModel(DiffusersModel):
     of the bundled ``ddpm`` (capability ``elbo``, for the ``nll`` metric): the same code,
     :func:`~geneval_plugins.models.gaussian_diffusion.image_elbo`, on the
     pipeline's trained β schedule (its own scheduler's ``betas``, whatever ``--sampler`` swaps
-    in) and its UNet.
+    in) and its UNet; and, for a linear schedule, the probability-flow ODE of its VP SDE
+    (capability ``probability_flow``, for ``ode_ll``), as the bundled ``ddpm`` offers it.
 
     Ho et al. (2020), eq. 5: L_T + Σ_{t=2}^T KL(q(x_{t−1}|x_t, x_0) ‖ p_θ(x_{t−1}|x_t)) + L_0
     with the discretised Gaussian decoder of eq. 13, data x ∈ [0, 1] mapped to 2x − 1 as the
@@ -408,11 +410,35 @@ class DiffusersDDPMModel(DiffusersModel):
         from geneval_plugins.models.gaussian_diffusion import GaussianDiffusion
 
         self.elbo_options = ELBO_OPTIONS
-        self.diffusion = GaussianDiffusion(pipe.scheduler.betas.detach().to(torch.float64).cpu())
+        #: the trained schedule as the pipeline made it (float32 in diffusers)
+        self.trained_betas = pipe.scheduler.betas.detach().cpu()
+        self.diffusion = GaussianDiffusion(self.trained_betas.to(torch.float64))
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         unet = self.pipe.unet
         return unet(x.to(unet.dtype), (t - 1).to(x.device)).sample.to(x.dtype)
+
+    @cached_property
+    def probability_flow(self) -> ProbabilityFlowSDE | None:
+        """The VP SDE of the pipeline's trained β schedule when it is linear
+        (:func:`~geneval_plugins.models.gaussian_diffusion.linear_vp_sde`), else ``None``."""
+        from geneval_plugins.models.gaussian_diffusion import linear_vp_sde
+
+        return linear_vp_sde(self.trained_betas)
+
+    def flow_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """s_θ(x, t) = −ε_θ(x, (T − 1)·t)/√(1 − α(t)²) for x in [−1, 1] and continuous t (N,):
+        the UNet counts timesteps 0..T − 1, so t ∈ [0, 1] maps to (T − 1)·t, as score_sde's
+        ``get_score_fn`` labels the DDPM checkpoints it ships; differentiable in x."""
+        from geneval_plugins.models.gaussian_diffusion import vp_score
+
+        sde = self.probability_flow
+        if sde is None:
+            raise InputError("diffusers: this pipeline's schedule has no probability-flow SDE")
+        unet = self.pipe.unet
+        label = t.to(x.dtype) * (self.diffusion.num_timesteps - 1)
+        eps = unet(x.to(unet.dtype), label.to(x.device)).sample.to(x.dtype)
+        return vp_score(eps, t, sde)
 
     @torch.no_grad()
     def elbo(
@@ -446,8 +472,62 @@ class DiffusersDDPMModel(DiffusersModel):
         )
 
 
+# -- the probability flow of score-predicting VE pipelines (NCSN++) ----------------------------
+
+
+def offers_ve_score(pipe: Any) -> bool:
+    """Whether the pipeline is a pixel-space VE score model whose probability flow geneval
+    solves: a ``UNet2DModel`` with the Fourier noise-level embedding (NCSN++: it is called with
+    σ and returns the score, its output divided by σ) driven by a ``ScoreSdeVeScheduler``,
+    with no autoencoder."""
+    unet = getattr(pipe, "unet", None)
+    scheduler = getattr(pipe, "scheduler", None)
+    if unet is None or type(unet).__name__ != "UNet2DModel" or scheduler is None:
+        return False
+    if getattr(pipe, "vae", None) is not None or getattr(pipe, "vqvae", None) is not None:
+        return False
+    return (
+        type(scheduler).__name__ == "ScoreSdeVeScheduler"
+        and unet.config.get("time_embedding_type") == "fourier"
+        and int(unet.config.out_channels) == int(unet.config.in_channels)
+    )
+
+
+class DiffusersScoreVEModel(DiffusersModel):
+    """A pixel-space NCSN++ pipeline (:func:`offers_ve_score`) with the probability-flow ODE of
+    its VE SDE (capability ``probability_flow``, for ``ode_ll``): σ(t) = σ_min(σ_max/σ_min)^t
+    from its scheduler's ``sigma_min`` and ``sigma_max`` (Song et al. 2021, App. B), data in
+    [0, 1] as the pipeline outputs them, and the score s_θ(x, σ(t)) = ``unet(x, σ(t))``, as
+    ``ScoreSdeVeScheduler`` drives it."""
+
+    def __init__(self, pipe: Any, *, device: torch.device, origin: str) -> None:
+        super().__init__(pipe, device=device, origin=origin)
+        config = pipe.scheduler.config
+        self.probability_flow = ProbabilityFlowSDE(
+            "ve",
+            sigma_min=float(config["sigma_min"]),
+            sigma_max=float(config["sigma_max"]),
+            eps=1e-5,
+            t_end=1.0,
+        )
+
+    def flow_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """s_θ(x, σ(t)) for x (N, C, H, W) in [0, 1] space and continuous t (N,); differentiable
+        in x."""
+        sde = self.probability_flow
+        sigma = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t.to(x.dtype)
+        unet = self.pipe.unet
+        return unet(x.to(unet.dtype), sigma.to(x.device)).sample.to(x.dtype)
+
+
 def diffusers_model(pipe: Any, *, device: torch.device, origin: str) -> DiffusersModel:
     """The geneval model of ``pipe``: a :class:`DiffusersDDPMModel` when it offers the bound
-    (:func:`offers_elbo`), else a :class:`DiffusersModel`."""
-    kind = DiffusersDDPMModel if offers_elbo(pipe) else DiffusersModel
+    (:func:`offers_elbo`), a :class:`DiffusersScoreVEModel` for an NCSN++ pipeline
+    (:func:`offers_ve_score`), else a :class:`DiffusersModel`."""
+    if offers_elbo(pipe):
+        kind: type[DiffusersModel] = DiffusersDDPMModel
+    elif offers_ve_score(pipe):
+        kind = DiffusersScoreVEModel
+    else:
+        kind = DiffusersModel
     return kind(pipe, device=device, origin=origin)

@@ -33,6 +33,7 @@ from geneval.plugin import (
     InputError,
     Option,
     SupportsELBO,
+    SupportsProbabilityFlow,
     TrainableFamily,
     TrainingStep,
     hookimpl,
@@ -85,7 +86,8 @@ class DDPMFamily(TrainableFamily):
     dataset = "digits"
     samplers = SAMPLER_NAMES[NAME]
     train_options = TRAIN_OPTIONS
-    capabilities = (SupportsELBO,)
+    # probability_flow: the VP SDE of a linear schedule (a cosine one offers None)
+    capabilities = (SupportsELBO, SupportsProbabilityFlow)
     default_steps = 12000
     bundled_file = "ddpm-digits.safetensors"
     arch_options = (

@@ -16,13 +16,13 @@ References
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import lru_cache, partial
+from functools import cached_property, lru_cache, partial
 from typing import Any
 
 import torch
 from torch import nn
 
-from geneval.plugin import InputError, SampledModel, TrainingStep
+from geneval.plugin import InputError, ProbabilityFlowSDE, SampledModel, TrainingStep
 from geneval_plugins.models.diffusion.ddpm import NAME
 from geneval_plugins.models.diffusion.ddpm_samplers import (
     SAMPLER_FACTORIES,
@@ -34,6 +34,8 @@ from geneval_plugins.models.gaussian_diffusion import (
     EpsPredictor,
     GaussianDiffusion,
     image_elbo,
+    linear_vp_sde,
+    vp_score,
 )
 
 
@@ -115,6 +117,23 @@ class DDPMModel(SampledModel):
 
     def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return self.eps_model(x, t.to(x.dtype) if isinstance(self.eps_model, nn.Module) else t)
+
+    @cached_property
+    def probability_flow(self) -> ProbabilityFlowSDE | None:
+        """The VP SDE of a ``linear`` schedule (capability ``probability_flow``,
+        :func:`~geneval_plugins.models.gaussian_diffusion.linear_vp_sde`); other schedules:
+        ``None``."""
+        return linear_vp_sde(self.diffusion.betas)
+
+    def flow_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """s_θ(x, t) = −ε_θ(x, T·t)/√(1 − α(t)²) for x in [−1, 1] space and continuous t (N,):
+        the ε-predictor (trained on timesteps 1..T) at the fractional timestep T·t (Song et al.
+        2021, App. B); differentiable in x."""
+        sde = self.probability_flow
+        if sde is None:
+            raise InputError("ddpm: this schedule has no probability-flow SDE")
+        label = t.to(x.dtype) * self.diffusion.num_timesteps
+        return vp_score(self.eps_model(x, label), t, sde)
 
     def sampler_target(self) -> EpsPredictor:
         """The ε-predictor the samplers call with integer timesteps."""

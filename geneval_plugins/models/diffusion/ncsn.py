@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from geneval.plugin import (
     InputError,
     Option,
+    SupportsProbabilityFlow,
     SupportsScore,
     TrainableFamily,
     TrainingStep,
@@ -95,7 +96,7 @@ class NCSNFamily(TrainableFamily):
     dataset = "digits"
     samplers = SAMPLER_NAMES[NAME]
     train_options = TRAIN_OPTIONS
-    capabilities = (SupportsScore,)
+    capabilities = (SupportsScore, SupportsProbabilityFlow)
     default_steps = 10000
     bundled_file = "ncsn-digits.safetensors"
     arch_options = (

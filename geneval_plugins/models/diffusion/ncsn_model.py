@@ -21,12 +21,13 @@ References
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 import torch
 from torch import nn
 
-from geneval.plugin import SampledModel, TrainingStep
+from geneval.plugin import ProbabilityFlowSDE, SampledModel, TrainingStep
 from geneval_plugins.models.diffusion.ncsn import NAME
 from geneval_plugins.models.score_matching import denoising_score_matching_loss, noise_condition
 from geneval_plugins.models.score_samplers import SAMPLERS
@@ -97,6 +98,26 @@ class NCSNModel(SampledModel):
         """s_θ(x, σ) for images ``x`` (N, C, H, W) and noise level(s) ``sigma`` (scalar or (N,))."""
         x = x.to(self.device, torch.float32)
         return self.score_model(x, torch.as_tensor(sigma, dtype=torch.float32, device=self.device))
+
+    @cached_property
+    def probability_flow(self) -> ProbabilityFlowSDE:
+        """The VE SDE of the noise levels (capability ``probability_flow``): σ(t) =
+        σ_L(σ_1/σ_L)^t, t from 1e-5 to 1 (Song et al. 2021, §3.4, App. B), on images in
+        [0, 1] as they are (the model's space)."""
+        return ProbabilityFlowSDE(
+            "ve",
+            sigma_min=float(self.sigmas[-1]),
+            sigma_max=float(self.sigmas[0]),
+            eps=1e-5,
+            t_end=1.0,
+        )
+
+    def flow_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """s_θ(x, σ(t)) at the continuous noise level σ(t) = σ_L(σ_1/σ_L)^t, differentiable in
+        x (the network's condition c(σ) is continuous in log σ)."""
+        sde = self.probability_flow
+        sigma = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t.to(x.dtype)
+        return self.score_model(x, sigma)
 
     def sampler_target(self):
         """The score function the samplers drive."""

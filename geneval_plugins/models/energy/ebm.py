@@ -69,6 +69,7 @@ from geneval.plugin import (
     Option,
     SupportsAnnealing,
     SupportsEnergy,
+    SupportsProbabilityFlow,
     TrainableFamily,
     TrainingStep,
     hookimpl,
@@ -165,7 +166,8 @@ class EBMFamily(TrainableFamily):
         ),
         "sample_noise_scale": Option(0.0, "noise scale of sampling (0: noise_scale)", low=0.0),
     }
-    capabilities = (SupportsEnergy, SupportsAnnealing)
+    # probability_flow: a VE SDE over the noise levels of a noise-conditional energy
+    capabilities = (SupportsEnergy, SupportsAnnealing, SupportsProbabilityFlow)
     default_steps = 3000
     bundled_file = "ebm-digits.safetensors"
     arch_options = ("channels", "spectral_norm", "noise_levels", "sigma_max", "dsm_sigma")

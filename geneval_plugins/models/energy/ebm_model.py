@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from geneval.plugin import InputError, SampledModel, TrainingStep, draw
+from geneval.plugin import InputError, ProbabilityFlowSDE, SampledModel, TrainingStep, draw
 from geneval_plugins.models.energy.ebm import ANNEALED_LANGEVIN, LANGEVIN, NAME, REPLAY
 from geneval_plugins.models.energy.ebm_network import ConvEnergy
 from geneval_plugins.models.energy.mcmc import (
@@ -199,6 +200,35 @@ class EBMModel(SampledModel):
             **self.config["sampling"],
             REPLAY: self.config["sampling"][LANGEVIN],
         }
+
+    @cached_property
+    def probability_flow(self) -> ProbabilityFlowSDE | None:
+        """The VE SDE of a noise-conditional energy's levels (capability
+        ``probability_flow``): σ(t) = σ_L(σ_1/σ_L)^t, t from 1e-5 to 1, on images in [0, 1];
+        ``None`` for an energy of one noise level (no path to a prior)."""
+        if not self.net.conditional:
+            return None
+        sigmas = self.net.sigmas
+        return ProbabilityFlowSDE(
+            "ve",
+            sigma_min=float(sigmas[-1]),
+            sigma_max=float(sigmas[0]),
+            eps=1e-5,
+            t_end=1.0,
+        )
+
+    def flow_score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """s_θ(x, t) = −∇ₓE_θ(x, σ(t)), σ(t) = σ_L(σ_1/σ_L)^t; the gradient keeps its graph
+        when x requires one, so that the divergence (a second derivative of E) can be taken."""
+        sde = self.probability_flow
+        if sde is None:
+            raise InputError("ebm: an energy of one noise level has no probability-flow SDE")
+        sigma = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t.to(x.dtype)
+        with torch.inference_mode(False), torch.enable_grad():
+            keep = x.requires_grad
+            y = x if keep else x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.net(y, sigma).sum(), y, create_graph=keep)
+        return -grad
 
     def sampler_target(self) -> ConvEnergy:
         """The energy network the Langevin chains descend."""
