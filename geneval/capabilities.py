@@ -210,6 +210,22 @@ class ProbabilityFlowSDE:
         if self.data_scale == 0:
             raise ValueError("data_scale must not be 0")
 
+    def log_mean_coeff(self, t: torch.Tensor) -> torch.Tensor:
+        """log α(t) = −¼t²(β_max − β_min) − ½tβ_min of ``vp`` and ``subvp`` (0 for ``ve``):
+        x_t | x_0 has mean α(t)x_0 (score_sde's ``marginal_prob``)."""
+        if self.kind == "ve":
+            return t * 0.0
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+    def marginal_std(self, t: torch.Tensor) -> torch.Tensor:
+        """The standard deviation of x_t | x_0 at times t: √(1 − α²) (``vp``), 1 − α²
+        (``subvp``), σ(t) = σ_min(σ_max/σ_min)^t (``ve``, the noise level a VE model is called
+        at)."""
+        if self.kind == "ve":
+            return self.sigma_min * (self.sigma_max / self.sigma_min) ** t
+        one_minus = -(2 * self.log_mean_coeff(t)).expm1()
+        return one_minus.sqrt() if self.kind == "vp" else one_minus
+
 
 @runtime_checkable
 class SupportsProbabilityFlow(Protocol):

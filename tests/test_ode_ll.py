@@ -25,10 +25,8 @@ from geneval.sources import sample_block_seed
 from geneval_plugins.metrics.likelihood.ode_ll import ProbabilityFlowLogLikelihood, dequantize
 from geneval_plugins.metrics.likelihood.pf_ode import (
     draw_probes,
-    marginal_std,
     prior_log_prob,
     solve_probability_flow,
-    vp_log_alpha,
 )
 from tests.stub_inputs import StubInputs, compute, metric_options
 
@@ -50,8 +48,13 @@ def _gaussian(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def _perturbed(sde: ProbabilityFlowSDE, mu, sigma, t: torch.Tensor):
     """α(t) (N,) and the covariance α²Σ + v(t)I (N, D, D) of p_t for Gaussian data."""
     t = t.to(torch.float64)
-    alpha = torch.ones_like(t) if sde.kind == "ve" else vp_log_alpha(sde, t).exp()
-    var = marginal_std(sde, t) ** 2
+    # Song et al. 2021, App. B, written out here independently of the code under test
+    if sde.kind == "ve":
+        alpha = torch.ones_like(t)
+        var = (sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t) ** 2
+    else:
+        alpha = torch.exp(-0.25 * t**2 * (sde.beta_max - sde.beta_min) - 0.5 * t * sde.beta_min)
+        var = 1 - alpha**2 if sde.kind == "vp" else (1 - alpha**2) ** 2
     eye = torch.eye(mu.numel(), dtype=torch.float64)
     return alpha, alpha[:, None, None] ** 2 * sigma + var[:, None, None] * eye
 

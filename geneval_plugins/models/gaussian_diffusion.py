@@ -419,8 +419,6 @@ def linear_vp_sde(betas: torch.Tensor) -> ProbabilityFlowSDE | None:
 
 def vp_score(eps: torch.Tensor, t: torch.Tensor, sde: ProbabilityFlowSDE) -> torch.Tensor:
     """The score of a VP SDE from an ε-prediction at continuous times t (N,):
-    s = −ε/√(1 − α(t)²), log α(t) = −¼t²(β_max − β_min) − ½t β_min (Song et al. 2021, App. B)."""
-    t = t.to(eps.dtype)
-    log_alpha = -0.25 * t**2 * (sde.beta_max - sde.beta_min) - 0.5 * t * sde.beta_min
-    std = (-torch.expm1(2 * log_alpha)).sqrt().reshape(-1, *([1] * (eps.ndim - 1)))
-    return -eps / std
+    s = −ε/√(1 − α(t)²) (Song et al. 2021, App. B; :meth:`ProbabilityFlowSDE.marginal_std`)."""
+    std = sde.marginal_std(t.to(eps.dtype))
+    return -eps / std.reshape(-1, *([1] * (eps.ndim - 1)))

@@ -231,10 +231,8 @@ class ProbabilityFlowLogLikelihood:
         # each rank solves its own blocks; no rank waits on another's adaptive steps
         values, nfes = map_shards(images.shape[0], batch_size, solve_shard)
         summary = summarize_log_likelihoods(values, space="discrete-8bit", dims=dims)
-        from geneval_plugins.metrics.likelihood.pf_ode import marginal_std
-
         # the noise of p_ε in image units, against the width 1/256 of an 8-bit bin
-        noise = float(marginal_std(sde, torch.tensor(float(sde.eps)))) / abs(sde.data_scale)
+        noise = float(sde.marginal_std(torch.tensor(float(sde.eps)))) / abs(sde.data_scale)
         warnings = []
         if noise > 1 / 256:
             warnings.append(

@@ -65,29 +65,16 @@ _SAFETY, _MIN_FACTOR, _MAX_FACTOR = 0.9, 0.2, 10.0
 # -- the SDE ------------------------------------------------------------------------------------
 
 
-def vp_log_alpha(sde: ProbabilityFlowSDE, t: torch.Tensor) -> torch.Tensor:
-    """log α(t) = −¼t²(β_max − β_min) − ½tβ_min, the VP mean coefficient (Song et al. App. B)."""
-    return -0.25 * t**2 * (sde.beta_max - sde.beta_min) - 0.5 * t * sde.beta_min
-
-
-def marginal_std(sde: ProbabilityFlowSDE, t: torch.Tensor) -> torch.Tensor:
-    """The standard deviation of x_t | x_0: √(1 − α²) (vp), 1 − α² (subvp), σ(t) (ve)."""
-    if sde.kind == "ve":
-        return sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t
-    one_minus = -torch.expm1(2 * vp_log_alpha(sde, t))
-    return one_minus.sqrt() if sde.kind == "vp" else one_minus
-
-
 def drift_coefficients(
     sde: ProbabilityFlowSDE, t: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(a(t), g(t)²) with f(x, t) = a(t)·x: a = −½β(t) (vp, subvp) or 0 (ve); g² as in
     :class:`~geneval.capabilities.ProbabilityFlowSDE`."""
     if sde.kind == "ve":
-        sigma = marginal_std(sde, t)
+        sigma = sde.marginal_std(t)
         return torch.zeros_like(t), sigma**2 * (2 * math.log(sde.sigma_max / sde.sigma_min))
     beta = sde.beta_min + t * (sde.beta_max - sde.beta_min)
-    g2 = beta if sde.kind == "vp" else beta * -torch.expm1(4 * vp_log_alpha(sde, t))
+    g2 = beta if sde.kind == "vp" else beta * -torch.expm1(4 * sde.log_mean_coeff(t))
     return -0.5 * beta, g2
 
 

@@ -515,7 +515,7 @@ class DiffusersScoreVEModel(DiffusersModel):
         """s_θ(x, σ(t)) for x (N, C, H, W) in [0, 1] space and continuous t (N,); differentiable
         in x."""
         sde = self.probability_flow
-        sigma = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t.to(x.dtype)
+        sigma = sde.marginal_std(t.to(x.dtype))
         unet = self.pipe.unet
         return unet(x.to(unet.dtype), sigma.to(x.device)).sample.to(x.dtype)
 

@@ -116,7 +116,7 @@ class NCSNModel(SampledModel):
         """s_θ(x, σ(t)) at the continuous noise level σ(t) = σ_L(σ_1/σ_L)^t, differentiable in
         x (the network's condition c(σ) is continuous in log σ)."""
         sde = self.probability_flow
-        sigma = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t.to(x.dtype)
+        sigma = sde.marginal_std(t.to(x.dtype))
         return self.score_model(x, sigma)
 
     def sampler_target(self):

@@ -223,7 +223,7 @@ class EBMModel(SampledModel):
         sde = self.probability_flow
         if sde is None:
             raise InputError("ebm: an energy of one noise level has no probability-flow SDE")
-        sigma = sde.sigma_min * (sde.sigma_max / sde.sigma_min) ** t.to(x.dtype)
+        sigma = sde.marginal_std(t.to(x.dtype))
         with torch.inference_mode(False), torch.enable_grad():
             keep = x.requires_grad
             y = x if keep else x.detach().requires_grad_(True)
