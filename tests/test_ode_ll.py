@@ -394,8 +394,12 @@ def test_two_ranks_give_the_one_process_result(geneval_exe, tmp_path):
     """Each rank solves its own whole blocks with the noise of (seed, block): ``--nproc 2``
     reports exactly what one process does."""
     import json
+    import os
     import subprocess
 
+    # one thread per process on both sides: float32 kernels reduce in an order that depends on
+    # the thread count, and the adaptive steps follow the last bits
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GENEVAL_CACHE": str(tmp_path)}
     values = []
     for nproc in ("1", "2"):
         out = tmp_path / f"r{nproc}.json"
@@ -405,7 +409,9 @@ def test_two_ranks_give_the_one_process_result(geneval_exe, tmp_path):
             "--opt", "ode_ll.divergence=hutchinson", "--num-samples", "4",
             "--nproc", nproc, "--json", str(out), "--quiet",
         ]  # fmt: skip
-        done = subprocess.run([*geneval_exe, *args], capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [*geneval_exe, *args], capture_output=True, text=True, timeout=600, env=env
+        )
         assert done.returncode == 0, done.stderr
         values.append(json.loads(out.read_text())["metrics"]["ode_ll"])
     one, two = values
