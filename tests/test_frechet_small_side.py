@@ -14,7 +14,6 @@ as soon as n > d, never pickled, and taken from a statistics file only when they
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ import geneval_plugins.metrics.sample_quality.fid as fid_module
 from geneval.feature_stats import FeatureStatistics, load_stats, rows_match, save_stats
 from geneval.plugins import get_registry
 from geneval_plugins.metrics.sample_quality.fid import frechet_distance
+from tests.stub_inputs import StubInputs
 
 pytestmark = pytest.mark.numerics
 
@@ -60,19 +60,6 @@ def _numpy_fid(x: np.ndarray, y: np.ndarray) -> float:
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.sqrt(eig).sum())
 
 
-@dataclass
-class _Inputs:
-    """The slice of MetricInputs the fid metric reads."""
-
-    samples: FeatureStatistics
-    reference: FeatureStatistics
-    device: torch.device = torch.device("cpu")
-    seed: int = 0
-
-    def stats(self, source: str) -> FeatureStatistics:
-        return self.samples if source == "samples" else self.reference
-
-
 class _Routes:
     """Counts the trace-term routes :func:`frechet_distance` takes."""
 
@@ -94,7 +81,7 @@ class _Routes:
 
 def _metric_fid(a: FeatureStatistics, b: FeatureStatistics) -> float:
     metric = get_registry().metric("fid")
-    return metric.compute(_Inputs(a, b))["value"]
+    return metric.compute(StubInputs({("stats", "samples"): a, ("stats", "reference"): b}))["value"]
 
 
 def _eigen_fid(a: FeatureStatistics, b: FeatureStatistics) -> float:
