@@ -50,6 +50,7 @@ INPUT_KINDS = (
     "factors",
     "latents",
     "captions",
+    "caption_features",
     "reconstructions",
     "dataset",
     "model",
@@ -72,7 +73,11 @@ class Need:
           ``latents`` (n, D) float: from an ``.npz``, a dataset, or a model's ``encode``
           of the reference images;
         * ``captions`` — one text per image (a list of n strings): the prompts a text-to-image
-          model drew the samples from (``--prompts``);
+          model drew the samples from (``--prompts``), an ``.npz`` ``captions`` array, or a
+          ``NAME.txt`` beside each image ``NAME.png`` of a folder;
+        * ``caption_features`` — the extractor's text embedding of those captions (n, d),
+          row i that of caption i: the extractor must have a text tower (``text_encoder =
+          True``, and ``encode_text(texts)`` on its loaded form, e.g. CLIP);
         * ``reconstructions`` — images paired one to one with the reference images (by
           index for arrays, by sorted relative path for folders, or a model's
           ``decode(encode(reference))``);
@@ -95,6 +100,15 @@ class Need:
         metric), so it wins over ``--extractor``, the dataset's default and a statistics
         file's; a run where it is not installed or fails to load is exit 2 naming the metric
         and the extractor.
+    output
+        With ``features``/``stats``: the named output of the extractor (one of its
+        ``outputs``, e.g. ``spatial`` of ``inception-v3-fid``); ``None`` (the default) is its
+        ``feature_output``. Each (source, extractor, output) is computed once per pass; a
+        source's own ``features`` array serves only the default output, and a statistics file
+        serves another output only where it carries that output's moments (an ADM batch's
+        ``mu_s``/``sigma_s`` serve ``spatial``). The metric reads it with
+        ``inputs.stats(source, output=...)`` (or without ``output`` when it declared one
+        output of that kind and source). A run whose extractor lacks the output is exit 2.
     """
 
     kind: str
@@ -103,6 +117,7 @@ class Need:
     capabilities: tuple[type, ...] = ()
     extractor: str | None = None
     extractor_required: bool = False
+    output: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in INPUT_KINDS:
@@ -111,6 +126,8 @@ class Need:
             raise ValueError(f"unknown source {self.source!r} (samples or reference)")
         if self.extractor_required and not self.extractor:
             raise ValueError("extractor_required=True needs the extractor's name (extractor=)")
+        if self.output is not None and self.kind not in ("features", "stats"):
+            raise ValueError(f"output= applies to features and stats, not {self.kind!r}")
 
 
 @dataclass
@@ -138,15 +155,17 @@ class MetricInputs(Protocol):
 
     Only what the metric declared in ``needs`` is available; asking for anything else
     raises ``KeyError``. Features and logits are float32 CPU tensors (n, d); metrics move
-    them to ``device`` and accumulate in float64.
+    them to ``device`` and accumulate in float64. ``output`` names the extractor output a
+    need declared (``Need(..., output=...)``); without it, the need of that kind and source
+    (the extractor's feature output when several were declared).
     """
 
     device: torch.device
     seed: int
 
-    def features(self, source: Source) -> torch.Tensor: ...
+    def features(self, source: Source, output: str | None = None) -> torch.Tensor: ...
 
-    def stats(self, source: Source) -> FeatureStatistics: ...
+    def stats(self, source: Source, output: str | None = None) -> FeatureStatistics: ...
 
     def logits(self, source: Source) -> torch.Tensor: ...
 
@@ -159,6 +178,8 @@ class MetricInputs(Protocol):
     def latents(self, source: Source) -> torch.Tensor: ...
 
     def captions(self, source: Source) -> list[str]: ...
+
+    def caption_features(self, source: Source) -> torch.Tensor: ...
 
     def reconstructions(self) -> PairedImages: ...
 
@@ -206,6 +227,9 @@ class Metric(Protocol):
     * A result may carry ``warnings``: a list of one-line strings on how far to trust the
       number (e.g. that Parzen estimates are unreliable in high dimensions); the report shows
       them beside the metric.
+    * A field may hold a curve, ``{"x": [...], "y": [...], "x_label", "y_label", "x_range",
+      "y_range"}`` (:mod:`geneval.report.curves`): the HTML report draws it and
+      ``geneval compare`` draws the runs' curves on one plot.
 
     Optional, with the defaults below (a metric that does not subclass gets them at
     registration): ``min_samples``, the sample count below which the estimate is not to be
@@ -218,7 +242,11 @@ class Metric(Protocol):
     ``"dB"``; ``None`` for a number without one, such as FID); ``feature_space``, the feature
     space in which the metric's published numbers are computed (the ``feature_space`` of an
     extractor, e.g. ``"inception-v3-fid"`` for FID): a run in another space is reported as
-    comparable only with runs in that same space.
+    comparable only with runs in that same space (a metric whose published space depends on
+    its options may define ``feature_space_for(options)``, read by the report, as precision
+    under ``protocol=adm`` does); ``report_panel``, the report panel the
+    metric is shown with besides the metrics table (``"neighbours"``: the nearest-neighbour
+    panel of the HTML report, for memorisation and novelty scores; ``None``: none).
     """
 
     name: str
@@ -230,6 +258,10 @@ class Metric(Protocol):
     uncertainty: str | None
     min_samples: int | None = None
     allows_infinite_value: bool = False
+    #: The published weights files ``compute`` loads (:class:`geneval.weights.WeightsFile`),
+    #: listed and fetched by ``geneval weights`` (e.g. the networks of a perceptual metric);
+    #: read with ``getattr``, so a metric that predates it registers unchanged.
+    published_weights: tuple[WeightsFile, ...] = ()
     # ``unit`` and ``feature_space`` are read by :func:`declared` and are deliberately not
     # protocol members: an object without them still satisfies ``isinstance(obj, Metric)``.
 
@@ -354,6 +386,14 @@ class FeatureExtractor(Protocol):
     none (one installed extractor may claim this); ``min_samples`` replaces the minimum
     sample count of the metrics it serves; ``published_stats(dataset, split, convention)``
     finds published statistics of a benchmark for ``--reference NAME``.
+
+    Optional and read with ``getattr`` (default none): ``text_encoder = True``, an extractor
+    with a text tower (CLIP), whose loaded form then offers ``encode_text(texts: list[str])
+    -> torch.Tensor`` (n, d), the embeddings of the ``caption_features`` input kind;
+    ``statistics_layouts``, the foreign
+    statistics-file layouts whose moments this extractor computes, each with the resize
+    convention they were made with (``{"adm": "tf1"}``: the ADM evaluator's batches, which
+    carry no provenance, are read as this extractor's).
 
     Optional and read with its default when absent (:data:`EXPLANATORY_ATTRIBUTES`):
     ``feature_space``, the name of the feature space its ``feature_output`` lies in (``None``:
@@ -482,7 +522,7 @@ REQUIRED_ATTRIBUTES: dict[str, tuple[str, ...]] = {
 #: default when an object lacks them (:func:`declared`), so that a plugin written before they
 #: existed registers unchanged, whatever its class (slots or a frozen dataclass included).
 EXPLANATORY_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    "metric": ("unit", "feature_space"),
+    "metric": ("unit", "feature_space", "report_panel"),
     "extractor": ("feature_space",),
 }
 

@@ -60,9 +60,10 @@ def plan_baseline(run: RunState, plan: Plan) -> None:
         for key in keys.values():
             if key.kind != "stats" or key.source != "samples":
                 continue
-            if samples.carried("features") is not None or samples.stats_file is not None:
+            carried = samples.carried("features") is not None and key.output is None
+            if carried or samples.stats_file is not None:
                 continue
-            output = run.extractor_plugin(key.extractor).feature_output
+            output = key.output or run.extractor_plugin(key.extractor).feature_output
             run.plan_for("samples").outputs.setdefault(key.extractor, set()).add(output)
 
 
@@ -72,10 +73,10 @@ def _first_n(key: InputKey, run: RunState, values: dict[InputKey, Any], n: int) 
         return values[key][:n]
     samples = run.sources["samples"]
     carried = samples.carried("features")
-    if carried is not None:
+    if carried is not None and key.output is None:  # a features array serves the default output
         return FeatureStatistics.from_features(carried[:n])
     result = run.results.get("samples")
-    output = run.extractor_plugin(key.extractor).feature_output
+    output = key.output or run.extractor_plugin(key.extractor).feature_output
     if result is None or (key.extractor, output) not in result.outputs:
         return None
     return FeatureStatistics.from_features(result.outputs[(key.extractor, output)][:n])

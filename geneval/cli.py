@@ -33,6 +33,7 @@ from geneval.interrupts import (
 )
 from geneval.io import (
     STDOUT,
+    Output,
     check_image_folder,
     check_outputs,
     check_writable,
@@ -531,6 +532,15 @@ def _run(
     show_default=True,
     help="Also store per-sample features (needed by KID, precision/recall ...).",
 )
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["geneval", "adm"]),
+    default="geneval",
+    show_default=True,
+    help="geneval: mu, sigma, n, meta; adm: the ADM evaluator's reference batch "
+    "(arr_0 images, mu, sigma, mu_s, sigma_s), readable by guided-diffusion's evaluator.py.",
+)
 @_device_option
 @click.option("--batch-size", default=DEFAULTS["batch_size"], show_default=True, type=POSITIVE)
 @_workers_option
@@ -546,6 +556,7 @@ def stats(
     resize: str | None,
     layout: str,
     features: bool,
+    file_format: str,
     device: str,
     batch_size: int,
     workers: int | None,
@@ -556,6 +567,8 @@ def stats(
 ) -> int:
     """Write feature statistics (mu, sigma, n; optionally features) of SOURCE to an .npz.
 
+    With --format adm, the ADM evaluator's layout: the images as arr_0 (uint8 NHWC) and
+    the moments of the pool and spatial features (mu, sigma, mu_s, sigma_s).
     Under torchrun each rank extracts its shard and rank 0 writes the file."""
     set_quiet(quiet)
     from geneval.run.statistics import feature_statistics
@@ -573,10 +586,16 @@ def stats(
         workers=workers,
         cache=not no_cache,
         force=force,
+        format=file_format,
     )
     if _rank() == 0:
         meta = found.meta or {}
-        if meta.get("extractor"):
+        if meta.get("extractor") and found.layout == "adm":
+            what = (
+                f"{found.n} images (arr_0) and the moments of {found.dim}-d "
+                f"{meta['extractor']} features, ADM layout"
+            )
+        elif meta.get("extractor"):
             what = f"{found.n} images, {found.dim}-d {meta['extractor']} features"
         else:
             what = f"{found.n} {found.dim}-d feature vectors of {meta.get('features_from')}"
@@ -686,7 +705,21 @@ cli.add_command(references)
 @click.option(
     "--fail-on-regression", is_flag=True, help="Exit 1 when a metric regressed (default: 0)."
 )
-def compare(reports: Sequence[Path], rtol: float, fail_on_regression: bool) -> int:
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(path_type=Path),
+    help="Also write the comparison as a self-contained HTML page; the runs' curves of each "
+    "curve field (e.g. prd.curve) are drawn on one plot.",
+)
+@_force_option
+def compare(
+    reports: Sequence[Path],
+    rtol: float,
+    fail_on_regression: bool,
+    html_path: Path | None,
+    force: bool,
+) -> int:
     """Compare the JSON reports of runs: metrics side by side, deltas against the first, and
     regressions (a change in the worse direction beyond the runs' combined uncertainty, or
     beyond --rtol for a metric without one)."""
@@ -694,11 +727,22 @@ def compare(reports: Sequence[Path], rtol: float, fail_on_regression: bool) -> i
         raise InputError("compare needs at least two JSON reports: geneval compare A.json B.json")
     if not math.isfinite(rtol):
         raise InputError(f"--rtol {rtol}: expected a finite number")
+    html_output = None if html_path is None else Output(html_path, "--html file")
+    if html_output is not None:
+        check_outputs([html_output], force=force)
     loaded = [load_report(path) for path in reports]
     names = [path.name for path in reports]
     if len(set(names)) < len(names):
         names = [str(path) for path in reports]
     comparison = compare_reports(loaded, names, rtol=rtol, registry=get_registry())
+    if html_output is not None:
+        from geneval.report.compare import to_html as comparison_html
+
+        write_outputs(
+            [(html_output, comparison_html(comparison))],
+            force=force,
+            stdout=lambda text: click.echo(text, nl=False),
+        )
     click.echo(to_text(comparison), nl=False)
     return EXIT_GATE if fail_on_regression and comparison.regressions else EXIT_OK
 

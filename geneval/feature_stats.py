@@ -347,10 +347,29 @@ class StatsFile:
     meta: dict[str, Any] | None  # None: a plain pytorch-fid/TTUR file of unknown provenance
     features: np.ndarray | None = None
     path: Path | None = field(default=None)
+    #: Moments of further extractor outputs: output name → (mu, sigma), e.g. an ADM batch's
+    #: ``mu_s``/``sigma_s`` as ``spatial``.
+    outputs: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: The foreign layout the file follows (``"adm"``: the ADM evaluator's reference batch,
+    #: recognised by ``mu_s``/``sigma_s`` or ``arr_0``), or ``None``.
+    layout: str | None = None
+    #: The member holding the file's own images (``"arr_0"`` of an ADM batch), or ``None``.
+    images_member: str | None = None
 
     @property
     def dim(self) -> int:
         return int(self.mu.shape[0])
+
+    def for_output(self, output: str | None) -> StatsFile | None:
+        """The file as the statistics of one extractor output: itself for the feature output
+        (``None``), a view of ``outputs[output]`` (same count and provenance, no rows) for
+        another, ``None`` when the file does not carry that output."""
+        if output is None:
+            return self
+        if output not in self.outputs:
+            return None
+        mu, sigma = self.outputs[output]
+        return StatsFile(mu=mu, sigma=sigma, n=self.n, meta=self.meta, path=self.path)
 
     def statistics(self) -> FeatureStatistics:
         """The statistics that reproduce ``mu`` and ``sigma`` (shift ``mu``, co-moment
@@ -451,13 +470,13 @@ def save_stats(
 SIGMA_TOLERANCE = 1e-6
 
 
-def _check_sigma(sigma: np.ndarray, path: Path) -> None:
+def _check_sigma(sigma: np.ndarray, path: Path, key: str = "sigma") -> None:
     """Refuse a covariance that is not symmetric or not positive semi-definite (up to round-off)."""
     scale = float(np.abs(sigma).max()) if sigma.size else 0.0
     asymmetry = float(np.abs(sigma - sigma.T).max()) if sigma.size else 0.0
     if asymmetry > SIGMA_TOLERANCE * max(scale, 1e-300):
         raise InputError(
-            f"{_named(path)}: sigma is not symmetric (largest |Σ − Σᵀ| = {asymmetry:.3g})"
+            f"{_named(path)}: {key} is not symmetric (largest |Σ − Σᵀ| = {asymmetry:.3g})"
         )
     sym = torch.from_numpy(sigma / 2 + sigma.T / 2)  # halves first: no overflow near the max
     # Cholesky of Σ + δI succeeds for every PSD Σ; it is ~20× cheaper than an eigendecomposition,
@@ -470,7 +489,7 @@ def _check_sigma(sigma: np.ndarray, path: Path) -> None:
     if int(info) != 0:
         lowest = float(torch.linalg.eigvalsh(sym)[0])
         raise InputError(
-            f"{_named(path)}: sigma is not positive semi-definite (smallest "
+            f"{_named(path)}: {key} is not positive semi-definite (smallest "
             f"eigenvalue {lowest:.3g}, largest |entry| {scale:.3g})"
         )
 
@@ -487,10 +506,15 @@ MAX_MOMENT = 1e100
 #: The largest ``meta`` string (bytes its header claims) and JSON nesting depth.
 MAX_META_BYTES = 1 << 20
 MAX_META_DEPTH = 32
-#: The arrays a statistics file is read for. Any other member (another tool's arrays, such as
-#: ``arr_0`` or ``mu_s`` of the ADM evaluator's reference batches) is ignored and its data
-#: never read; only one whose header declares Python objects (a pickle) is refused.
-STATS_KEYS = ("mu", "sigma", "n", "meta", "features")
+#: The moments of further outputs in the ADM evaluator's reference batches
+#: (``openai/guided-diffusion/evaluations``): output name → (mean key, covariance key).
+ADM_OUTPUTS = {"spatial": ("mu_s", "sigma_s")}
+#: The member of an ADM batch that holds its images: uint8 (N, H, W, 3).
+ADM_IMAGES = "arr_0"
+#: The arrays a statistics file is read for (an ADM batch's images, ``arr_0``, are read only
+#: when a metric needs them). Any other member (another tool's arrays) is ignored and its
+#: data never read; only one whose header declares Python objects (a pickle) is refused.
+STATS_KEYS = ("mu", "sigma", "n", "meta", "features", "mu_s", "sigma_s")
 #: The provenance keys of ``meta`` that are read, each a string when present.
 META_KEYS = ("extractor", "output", "weights_sha256", "resize", "geneval_version")
 
@@ -536,7 +560,36 @@ def _check_shapes(members: dict[str, Member], path: Path) -> int:
             raise InputError(
                 f"{_named(path)}: features {features.shape} do not match mu {mu.shape}"
             )
+    for mean_key, cov_key in ADM_OUTPUTS.values():
+        if (mean_key in members) != (cov_key in members):
+            have, lack = (mean_key, cov_key) if mean_key in members else (cov_key, mean_key)
+            raise InputError(f"{_named(path)}: {have} without {lack}")
+        if mean_key not in members:
+            continue
+        mean, cov = members[mean_key], members[cov_key]
+        _real(mean, mean_key, path)
+        _real(cov, cov_key, path)
+        if len(mean.shape) != 1 or mean.shape[0] < 1 or cov.shape != (mean.shape[0],) * 2:
+            raise InputError(
+                f"{_named(path)}: {mean_key} {mean.shape} and {cov_key} {cov.shape} do not "
+                "match (expected (d,) and (d, d))"
+            )
+        if mean.shape[0] > MAX_STATS_DIM:
+            raise InputError(
+                f"{_named(path)}: {mean_key} has {mean.shape[0]} dimensions, more than the "
+                f"{MAX_STATS_DIM} geneval reads"
+            )
     return dim
+
+
+def _check_images_member(member: Member, path: Path) -> None:
+    """An ADM batch's ``arr_0``: uint8 images (N, H, W, 3), N ≥ 1 (header only)."""
+    shape = member.shape
+    if member.dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or shape[0] < 1:
+        raise InputError(
+            f"{_named(path)}: {ADM_IMAGES} must be uint8 images (N, H, W, 3) as the ADM "
+            f"evaluator reads them, found {member.describe()}"
+        )
 
 
 def _scalar_count(value: np.ndarray, path: Path) -> int:
@@ -610,8 +663,9 @@ def _moments(array: np.ndarray, key: str, path: Path) -> np.ndarray:
 
 
 def is_stats_file(path: Path) -> bool:
-    """Whether ``path`` is an ``.npz`` holding ``mu`` and ``sigma`` (its member names alone are
-    read; an unreadable file is not a statistics file, and its reader says why)."""
+    """Whether ``path`` is an ``.npz`` holding ``mu`` and ``sigma``, or an ADM batch's
+    ``mu_s``/``sigma_s`` (its member names alone are read; an unreadable file is not a
+    statistics file, and its reader says why)."""
     if path.suffix != ".npz" or not path.is_file():
         return False
     try:
@@ -619,7 +673,9 @@ def is_stats_file(path: Path) -> bool:
             names = {name.removesuffix(".npy") for name in archive.namelist()}
     except UNREADABLE:
         return False
-    return {"mu", "sigma"} <= names
+    return {"mu", "sigma"} <= names or any(
+        m in names for pair in ADM_OUTPUTS.values() for m in pair
+    )
 
 
 def load_stats(path: str | Path) -> StatsFile:
@@ -630,7 +686,13 @@ def load_stats(path: str | Path) -> StatsFile:
     round-off (:data:`SIGMA_TOLERANCE`); ``n``, when present, a single integer in
     [2, 2⁵³]; ``meta``, when present, a JSON object (at most :data:`MAX_META_BYTES`, nested
     at most :data:`MAX_META_DEPTH` deep, its provenance keys strings); ``features``, when
-    present, finite (n, d). The file is read through the one reader of ``.npz`` files,
+    present, finite (n, d); ``mu_s`` and ``sigma_s`` (an ADM evaluator batch's spatial
+    moments, :data:`ADM_OUTPUTS`), together or not at all, under the rules of ``mu`` and
+    ``sigma``, kept as ``outputs["spatial"]``; ``arr_0`` (an ADM batch's images), whose header
+    alone is checked here (uint8 (N, H, W, 3)) and recorded as ``images_member``. A file with
+    any of these follows the ADM layout (``layout="adm"``): without ``meta``, its provenance
+    is assumed where it is resolved (:func:`geneval.run.resolve.adm_batch`), with a note,
+    instead of the plain file's warning. The file is read through the one reader of ``.npz`` files,
     :mod:`geneval.arrayfile`: every member's header is checked before its data is read, so a
     file cannot make geneval allocate more than it holds. A member of any other name (another
     tool's arrays) is ignored and its data never read, but one declaring Python objects (a
@@ -647,9 +709,21 @@ def load_stats(path: str | Path) -> StatsFile:
     what = _named(path)
     with reading(what, kind=".npz"), zipfile.ZipFile(path) as archive:
         members = npz_members(archive, path, what, keys=STATS_KEYS)
+        names = {name.removesuffix(".npy") for name in archive.namelist()}
+        adm = ADM_IMAGES in names or any(m in members for m, _ in ADM_OUTPUTS.values())
         if not {"mu", "sigma"} <= set(members):
+            if adm:
+                raise InputError(
+                    f"{what}: an ADM batch with moments needs 'mu' and 'sigma' (found "
+                    f"{', '.join(sorted(names))})"
+                )
             raise InputError(f"{what} has no 'mu' and 'sigma' arrays")
         _check_shapes(members, path)
+        images_member = None
+        if ADM_IMAGES in names:
+            (image_header,) = npz_members(archive, path, what, keys=(ADM_IMAGES,)).values()
+            _check_images_member(image_header, path)
+            images_member = ADM_IMAGES
         n = _scalar_count(read_member(archive, members["n"]), path) if "n" in members else None
         if "features" in members and n is not None and members["features"].shape[0] != n:
             raise InputError(
@@ -659,6 +733,13 @@ def load_stats(path: str | Path) -> StatsFile:
         mu = _moments(read_member(archive, members["mu"]), "mu", path)
         sigma = _moments(read_member(archive, members["sigma"]), "sigma", path)
         _check_sigma(sigma, path)
+        outputs = {}
+        for output, (mean_key, cov_key) in ADM_OUTPUTS.items():
+            if mean_key in members:
+                mean = _moments(read_member(archive, members[mean_key]), mean_key, path)
+                cov = _moments(read_member(archive, members[cov_key]), cov_key, path)
+                _check_sigma(cov, path, cov_key)
+                outputs[output] = (mean, cov)
         features = None
         if "features" in members:
             with np.errstate(over="ignore"):  # beyond float32: refused as non-finite below
@@ -667,12 +748,22 @@ def load_stats(path: str | Path) -> StatsFile:
                 raise InputError(
                     f"{_named(path)}: features contain non-finite values (or values beyond float32)"
                 )
-    if meta is None:
+    if meta is None and not adm:  # an ADM batch's provenance is assumed where it is resolved
         warn(
             f"{_named(path)} has no provenance (plain pytorch-fid/TTUR file): "
             "make sure it was computed with the same extractor and resize convention"
         )
-    return StatsFile(mu=mu, sigma=sigma, n=n, meta=meta, features=features, path=path)
+    return StatsFile(
+        mu=mu,
+        sigma=sigma,
+        n=n,
+        meta=meta,
+        features=features,
+        path=path,
+        outputs=outputs,
+        layout="adm" if adm else None,
+        images_member=images_member,
+    )
 
 
 #: The provenance keys a run and a statistics file must agree on.
@@ -706,7 +797,7 @@ def check_provenance(stats_file: StatsFile, expected: dict[str, Any], *, dim: in
                 f"{_named(stats_file.path)} was computed with {key}={theirs!r} "
                 f"but this run uses {key}={ours!r}"
             )
-    if missing:
+    if missing and not meta.get("assumed"):  # an assumed provenance was noted already
         warn(
             f"{_named(stats_file.path)} does not record {', '.join(missing)}: make sure it matches"
         )

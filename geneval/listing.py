@@ -35,6 +35,7 @@ def _metric(obj: Metric) -> dict[str, Any]:
         "uncertainty": obj.uncertainty,
         "unit": declared(obj, "unit"),
         "feature_space": declared(obj, "feature_space"),
+        "report_panel": declared(obj, "report_panel"),
         "min_samples": obj.min_samples,
         "needs": [
             f"{need.kind} of {need.source}"
@@ -129,6 +130,8 @@ def verbose_lines(kind: str, name: str, detail: Mapping[str, Any]) -> list[str]:
             lines.append(f"{pad}uncertainty: {detail['uncertainty']}")
         if detail.get("feature_space"):
             lines.append(f"{pad}published numbers use {detail['feature_space']} features")
+        if detail.get("report_panel"):
+            lines.append(f"{pad}shown in the report's {detail['report_panel']} panel")
         if detail["min_samples"]:
             lines.append(
                 f"{pad}warns below {detail['min_samples']} samples "

@@ -179,7 +179,7 @@ class Evaluation:
             "config": report_config,
             "inputs": inputs,
             "metrics": results,
-            "metric_info": metric_info(self.metrics, minimums),
+            "metric_info": metric_info(self.metrics, minimums, self.run.options),
             "errors": errors,
             "timings": {k: round(v, 4) for k, v in timings.items()},
             **extra,

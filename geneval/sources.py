@@ -359,6 +359,40 @@ def _to_unit_float(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
     return _standard_strides(unit)
 
 
+#: The largest caption file read beside an image.
+MAX_CAPTION_BYTES = 1 << 20
+
+
+def sidecar_captions(folder: Path, paths: Sequence[Path]) -> tuple[list[str] | None, str | None]:
+    """The captions of a folder's images from a ``NAME.txt`` beside each image ``NAME.png``
+    (the COCO-caption habit), stripped of surrounding white space, in the images' order.
+
+    Returns ``(captions, None)`` when every image has one, ``(None, None)`` when none has, and
+    ``(None, gap)`` when only some have, ``gap`` saying which image lacks one (a run that needs
+    the captions names it). A caption file that is not UTF-8 text, or over 1 MiB, is an
+    :class:`InputError` naming it.
+    """
+    sidecars = [path.with_suffix(".txt") for path in paths]
+    present = [sidecar.is_file() for sidecar in sidecars]
+    if not any(present):
+        return None, None
+    if not all(present):
+        first = next(path for path, ok in zip(paths, present, strict=True) if not ok)
+        name = first.relative_to(folder).as_posix()
+        return None, (
+            f"{sum(present)} of {len(paths)} images have a caption file, {quote(name)} has none"
+        )
+    captions = []
+    for sidecar in sidecars:
+        if sidecar.stat().st_size > MAX_CAPTION_BYTES:
+            raise InputError(f"caption file {quote(sidecar)} is larger than 1 MiB")
+        try:
+            captions.append(sidecar.read_text(encoding="utf-8").strip())
+        except UnicodeDecodeError:
+            raise InputError(f"caption file {quote(sidecar)} is not UTF-8 text") from None
+    return captions, None
+
+
 class FolderSource(SampleSource):
     """Images from a folder tree, decoded with PIL in DataLoader workers.
 
@@ -377,9 +411,11 @@ class FolderSource(SampleSource):
             kinds = ", ".join(IMAGE_EXTENSIONS)
             raise InputError(f"folder {quote(folder)} contains no images ({kinds})")
         self.multi_frame = 0
+        captions, self.caption_gap = sidecar_captions(folder, self.paths)
         super().__init__(
             description=str(folder),
             count=len(self.paths),
+            carried={} if captions is None else {"captions": captions},
             names=[path.relative_to(folder).as_posix() for path in self.paths],
         )
 
@@ -686,7 +722,9 @@ def load_array_file(
     ``.npy`` holds images, memory-mapped (read batch by batch, never whole). ``.npz`` holds
     ``images`` (or a single array of any other name) and optionally ``labels``, ``factors``,
     ``latents``, ``features``, ``logits`` and ``captions`` (see :func:`check_carried`); a file
-    with no images must carry at least one of those. Any other key is an :class:`InputError`;
+    with no images must carry at least one of those. Exactly ``arr_0`` and ``arr_1`` (the
+    class-conditional samples guided-diffusion's ``image_sample.py`` writes) are images and
+    labels. Any other key is an :class:`InputError`;
     so is any file that numpy, zipfile or zlib cannot read (truncated, corrupt, a header that
     claims more than the file holds, Python objects), through the one error boundary of
     :mod:`geneval.arrayfile`, which also bounds what an ``.npz`` may make geneval allocate.
@@ -705,6 +743,10 @@ def load_array_file(
             images = None
             with zipfile.ZipFile(path) as archive:
                 members = npz_members(archive, path, what)
+                if set(members) == {"arr_0", "arr_1"}:
+                    # guided-diffusion's class-conditional samples: np.savez(path, images,
+                    # labels) names them arr_0 and arr_1
+                    members = {"images": members["arr_0"], "labels": members["arr_1"]}
                 keys = list(members)
                 rest = [k for k in keys if k not in CARRIED_KEYS]
                 if "images" in rest:

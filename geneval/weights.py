@@ -335,13 +335,14 @@ def preflight(
 
 
 def declared_weights(registry: Any) -> dict[str, Declared]:
-    """Every weights file the installed extractors and model families declare, by name.
+    """Every weights file the installed extractors, model families and metrics declare, by
+    name.
 
     Two plugins may declare the same file (same name, same declaration); one name declared
     two different ways is an :class:`InputError` naming both users.
     """
     found: dict[str, Declared] = {}
-    for kind in ("extractor", "model"):
+    for kind in ("extractor", "model", "metric"):
         for name, item in sorted(registry.items(kind).items()):
             for file in getattr(item.obj, "published_weights", ()) or ():
                 if not isinstance(file, WeightsFile):
@@ -359,7 +360,8 @@ def declared_weights(registry: Any) -> dict[str, Declared]:
 
 
 def weights_for(plugin: Any) -> tuple[WeightsFile, ...]:
-    """The weights files a registered extractor or model family declares (``()`` if none)."""
+    """The weights files a registered extractor, model family or metric declares (``()`` if
+    none)."""
     declared = getattr(plugin, "published_weights", ()) or ()
     return tuple(f for f in declared if isinstance(f, WeightsFile))
 

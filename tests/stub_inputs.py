@@ -35,6 +35,7 @@ class StubInputs:
     """:class:`geneval.api.MetricInputs` backed by plain tensors, for unit tests of metrics.
 
     ``data`` maps ``(kind, source)`` to a tensor (or, for ``stats``, a ``FeatureStatistics``);
+    a named extractor output is the kind ``"stats#spatial"`` (``"features#NAME"``);
     ``reconstructions`` is a :class:`PairedImages`; ``model`` the model object.
     """
 
@@ -66,11 +67,11 @@ class StubInputs:
         except KeyError:
             raise KeyError(f"{kind} of {source} were not given to the stub") from None
 
-    def features(self, source: str) -> torch.Tensor:
-        return self._get("features", source)
+    def features(self, source: str, output: str | None = None) -> torch.Tensor:
+        return self._get("features" if output is None else f"features#{output}", source)
 
-    def stats(self, source: str) -> Any:
-        return self._get("stats", source)
+    def stats(self, source: str, output: str | None = None) -> Any:
+        return self._get("stats" if output is None else f"stats#{output}", source)
 
     def logits(self, source: str) -> torch.Tensor:
         return self._get("logits", source)

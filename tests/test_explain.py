@@ -11,13 +11,14 @@ import pytest
 import torch
 
 import geneval
+from geneval.plugin import Need, hookimpl
 from geneval.plugins import get_registry
 from geneval.report.explain import minimum_samples
 from geneval.runner import Evaluation, RunConfig
 from geneval_plugins.datasets.digits import DigitsDataset
 from geneval_plugins.extractors.digits_cnn import DigitsCNNExtractor
 from geneval_plugins.metrics.sample_quality.kid import kernel_inception_distance
-from tests.fake_plugins import FakePlugins
+from tests.fake_plugins import FakePlugins, ToySet
 
 SAMPLE_COUNT_NOTE = "fewer than"
 #: Fewer KID subsets keep the default suite fast (the subsets' count changes no code path).
@@ -193,3 +194,65 @@ def test_plugins_verbose_lists_options_direction_samplers(run_cli):
     assert ddpm["capabilities"] == ["elbo", "probability_flow"]
     plain = json.loads(run_cli("plugins", "--json").out)["plugins"]
     assert all(set(r) == {"kind", "name", "distribution", "version"} for r in plain)
+
+
+def test_feature_space_follows_the_protocol_option():
+    """precision/recall publish on VGG-16 by default and on the FID Inception network's
+    features under protocol=adm (the ADM tables): metric_info records the run's one."""
+    from geneval.report.explain import metric_info
+
+    precision = get_registry().metric("precision")
+    metrics = {"precision": precision}
+    assert metric_info(metrics)["precision"]["feature_space"] == "vgg16"
+    adm = {"precision": {"k": 3, "boundary": "closed", "protocol": "adm"}}
+    assert metric_info(metrics, options=adm)["precision"]["feature_space"] == "inception-v3-fid"
+    default = {"precision": {"k": 3, "boundary": "closed", "protocol": "geneval"}}
+    assert metric_info(metrics, options=default)["precision"]["feature_space"] == "vgg16"
+
+
+class _LogitMeanDistance:
+    """‖μ_samples − μ_reference‖² of the counting extractor's second output, ``logit``."""
+
+    name = "logit-dist"
+    interpretation = "Squared distance between the means of a named output."
+    higher_is_better = False
+    needs = (
+        Need("stats", "samples", output="logit"),
+        Need("stats", "reference", output="logit"),
+    )
+    options: dict = {}
+    fields: dict = {}
+    uncertainty = None
+
+    def compute(self, inputs):
+        a = inputs.stats("samples", output="logit").mean
+        b = inputs.stats("reference", output="logit").mean
+        return {"value": float(((a - b) ** 2).sum())}
+
+
+class _LogitPlugin:
+    __name__ = "logit_dist_plugin"
+
+    @hookimpl
+    def geneval_register_metrics(self, register):
+        register(_LogitMeanDistance())
+
+
+def test_baseline_scores_a_named_extractor_output(fake, add_plugin):
+    """A metric on a named output (as sfid on Inception's spatial features) gets its
+    held-out baseline from that output, not the feature output."""
+    add_plugin(_LogitPlugin())
+    config = RunConfig(
+        metrics=["logit-dist"], model="toy-noise", num_samples=50,
+        reference="toyset:train", baseline=True, device="cpu",
+    )  # fmt: skip
+    report = Evaluation(config).execute()
+    section = report["baseline"]
+    assert section["n"] == 40  # the held-out split's size: the samples' first 40 are scored
+    pair = section["metrics"]["logit-dist"]
+    extractor = fake.extractor.load(device="cpu")
+    toyset = ToySet()
+    reference = extractor(toyset.load("train").images)["logit"].double().mean(0)
+    held = extractor(toyset.load("test").images)["logit"].double().mean(0)
+    assert pair["held_out"]["value"] == pytest.approx(float(((held - reference) ** 2).sum()))
+    assert pair["samples"]["value"] != report["metrics"]["logit-dist"]["value"]  # 40 of 50

@@ -196,7 +196,7 @@ class _Inputs:
     device: torch.device = torch.device("cpu")
     seed: int = 0
 
-    def stats(self, source: str) -> FeatureStatistics:
+    def stats(self, source: str, output: str | None = None) -> FeatureStatistics:
         return self.samples if source == "samples" else self.reference
 
 

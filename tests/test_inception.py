@@ -69,7 +69,12 @@ def test_registered_with_its_contract() -> None:
     assert isinstance(ext, InceptionV3FID)
     assert ext.feature_output == "pool" and ext.logits_output == "logits_unbiased"
     assert ext.resize_options == RESIZE_CONVENTIONS
-    assert dict(ext.outputs) == {"pool": 2048, "logits_unbiased": 1008, "logits": 1008}
+    assert dict(ext.outputs) == {
+        "pool": 2048,
+        "logits_unbiased": 1008,
+        "logits": 1008,
+        "spatial": 2023,
+    }
 
 
 def test_pool_features_match_pytorch_fid(torch_home: Path, images: torch.Tensor) -> None:

@@ -144,7 +144,11 @@ def test_metrics_use_defaults_and_are_reproducible_under_a_seed() -> None:
         "coef0": 1.0,
         "rng": "geneval",
     }
-    assert {k: o.default for k, o in score.options.items()} == {"splits": 10, "rng": "geneval"}
+    assert {k: o.default for k, o in score.options.items()} == {
+        "splits": 10,
+        "rng": "geneval",
+        "protocol": "geneval",
+    }
     assert all(o.help for o in (*kid.options.values(), *score.options.values()))
     assert not kid.higher_is_better and score.higher_is_better
     first = compute(kid, _Inputs(feats, logits, seed=11))

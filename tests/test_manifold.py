@@ -364,6 +364,7 @@ def test_plugins_are_registered_with_their_contract() -> None:
         assert {key: o.default for key, o in metric.options.items()} == {
             "k": k,
             "boundary": boundary,
+            **({"protocol": "geneval"} if name in ("precision", "recall") else {}),
         }
         assert metric.options["boundary"].choices == ("closed", "open")
         assert set(metric.fields) == {"n", "n_reference", "boundary"}
@@ -398,6 +399,7 @@ def test_plugins_share_one_pass_per_run(
         "n": 400,
         "n_reference": 500,
         "boundary": "closed",
+        "protocol": "geneval",
     }
     assert results["coverage"]["value"] == pytest.approx(_prdc(reference, samples, 2)["coverage"])
     assert results["density"]["value"] == pytest.approx(_prdc(reference, samples, 5)["density"])

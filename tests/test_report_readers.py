@@ -11,8 +11,9 @@ Defect classes and their tests:
   ``test_stats_headers_cannot_claim_memory``,
   ``test_valid_stats_variants_are_read`` and the property tests ``test_fuzzed_stats_files``
   and ``test_fuzzed_stats_files_cli``;
-* other tools' members in a statistics file (ADM reference batches' ``arr_0``, ``mu_s`` ...),
-  read through the one ``.npz`` reader (:mod:`geneval.arrayfile`): ignored unread
+* members of other names in a statistics file (other tools' arrays; the ADM layout's
+  ``arr_0``, ``mu_s``, ``sigma_s`` are read, ``tests/test_adm_batches.py``), read through the
+  one ``.npz`` reader (:mod:`geneval.arrayfile`): ignored unread
   (``test_extra_members_are_ignored_unread``, ``test_large_extra_member_costs_no_memory``,
   ``test_extra_members_cli`` and the property test ``test_fuzzed_extra_members``), except a
   pickled one, refused with no code run (``test_extra_pickle_member_is_refused``, the
@@ -349,13 +350,13 @@ def test_valid_stats_variants_are_read(tmp_path: Path) -> None:
 
 # -- members a statistics file holds besides mu, sigma, n, meta and features ---------------------
 
-#: What other tools store beside the statistics (the ADM evaluator's reference batches hold
-#: ``arr_0`` images, ``mu_s`` and ``sigma_s``), and members no reader could use: each is
-#: ignored, its data never read.
+#: What other tools may store beside the statistics, and members no reader could use: each is
+#: ignored, its data never read (the ADM layout's ``arr_0``, ``mu_s`` and ``sigma_s`` have a
+#: meaning and are read: ``tests/test_adm_batches.py``).
 EXTRA_MEMBERS: dict[str, bytes] = {
-    "arr_0": _npy_bytes(np.random.default_rng(3).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)),
-    "mu_s": _npy_bytes(np.ones(7)),
-    "sigma_s": _npy_bytes(np.eye(7)),
+    "arr_1": _npy_bytes(np.random.default_rng(3).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)),
+    "mu_x": _npy_bytes(np.ones(7)),
+    "sigma_x": _npy_bytes(np.eye(7)),
     "labels": _npy_bytes(np.arange(5)),
     "names": _npy_bytes(np.array(["a", "bc"])),
     "complex": _npy_bytes(np.zeros(3, complex)),
@@ -389,11 +390,11 @@ def test_extra_members_are_ignored_unread(compression: int, tmp_path: Path, monk
     (a bad CRC, found only by reading it) or whose header claims 8 TB changes nothing."""
     plain = load_stats(_zip(tmp_path / "plain.npz", _stats_members(), compression))
     path = _zip(tmp_path / "extra.npz", {**EXTRA_MEMBERS, **_stats_members()}, compression)
-    raw = bytearray(path.read_bytes())  # damage arr_0's data: its CRC no longer matches
-    raw[raw.index(b"arr_0.npy") + 200] ^= 0xFF
+    raw = bytearray(path.read_bytes())  # damage arr_1's data: its CRC no longer matches
+    raw[raw.index(b"arr_1.npy") + 200] ^= 0xFF
     path.write_bytes(bytes(raw))
     with zipfile.ZipFile(path) as archive, pytest.raises(zipfile.BadZipFile):
-        archive.read("arr_0.npy")  # the damage is real: reading arr_0 would fail
+        archive.read("arr_1.npy")  # the damage is real: reading arr_1 would fail
 
     import geneval.feature_stats as stats_module
 
@@ -410,20 +411,27 @@ def test_extra_members_are_ignored_unread(compression: int, tmp_path: Path, monk
 
 
 def test_large_extra_member_costs_no_memory(tmp_path: Path) -> None:
-    """An ADM-style reference batch (``arr_0`` images, ``mu``, ``sigma``, ``mu_s``,
-    ``sigma_s``): read as a plain pytorch-fid file; its 16 MiB of images are never read."""
+    """An ADM reference batch (``arr_0`` images, ``mu``, ``sigma``, ``mu_s``, ``sigma_s``,
+    no provenance): read as the ADM layout, without the plain-file warning; its 16 MiB of
+    images are never read (only ``arr_0``'s header is checked)."""
     x = np.random.default_rng(5).standard_normal((40, FEATURE_DIM))
     arrays = {"mu": x.mean(0), "sigma": np.cov(x, rowvar=False)}
-    images = np.zeros((16, 256, 256, 16), np.uint8)  # 16 MiB
+    images = np.zeros((86, 256, 256, 3), np.uint8)  # 16 MiB
     path = tmp_path / "VIRTUAL_batch.npz"
     np.savez(path, arr_0=images, **arrays, mu_s=np.zeros(7), sigma_s=np.eye(7))
-    with pytest.warns(GenevalWarning, match="no provenance"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GenevalWarning)
         loaded, exc, peak = _peak(lambda: load_stats(path))
     assert exc is None, exc
     np.testing.assert_array_equal(loaded.mu, arrays["mu"])
     np.testing.assert_array_equal(loaded.sigma, arrays["sigma"])
     assert loaded.n is None and loaded.meta is None and loaded.features is None
+    assert loaded.layout == "adm"
     assert peak < images.nbytes // 8, peak
+    # an arr_0 the ADM evaluator could not read is refused from its header alone
+    np.savez(path, arr_0=np.zeros((2, 8, 8, 16), np.uint8), **arrays)
+    with pytest.raises(InputError, match=r"arr_0 must be uint8 images \(N, H, W, 3\)"):
+        load_stats(path)
 
 
 @pytest.mark.parametrize(
@@ -481,7 +489,7 @@ def _extra_members(draw: st.DrawFn) -> tuple[dict[str, bytes], bool]:
     them declares Python objects."""
     members: dict[str, bytes] = {}
     objects = False
-    names = st.sampled_from(["arr_0", "mu_s", "sigma_s", "x", "labels", "n_s", "meta.json"])
+    names = st.sampled_from(["arr_1", "mu_x", "sigma_x", "x", "labels", "n_s", "meta.json"])
     for name in draw(st.lists(names, max_size=4, unique=True)):
         how = draw(st.sampled_from(["array", "claim", "bytes"]))
         if how == "array":

@@ -64,6 +64,21 @@ def _declared(name: str) -> WeightsFile:
     return file
 
 
+def _declarations() -> Iterator[tuple[object, tuple[WeightsFile, ...]]]:
+    """Every registered plugin that declares weights files, with its declarations."""
+    registry = get_registry()
+    for kind in ("extractor", "model", "metric"):
+        for item in registry.items(kind).values():
+            files = tuple(getattr(item.obj, "published_weights", ()) or ())
+            if files:
+                yield item.obj, files
+
+
+def _filename(name: str) -> str:
+    """The file name of the weights declared as ``name`` (by any plugin)."""
+    return next(f.filename for _, files in _declarations() for f in files if f.name == name)
+
+
 def _serve(
     monkeypatch: pytest.MonkeyPatch,
     server: tuple[str, Path],
@@ -71,24 +86,28 @@ def _serve(
     full_digest: bool = True,
     wrong: str | None = None,
 ) -> dict[str, bytes]:
-    """Serve distinct bytes for every bundled weights file and point the declarations at
-    them (full sha256 and size, or only an 8-digit prefix); ``wrong``: that file declares
-    another file's digest."""
+    """Serve distinct bytes for every declared weights file (the bundled extractors', model
+    families' and metrics') and point every declaration at them (full sha256 and size, or only
+    an 8-digit prefix); ``wrong``: that file declares another file's digest."""
     url, root = server
-    contents = {}
-    for i, name in enumerate(BUNDLED):
-        file = _declared(name)
+    files: dict[str, WeightsFile] = {}
+    for _, declared in _declarations():
+        for file in declared:
+            files.setdefault(file.name, file)
+    contents, patched = {}, {}
+    for i, (name, file) in enumerate(sorted(files.items())):
         data = hashlib.sha256(name.encode()).digest() * (1000 + 37 * i)
         (root / file.filename).write_bytes(data)
         digest = hashlib.sha256(b"something else" if name == wrong else data).hexdigest()
-        patched = replace(
+        patched[name] = replace(
             file,
             url=f"{url}/{file.filename}",
             sha256=digest if full_digest else digest[:8],
             size=len(data) if full_digest else None,
         )
-        monkeypatch.setattr(get_registry().extractor(name), "published_weights", (patched,))
         contents[name] = data
+    for obj, declared in list(_declarations()):
+        monkeypatch.setattr(obj, "published_weights", tuple(patched[f.name] for f in declared))
     return contents
 
 
@@ -121,7 +140,9 @@ def test_list_names_every_bundled_file_with_its_published_url_and_digest(run_cli
         assert row["sha256_checked"] == "prefix" and len(row["sha256"]) == 8
         assert row["path"] == str(home / "hub" / "checkpoints" / row["filename"])
         assert row["present"] is False and row["found_by"] == "torch hub cache"
-        assert row["used_by"] == [f"extractor {name}"]
+        # the LPIPS metric's VGG backbone is the vgg16 extractor's file, declared once
+        users = [f"extractor {name}"] + (["metric lpips"] if name == "vgg16" else [])
+        assert row["used_by"] == users
     assert rows["dinov2-vitb14"]["sha256"] is None
     assert rows["dinov2-vitb14"]["sha256_checked"] == "none"
     text = run_cli("weights", "list")
@@ -139,10 +160,10 @@ def test_fetch_all_downloads_checks_and_places_every_file(run_cli, home, server,
     assert res.code == 0, res.err
     cache = home / "hub" / "checkpoints"
     for name, data in contents.items():
-        placed = cache / _declared(name).filename
+        placed = cache / _filename(name)
         assert placed.read_bytes() == data
         assert f"{name}: {placed}" in res.out
-    assert _leftovers(cache) == sorted(_declared(n).filename for n in BUNDLED)  # no temp file
+    assert _leftovers(cache) == sorted(_filename(n) for n in contents)  # no temp file
     listing = json.loads(run_cli("weights", "list", "--json").out)
     assert all(row["present"] for row in listing["weights"] if row["name"] in BUNDLED)
     # a second fetch keeps the files; --force fetches again, atomically

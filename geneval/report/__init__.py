@@ -10,6 +10,7 @@ import it.
 - :mod:`geneval.report.visuals`: the :class:`~geneval.report.visuals.Visuals` data (grids, the
   neighbour panel), planned and collected alongside the run.
 - :mod:`geneval.report.grids`: image grids as PNG.
+- :mod:`geneval.report.curves`: curve fields of metric results, drawn as inline SVG.
 - :mod:`geneval.report.neighbours`: nearest reference images of samples (memorisation check).
 - :mod:`geneval.report.explain`: what each number means, sample-count warnings, versions.
 - :mod:`geneval.report.gates`: quality gates (``--fail-if``, ``--gates``, ``pyproject.toml``).

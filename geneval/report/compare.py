@@ -17,6 +17,10 @@ Notes say when the runs differ in what makes numbers comparable: sample counts (
 are biased by n), extractor weights, resize conventions, units or the reference (a statistics
 file counts as the source its provenance names: one made by ``geneval stats digits:train`` is
 the reference ``digits:train``).
+
+A metric field that holds a curve (:mod:`geneval.report.curves`, e.g. the PRD curve of
+``prd``) is collected from every run that reports it; :func:`to_html` draws the runs' curves
+of each such field on one plot, beside the table.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from geneval.errors import InputError
 from geneval.io import read_small_text
+from geneval.report.curves import curve_fields, html_page, svg_plot
 from geneval.report.explain import direction
 from geneval.report.formats import fmt
 from geneval.text import printable, quote, visible
@@ -177,6 +182,8 @@ class Comparison:
     rows: list[MetricRow]
     notes: list[str]
     rtol: float
+    #: ``(metric, field, [(run name, curve), ...])`` for each curve field some run reports
+    curves: list[tuple[str, str, list[tuple[str, Mapping[str, Any]]]]] = field(default_factory=list)
 
     @property
     def regressions(self) -> list[str]:
@@ -400,7 +407,22 @@ def compare_reports(
                 )
             )
         rows.append(row)
-    return Comparison(list(names), rows, _comparability_notes(names, reports), rtol)
+    notes = _comparability_notes(names, reports)
+    return Comparison(list(names), rows, notes, rtol, comparison_curves(reports, names))
+
+
+def comparison_curves(
+    reports: Sequence[Mapping[str, Any]], names: Sequence[str]
+) -> list[tuple[str, str, list[tuple[str, Mapping[str, Any]]]]]:
+    """``(metric, field, [(name, curve), ...])`` for every metric field that holds a curve
+    in at least one report (:func:`geneval.report.curves.is_curve`), the runs in the order
+    given, fields in order of first appearance."""
+    found: dict[tuple[str, str], list[tuple[str, Mapping[str, Any]]]] = {}
+    for report, name in zip(reports, names, strict=True):
+        for metric, result in report["metrics"].items():
+            for key in curve_fields(result):
+                found.setdefault((metric, key), []).append((name, result[key]))
+    return [(metric, key, series) for (metric, key), series in found.items()]
 
 
 def _not_computed(
@@ -427,9 +449,8 @@ def _signed(x: float | None) -> str:
     return ("+" if x > 0 else "") + fmt(x)
 
 
-def to_text(comparison: Comparison) -> str:
-    """The comparison as a plain-text table (with a unit column where some metric declares a
-    unit), then notes and the verdict."""
+def _table(comparison: Comparison) -> tuple[list[list[str]], set[int]]:
+    """The comparison table: header row then one row per metric, and the numeric columns."""
     names = [visible(name) for name in comparison.names]  # a file name stays in its column
     units = any(row.unit for row in comparison.rows)  # a unit column where some metric has one
     header = ["metric", "better", *(["unit"] if units else []), *names]
@@ -454,17 +475,12 @@ def to_text(comparison: Comparison) -> str:
                 "; ".join(verdicts),
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    numeric = set(range(first_number, len(header) - 1))
+    return rows, set(range(first_number, len(header) - 1))
+
+
+def _closing_lines(comparison: Comparison) -> list[str]:
+    """The notes and the verdict that follow the table."""
     lines = []
-    for j, r in enumerate(rows):
-        cells = [
-            f"{c:>{widths[i]}}" if i in numeric else f"{c:<{widths[i]}}" for i, c in enumerate(r)
-        ]
-        lines.append("  ".join(cells).rstrip())
-        if j == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    lines.append("")
     for row in comparison.rows:
         if row.higher_is_better is None:
             lines.append(f"note: {row.name}: {direction(None)}, so no change is flagged")
@@ -477,4 +493,61 @@ def to_text(comparison: Comparison) -> str:
             "no regression (a change in the worse direction beyond the combined uncertainty, "
             f"or beyond rtol {comparison.rtol:g} where a metric reports none)"
         )
+    return lines
+
+
+def to_text(comparison: Comparison) -> str:
+    """The comparison as a plain-text table (with a unit column where some metric declares a
+    unit), then notes and the verdict."""
+    rows, numeric = _table(comparison)
+    header = rows[0]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for j, r in enumerate(rows):
+        cells = [
+            f"{c:>{widths[i]}}" if i in numeric else f"{c:<{widths[i]}}" for i, c in enumerate(r)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    lines += _closing_lines(comparison)
     return printable("\n".join(lines) + "\n")
+
+
+def to_html(comparison: Comparison) -> str:
+    """The comparison as one self-contained HTML page: the table (regressions marked), the
+    notes and verdict, and for every curve field the runs' curves drawn on one plot
+    (:func:`geneval.report.curves.svg_plot`, one colour per run, with a legend)."""
+    rows, numeric = _table(comparison)
+    header, body = rows[0], rows[1:]
+    out = ["<table>", "<tr>" + "".join(f"<th>{_h(h)}</th>" for h in header) + "</tr>"]
+    for row, metric in zip(body, comparison.rows, strict=True):
+        css = ' class="regression"' if any(c.regression for c in metric.changes) else ""
+        cells = "".join(
+            f'<td class="num">{_h(c)}</td>' if i in numeric else f"<td>{_h(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        out.append(f"<tr{css}>{cells}</tr>")
+    out.append("</table>")
+    parts = ["<h2>Metrics</h2>", "\n".join(out)]
+    parts.append(
+        "<ul>" + "".join(f"<li>{_h(x)}</li>" for x in _closing_lines(comparison)) + "</ul>"
+    )
+    if comparison.curves:
+        figures = []
+        for metric, key, series in comparison.curves:
+            runs = ", ".join(name for name, _ in series)
+            caption = f"{metric}.{key} of {runs}."
+            plot = svg_plot(series, title=f"{metric}.{key}")
+            figures.append(f"<figure>{plot}<figcaption>{_h(caption)}</figcaption></figure>")
+        parts.append('<h2>Curves</h2>\n<div class="curves">' + "".join(figures) + "</div>")
+    title = "geneval compare: " + " vs ".join(comparison.names)
+    return printable(html_page(title, parts))
+
+
+def _h(value: Any) -> str:
+    """``value`` as escaped HTML text on one line."""
+    import html
+
+    return html.escape(visible(value), quote=True)

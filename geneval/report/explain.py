@@ -3,9 +3,10 @@ that produced it, and warnings when too few samples stand behind it (docs/contra
 
 * :func:`metric_info` — each metric's ``higher_is_better``, ``interpretation``, the field
   holding its ``uncertainty``, the ``unit`` of its value, the ``feature_space`` its published
-  numbers use, what it ``reads`` and its documented minimum sample count, as the report's
-  ``metric_info`` section records them (so that ``geneval compare`` and readers of the JSON
-  need no installed plugin to know which way is better).
+  numbers use, the ``report_panel`` it is shown with, what it ``reads`` and its documented
+  minimum sample count, as the report's ``metric_info`` section records them (so that
+  ``geneval compare`` and readers of the JSON need no installed plugin to know which way is
+  better).
 * :func:`sample_count_warnings` — one line per source with fewer samples than the metric's
   minimum. A metric declares ``min_samples`` (FID and KID: 2048, the Inception feature
   dimension); the extractor that produced its features, or the dataset it is compared with,
@@ -40,21 +41,30 @@ def reads(metric: Metric) -> list[str]:
 
 
 def metric_info(
-    metrics: Mapping[str, Metric], minimums: Mapping[str, tuple[int | None, str]] | None = None
+    metrics: Mapping[str, Metric],
+    minimums: Mapping[str, tuple[int | None, str]] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """``{name: {"higher_is_better", "interpretation", "uncertainty", "unit", "feature_space",
-    "reads", "min_samples", "min_samples_from"}}`` of the metric plugins ``metrics`` (name →
-    plugin); a value a plugin does not declare is ``None``. ``unit`` is the unit of the value
-    and its uncertainty, ``feature_space`` the space of the metric's published numbers
+    "reads", "min_samples", "min_samples_from", "report_panel"}}`` of the metric plugins
+    ``metrics`` (name → plugin); a value a plugin does not declare is ``None``. ``unit`` is
+    the unit of the value and its uncertainty, ``feature_space`` the space of the metric's
+    published numbers, ``report_panel`` the report panel it is shown with
     (:class:`geneval.api.Metric`), ``reads`` what it reads (:func:`reads`). ``minimums``
     (name → :func:`minimum_samples`) gives the minimum that applies in a run, else the
-    metric's own is recorded."""
+    metric's own is recorded. ``options`` (name → the run's validated options) give the
+    feature space of a metric whose published numbers depend on them (its optional
+    ``feature_space_for(options)``, e.g. precision under ``protocol=adm``)."""
     info = {}
     for name, metric in metrics.items():
         higher = metric.higher_is_better
         minimum, who = (minimums or {}).get(name) or minimum_samples(metric, None, [])
         unit = declared(metric, "unit")
         space = declared(metric, "feature_space")
+        space_for = getattr(metric, "feature_space_for", None)
+        if callable(space_for) and options is not None and name in options:
+            space = space_for(options[name])
+        panel = declared(metric, "report_panel")
         info[name] = {
             "higher_is_better": None if higher is None else bool(higher),
             "interpretation": metric.interpretation,
@@ -64,6 +74,7 @@ def metric_info(
             "reads": reads(metric),
             "min_samples": minimum,
             "min_samples_from": who or None,
+            "report_panel": None if panel is None else str(panel),
         }
     return info
 

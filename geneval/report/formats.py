@@ -19,6 +19,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
+from geneval.report.curves import describe as describe_curve
+from geneval.report.curves import is_curve
 from geneval.text import markdown_code, markdown_text, printable, visible
 
 _DETAIL_SKIP = {"value", "warnings", "per_image"}
@@ -107,13 +109,16 @@ def summarize(value: Any, limit: int = MAX_TEXT) -> str:
     """One field's value as a short cell: numbers by :func:`fmt`; strings clipped to
     ``limit``; a short list whole, a longer list of numbers as ``"200 values, min…max"``
     (``"20×3 values, …"`` for a matrix; NaN left out of the range and counted), of strings
-    as ``"[first, … (200 in all)]"``, of objects as ``"10 entries of key, key"``; a mapping as
+    as ``"[first, … (200 in all)]"``, of objects as ``"10 entries of key, key"``; a curve
+    (:mod:`geneval.report.curves`) as ``"1001 points, precision vs recall"``; a mapping as
     ``{key=value, …}`` or, when long, ``"5 entries: key, key, …"``. The JSON report keeps
     every value whole."""
     if value is None or _is_number(value) or isinstance(value, bool):
         return fmt(value)
     if isinstance(value, str):
         return clip(value, limit) if value else '""'
+    if is_curve(value):
+        return clip(describe_curve(value), limit)
     if isinstance(value, Mapping):
         if not value:
             return "{}"

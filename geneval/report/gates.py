@@ -257,7 +257,8 @@ def evaluate_gates(
         result = results.get(gate.metric)
         value = None if result is None else result.get(gate.field)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            entry.update(failed=True, value=None, reason=f"{gate.metric}.{gate.field} not computed")
+            why = "not computed" if value is None else "is not a number (a gate reads a number)"
+            entry.update(failed=True, value=None, reason=f"{gate.metric}.{gate.field} {why}")
         else:
             number = _float(value)
             entry.update(failed=gate.holds(number), value=number)

@@ -8,7 +8,9 @@ report is HTML-escaped, its control characters and undecodable bytes shown as es
 
 The page holds the verdict, the metrics (value, uncertainty, which way is better, what the
 number means, warnings), the gates with their source, a grid of the first samples and one of
-the first reference images, the nearest-neighbour panel (the memorisation check), the
+the first reference images, the curves metrics report (:mod:`geneval.report.curves`, drawn
+as inline SVG), the nearest-neighbour panel (the memorisation check) with the scores of the
+metrics that declare ``report_panel = "neighbours"`` (memorisation and novelty scores), the
 real-vs-real baseline when the run computed one, and the configuration, provenance, inputs,
 versions and timings.
 """
@@ -21,6 +23,8 @@ from typing import Any
 
 import torch
 
+from geneval.report.curves import describe as describe_curve
+from geneval.report.curves import report_curves, svg_plot
 from geneval.report.formats import (
     baseline_caption,
     baseline_rows,
@@ -30,6 +34,7 @@ from geneval.report.formats import (
     metric_rows,
     report_notes,
     setup_lines,
+    uncertainty,
 )
 from geneval.report.grids import data_uri, image_grid, png_bytes
 from geneval.report.visuals import NEAR_COPY, Visuals
@@ -54,6 +59,7 @@ figure { margin: 0; }
 figcaption { font-size: 0.9em; color: #555; max-width: 40em; }
 img { image-rendering: pixelated; }
 .copy { background: #fff3cd; }
+.curves { display: flex; flex-wrap: wrap; gap: 2em; }
 .small { font-size: 0.9em; color: #555; }
 code { font-size: 0.95em; }
 """
@@ -156,12 +162,63 @@ def _grids(visuals: Visuals | None) -> str:
     return '<h2>Samples and reference</h2>\n<div class="grids">' + "".join(figures) + "</div>"
 
 
-def _neighbours(visuals: Visuals | None) -> str:
-    if visuals is None:
+def _curves(report: Mapping[str, Any]) -> str:
+    """One figure per curve a metric reported (:func:`geneval.report.curves.report_curves`)."""
+    found = report_curves(report)
+    if not found:
         return ""
-    if not visuals.neighbours:
-        note = visuals.notes.get("neighbours")
-        return f"<h2>Nearest reference images</h2><p>{_e(note)}.</p>" if note else ""
+    figures = []
+    for name, key, curve in found:
+        caption = f"{name}.{key}: {describe_curve(curve)}."
+        plot = svg_plot([(name, curve)], title=f"{name}.{key}")
+        figures.append(f"<figure>{plot}<figcaption>{_e(caption)}</figcaption></figure>")
+    return '<h2>Curves</h2>\n<div class="curves">' + "".join(figures) + "</div>"
+
+
+#: The ``report_panel`` a metric declares to be shown with the nearest-neighbour panel.
+NEIGHBOURS_PANEL = "neighbours"
+
+
+def panel_metrics(report: Mapping[str, Any], panel: str = NEIGHBOURS_PANEL) -> list[str]:
+    """The metrics of the report (computed or failed) whose ``metric_info.report_panel`` is
+    ``panel``, in the report's order."""
+    names = [*report.get("metrics", {}), *report.get("errors", {})]
+    return [name for name in names if info(report, name).get("report_panel") == panel]
+
+
+def _panel_scores(report: Mapping[str, Any]) -> str:
+    """The scores of the metrics shown with the neighbour panel (memorisation and novelty),
+    as a table: value, uncertainty, direction and meaning."""
+    names = panel_metrics(report)
+    if not names:
+        return ""
+    rows = []
+    for name in names:
+        result = report.get("metrics", {}).get(name)
+        if result is None:
+            value, spread = "ERROR", report.get("errors", {}).get(name, "")
+        else:
+            value, spread = fmt(result.get("value")), uncertainty(report, name, result)
+        higher = info(report, name).get("higher_is_better")
+        better = "?" if higher is None else ("higher" if higher else "lower")
+        meaning = info(report, name).get("interpretation") or ""
+        rows.append([f"<b>{_e(name)}</b>", _e(value), _e(spread), _e(better), _e(meaning)])
+    table = _table(("metric", "value", "uncertainty", "better", "what it means"), rows, {1, 2})
+    return (
+        '<div class="panel-scores"><h3>Memorisation and novelty scores</h3>\n'
+        "<p>Scores of how far the samples copy the reference, beside the nearest "
+        "reference images they summarise.</p>\n" + table + "</div>"
+    )
+
+
+def _neighbours(visuals: Visuals | None, report: Mapping[str, Any] | None = None) -> str:
+    scores = _panel_scores(report or {})
+    if visuals is None or not visuals.neighbours:
+        note = visuals.notes.get("neighbours") if visuals is not None else None
+        if not note and not scores:
+            return ""
+        text = f"<p>{_e(note)}.</p>" if note else ""
+        return f"<h2>Nearest reference images</h2>\n{scores}{text}"
     typical = visuals.typical_distance
     intro = (
         f"For each of the first {len(visuals.neighbours)} samples, the closest reference "
@@ -193,7 +250,7 @@ def _neighbours(visuals: Visuals | None) -> str:
     k = len(visuals.neighbours[0].indices)
     header = "<tr><th>sample</th>" + "".join(f"<th>{i + 1}.</th>" for i in range(k)) + "</tr>"
     return (
-        f"<h2>Nearest reference images</h2>\n<p>{_e(intro)}</p>\n"
+        f"<h2>Nearest reference images</h2>\n{scores}<p>{_e(intro)}</p>\n"
         f"<table>{header}{''.join(rows)}</table>"
     )
 
@@ -263,8 +320,9 @@ def to_html(report: Mapping[str, Any], visuals: Visuals | None = None) -> str:
         f"<p>{verdict}</p>",
         _metrics(report),
         _gates(report),
+        _curves(report),
         _grids(visuals),
-        _neighbours(visuals),
+        _neighbours(visuals, report),
         _baseline(report),
         _config(report),
     ]

@@ -38,7 +38,7 @@ from geneval.distributed import (
 )
 from geneval.errors import InputError
 from geneval.feature_cache import CachedPart, FeatureCache, entry_fields, source_key
-from geneval.run.passes import PassPlan, PassResult, run_pass
+from geneval.run.passes import PassPlan, PassResult, moments_extractor, run_pass
 
 
 @dataclass
@@ -52,18 +52,21 @@ class Collected:
 
 def _parts(plan: PassPlan, name: str) -> list[tuple[str, str]]:
     """The (output, kind) entries one extractor of ``plan`` needs."""
-    parts = []
-    if name in plan.moments:
-        parts.append((plan.moments[name], "moments"))
+    parts = [(output, "moments") for _, output in sorted(plan.moments_of(name).items())]
     parts += [(output, "rows") for output in sorted(plan.outputs.get(name, ()))]
     return parts
+
+
+def _moments_keys(plan: PassPlan, name: str) -> dict[str, str]:
+    """One extractor's moments outputs → their moments keys in ``plan``."""
+    return {output: key for key, output in plan.moments_of(name).items()}
 
 
 def _without(plan: PassPlan, names: set[str]) -> PassPlan:
     return PassPlan(
         keep_images=plan.keep_images,
         outputs={n: set(o) for n, o in plan.outputs.items() if n not in names},
-        moments={n: o for n, o in plan.moments.items() if n not in names},
+        moments={k: o for k, o in plan.moments.items() if moments_extractor(k) not in names},
         keep_first=plan.keep_first,
     )
 
@@ -185,14 +188,15 @@ def collect_pass(
                 for f in fields[name]:
                     part = CachedPart(result.count, set(result.sizes), counters)
                     if f["kind"] == "moments":
-                        part.moments = result.moments[name]
+                        part.moments = result.moments[_moments_keys(plan, name)[f["output"]]]
                     else:
                         part.rows = result.outputs[(name, f["output"])]
                     cache.store(f, part)
     for name, parts in hits.items():
         for f, part in zip(fields[name], parts, strict=True):
             if part.moments is not None:
-                result.moments[name] = part.moments.to(device)
+                key = _moments_keys(plan, name)[f["output"]]
+                result.moments[key] = part.moments.to(device)
             else:
                 result.outputs[(name, f["output"])] = part.rows
     status = {name: ("hit" if name in hits else "miss") for name in names} if key else {}
@@ -241,11 +245,15 @@ def _sharded_pass(
     dims = {
         (name, output): int(extractors[name].outputs[output])
         for name in plan.extractors
-        for output in [
-            *plan.outputs.get(name, ()),
-            *([plan.moments[name]] if name in plan.moments else []),
-        ]
+        for output in plan.outputs.get(name, ())
     }
+    # gather_pass_result looks the moments' dimensions up by (moments key, output)
+    dims.update(
+        {
+            (key, output): int(extractors[moments_extractor(key)].outputs[output])
+            for key, output in plan.moments.items()
+        }
+    )
     merged = gather_pass_result(
         ctx, local, plan, dims, description=source.description, device=device
     )

@@ -24,19 +24,28 @@ from geneval.api import INPUT_KINDS, ImageSet, Metric, Need, PairedImages
 from geneval.capabilities import SupportsDecode, SupportsEncode
 from geneval.errors import InputError
 from geneval.feature_stats import FeatureStatistics, StatsFile
+from geneval.run.passes import moments_key
 from geneval.text import quote
 
 #: Kinds that come from an extractor (and so carry the extractor's name in their key).
-EXTRACTED_KINDS = ("features", "logits", "stats")
+EXTRACTED_KINDS = ("features", "logits", "stats", "caption_features")
 
 
 @dataclass(frozen=True)
 class InputKey:
-    """One input of a run: a kind, a source, and the extractor for extracted kinds."""
+    """One input of a run: a kind, a source, and the extractor for extracted kinds; for
+    ``features`` and ``stats``, the extractor output when it is not the feature output."""
 
     kind: str
     source: str
     extractor: str | None = None
+    output: str | None = None
+
+    @property
+    def slot(self) -> tuple[str, ...]:
+        """How :class:`RunInputs` finds it: (kind, source), plus the output when named."""
+        base = (self.kind, self.source)
+        return base if self.output is None else (*base, self.output)
 
 
 def needs_of(metric: Metric, options: Mapping[str, Any]) -> tuple[Need, ...]:
@@ -47,7 +56,23 @@ def needs_of(metric: Metric, options: Mapping[str, Any]) -> tuple[Need, ...]:
 def input_key(need: Need, extractor: str | None) -> InputKey:
     """The key of a need: ``features`` with ``stats_ok`` is the ``stats`` kind."""
     kind = "stats" if need.kind == "features" and need.stats_ok else need.kind
-    return InputKey(kind, need.source, extractor if kind in EXTRACTED_KINDS else None)
+    output = need.output if kind in FEATURE_KINDS else None
+    return InputKey(kind, need.source, extractor if kind in EXTRACTED_KINDS else None, output)
+
+
+def output_of(key: InputKey, run: RunView) -> str:
+    """The extractor output a ``features`` or ``stats`` key reads: its ``output``, else the
+    extractor's ``feature_output``; an :class:`InputError` when the extractor has no such
+    output."""
+    plugin = run.extractor_plugin(key.extractor)
+    if key.output is None:
+        return plugin.feature_output
+    if key.output not in plugin.outputs:
+        raise InputError(
+            f"extractor {key.extractor} has no output {quote(key.output)} (it has "
+            f"{', '.join(sorted(plugin.outputs))}): choose an extractor that has it"
+        )
+    return key.output
 
 
 class RunView(Protocol):
@@ -69,6 +94,8 @@ class RunView(Protocol):
     def stats_file(self, role: str, extractor: str) -> StatsFile | None: ...
 
     def source(self, role: str) -> Any: ...
+
+    def extractor(self, name: str) -> Any: ...
 
 
 class Producer(Protocol):
@@ -100,7 +127,7 @@ def file_array(key: InputKey, run: RunView) -> torch.Tensor | None:
     ``extractor=``) is an :class:`InputError`: which of the two was meant cannot be told.
     """
     name = FILE_ARRAYS.get(key.kind)
-    if name is None:
+    if name is None or key.output is not None:  # a carried array is the feature output
         return None
     resolved = run.source(key.source)
     carried = resolved.carried(name)
@@ -136,7 +163,7 @@ def file_stats(key: InputKey, run: RunView) -> StatsFile | None:
     stats = getattr(run.source(key.source), "stats_file", None)
     if stats is None or (stats.meta or {}).get("extractor"):
         return None
-    return stats
+    return stats.for_output(key.output)
 
 
 def served_by_files(keys: Iterable[InputKey], run: RunView) -> bool:
@@ -205,7 +232,8 @@ def _stats_of(key: InputKey, run: RunView) -> StatsFile | None:
     names none, else the one checked against the key's extractor."""
     if key.extractor is None:
         return file_stats(key, run)
-    return run.stats_file(key.source, key.extractor)
+    found = run.stats_file(key.source, key.extractor)
+    return None if found is None else found.for_output(key.output)
 
 
 def check_feature_widths(metric: str, keys: Mapping[Any, InputKey], run: RunView) -> None:
@@ -230,7 +258,7 @@ def check_feature_widths(metric: str, keys: Mapping[Any, InputKey], run: RunView
             said = f"the {whose} statistics file ({description}) is {width}-d"
         else:
             plugin = run.extractor_plugin(key.extractor)
-            width = int(plugin.outputs[plugin.feature_output])
+            width = int(plugin.outputs[output_of(key, run)])
             said = f"the {whose} features (extractor {key.extractor}) are {width}-d"
         sides[key.source] = (width, carried is not None or stats is not None, said)
     if len(sides) < 2 or len({width for width, _, _ in sides.values()}) == 1:
@@ -266,6 +294,8 @@ class FeaturesProducer:
         if file_features(key, run) is not None:
             return
         stats = _stats_of(key, run)
+        if stats is not None and stats.features is None and resolved.has_images:
+            stats = None  # a file with moments and images (an ADM batch): extract the images
         if stats is not None:
             if stats.features is None:
                 raise InputError(
@@ -275,7 +305,7 @@ class FeaturesProducer:
             return
         if key.extractor is None or (not resolved.has_images and resolved.model is None):
             raise _no("hold no images or features", resolved, ", which a requested metric needs")
-        output = run.extractor_plugin(key.extractor).feature_output
+        output = output_of(key, run)
         run.plan_for(key.source).outputs.setdefault(key.extractor, set()).add(output)
 
     def produce(self, key: InputKey, run: RunView) -> torch.Tensor:
@@ -283,10 +313,9 @@ class FeaturesProducer:
         if carried is not None:
             return carried
         stats = _stats_of(key, run)
-        if stats is not None:
+        if stats is not None and stats.features is not None:
             return torch.from_numpy(stats.features)
-        output = run.extractor_plugin(key.extractor).feature_output
-        return run.result(key.source).outputs[(key.extractor, output)]
+        return run.result(key.source).outputs[(key.extractor, output_of(key, run))]
 
 
 class LogitsProducer:
@@ -326,12 +355,26 @@ class StatsProducer:
         resolved = run.source(key.source)
         if file_features(key, run) is not None:
             return
-        if _stats_of(key, run) is not None:
+        stats = _stats_of(key, run)
+        if stats is not None:
+            if key.output is not None and key.extractor is not None:
+                width = int(run.extractor_plugin(key.extractor).outputs[output_of(key, run)])
+                if stats.dim != width:
+                    raise InputError(
+                        f"statistics file {quote(stats.path)} holds {stats.dim}-d moments of "
+                        f"{key.output}, but extractor {key.extractor} gives {width}-d"
+                    )
             return
         if key.extractor is None or (not resolved.has_images and resolved.model is None):
+            if key.output is not None and getattr(resolved, "stats_file", None) is not None:
+                raise _no(
+                    f"hold no moments of {quote(key.output)} and no images",
+                    resolved,
+                    ", which a requested metric needs",
+                )
             raise _no("hold no images or features", resolved, ", which a requested metric needs")
-        output = run.extractor_plugin(key.extractor).feature_output
-        run.plan_for(key.source).moments[key.extractor] = output
+        output = output_of(key, run)
+        run.plan_for(key.source).moments[moments_key(key.extractor, key.output)] = output
 
     def produce(self, key: InputKey, run: RunView) -> FeatureStatistics:
         carried = file_features(key, run)
@@ -340,7 +383,7 @@ class StatsProducer:
         stats = _stats_of(key, run)
         if stats is not None:
             return stats.statistics().to(run.device)
-        return run.result(key.source).moments[key.extractor]
+        return run.result(key.source).moments[moments_key(key.extractor, key.output)]
 
 
 class CarriedProducer:
@@ -382,11 +425,7 @@ class CarriedProducer:
             return
         if self._holder(key, run) is None:
             resolved = run.source(key.source)
-            raise _no(
-                f"carry no {self.kind}",
-                resolved,
-                f" (give an .npz with a '{self.kind}' array, or a dataset that has them)",
-            )
+            raise _no(f"carry no {self.kind}", resolved, _how_to_give(self.kind, resolved))
 
     def produce(self, key: InputKey, run: RunView) -> torch.Tensor:
         if self._encodes(key, run):
@@ -401,6 +440,49 @@ class CarriedProducer:
                 ]
             return torch.cat(parts)
         return self._holder(key, run).carried(self.kind)
+
+
+def _how_to_give(kind: str, resolved: Any) -> str:
+    """The end of the one-line error for a source that lacks ``kind``: how to provide it."""
+    if kind != "captions":
+        return f" (give an .npz with a '{kind}' array, or a dataset that has them)"
+    gap = getattr(resolved.source, "caption_gap", None)
+    found = f"; {gap}" if gap else ""
+    return (
+        " (give --prompts FILE to a text-to-image model, an .npz with a 'captions' array, or a "
+        f"folder with a NAME.txt caption beside each image NAME.png{found})"
+    )
+
+
+class CaptionFeaturesProducer:
+    """``caption_features``: the extractor's text embedding of the source's captions (n, d),
+    float32 on the host, row i that of caption i (:class:`CarriedProducer` ``captions``).
+
+    The extractor must have a text tower: its plugin declares ``text_encoder = True`` and its
+    loaded form offers ``encode_text(texts) -> (n, d)`` (e.g. CLIP).
+    """
+
+    captions = CarriedProducer("captions")
+
+    def plan(self, key: InputKey, run: RunView) -> None:
+        if not getattr(run.extractor_plugin(key.extractor), "text_encoder", False):
+            raise InputError(
+                f"extractor {key.extractor} has no text encoder, which a requested metric needs "
+                "to embed the captions (choose one that has, such as a CLIP extractor)"
+            )
+        self.captions.plan(InputKey("captions", key.source), run)
+
+    def produce(self, key: InputKey, run: RunView) -> torch.Tensor:
+        texts = self.captions.produce(InputKey("captions", key.source), run)
+        with torch.no_grad():
+            embedded = run.extractor(key.extractor).encode_text(list(texts))
+        embedded = embedded.detach().float().cpu()
+        if embedded.ndim != 2 or embedded.shape[0] != len(texts):
+            raise RuntimeError(
+                f"extractor {key.extractor}: encode_text returned {tuple(embedded.shape)} for "
+                f"{len(texts)} captions"
+            )
+        return embedded
 
 
 class ReconstructionsProducer:
@@ -502,6 +584,7 @@ PRODUCERS: dict[str, Producer] = {
     "factors": CarriedProducer("factors"),
     "latents": CarriedProducer("latents"),
     "captions": CarriedProducer("captions"),
+    "caption_features": CaptionFeaturesProducer(),
     "reconstructions": ReconstructionsProducer(),
     "dataset": DatasetProducer(),
     "model": ModelProducer(),
@@ -514,7 +597,7 @@ class RunInputs:
 
     def __init__(
         self,
-        keys: Mapping[tuple[str, str], InputKey],
+        keys: Mapping[tuple[str, ...], InputKey],
         values: Mapping[InputKey, Any],
         *,
         run: Any,
@@ -531,17 +614,29 @@ class RunInputs:
         self.run_options = run_options
         self._memo = memo
 
-    def _get(self, kind: str, source: str) -> Any:
-        key = self._keys.get((kind, source))
+    def _get(self, kind: str, source: str, output: str | None = None) -> Any:
+        slot = (kind, source) if output is None else (kind, source, output)
+        key = self._keys.get(slot)
+        if key is None and output is None:  # the one output declared for this kind and source
+            named = [k for s, k in self._keys.items() if s[:2] == (kind, source)]
+            key = named[0] if len(named) == 1 else None
+        if key is None and output is not None:  # the feature output, named explicitly
+            key = self._keys.get((kind, source))
+            if key is not None and key.extractor is not None:
+                plugin = self._run.extractor_plugin(key.extractor)
+                key = key if plugin.feature_output == output else None
+            else:
+                key = None
         if key is None:
-            raise KeyError(f"{kind} of {source} were not declared in the metric's needs")
+            what = kind if output is None else f"{kind} ({output})"
+            raise KeyError(f"{what} of {source} were not declared in the metric's needs")
         return self._values[key]
 
-    def features(self, source: str) -> torch.Tensor:
-        return self._get("features", source)
+    def features(self, source: str, output: str | None = None) -> torch.Tensor:
+        return self._get("features", source, output)
 
-    def stats(self, source: str) -> FeatureStatistics:
-        return self._get("stats", source)
+    def stats(self, source: str, output: str | None = None) -> FeatureStatistics:
+        return self._get("stats", source, output)
 
     def logits(self, source: str) -> torch.Tensor:
         return self._get("logits", source)
@@ -560,6 +655,9 @@ class RunInputs:
 
     def captions(self, source: str) -> list[str]:
         return self._get("captions", source)
+
+    def caption_features(self, source: str) -> torch.Tensor:
+        return self._get("caption_features", source)
 
     def reconstructions(self) -> PairedImages:
         return self._get("reconstructions", "samples")

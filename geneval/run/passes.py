@@ -29,6 +29,23 @@ from geneval.progress import progress_bar
 Batch = torch.Tensor | list[torch.Tensor]
 
 
+#: Separates an extractor's name from an output in a moments key (plugin names are
+#: ``[a-z0-9_-]+``, so it cannot occur in one).
+MOMENTS_SEPARATOR = "#"
+
+
+def moments_key(extractor: str, output: str | None = None) -> str:
+    """The key of an extractor output's running moments in :attr:`PassPlan.moments` and
+    :attr:`PassResult.moments`: the extractor's name for its feature output (``output`` None),
+    ``extractor#output`` for another output (e.g. ``inception-v3-fid#spatial``)."""
+    return extractor if output is None else f"{extractor}{MOMENTS_SEPARATOR}{output}"
+
+
+def moments_extractor(key: str) -> str:
+    """The extractor of a moments key (:func:`moments_key`)."""
+    return key.split(MOMENTS_SEPARATOR, 1)[0]
+
+
 @dataclass
 class PassPlan:
     """What one pass over a source must gather."""
@@ -36,14 +53,18 @@ class PassPlan:
     keep_images: bool = False
     #: extractor name → outputs kept per sample
     outputs: dict[str, set[str]] = field(default_factory=dict)
-    #: extractor name → the output whose running moments are accumulated
+    #: moments key (:func:`moments_key`) → the output whose running moments are accumulated
     moments: dict[str, str] = field(default_factory=dict)
     #: the number of leading images kept for a report (sample grids); 0: none
     keep_first: int = 0
 
     @property
     def extractors(self) -> list[str]:
-        return sorted(set(self.outputs) | set(self.moments))
+        return sorted(set(self.outputs) | {moments_extractor(k) for k in self.moments})
+
+    def moments_of(self, extractor: str) -> dict[str, str]:
+        """The moments keys of one extractor → their outputs."""
+        return {k: o for k, o in self.moments.items() if moments_extractor(k) == extractor}
 
     @property
     def empty(self) -> bool:
@@ -57,7 +78,7 @@ class PassResult:
     count: int
     images: torch.Tensor | None
     outputs: dict[tuple[str, str], torch.Tensor]  # (extractor, output) → (n, d) float32, CPU
-    moments: dict[str, FeatureStatistics]  # extractor → running sums of its moments output
+    moments: dict[str, FeatureStatistics]  # moments key → running sums of that output
     sizes: set[tuple[int, int]]  # (H, W) of the images seen
     first: list[torch.Tensor] = field(default_factory=list)  # leading images (C, H, W), CPU
 
@@ -114,12 +135,11 @@ class SourcePass:
                     out = extractor(group)
                 for output in self.plan.outputs.get(name, ()):
                     self._outputs[(name, output)].append(out[output].detach().float().cpu())
-                moment_output = self.plan.moments.get(name)
-                if moment_output is not None:
+                for key, moment_output in self.plan.moments_of(name).items():
                     features = out[moment_output].detach()
-                    if name not in self._moments:
-                        self._moments[name] = FeatureStatistics(features.shape[1], self.device)
-                    self._moments[name].update(features)
+                    if key not in self._moments:
+                        self._moments[key] = FeatureStatistics(features.shape[1], self.device)
+                    self._moments[key].update(features)
             if self.plan.keep_images:
                 self._images.append(group.cpu())
             missing = self.plan.keep_first - len(self._first)

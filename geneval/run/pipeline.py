@@ -391,7 +391,7 @@ class Run:
 
         self._check_weights()
         names = list(self.needs) if metrics is None else list(metrics)
-        planned: dict[str, dict[tuple[str, str], InputKey]] = {}
+        planned: dict[str, dict[tuple[str, ...], InputKey]] = {}
         for name in names:
             needs = self.needs[name]
             extractor = None
@@ -405,7 +405,7 @@ class Run:
             keys = {}
             for need in needs:
                 key = input_key(need, extractor)
-                keys[(key.kind, key.source)] = key
+                keys[key.slot] = key
             planned[name] = self._plan.keys[name] = keys
         state = self.state
         for name, keys in planned.items():

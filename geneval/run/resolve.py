@@ -5,7 +5,9 @@ nowhere else:
 
 * a loaded model object (``GenerativeModel``), or a model family name with ``--model``;
 * an in-memory image tensor or array (uint8 or float in [0, 1], NCHW or NHWC);
-* a path: a statistics file (an ``.npz`` with ``mu`` and ``sigma``), an ``.npy``/``.npz``
+* a path: a statistics file (an ``.npz`` with ``mu`` and ``sigma``; an ADM evaluator batch,
+  with ``mu_s``/``sigma_s`` and/or ``arr_0`` images, serves its moments and its images,
+  :func:`adm_batch`), an ``.npy``/``.npz``
   array file (images and/or ``labels``, ``factors``, ``latents``, ``features``, ``logits``,
   ``captions``), or a folder;
 * ``DATASET[:SPLIT]``, a registered dataset plugin (default split when none is given);
@@ -35,11 +37,17 @@ import numpy as np
 import torch
 
 from geneval.api import Dataset, GenerativeModel, Need
-from geneval.errors import InputError
+from geneval.errors import InputError, warn
 from geneval.feature_stats import StatsFile, load_stats
 from geneval.feature_stats import is_stats_file as stats_file_named
 from geneval.plugins import Registry
-from geneval.sources import SampleSource, TensorSource, array_source, source_from_path
+from geneval.sources import (
+    ArraySource,
+    SampleSource,
+    TensorSource,
+    array_source,
+    source_from_path,
+)
 from geneval.text import quote
 
 
@@ -134,6 +142,8 @@ def resolve_spec(
     if exists:
         if is_stats_file(path):
             stats = load_stats(path)
+            if stats.layout == "adm":
+                return adm_batch(stats, role, registry, layout)
             return ResolvedSource(role, str(path), stats_file=stats)
         return ResolvedSource(role, str(path), source=source_from_path(path, layout))
     name, split = split_name(str(spec))
@@ -143,6 +153,106 @@ def resolve_spec(
     if role == "reference" and not looks_like_path:
         return ResolvedSource(role, str(spec), published=(name, split))
     raise InputError(f"path {quote(spec)} does not exist (nor is it a dataset name)")
+
+
+class AdmImages(ArraySource):
+    """The images of an ADM batch (``arr_0``, uint8 NHWC), read whole the first time a pass
+    or a report needs them: a batch that serves only moments (FID from ``mu``/``sigma``) is
+    never read further than its headers. The feature cache keys it by the file's content."""
+
+    def __init__(self, path: Path, member: str, count: int, layout: str | None) -> None:
+        self.path = path
+        self.key_note = ""
+        self._member = member
+        self._layout = layout
+        self._array: np.ndarray | None = None
+        SampleSource.__init__(self, description=str(path), count=count, carried={})
+
+    @property
+    def array(self) -> np.ndarray:  # type: ignore[override]
+        """``arr_0`` as NCHW uint8, read through the bounded ``.npz`` reader."""
+        if self._array is None:
+            import zipfile
+
+            from geneval.arrayfile import npz_members, read_member, reading
+            from geneval.sources import check_image_array
+
+            what = f"array file {quote(self.path)}"
+            with reading(what), zipfile.ZipFile(self.path) as archive:
+                members = npz_members(archive, self.path, what, keys=(self._member,))
+                raw = read_member(archive, members[self._member])
+            self._array = check_image_array(raw, f"array {quote(self.path)}", "nhwc")
+        return self._array
+
+    @array.setter
+    def array(self, value: np.ndarray | None) -> None:
+        self._array = value
+
+    @property
+    def has_images(self) -> bool:
+        return True
+
+    @property
+    def can_fetch(self) -> bool:
+        return True
+
+
+#: The layout name extractors claim (``statistics_layouts``) for the ADM evaluator's batches.
+ADM_LAYOUT = "adm"
+
+
+def adm_provenance(registry: Registry) -> dict[str, str] | None:
+    """The provenance assumed for an ADM batch without ``meta``: the installed extractor
+    that declares ``statistics_layouts = {"adm": RESIZE}`` (the network and resize the ADM
+    evaluator computes its moments with), as ``{"extractor", "resize", "assumed"}``;
+    ``None`` when no extractor claims the layout."""
+    for name, item in sorted(registry.items("extractor").items()):
+        layouts = getattr(item.obj, "statistics_layouts", None) or {}
+        if ADM_LAYOUT in layouts:
+            return {"extractor": name, "resize": layouts[ADM_LAYOUT], "assumed": ADM_LAYOUT}
+    return None
+
+
+def adm_batch(
+    stats: StatsFile, role: str, registry: Registry, layout: str | None
+) -> ResolvedSource:
+    """An ADM evaluator batch (``arr_0`` images and/or ``mu``, ``sigma``, ``mu_s``,
+    ``sigma_s``): its moments serve the ``stats`` of the feature output and of ``spatial``,
+    its images (when it has ``arr_0``) every input that needs images. A batch without
+    ``meta`` is assumed to follow the ADM evaluator's convention (:func:`adm_provenance`),
+    with a note in the report."""
+    path = stats.path
+    assert path is not None
+    if stats.meta is None:
+        assumed = adm_provenance(registry)
+        if assumed is not None:
+            stats.meta = assumed
+            warn(
+                f"{quote(path)} has no provenance (an ADM evaluator batch): assumed to be "
+                f"computed as the ADM evaluator does, extractor {assumed['extractor']} with "
+                f"resize {assumed['resize']}"
+            )
+        else:
+            warn(
+                f"{quote(path)} has no provenance (an ADM evaluator batch) and no installed "
+                "extractor claims the ADM layout: make sure it matches the run's extractor"
+            )
+    source = None
+    if stats.images_member is not None:
+        count = _member_count(path, stats.images_member)
+        source = AdmImages(path, stats.images_member, count, layout)
+    return ResolvedSource(role, str(path), source=source, stats_file=stats)
+
+
+def _member_count(path: Path, member: str) -> int:
+    """The number of images a member's header declares."""
+    import zipfile
+
+    from geneval.arrayfile import npz_members, reading
+
+    what = f"array file {quote(path)}"
+    with reading(what), zipfile.ZipFile(path) as archive:
+        return int(npz_members(archive, path, what, keys=(member,))[member].shape[0])
 
 
 def default_extractor(registry: Registry) -> str:

@@ -37,7 +37,7 @@ SOURCES = ("samples", "reference")
 class Plan:
     """The typed inputs of every metric of a run."""
 
-    keys: dict[str, dict[tuple[str, str], InputKey]] = field(default_factory=dict)
+    keys: dict[str, dict[tuple[str, ...], InputKey]] = field(default_factory=dict)
     #: metric → extractor (``None``: every extracted input of the metric comes from a file)
     extractors: dict[str, str | None] = field(default_factory=dict)
 

@@ -12,6 +12,14 @@ those of the array (float64, about a shift, as for extracted features), and the 
 ``meta`` records ``features_from`` (the source) instead of an extractor, its weights and its
 resize convention; naming an extractor (or its weights, or a resize convention) together with
 such a source is an :class:`InputError`.
+
+``format="adm"`` (``geneval stats --format adm``) writes the layout of the ADM evaluator's
+reference batches (``openai/guided-diffusion/evaluations``): ``mu``, ``sigma`` (the feature
+output) and ``mu_s``, ``sigma_s`` (the extractor's ``spatial`` output, sFID's) as float64,
+with the source's images as ``arr_0`` (uint8 NHWC, 3 channels, one size), plus geneval's
+``n`` and ``meta`` (which the evaluator ignores), so that the file serves the evaluator and
+geneval alike. The moments come from one pass; the images are read a second time and
+streamed into the file block by block, so memory holds one batch of them.
 """
 
 from __future__ import annotations
@@ -32,6 +40,10 @@ if TYPE_CHECKING:
 
 #: The name the statistics' needs are planned under.
 STATISTICS = "statistics"
+#: The file layouts ``geneval stats`` writes (``--format``), the first the default.
+FORMATS = ("geneval", "adm")
+#: The extractor output whose moments an ADM batch stores as ``mu_s``/``sigma_s``.
+ADM_SPATIAL = "spatial"
 
 
 def feature_statistics(
@@ -49,18 +61,25 @@ def feature_statistics(
     cache: bool = DEFAULTS["cache"],
     force: bool = False,
     registry: Registry | None = None,
+    format: str = "geneval",
 ) -> StatsFile:
     """The feature statistics (mu, sigma, n; with ``features=True`` the per-sample features)
     of ``source`` (a folder, an array, ``DATASET[:SPLIT]`` or an image tensor), written to
     ``output`` (``.npz``) when given, as ``geneval stats SOURCE -o OUT.npz`` does.
 
     Inside a sharded run every rank extracts its shard; only rank 0 writes ``output``.
+    ``format="adm"`` writes the ADM evaluator's layout instead (see the module docstring).
     """
     from geneval.distributed import context
     from geneval.feature_stats import StatsFile, make_meta, save_stats
     from geneval.io import check_writable
     from geneval.run.pipeline import Run
 
+    if format not in FORMATS:
+        raise InputError(f"unknown statistics format {format!r} (choose from {', '.join(FORMATS)})")
+    adm = format == "adm"
+    if adm and features:
+        raise InputError("--features applies to geneval's format, not --format adm")
     if output is not None:
         if Path(output).suffix != ".npz":
             raise InputError(f"-o {quote(output)}: statistics files end in .npz")
@@ -68,6 +87,8 @@ def feature_statistics(
     needs = [Need("features", source="samples", stats_ok=True)]
     if features:
         needs.append(Need("features", source="samples"))
+    if adm:
+        needs.append(Need("stats", source="samples", output=ADM_SPATIAL))
     config = run_config(
         (),
         samples=source,
@@ -94,6 +115,12 @@ def feature_statistics(
             )
             if value
         ]
+        if adm:
+            raise InputError(
+                f"{quote(resolved.description)} carries a 'features' array: the ADM layout "
+                "needs images, from which the extractor computes both the pool and the "
+                "spatial moments"
+            )
         if given:
             raise InputError(
                 f"{quote(resolved.description)} carries a 'features' array, on which no "
@@ -130,10 +157,83 @@ def feature_statistics(
         meta=meta,
         features=None if kept is None else kept.cpu().numpy(),
     )
+    if adm:
+        spatial = values[keys[("stats", "samples", ADM_SPATIAL)]]
+        found.outputs[ADM_SPATIAL] = (spatial.mean.cpu().numpy(), spatial.cov.cpu().numpy())
+        found.layout = "adm"
+        found.images_member = "arr_0"
+        result = run.state.result("samples")
+        if len(result.sizes) != 1:
+            sizes = ", ".join(f"{h}×{w}" for h, w in sorted(result.sizes))
+            raise InputError(
+                f"{quote(resolved.description)}: the ADM layout stores the images as one "
+                f"array (arr_0), and they have several sizes ({sizes})"
+            )
+        if output is not None and context().is_main:
+            (height, width) = next(iter(result.sizes))
+            _write_adm(
+                Path(output),
+                found,
+                resolved.source,
+                (height, width),
+                batch_size=config.batch_size,
+                workers=workers,
+                force=force,
+            )
+            found.path = Path(output)
+        return found
     if output is not None and context().is_main:
         save_stats(output, moments, meta, features=kept, force=force)
         found.path = Path(output)
     return found
+
+
+def _rgb_blocks(source: Any, batch_size: int, workers: int | None) -> Any:
+    """The source's images as float [0, 1] NCHW blocks with 3 channels (grey repeated), on
+    the host, in order."""
+    import torch
+
+    from geneval.run.passes import same_size_groups
+
+    for batch in source.batches(batch_size, torch.device("cpu"), workers):
+        for group in same_size_groups(batch):
+            yield group.expand(-1, 3, -1, -1) if group.shape[1] == 1 else group
+
+
+def _write_adm(
+    path: Path,
+    found: StatsFile,
+    source: Any,
+    size: tuple[int, int],
+    *,
+    batch_size: int,
+    workers: int | None,
+    force: bool,
+) -> None:
+    """Write ``found`` in the ADM layout at ``path`` (atomically, only after success):
+    ``arr_0`` uint8 (n, H, W, 3) streamed from ``source``, ``mu``, ``sigma``, ``mu_s``,
+    ``sigma_s`` float64, ``n`` and ``meta``."""
+    import json
+
+    import numpy as np
+
+    from geneval.io import write_atomic
+    from geneval.sample_files import npz_writer, uint8_blocks
+
+    mu_s, sigma_s = found.outputs[ADM_SPATIAL]
+    extra = {
+        "mu": np.asarray(found.mu, dtype=np.float64),
+        "sigma": np.asarray(found.sigma, dtype=np.float64),
+        "mu_s": np.asarray(mu_s, dtype=np.float64),
+        "sigma_s": np.asarray(sigma_s, dtype=np.float64),
+        "n": np.int64(found.n),
+        "meta": np.array(json.dumps(found.meta, sort_keys=True)),
+    }
+    assert found.n is not None
+    shape = (found.n, size[0], size[1], 3)
+    blocks = uint8_blocks(_rgb_blocks(source, batch_size, workers))
+    writer = npz_writer("arr_0", shape, np.uint8, blocks, extra=extra)
+    write_atomic(path, writer, force=force, what="statistics file")
 
 
 def features_meta(source: str) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 Outputs, from float images in ``[0, 1]`` (N, 1 or 3, H, W) of any size:
 
 * ``pool`` (2048) — the average-pooled ``Mixed_7c`` activations used by FID and KID;
+* ``spatial`` (2023) — the ADM evaluator's sFID features: the TF graph's ``mixed_6/conv:0``
+  (``Mixed_6d.branch1x1`` after BatchNorm and ReLU), first 7 channels, flattened in TF's
+  (17, 17, 7) order (see :func:`~geneval_plugins.extractors.inception.network.spatial_features`
+  for how that tensor was identified), from the same forward pass;
 * ``logits_unbiased`` (1008) — the classifier without its bias, used by the Inception Score
   as in the original TF code and torch-fidelity;
 * ``logits`` (1008) — the classifier with its bias.
@@ -39,7 +43,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geneval.plugin import CommandOption, InputError, WeightsFile, file_sha256, hookimpl, quote
-from geneval_plugins.extractors.inception.dimensions import NUM_CLASSES, POOL_DIM
+from geneval_plugins.extractors.inception.dimensions import NUM_CLASSES, POOL_DIM, SPATIAL_DIM
 from geneval_plugins.extractors.published_stats import fetch_reference_stats
 from geneval_plugins.extractors.resize import (
     RESIZE_CONVENTIONS,
@@ -66,7 +70,12 @@ WEIGHTS = WeightsFile(
     sha256="6726825d",
 )
 WEIGHTS_FILENAME = WEIGHTS.filename
-OUTPUTS = {"pool": POOL_DIM, "logits_unbiased": NUM_CLASSES, "logits": NUM_CLASSES}
+OUTPUTS = {
+    "pool": POOL_DIM,
+    "spatial": SPATIAL_DIM,
+    "logits_unbiased": NUM_CLASSES,
+    "logits": NUM_CLASSES,
+}
 
 
 def find_inception_weights(weights: Path | str | None = None, *, download: bool = True) -> Path:
@@ -126,7 +135,8 @@ class LoadedInception:
         return images.to(self.device)
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"pool", "logits_unbiased", "logits"}`` float32 on the extractor's device."""
+        """``{"pool", "spatial", "logits_unbiased", "logits"}`` float32 on the extractor's
+        device."""
         import torch
 
         if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -156,6 +166,10 @@ class InceptionV3FID:
     feature_output = "pool"
     logits_output = "logits_unbiased"
     resize_options = RESIZE_CONVENTIONS
+    #: The ADM evaluator's batches (``mu``/``sigma`` of pool3, ``mu_s``/``sigma_s`` of
+    #: ``spatial``) are computed by this network, from the 2015-12-05 TF graph, whose
+    #: bilinear resize is ``tf1``: a batch without provenance is read as such.
+    statistics_layouts = {"adm": "tf1"}
 
     def published_stats(self, dataset: str, split: str | None, convention: str) -> Path | None:
         """Published statistics of a benchmark (``cifar10:train`` ...) for this extractor under

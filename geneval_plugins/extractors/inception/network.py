@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geneval_plugins.extractors.inception.dimensions import NUM_CLASSES, POOL_DIM
+from geneval_plugins.extractors.inception.dimensions import NUM_CLASSES, POOL_DIM, SPATIAL_CHANNELS
 
 BN_EPS = 0.001
 
@@ -116,6 +116,11 @@ class InceptionC(nn.Module):
         self.branch_pool = ConvBN(cin, 192, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_1x1(x)[0]
+
+    def forward_with_1x1(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's output and its 1×1 branch (``branch1x1``, after BatchNorm and ReLU)."""
+        b1 = self.branch1x1(x)
         b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
         d = self.branch7x7dbl_1(x)
         for layer in (
@@ -126,7 +131,7 @@ class InceptionC(nn.Module):
         ):
             d = layer(d)
         bp = self.branch_pool(_tf_avg_pool(x))
-        return torch.cat([self.branch1x1(x), b7, d, bp], 1)
+        return torch.cat([b1, b7, d, bp], 1), b1
 
 
 class InceptionD(nn.Module):
@@ -200,6 +205,14 @@ class FIDInceptionV3(nn.Module):
 
     def pool_features(self, x: torch.Tensor) -> torch.Tensor:
         """The 2048-d average-pooled output of ``Mixed_7c`` (the "pool3" layer of FID)."""
+        return self.pool_and_spatial(x)[0]
+
+    def pool_and_spatial(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pool3 (N, 2048) and the sFID spatial features (N, 2023) in one forward pass.
+
+        The spatial features are the TF graph's ``mixed_6/conv:0``, first 7 channels, in the
+        TF layout (N, 17, 17, 7) flattened row-major: :func:`spatial_features`.
+        """
         x = self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x)))
         x = F.max_pool2d(x, 3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
@@ -211,20 +224,25 @@ class FIDInceptionV3(nn.Module):
             self.Mixed_6a,
             self.Mixed_6b,
             self.Mixed_6c,
-            self.Mixed_6d,
-            self.Mixed_6e,
-            self.Mixed_7a,
-            self.Mixed_7b,
-            self.Mixed_7c,
         ):
             x = block(x)
-        return x.mean(dim=(2, 3), dtype=torch.float32)
+        x, branch = self.Mixed_6d.forward_with_1x1(x)
+        spatial = spatial_features(branch)
+        for block in (self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+            x = block(x)
+        return x.mean(dim=(2, 3), dtype=torch.float32), spatial
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``{"pool": (N, 2048), "logits_unbiased": pool·Wᵀ, "logits": pool·Wᵀ + b}``."""
-        pool = self.pool_features(x)
+        """``{"pool": (N, 2048), "spatial": (N, 2023), "logits_unbiased": pool·Wᵀ,
+        "logits": pool·Wᵀ + b}``, all from one forward pass."""
+        pool, spatial = self.pool_and_spatial(x)
         unbiased = pool @ self.fc.weight.T
-        return {"pool": pool, "logits_unbiased": unbiased, "logits": unbiased + self.fc.bias}
+        return {
+            "pool": pool,
+            "spatial": spatial,
+            "logits_unbiased": unbiased,
+            "logits": unbiased + self.fc.bias,
+        }
 
     def fold_batchnorm(self) -> FIDInceptionV3:
         """Fold every BatchNorm into its convolution (inference only); returns ``self``."""
@@ -232,6 +250,30 @@ class FIDInceptionV3(nn.Module):
             if isinstance(module, ConvBN):
                 module.fold()
         return self
+
+
+def spatial_features(branch: torch.Tensor) -> torch.Tensor:
+    """The sFID features of ``Mixed_6d.branch1x1``'s output (N, 192, 17, 17): its first
+    :data:`SPATIAL_CHANNELS` channels in TensorFlow's NHWC order, flattened, float32 (N, 2023).
+
+    Which tensor this is: the ADM evaluator (``guided-diffusion/evaluations/evaluator.py``)
+    reads ``mixed_6/conv:0`` of the 2015-12-05 graph, keeps ``[..., :7]`` of it (NHWC) and
+    reshapes each image's (17, 17, 7) block to one row.
+
+    * Block: the graph names its Inception blocks ``mixed``, ``mixed_1``, …, ``mixed_10``, in
+      the order of the PyTorch port's ``Mixed_5b``, ``5c``, ``5d`` (35×35), ``6a`` (reduction),
+      ``6b``, ``6c``, ``6d``, ``6e`` (17×17), ``7a`` (reduction), ``7b``, ``7c``: ``mixed_6`` is
+      ``Mixed_6d`` (not ``Mixed_6e``, an off-by-one of some ports). The conversion that made
+      the published weights maps ``mixed_6/conv/{conv2d_params,batchnorm}`` to
+      ``Mixed_6d.branch1x1.{conv,bn}``.
+    * Op: each layer of the graph is a name scope ``…/conv`` holding ``Conv2D`` (weights
+      ``conv2d_params``) and ``batchnorm``; the op named by the scope itself, whose output
+      ``conv:0`` is, is the layer's last op, the ReLU. So ``mixed_6/conv:0`` is
+      ``relu(bn(conv(x)))`` of ``Mixed_6d.branch1x1``: 192 channels on the 17×17 grid, of
+      which the first 7 give 7 · 17 · 17 = 2023 features.
+    """
+    head = branch[:, :SPATIAL_CHANNELS]
+    return head.permute(0, 2, 3, 1).reshape(head.shape[0], -1).float()
 
 
 def empty_network() -> FIDInceptionV3:

@@ -272,6 +272,8 @@ class FrechetInceptionDistance:
     #: Below the Inception feature dimension the sample covariance is singular and the
     #: estimate strongly biased; an extractor with fewer dimensions declares its own minimum.
     min_samples = 2048
+    #: The extractor output whose moments are compared (``None``: its feature output).
+    output: str | None = None
 
     def compute(self, inputs: MetricInputs) -> Mapping[str, Any]:
         """``{"value": FID, "n_samples", "n_reference"}`` from the runner's running moments.
@@ -280,12 +282,12 @@ class FrechetInceptionDistance:
         (:meth:`~geneval.feature_stats.FeatureStatistics.covariance_factor`) to
         :func:`frechet_distance`, which then takes the small-side route.
         """
-        samples = inputs.stats("samples").to(inputs.device)
-        reference = inputs.stats("reference").to(inputs.device)
+        samples = inputs.stats("samples", output=self.output).to(inputs.device)
+        reference = inputs.stats("reference", output=self.output).to(inputs.device)
         for source, stats in (("samples", samples), ("reference", reference)):
             if stats.n < 2:
                 raise InputError(
-                    f"fid needs at least 2 {source} to estimate a covariance, got {stats.n}"
+                    f"{self.name} needs at least 2 {source} to estimate a covariance, got {stats.n}"
                 )
         # Statistics that kept their rows (n ≤ d) give the centred factor: the trace term
         # then comes from the n × n side, equal to the d × d eigen route to round-off.

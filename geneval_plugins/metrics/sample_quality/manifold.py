@@ -44,12 +44,25 @@ Precision and recall alone need no per-entry test: one product per block, whose 
 decide precision and column minima recall (:func:`_precision_recall`); density counts entries,
 so with density or coverage every entry is compared with its ball.
 
+``protocol=adm`` (precision and recall only) follows the ADM evaluator instead
+(:func:`adm_precision_recall`): its ``ManifoldEstimator`` counts the point itself among the
+k + 1 nearest, decides on squared distances rounded to float16 as TensorFlow computes them
+(float32 for a 10 000 × 10 000 block holding a non-finite float16 entry), with closed balls.
+Those float16 decisions are reproduced, not exact arithmetic's: the norms are summed in
+float16 in the order of TensorFlow's GPU kernel (:func:`tf_gpu_row_sums_float16`; summing
+them in float32 instead moves 24 of 6000 decisions on 3000 × 2048 pool-like features), and
+the result differs from the numpy transcription of the evaluator
+(``tests/adm_evaluator_reference.py``) only where a dot product's float32 accumulation,
+summed in another order, rounds to a neighbouring float16 (0 of those 6000 decisions).
+
 References
 ----------
 .. [1] T. Kynkäänniemi, T. Karras, S. Laine, J. Lehtinen, T. Aila, "Improved Precision and
    Recall Metric for Assessing Generative Models", NeurIPS 2019.
 .. [2] M. F. Naeem, S. J. Oh, Y. Uh, Y. Choi, J. Yoo, "Reliable Fidelity and Diversity
    Metrics for Generative Models", ICML 2020.
+.. [3] P. Dhariwal, A. Nichol, "Diffusion Models Beat GANs on Image Synthesis", NeurIPS 2021
+   (``guided-diffusion/evaluations/evaluator.py``: ``ManifoldEstimator``, ``DistanceBlock``).
 """
 
 from __future__ import annotations
@@ -59,6 +72,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from geneval.plugin import InputError, MetricInputs, Need, Option, progress_bar
+from geneval_plugins.metrics.sample_quality.protocols import protocol_needs, protocol_option
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,6 +83,8 @@ if TYPE_CHECKING:
 
 #: The four metrics, in the order their results are listed.
 MANIFOLD_METRICS = ("precision", "recall", "density", "coverage")
+#: The manifold metrics that take the ``protocol`` option (the ADM evaluator computes these).
+ADM_METRICS = ("precision", "recall")
 #: Which set's balls each metric counts in: the reference's, or the samples' (recall).
 _RADII_OF = {
     "precision": "reference",
@@ -731,11 +747,262 @@ def coverage(samples: ArrayLike, reference: ArrayLike, k: int = 5, **kwargs: Any
     return manifold_metrics(samples, reference, {"coverage": k}, **kwargs)["coverage"]
 
 
+# -- The ADM evaluator's precision and recall (``protocol=adm``) -------------------------------
+
+#: Rows and columns of one block of the ADM evaluator's ``ManifoldEstimator``
+#: (``row_batch_size = col_batch_size = 10000``): it picks float16 or float32 per block.
+ADM_BLOCK = 10000
+#: At most this many distances are held at once within one ADM block (64 MiB of float32).
+_ADM_CHUNK_ELEMENTS = 1 << 24
+
+
+class _AdmSet(NamedTuple):
+    """One feature set as the ADM distance graph reads it: float32, its float16 cast, and the
+    squared norms of each (``tf.reduce_sum(tf.square(·), 1)``)."""
+
+    x: torch.Tensor
+    x16: torch.Tensor
+    sq16: torch.Tensor
+    sq32: torch.Tensor
+
+
+def tf_gpu_row_sums_float16(values: torch.Tensor) -> torch.Tensor:
+    """TensorFlow's GPU ``tf.reduce_sum(values, 1)`` of a float16 matrix (n, d): (n,) float16.
+
+    TensorFlow reduces float16 sums with a float16 accumulator (``Sum<half>``, where its
+    ``MeanReducer<half>`` accumulates in float32), in its kernels' order: rows of at least 1024
+    columns go to CUB's ``DeviceSegmentedReduce`` with 256 threads per row (below one tile, as
+    for 2048-d features, thread ``t`` adds items ``t, t + 256, …`` in turn), shorter rows to
+    ``RowReduceKernel`` with one warp (lane ``l`` adds ``l, l + 32, …``); each warp adds its 32
+    lanes as a tree of adjacent pairs (shuffle offsets 1, 2, 4, 8, 16) and the warp totals
+    are added in order. Every addition here is a float16 addition in that order, so the sums
+    are TensorFlow's bit for bit; zero padding stands for lanes without an item (x + 0 = x).
+    """
+    import torch.nn.functional as F
+
+    n, d = values.shape
+    threads = 256 if d >= 1024 else 32
+    padded = F.pad(values, (0, (-d) % threads))
+    parts = padded.reshape(n, -1, threads)
+    acc = parts[:, 0].clone()
+    for i in range(1, parts.shape[1]):
+        acc += parts[:, i]
+    warps = acc.reshape(n, -1, 32)
+    while warps.shape[2] > 1:
+        warps = warps[:, :, 0::2] + warps[:, :, 1::2]
+    out = warps[:, 0, 0].clone()
+    for w in range(1, warps.shape[1]):
+        out += warps[:, w, 0]
+    return out
+
+
+def _adm_set(x: torch.Tensor) -> _AdmSet:
+    """``x`` with its float16 cast (round to nearest even; beyond ±65504 it is ±inf, as
+    ``tf.cast``) and both squared norms: the float16 one squares in float16 and sums in
+    float16 as TensorFlow's GPU kernel does (:func:`tf_gpu_row_sums_float16`), in chunks of
+    rows."""
+    import torch
+
+    x16 = x.half()
+    sq16 = torch.empty(x.shape[0], dtype=torch.float16, device=x.device)
+    step = max(1, _ADM_CHUNK_ELEMENTS // max(x.shape[1], 1))
+    for i in range(0, x.shape[0], step):
+        rows = x16[i : i + step]
+        sq16[i : i + step] = tf_gpu_row_sums_float16(rows * rows)
+    sq32 = (x * x).sum(dim=1)
+    return _AdmSet(x, x16, sq16, sq32)
+
+
+def adm_squared_distances(u: _AdmSet, v: _AdmSet, half: bool) -> torch.Tensor:
+    """The ADM evaluator's ``_batch_pairwise_distances(U, V)``: ``max(‖u‖² − 2 uᵀv + ‖v‖², 0)``.
+
+    With ``half``, each op as TensorFlow evaluates it on float16 tensors on a GPU: the norms
+    of :func:`_adm_set`; the product ``uᵀv`` of float16 values is exact in float32,
+    accumulated in float32 (cuBLAS with float32 compute, TensorFlow's default for float16
+    matmuls) and rounded once to float16; ``‖u‖² − 2 uᵀv`` and ``… + ‖v‖²`` are each rounded
+    to float16; an overflow gives inf. Without, the same expression in float32. Returned as a
+    float16 or float32 tensor (len(u), len(v)).
+    """
+    import torch
+
+    if half:
+        m = torch.mm(u.x16.float(), v.x16.float().T).half()
+        d = u.sq16[:, None] - m * 2
+    else:
+        d = u.sq32[:, None] - torch.mm(u.x, v.x.T) * 2
+    return d.add_(v.sq16[None, :] if half else v.sq32[None, :]).clamp_min_(0.0)
+
+
+def _adm_block(
+    u: _AdmSet,
+    rows: tuple[int, int],
+    v: _AdmSet,
+    cols: tuple[int, int],
+    consume: Callable[[int, int, torch.Tensor], Any],
+) -> list[Any]:
+    """``consume(r0, r1, d)`` over the rows of one ADM block, ``d`` the block's squared
+    distances of rows ``r0:r1`` of ``u`` to columns ``cols`` of ``v`` as float32, as
+    ``DistanceBlock`` gives them: float16 values when every entry of the whole block is finite,
+    else the float32 expression. Rows are taken in chunks of at most
+    :data:`_ADM_CHUNK_ELEMENTS` distances; a chunk with a non-finite float16 entry discards
+    the results so far and the block is computed again in float32. Returns consume's results.
+    """
+    import torch
+
+    (i0, i1), (j0, j1) = rows, cols
+    v_block = _AdmSet(*(t[j0:j1] for t in v))
+    step = max(1, _ADM_CHUNK_ELEMENTS // max(j1 - j0, 1))
+    for half in (True, False):
+        results = []
+        for r0 in range(i0, i1, step):
+            r1 = min(r0 + step, i1)
+            u_rows = _AdmSet(*(t[r0:r1] for t in u))
+            d = adm_squared_distances(u_rows, v_block, half)
+            if half and not bool(torch.isfinite(d).all()):
+                break
+            results.append(consume(r0, r1, d.float()))
+        else:
+            return results
+    raise AssertionError("unreachable: the float32 pass always completes")
+
+
+def _adm_edges(n: int) -> list[tuple[int, int]]:
+    return [(i, min(i + ADM_BLOCK, n)) for i in range(0, n, ADM_BLOCK)]
+
+
+def adm_manifold_radii(x: _AdmSet, k: int) -> torch.Tensor:
+    """``ManifoldEstimator.manifold_radii`` with ``nhood_sizes=(k,)``: per point, the
+    (k + 1)-th smallest squared distance of its row, its own distance counted (near 0, not
+    always exactly 0 in float16), float32 (n,). Each row keeps its k + 1 smallest values
+    over the column blocks: the same values as ADM's ``np.partition`` of the whole row."""
+    import torch
+
+    n = x.x.shape[0]
+    radii = torch.empty(n, device=x.x.device)
+    for rows in _adm_edges(n):
+        best: torch.Tensor | None = None
+        for cols in _adm_edges(n):
+            keep = min(k + 1, cols[1] - cols[0])
+            parts = _adm_block(
+                x, rows, x, cols, lambda r0, r1, d, keep=keep: d.topk(keep, dim=1, largest=False)[0]
+            )
+            smallest = torch.cat(parts)
+            if best is not None:
+                smallest = torch.cat([best, smallest], dim=1)
+            best = smallest.topk(min(k + 1, smallest.shape[1]), dim=1, largest=False)[0]
+        assert best is not None
+        radii[rows[0] : rows[1]] = best.max(dim=1).values
+    return radii
+
+
+def adm_precision_recall(
+    samples: ArrayLike,
+    reference: ArrayLike,
+    k: Mapping[str, int] | None = None,
+    *,
+    device: torch.device | str | None = None,
+) -> dict[str, float]:
+    """Precision and recall as the ADM evaluator computes them (``compute_prec_recall``).
+
+    ``ManifoldEstimator`` of ``openai/guided-diffusion/evaluations/evaluator.py``:
+
+    * radii: per point, the squared distance to its k-th neighbour counting itself as the
+      0-th (:func:`adm_manifold_radii`; k = 3, ``nhood_sizes=(3,)``), the reference's and the
+      samples' from their own sets;
+    * precision: the fraction of samples ``y`` with ``d²(x, y) ≤ r²(x)`` for some reference
+      ``x``; recall: the fraction of reference points ``x`` with ``d²(x, y) ≤ r²(y)`` for some
+      sample ``y`` (closed balls);
+    * distances: ``max(‖x‖² − 2 xᵀy + ‖y‖², 0)`` in float16 with x the row (reference in
+      the P/R pass), in blocks of :data:`ADM_BLOCK` × :data:`ADM_BLOCK`; a block with a
+      non-finite float16 entry is computed in float32 instead (:func:`adm_squared_distances`).
+
+    The float16 emulation rounds what TensorFlow rounds on a GPU, where it rounds, the norms'
+    float16 additions in its kernel's order included (:func:`tf_gpu_row_sums_float16`); it can
+    differ from a TensorFlow run only where a dot product's float32 accumulation, summed in
+    another order, lands on the other side of a float16 rounding boundary (about 1e-4 of the
+    distances, by one unit in the last place), and in the float32 fallback blocks by float32
+    round-off. TensorFlow on a CPU sums in another order again.
+
+    Parameters
+    ----------
+    samples, reference
+        Feature vectors (n_s, d) and (n_r, d): the FID Inception's pool features for ADM's
+        numbers. The reference is ADM's reference batch (10 000 images for ImageNet).
+    k
+        ``{"precision": k, "recall": k}`` or one of them (default both with k = 3): the
+        neighbour rank of the reference's balls (precision) and of the samples' (recall).
+    device
+        Where to compute; default the device of ``samples`` when it is a tensor, else the CPU.
+
+    Returns
+    -------
+    dict
+        ``{metric: value}`` for every key of ``k``.
+    """
+    import torch
+
+    k = dict(k or {"precision": 3, "recall": 3})
+    unknown = sorted(set(k) - {"precision", "recall"})
+    if unknown:
+        raise InputError(f"adm_precision_recall: unknown metrics {', '.join(unknown)}")
+    if device is None:
+        device = samples.device if isinstance(samples, torch.Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    s = _as_features(samples, "sample features", device)
+    r = _as_features(reference, "reference features", device)
+    if s.shape[1] != r.shape[1]:
+        raise InputError(
+            f"sample and reference features have different widths ({s.shape[1]} and {r.shape[1]})"
+        )
+    n_s, n_r = s.shape[0], r.shape[0]
+    if "precision" in k:
+        _check_k("precision", k["precision"], n_r, "reference")
+    if "recall" in k:
+        _check_k("recall", k["recall"], n_s, "sample")
+    ref, smp = _adm_set(r), _adm_set(s)
+    ref_radii = adm_manifold_radii(ref, k["precision"]) if "precision" in k else None
+    smp_radii = adm_manifold_radii(smp, k["recall"]) if "recall" in k else None
+    ref_in = torch.zeros(n_r, dtype=torch.bool, device=device)  # recall
+    smp_in = torch.zeros(n_s, dtype=torch.bool, device=device)  # precision
+    ref_edges, smp_edges = _adm_edges(n_r), _adm_edges(n_s)
+    with progress_bar(len(ref_edges) * len(smp_edges), "ADM manifold comparisons", "blocks") as bar:
+        for rows in ref_edges:
+            for cols in smp_edges:
+                j0, j1 = cols
+
+                def decide(
+                    r0: int, r1: int, d: torch.Tensor, j0: int = j0, j1: int = j1
+                ) -> tuple[int, int, torch.Tensor | None, torch.Tensor | None]:
+                    # rows: reference points r0:r1; columns: samples j0:j1
+                    in_samples = in_reference = None
+                    if smp_radii is not None:
+                        in_samples = (d <= smp_radii[None, j0:j1]).any(dim=1)
+                    if ref_radii is not None:
+                        in_reference = (d <= ref_radii[r0:r1, None]).any(dim=0)
+                    return r0, r1, in_samples, in_reference
+
+                for r0, r1, in_samples, in_reference in _adm_block(ref, rows, smp, cols, decide):
+                    if in_samples is not None:
+                        ref_in[r0:r1] |= in_samples
+                    if in_reference is not None:
+                        smp_in[j0:j1] |= in_reference
+                bar.update(1)
+    out: dict[str, float] = {}
+    if "precision" in k:
+        out["precision"] = float(smp_in.double().mean())
+    if "recall" in k:
+        out["recall"] = float(ref_in.double().mean())
+    return out
+
+
 # -- The four metric plugins share one computation per run ------------------------------------
 
 
-def _run_ranks(inputs: MetricInputs, own: str, k: int, n_s: int, n_r: int) -> dict[str, int]:
-    """The k of every manifold metric of this run whose k is valid for these sets, own first.
+def _run_ranks(
+    inputs: MetricInputs, own: str, k: int, n_s: int, n_r: int, protocol: str = "geneval"
+) -> dict[str, int]:
+    """The k of every manifold metric of this run under the same ``protocol`` whose k is valid
+    for these sets, own first.
 
     Metrics with an invalid k are left out here, so each reports its own error.
     """
@@ -744,6 +1011,8 @@ def _run_ranks(inputs: MetricInputs, own: str, k: int, n_s: int, n_r: int) -> di
     for name in MANIFOLD_METRICS:
         options = run_options.get(name)
         if name == own or not options or "k" not in options:
+            continue
+        if options.get("protocol", "geneval") != protocol:
             continue
         n = n_s if _RADII_OF[name] == "samples" else n_r
         if isinstance(options["k"], int) and 1 <= options["k"] < n:
@@ -779,7 +1048,9 @@ class ManifoldMetric:
     Features default to the ``vgg16`` extractor's ``fc2_relu`` (Kynkäänniemi et al.,
     torch-fidelity). All manifold metrics of one run are computed together on the first call
     (:func:`manifold_metrics` with each one's k, read from ``inputs.run_options``) and kept
-    in the run's memo; the others read their value from it.
+    in the run's memo; the others read their value from it. Precision and recall take the
+    option ``protocol``: under ``adm`` both come from one :func:`adm_precision_recall`, on
+    inception-v3-fid pool features by preference.
     """
 
     higher_is_better = True
@@ -812,12 +1083,43 @@ class ManifoldMetric:
                 choices=("closed", "open"),
             ),
         }
+        if name in ADM_METRICS:
+            self.options = {
+                **self.options,
+                "protocol": protocol_option(
+                    "k-NN balls as its ManifoldEstimator: float16 squared distances with a "
+                    "float32 fallback per 10000 × 10000 block, closed balls; prefers "
+                    "inception-v3-fid pool features"
+                ),
+            }
+
+    def feature_space_for(self, options: Mapping[str, Any]) -> str:
+        """The space of the published numbers under ``options``: VGG-16 (Kynkäänniemi et al.)
+        by default, the FID Inception network's under ``protocol=adm`` (the ADM tables)."""
+        if options.get("protocol") == "adm":
+            return "inception-v3-fid"
+        return self.feature_space
+
+    def needs_for(self, options: Mapping[str, Any]) -> tuple[Need, ...]:
+        """VGG-16 features by preference; under ``protocol=adm``, inception-v3-fid's pool
+        features by preference (``protocols.protocol_needs``)."""
+        return protocol_needs(self.needs, options)
 
     def compute(
-        self, inputs: MetricInputs, *, k: int, boundary: str | None = None
+        self,
+        inputs: MetricInputs,
+        *,
+        k: int,
+        boundary: str | None = None,
+        protocol: str = "geneval",
     ) -> Mapping[str, Any]:
         """``{"value", "k", "n", "n_reference", "boundary"}``, shared with the run's other
-        manifold metrics."""
+        manifold metrics of the same ``protocol`` (``adm``: :func:`adm_precision_recall`)."""
+        if protocol == "adm" and boundary == "open":
+            raise InputError(
+                f"{self.name}: protocol=adm counts a point on a ball's boundary as inside "
+                "(<=, as the ADM evaluator); boundary=open is not part of it"
+            )
         boundary = boundary or DEFAULT_BOUNDARY[self.name]
         samples = inputs.features("samples")
         reference = inputs.features("reference")
@@ -836,7 +1138,26 @@ class ManifoldMetric:
             _check_k(self.name, k, n_s, "sample")
         else:
             _check_k(self.name, k, n_r, "reference")
-        ranks = _run_ranks(inputs, self.name, k, n_s, n_r)
+        ranks = _run_ranks(inputs, self.name, k, n_s, n_r, protocol)
+        if protocol == "adm":
+            key_adm = (
+                "manifold-adm",
+                _tensor_key(samples),
+                _tensor_key(reference),
+                tuple(sorted(ranks.items())),
+            )
+
+            def run_adm() -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+                values = adm_precision_recall(samples, reference, ranks, device=inputs.device)
+                return samples, reference, values
+
+            return {
+                "value": inputs.memo(key_adm, run_adm)[2][self.name],
+                "k": k,
+                "n": n_s,
+                "n_reference": n_r,
+                "boundary": "closed",
+            }
         boundaries = _run_boundaries(inputs, self.name, boundary, ranks)
         key = (
             "manifold-metrics",
@@ -863,12 +1184,17 @@ class ManifoldMetric:
 
 
 __all__ = [
+    "ADM_BLOCK",
+    "ADM_METRICS",
     "CPU_BLOCK",
     "CROSS_BLOCKS",
     "DEFAULT_BOUNDARY",
     "GPU_BLOCK",
     "MANIFOLD_METRICS",
     "ManifoldMetric",
+    "adm_manifold_radii",
+    "adm_precision_recall",
+    "adm_squared_distances",
     "coverage",
     "default_block",
     "density",
@@ -878,4 +1204,5 @@ __all__ = [
     "pairwise_distances",
     "precision",
     "recall",
+    "tf_gpu_row_sums_float16",
 ]

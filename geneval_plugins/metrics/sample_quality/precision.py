@@ -16,7 +16,8 @@ INTERPRETATION = (
 
 
 def precision_metric() -> ManifoldMetric:
-    """The ``precision`` metric, k = 3 by default as Kynkäänniemi et al. and torch-fidelity."""
+    """The ``precision`` metric, k = 3 by default as Kynkäänniemi et al. and torch-fidelity;
+    ``protocol=adm`` gives the ADM evaluator's (:func:`manifold.adm_precision_recall`)."""
     return ManifoldMetric("precision", 3, INTERPRETATION)
 
 

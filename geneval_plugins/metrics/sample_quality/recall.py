@@ -16,7 +16,8 @@ INTERPRETATION = (
 
 
 def recall_metric() -> ManifoldMetric:
-    """The ``recall`` metric, k = 3 by default as Kynkäänniemi et al. and torch-fidelity."""
+    """The ``recall`` metric, k = 3 by default as Kynkäänniemi et al. and torch-fidelity;
+    ``protocol=adm`` gives the ADM evaluator's (:func:`manifold.adm_precision_recall`)."""
     return ManifoldMetric("recall", 3, INTERPRETATION)
 
 

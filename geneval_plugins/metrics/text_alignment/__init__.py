@@ -1,0 +1,3 @@
+"""``text_alignment`` (being written)."""
+
+from __future__ import annotations
