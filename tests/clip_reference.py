@@ -19,6 +19,7 @@ object whose ``encode_image`` is the open_clip model's, so that clean-fid's own 
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import sys
@@ -27,7 +28,20 @@ from pathlib import Path
 
 import torch
 
-from geneval_plugins.extractors.clip import ClipArchitecture
+from geneval_plugins.extractors.clip import VIT_B32, ClipArchitecture
+
+#: A small CLIP in the published layout (ViT-B/32's, narrower and shallower), for fast tests.
+TINY = dataclasses.replace(
+    VIT_B32,
+    name="clip-tiny",
+    image_size=64,
+    patch_size=16,
+    vision_width=128,
+    vision_layers=2,
+    text_width=128,
+    text_layers=2,
+    embed_dim=64,
+)
 
 
 def open_clip_model(arch: ClipArchitecture, seed: int = 0) -> torch.nn.Module:

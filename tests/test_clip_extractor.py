@@ -20,19 +20,8 @@ from PIL import Image
 
 from geneval.plugin import InputError
 from geneval_plugins.extractors import clip as C
-from tests.clip_reference import open_clip_model, save_weights, write_tokenizer_files
+from tests.clip_reference import TINY, open_clip_model, save_weights, write_tokenizer_files
 
-TINY = dataclasses.replace(
-    C.VIT_B32,
-    name="clip-tiny",
-    image_size=64,
-    patch_size=16,
-    vision_width=128,
-    vision_layers=2,
-    text_width=128,
-    text_layers=2,
-    embed_dim=64,
-)
 CAPTIONS = [
     "a photo of a cat",
     "Two dogs, playing in the snow!",

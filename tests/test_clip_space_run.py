@@ -4,7 +4,6 @@ computed on the same extractor's embeddings."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -15,20 +14,9 @@ import torch
 from geneval.plugin import hookimpl
 from geneval_plugins.extractors import clip as C
 from geneval_plugins.metrics.text_alignment.clip_score import clip_score
-from tests.clip_reference import open_clip_model, save_weights, write_tokenizer_files
+from tests.clip_reference import TINY, open_clip_model, save_weights, write_tokenizer_files
 from tests.cmmd_reference import mmd
 
-TINY = dataclasses.replace(
-    C.VIT_B32,
-    name="clip-tiny",
-    image_size=64,
-    patch_size=16,
-    vision_width=128,
-    vision_layers=2,
-    text_width=128,
-    text_layers=2,
-    embed_dim=64,
-)
 CAPTIONS = ["a red square", "two cats", "a photo of the sea at night", "x", "blue", "a dog"]
 
 

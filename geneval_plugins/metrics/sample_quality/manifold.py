@@ -129,6 +129,25 @@ def default_block(device: torch.device) -> int:
     return CPU_BLOCK if device.type == "cpu" else GPU_BLOCK
 
 
+def _feature_pair(
+    samples: ArrayLike, reference: ArrayLike, device: torch.device | str | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.device]:
+    """Both feature sets checked by :func:`_as_features` on ``device`` (default: the samples'
+    device, else the CPU), and the device; an :class:`InputError` when their widths differ."""
+    import torch
+
+    if device is None:
+        device = samples.device if isinstance(samples, torch.Tensor) else torch.device("cpu")
+    device = torch.device(device)
+    s = _as_features(samples, "sample features", device)
+    r = _as_features(reference, "reference features", device)
+    if s.shape[1] != r.shape[1]:
+        raise InputError(
+            f"sample and reference features have different widths ({s.shape[1]} and {r.shape[1]})"
+        )
+    return s, r, device
+
+
 def _as_features(x: ArrayLike, name: str, device: torch.device) -> torch.Tensor:
     import torch
 
@@ -611,15 +630,7 @@ def manifold_metrics(
             raise InputError(f"{name}: boundary must be 'closed' or 'open', got {kind!r}")
         if name in closed:
             closed[name] = kind == "closed"
-    if device is None:
-        device = samples.device if isinstance(samples, torch.Tensor) else torch.device("cpu")
-    device = torch.device(device)
-    s = _as_features(samples, "sample features", device)
-    r = _as_features(reference, "reference features", device)
-    if s.shape[1] != r.shape[1]:
-        raise InputError(
-            f"sample and reference features have different widths ({s.shape[1]} and {r.shape[1]})"
-        )
+    s, r, device = _feature_pair(samples, reference, device)
     n_s, n_r = s.shape[0], r.shape[0]
     for name, rank in k.items():
         if _RADII_OF[name] == "samples":
@@ -945,15 +956,7 @@ def adm_precision_recall(
     unknown = sorted(set(k) - {"precision", "recall"})
     if unknown:
         raise InputError(f"adm_precision_recall: unknown metrics {', '.join(unknown)}")
-    if device is None:
-        device = samples.device if isinstance(samples, torch.Tensor) else torch.device("cpu")
-    device = torch.device(device)
-    s = _as_features(samples, "sample features", device)
-    r = _as_features(reference, "reference features", device)
-    if s.shape[1] != r.shape[1]:
-        raise InputError(
-            f"sample and reference features have different widths ({s.shape[1]} and {r.shape[1]})"
-        )
+    s, r, device = _feature_pair(samples, reference, device)
     n_s, n_r = s.shape[0], r.shape[0]
     if "precision" in k:
         _check_k("precision", k["precision"], n_r, "reference")
